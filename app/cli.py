@@ -1,0 +1,293 @@
+"""The ``slmrag`` command line. Thin: every command parses options and calls into app/ and ingest/.
+
+Exit status: 0 success, 1 some work failed (e.g. a file in a batch), 2 usage errors (unknown pack,
+invalid option or question). Errors print as one readable message, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from app.errors import ConfigError, InputError, PackNotFound, SlmragError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Private, offline Q&A over your documents with small language models.")
+packs_app = typer.Typer(no_args_is_help=True, help="List, inspect, validate, create and share domain packs.")
+filter_app = typer.Typer(no_args_is_help=True, help="Train and calibrate the relevance filter of a pack.")
+app.add_typer(packs_app, name="packs")
+app.add_typer(filter_app, name="filter")
+
+err = Console(stderr=True)
+out = Console()
+
+PackOpt = typer.Option("medical", "--pack", "-p", help="Domain pack name (see `slmrag packs list`) or folder.")
+IndexDirOpt = typer.Option(None, "--index-dir", help="Use this folder as the pack's index (default: indexes/<pack>, or $SLMRAG_INDEX_DIR/<pack>).")
+JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
+
+
+def _fail(exc: SlmragError) -> None:
+    code = 2 if isinstance(exc, (ConfigError, PackNotFound, InputError)) else 1
+    err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _pack(name: str, index_dir: Optional[Path] = None):
+    from app.packs import load_pack
+
+    return load_pack(name, index_dir)
+
+
+class RichProgress:
+    """Progress bar on stderr for ingest (files and chunks)."""
+
+    def __init__(self, enabled: bool = True):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.enabled = enabled and err.is_terminal or os.environ.get("SLMRAG_PROGRESS") == "1"
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[chunks]} chunks"), TextColumn("{task.fields[name]}"),
+                                 TimeElapsedColumn(), console=err, disable=not self.enabled, transient=False)
+        self.task = None
+        self.n_chunks = 0
+
+    def start(self, total_files: int) -> None:
+        self.progress.start()
+        self.task = self.progress.add_task("ingest", total=total_files, chunks=0, name="")
+
+    def file(self, name: str) -> None:
+        self.progress.update(self.task, name=name[-40:])
+
+    def chunks(self, n: int) -> None:
+        self.n_chunks += n
+        self.progress.update(self.task, chunks=self.n_chunks)
+
+    def advance(self) -> None:
+        self.progress.advance(self.task)
+
+    def finish(self) -> None:
+        self.progress.stop()
+
+
+# ---------------------------------------------------------------------------------------------- ingest
+@app.command()
+def ingest(
+    paths: List[Path] = typer.Argument(..., help="Files or folders (recursive): .pdf, .txt, .md, .html."),
+    pack: str = PackOpt,
+    index_dir: Optional[Path] = IndexDirOpt,
+    as_json: bool = JsonOpt,
+    no_wait: bool = typer.Option(False, "--no-wait", help="Fail at once if another ingest holds the index."),
+) -> None:
+    """Add documents to a pack's index (unchanged files are skipped, changed ones replaced)."""
+    try:
+        from ingest.pipeline import Ingestor
+
+        p = _pack(pack, index_dir)
+        summary = Ingestor(p).ingest(paths, progress=RichProgress(not as_json),
+                                     on_wait=lambda m: err.print(m), wait=not no_wait)
+    except SlmragError as exc:
+        _fail(exc)
+    if as_json:
+        print(json.dumps(summary.to_json(), indent=2))
+    else:
+        rate = f" ({summary.chunks / summary.seconds:.1f} chunks/s)" if summary.seconds and summary.chunks else ""
+        out.print(f"added {len(summary.added)}, updated {len(summary.updated)}, skipped {len(summary.skipped)} "
+                  f"unchanged, failed {len(summary.failed)}; {summary.chunks} new chunks from {summary.pages} "
+                  f"pages in {summary.seconds:.1f}s{rate}", highlight=False)
+        for f in summary.failed:
+            err.print(f"[red]failed:[/] {f['error']}", highlight=False)
+    raise typer.Exit(0 if summary.ok else 1)
+
+
+@app.command()
+def remove(
+    paths: List[str] = typer.Argument(..., help="Document paths (or file names) to delete from the index."),
+    pack: str = PackOpt,
+    index_dir: Optional[Path] = IndexDirOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Delete documents' chunks from a pack's index."""
+    try:
+        from ingest.pipeline import Ingestor
+
+        removed = Ingestor(_pack(pack, index_dir)).remove(paths)
+    except SlmragError as exc:
+        _fail(exc)
+    if as_json:
+        print(json.dumps({"removed": removed}))
+    else:
+        for r in removed:
+            out.print(f"removed {r}", highlight=False)
+
+
+@app.command()
+def status(
+    pack: str = PackOpt,
+    index_dir: Optional[Path] = IndexDirOpt,
+    check: bool = typer.Option(False, "--check", help="Verify the vector file and the metadata agree."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Documents and chunks in a pack's index."""
+    import datetime as dt
+
+    from app.store import IndexStore
+
+    try:
+        p = _pack(pack, index_dir)
+        store = IndexStore(p.index_dir)
+        docs = store.documents()
+        problems = store.check() if check else []
+    except SlmragError as exc:
+        _fail(exc)
+    info = {
+        "pack": p.name, "index_dir": str(p.index_dir), "exists": store.exists(), "generation": store.generation(),
+        "documents": len(docs), "chunks": sum(d.n_chunks for d in docs.values()),
+        "files": [{"name": d.name, "path": d.path, "pages": d.pages, "chunks": d.n_chunks} for d in sorted(docs.values(), key=lambda d: d.name)],
+    }
+    if check:
+        info["consistent"] = not problems
+        info["problems"] = problems
+    if as_json:
+        print(json.dumps(info, indent=2))
+    else:
+        out.print(f"pack {p.name}: {info['documents']} documents, {info['chunks']} chunks in {p.index_dir} "
+                  f"(generation {info['generation']})", highlight=False)
+        for f in info["files"]:
+            pages = f" {f['pages']} pages," if f["pages"] else ""
+            out.print(f"  {f['name']}:{pages} {f['chunks']} chunks", highlight=False)
+        if check:
+            out.print("consistent: yes" if not problems else "consistent: NO\n  " + "\n  ".join(problems))
+    if check and problems:
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------------------------------------- ask
+@app.command()
+def ask(
+    question: str = typer.Argument(..., help="Your question."),
+    pack: str = PackOpt,
+    index_dir: Optional[Path] = IndexDirOpt,
+    k: Optional[int] = typer.Option(None, "--k", min=1, max=50, help="Passages to retrieve (default: the pack's)."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Filter threshold (default: the pack's)."),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1, max=4096, help="Most tokens to generate."),
+    doc: Optional[str] = typer.Option(None, "--doc", help="Restrict retrieval to one document (file name or path)."),
+    filter_kind: Optional[str] = typer.Option(None, "--filter", help="Override the filter: none, cosine, cross_encoder, slm_judge."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Answer a question from a pack's documents, streaming, with citations."""
+    from app.pipeline import Assistant, AskOptions
+
+    try:
+        p = _pack(pack, index_dir)
+        assistant = Assistant(p)
+        stream = assistant.ask(question, AskOptions(k=k, threshold=threshold, max_tokens=max_tokens, doc=doc,
+                                                    filter=filter_kind))
+        for piece in stream:
+            if not as_json:
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+        answer = stream.answer
+    except SlmragError as exc:
+        _fail(exc)
+    if as_json:
+        print(json.dumps(answer.to_json(), indent=2))
+        return
+    sys.stdout.write("\n\n")
+    label = "Nearest sources" if answer.abstained else "Sources"
+    out.print(f"[bold]{label}:[/]")
+    for c in (answer.citations or [dict(n=i + 1, name=q.name, page=q.page) for i, q in enumerate(answer.passages[:3])]):
+        page = f" p.{c['page']}" if c.get("page") else ""
+        out.print(f"  [{c['n']}] {c['name']}{page}", highlight=False, markup=False)
+    if answer.disclaimer:
+        out.print(f"\n[dim]{answer.disclaimer}[/]", highlight=False)
+    t = answer.timings
+    err.print(f"[dim]retrieve {t['retrieve_s']:.2f}s, filter {t['filter_s']:.2f}s, first token {t['first_token_s']:.2f}s, "
+              f"total {t['total_s']:.2f}s, {t.get('tokens_per_s') or 0:.0f} tok/s[/]", highlight=False)
+
+
+# ---------------------------------------------------------------------------------------------- ui
+@app.command()
+def ui(
+    port: int = typer.Option(8501, "--port", help="Port to serve on (loopback only)."),
+    pack: Optional[str] = typer.Option(None, "--pack", "-p", help="Pack selected at start."),
+    headless: bool = typer.Option(False, "--headless", help="Do not open a browser."),
+) -> None:
+    """Start the chat UI in your browser (ingests a pack's starter corpus on first use)."""
+    import subprocess
+
+    script = Path(__file__).resolve().parent.parent / "streamlit_app.py"
+    env = dict(os.environ)
+    if pack:
+        env["SLMRAG_DEFAULT_PACK"] = pack
+    cmd = [sys.executable, "-m", "streamlit", "run", str(script), "--server.address", "127.0.0.1",
+           "--server.port", str(port), "--browser.gatherUsageStats", "false",
+           "--server.headless", "true" if headless else "false"]
+    raise typer.Exit(subprocess.call(cmd, env=env))
+
+
+# ---------------------------------------------------------------------------------------------- packs
+@packs_app.command("list")
+def packs_list(as_json: bool = JsonOpt) -> None:
+    """List available packs."""
+    from app.packs import discover, load_pack_dir
+
+    rows = []
+    for name, path in sorted(discover().items()):
+        try:
+            p = load_pack_dir(path)
+            rows.append({"name": name, "title": p.config.title, "version": p.config.version, "path": str(path), "valid": True})
+        except SlmragError as exc:
+            rows.append({"name": name, "title": "", "version": "", "path": str(path), "valid": False, "error": str(exc)})
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        flag = "" if r["valid"] else "  [red](invalid: run slmrag packs validate)[/]"
+        out.print(f"{r['name']:<12} {r['title']} (v{r['version']}){flag}  [dim]{r['path']}[/]", highlight=False)
+
+
+@packs_app.command("show")
+def packs_show(name: str = typer.Argument(...), as_json: bool = JsonOpt) -> None:
+    """Show a pack's full configuration."""
+    try:
+        p = _pack(name)
+    except SlmragError as exc:
+        _fail(exc)
+    data = p.config.model_dump()
+    data["path"] = str(p.path)
+    data["index_dir"] = str(p.index_dir)
+    if as_json:
+        print(json.dumps(data, indent=2))
+    else:
+        import yaml
+
+        out.print(yaml.safe_dump(data, sort_keys=False), highlight=False, markup=False)
+
+
+@packs_app.command("validate")
+def packs_validate(path: Path = typer.Argument(..., help="A pack folder (or name).")) -> None:
+    """Validate a pack: settings, prompt templates, corpus folder."""
+    from app.packs import load_pack
+
+    try:
+        p = load_pack(path)
+    except SlmragError as exc:
+        _fail(exc)
+    out.print(f"ok: pack '{p.name}' ({p.config.title}) at {p.path}", highlight=False)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

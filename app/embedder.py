@@ -1,0 +1,89 @@
+"""The sentence embedder (MiniLM by default) and its tokenizer, which also measures chunk sizes.
+
+Cheap constructor; the weights load in :meth:`Embedder.load` (or lazily on first use).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from app.env import threads
+from app.errors import require
+from app.models import resolve_model
+from app.settings import EmbedderSettings
+
+
+class Embedder:
+    def __init__(self, settings: EmbedderSettings, base_dir: Path | None = None):
+        self.settings = settings
+        self.base_dir = base_dir
+        self._model = None
+        self._tokenizer = None
+        self._lock = threading.Lock()
+
+    @property
+    def model_path(self) -> str:
+        return str(resolve_model(self.settings.model, self.base_dir))
+
+    @property
+    def identity(self) -> str:
+        """Stored with an index: vectors from another embedder are not comparable."""
+        return self.settings.model
+
+    # ------------------------------------------------------------------ loading
+    def load(self) -> "Embedder":
+        with self._lock:
+            if self._model is None:
+                st = require("sentence_transformers", "sentence-transformers")
+                torch = require("torch")
+                torch.set_num_threads(threads())
+                self._model = st.SentenceTransformer(self.model_path, device="cpu", local_files_only=True)
+                self._model.max_seq_length = self.settings.max_seq_tokens
+                self._tokenizer = self._model.tokenizer
+        return self
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            with self._lock:
+                if self._tokenizer is None:
+                    transformers = require("transformers")
+                    self._tokenizer = transformers.AutoTokenizer.from_pretrained(self.model_path, local_files_only=True)
+        return self._tokenizer
+
+    @property
+    def dim(self) -> int:
+        self.load()
+        get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        return int(get_dim())
+
+    # ------------------------------------------------------------------ use
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def encode(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """L2-normalised float32 vectors, so inner product is cosine similarity."""
+        self.load()
+        if not texts:
+            return np.zeros((0, self.dim), dtype="float32")
+        bs = self.settings.batch_size
+        # Sort by length so each batch pads to similar lengths (much less wasted compute), then restore.
+        order = np.argsort([len(t) for t in texts])
+        out = np.zeros((len(texts), self.dim), dtype="float32")
+        for i in range(0, len(texts), bs):
+            idx = order[i : i + bs]
+            vecs = self._model.encode(
+                [texts[j] for j in idx], batch_size=bs, convert_to_numpy=True,
+                normalize_embeddings=True, show_progress_bar=False,
+            )
+            out[idx] = vecs.astype("float32")
+            if progress:
+                progress(len(idx))
+        return out
+
+    def encode_query(self, text: str) -> np.ndarray:
+        return self.encode([text])[0]

@@ -1,0 +1,57 @@
+"""Process-wide environment defaults, applied once when the package is imported.
+
+Why here: slmrag must never reach a model hub. Hugging Face libraries read these variables at import
+time, so they have to be set before transformers / sentence-transformers are imported anywhere.
+We only set defaults (``setdefault``) so an operator can still override them deliberately.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+OFFLINE_VARS = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    # Streamlit phones home for usage stats unless told not to.
+    "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
+}
+
+
+def apply_offline_defaults() -> None:
+    for key, value in OFFLINE_VARS.items():
+        os.environ.setdefault(key, value)
+
+
+def project_root() -> Path:
+    """The checkout (or install prefix) that holds ``domains/`` and ``indexes/``.
+
+    ``SLMRAG_HOME`` wins; otherwise the folder above the ``app`` package (an editable install or a
+    checkout), which is where the design card puts ``domains/`` and ``indexes/``.
+    """
+    home = os.environ.get("SLMRAG_HOME")
+    if home:
+        return Path(home).expanduser().resolve()
+    return Path(__file__).resolve().parent.parent
+
+
+def cache_dir() -> Path:
+    """Where derived model files (requantized GGUF, converted HF weights, ONNX) are cached."""
+    base = os.environ.get("SLMRAG_CACHE_DIR")
+    path = Path(base).expanduser() if base else Path.home() / ".cache" / "slmrag"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def threads() -> int:
+    """Threads for model inference: all cores, overridable with SLMRAG_THREADS."""
+    value = os.environ.get("SLMRAG_THREADS")
+    if value:
+        return max(1, int(value))
+    return max(1, os.cpu_count() or 1)

@@ -1,0 +1,333 @@
+"""Generator backends. Each is a small class with ``load()`` and one ``stream()`` method.
+
+Registered by name in :data:`BACKENDS`; a pack's ``generator.backend`` picks one, so moving to a bigger
+model (an HF directory, another GGUF, a vLLM/Ollama server) is a config change, never a code change.
+Heavy libraries are imported inside ``load()`` with an install hint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Iterator, Protocol
+
+from app.env import cache_dir, threads
+from app.errors import ModelNotFound, SlmragError, require
+from app.models import resolve_model
+from app.settings import GeneratorSettings
+
+Message = dict  # {"role": "system"|"user"|"assistant", "content": str}
+
+
+class Generator(Protocol):
+    settings: GeneratorSettings
+
+    def load(self) -> "Generator": ...
+
+    def stream(self, messages: list[Message], *, max_tokens: int | None = None) -> Iterator[str]: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+
+def _source_key(path: Path) -> str:
+    st = path.stat()
+    return hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+
+
+# ============================================================================ llama.cpp
+_EXTRA_BUFTS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _without_extra_buffer_types():
+    """Load llama.cpp models with ``use_extra_bufts = False``.
+
+    Why: on Xeons that report AMX (as the 2-core machines here do), llama.cpp moves quantized weights
+    into its AMX buffer type, and the first batched decode (any prompt longer than one token) dies with a
+    general protection fault inside a VM that does not grant AMX tile state. llama-cpp-python does not
+    expose the flag, so the default model params are wrapped while the model loads. Measured here:
+    prefill 429 tok/s (Q4_0) with the flag off, versus a crash with it on.
+    Set SLMRAG_LLAMA_EXTRA_BUFTS=1 to keep llama.cpp's default on hardware where it works.
+    """
+    import llama_cpp.llama_cpp as C
+
+    if os.environ.get("SLMRAG_LLAMA_EXTRA_BUFTS") == "1":
+        yield
+        return
+    with _EXTRA_BUFTS_LOCK:
+        original = C.llama_model_default_params
+
+        def patched():
+            params = original()
+            params.use_extra_bufts = False
+            return params
+
+        C.llama_model_default_params = patched
+        try:
+            yield
+        finally:
+            C.llama_model_default_params = original
+
+
+class LlamaCppGenerator:
+    """GGUF models through llama-cpp-python: loads in well under a second, ~100 tok/s for SmolLM2-135M.
+
+    Requantizes the shipped Q4_1 file to Q4_0 once (cached): on CPU, Q4_0 prefills about twice as fast.
+    The system prompt is the same for every question of a pack, and llama.cpp keeps the KV cache of the
+    longest common token prefix between calls, so it is not re-evaluated.
+    """
+
+    name = "llamacpp"
+
+    def __init__(self, settings: GeneratorSettings, base_dir: Path | None = None):
+        self.settings = settings
+        self.base_dir = base_dir
+        self._llm = None
+        self._lock = threading.RLock()
+
+    def model_file(self) -> Path:
+        path = resolve_model(self.settings.model, self.base_dir)
+        if not isinstance(path, Path) or path.suffix != ".gguf":
+            raise ModelNotFound(
+                f"The llamacpp backend needs a .gguf file, got '{self.settings.model}'. Use backend "
+                "'transformers' for an HF model directory or id."
+            )
+        return path
+
+    def _requantized(self, src: Path) -> Path:
+        if self.settings.requantize == "none" or "Q4_0" in src.name:
+            return src
+        llama_cpp = require("llama_cpp", "llama-cpp-python")
+        dst = cache_dir() / f"{src.stem}.{_source_key(src)}.Q4_0.gguf"
+        if dst.exists():
+            return dst
+        tmp = dst.with_suffix(f".tmp{os.getpid()}")
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0
+        params.allow_requantize = True  # the source is already Q4_1; llama.cpp refuses without this
+        params.nthread = threads()
+        rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
+        if rc != 0 or not tmp.exists():
+            tmp.unlink(missing_ok=True)
+            return src  # fall back to the shipped file rather than fail
+        os.replace(tmp, dst)
+        return dst
+
+    def load(self) -> "LlamaCppGenerator":
+        with self._lock:
+            if self._llm is None:
+                llama_cpp = require("llama_cpp", "llama-cpp-python")
+                path = self._requantized(self.model_file())
+                with _without_extra_buffer_types():
+                    self._llm = llama_cpp.Llama(
+                        model_path=str(path), n_ctx=self.settings.n_ctx, n_threads=threads(),
+                        n_threads_batch=threads(), n_batch=512, logits_all=False, verbose=False,
+                    )
+        return self
+
+    @property
+    def llm(self):
+        return self.load()._llm
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def stream(self, messages: list[Message], *, max_tokens: int | None = None) -> Iterator[str]:
+        s = self.settings
+        with self._lock:  # one llama context: serialise generations
+            for part in self.llm.create_chat_completion(
+                messages=messages, stream=True, max_tokens=max_tokens or s.max_tokens,
+                temperature=s.temperature, repeat_penalty=s.repeat_penalty, top_k=1 if s.temperature == 0 else 40,
+            ):
+                delta = part["choices"][0].get("delta", {}).get("content")
+                if delta:
+                    yield delta
+
+    def yes_probability(self, prompts: list[str]) -> list[float]:
+        """P(yes) / (P(yes)+P(no)) of the next token for each prompt, from the logits (no generation)."""
+        import numpy as np
+
+        llm = self.llm
+        yes_ids = {t[0] for t in (llm.tokenize(w.encode(), add_bos=False) for w in ("Yes", " Yes", "yes", " yes")) if len(t) == 1}
+        no_ids = {t[0] for t in (llm.tokenize(w.encode(), add_bos=False) for w in ("No", " No", "no", " no")) if len(t) == 1}
+        out = []
+        with self._lock:
+            for prompt in prompts:
+                tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+                llm.reset()
+                llm.eval(tokens)
+                logits = np.asarray(llm._ctx.get_logits()[: llm.n_vocab()] if hasattr(llm._ctx, "get_logits") else llm.scores[llm.n_tokens - 1])
+                logits = logits.astype("float64")
+                m = logits.max()
+                p_yes = np.exp(logits[list(yes_ids)] - m).sum()
+                p_no = np.exp(logits[list(no_ids)] - m).sum()
+                out.append(float(p_yes / (p_yes + p_no + 1e-12)))
+        return out
+
+    def chat_prompt(self, messages: list[Message]) -> str:
+        """The chat template applied as text, with the assistant turn opened (for logit scoring)."""
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        meta = self.llm.metadata
+        template = meta.get("tokenizer.chat_template")
+        eos = self.llm.detokenize([self.llm.token_eos()]).decode("utf-8", errors="ignore")
+        bos = self.llm.detokenize([self.llm.token_bos()]).decode("utf-8", errors="ignore")
+        fmt = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos, add_generation_prompt=True)
+        return fmt(messages=messages).prompt
+
+
+# ============================================================================ transformers
+class TransformersGenerator:
+    """Any HF causal LM (a directory, a cached id, or a GGUF file dequantized by transformers).
+
+    Loading a GGUF through transformers dequantizes it (~16 s here), so the converted weights are saved
+    once as safetensors in the cache and loaded from there afterwards.
+    """
+
+    name = "transformers"
+
+    def __init__(self, settings: GeneratorSettings, base_dir: Path | None = None):
+        self.settings = settings
+        self.base_dir = base_dir
+        self._model = None
+        self._tok = None
+        self._lock = threading.RLock()
+
+    def _load_from(self) -> tuple[str, dict]:
+        target = resolve_model(self.settings.model, self.base_dir)
+        if isinstance(target, Path) and target.suffix == ".gguf":
+            converted = cache_dir() / f"hf-{target.stem}.{_source_key(target)}"
+            if (converted / "config.json").exists():
+                return str(converted), {}
+            return str(target.parent), {"gguf_file": target.name, "_convert_to": converted}
+        return str(target), {}
+
+    def load(self) -> "TransformersGenerator":
+        with self._lock:
+            if self._model is None:
+                transformers = require("transformers")
+                torch = require("torch")
+                torch.set_num_threads(threads())
+                where, extra = self._load_from()
+                convert_to = extra.pop("_convert_to", None)
+                try:
+                    self._tok = transformers.AutoTokenizer.from_pretrained(where, local_files_only=True, **extra)
+                    self._model = transformers.AutoModelForCausalLM.from_pretrained(
+                        where, local_files_only=True, torch_dtype=torch.float32, **extra)
+                except OSError as exc:
+                    raise ModelNotFound(
+                        f"Could not load '{self.settings.model}' with transformers offline: {exc}. Give a local "
+                        "model directory or a .gguf path; nothing is downloaded at run time."
+                    ) from exc
+                self._model.eval()
+                if convert_to is not None:
+                    tmp = convert_to.with_name(convert_to.name + f".tmp{os.getpid()}")
+                    self._model.save_pretrained(tmp, safe_serialization=True)
+                    self._tok.save_pretrained(tmp)
+                    os.replace(tmp, convert_to) if not convert_to.exists() else None
+        return self
+
+    def count_tokens(self, text: str) -> int:
+        self.load()
+        return len(self._tok.encode(text, add_special_tokens=False))
+
+    def stream(self, messages: list[Message], *, max_tokens: int | None = None) -> Iterator[str]:
+        self.load()
+        transformers = require("transformers")
+        torch = require("torch")
+        s = self.settings
+        ids = self._tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
+        if not isinstance(ids, torch.Tensor):  # newer transformers return a BatchEncoding
+            ids = ids["input_ids"]
+        streamer = transformers.TextIteratorStreamer(self._tok, skip_prompt=True, skip_special_tokens=True)
+        kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens or s.max_tokens,
+                      streamer=streamer, repetition_penalty=s.repeat_penalty,
+                      pad_token_id=self._tok.pad_token_id or self._tok.eos_token_id)
+        if s.temperature > 0:
+            kwargs.update(do_sample=True, temperature=s.temperature)
+        else:
+            kwargs.update(do_sample=False)
+        errors: list[BaseException] = []
+
+        def run():
+            try:
+                with torch.inference_mode():
+                    self._model.generate(**kwargs)
+            except BaseException as exc:  # surfaced in the caller's thread below
+                errors.append(exc)
+                streamer.end()
+
+        with self._lock:
+            worker = threading.Thread(target=run, daemon=True)
+            worker.start()
+            for text in streamer:
+                if text:
+                    yield text
+            worker.join()
+        if errors:
+            raise SlmragError(f"Generation failed: {errors[0]}")
+
+
+# ============================================================================ OpenAI-compatible
+class OpenAIGenerator:
+    """Any OpenAI-compatible chat endpoint (vLLM, Ollama, llama.cpp server, LM Studio...), streamed."""
+
+    name = "openai"
+
+    def __init__(self, settings: GeneratorSettings, base_dir: Path | None = None):
+        self.settings = settings
+        if not settings.base_url:
+            raise SlmragError("generator.base_url is required for backend 'openai' (e.g. http://127.0.0.1:8000/v1).")
+
+    def load(self) -> "OpenAIGenerator":
+        return self
+
+    def count_tokens(self, text: str) -> int:
+        return max(1, len(text) // 4)  # the server tokenizes; a rough estimate suffices for budgeting
+
+    def stream(self, messages: list[Message], *, max_tokens: int | None = None) -> Iterator[str]:
+        s = self.settings
+        body = json.dumps({"model": s.model, "messages": messages, "stream": True,
+                           "max_tokens": max_tokens or s.max_tokens, "temperature": s.temperature}).encode()
+        headers = {"Content-Type": "application/json"}
+        if s.api_key_env and os.environ.get(s.api_key_env):
+            headers["Authorization"] = f"Bearer {os.environ[s.api_key_env]}"
+        req = urllib.request.Request(s.base_url.rstrip("/") + "/chat/completions", data=body, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=s.timeout_s) as resp:
+                for raw in resp:
+                    line = raw.decode("utf-8", errors="replace").strip()
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    try:
+                        delta = json.loads(data)["choices"][0].get("delta", {}).get("content")
+                    except (ValueError, KeyError, IndexError):
+                        continue
+                    if delta:
+                        yield delta
+        except urllib.error.URLError as exc:
+            raise SlmragError(f"Could not reach the generator server at {s.base_url}: {exc.reason}. Is it running?") from exc
+
+
+BACKENDS: dict[str, type] = {
+    "llamacpp": LlamaCppGenerator,
+    "transformers": TransformersGenerator,
+    "openai": OpenAIGenerator,
+}
+
+
+def make_generator(settings: GeneratorSettings, base_dir: Path | None = None) -> Generator:
+    match settings.backend:
+        case "llamacpp" | "transformers" | "openai":
+            return BACKENDS[settings.backend](settings, base_dir)
+        case other:  # pragma: no cover - pydantic already restricts the value
+            raise SlmragError(f"Unknown generator backend '{other}'. Known: {', '.join(BACKENDS)}.")

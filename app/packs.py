@@ -1,0 +1,151 @@
+"""Domain packs: discovery, loading and validation.
+
+A pack is a folder with ``pack.yaml`` (validated by :class:`app.settings.PackConfig`), prompt templates
+and a starter corpus. Packs are found in ``domains/`` of the project, in the folders listed in
+``SLMRAG_PACKS_PATH``, and in Python packages that register the ``slmrag.packs`` entry point group (the
+entry point's value names a package whose folder holds pack folders, e.g. ``mypkg.packs``; the folder is
+located with importlib.resources, nothing in it is imported or executed).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from importlib import metadata, resources
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from app.env import project_root
+from app.errors import ConfigError, PackNotFound
+from app.prompts import PromptSet, load_prompts
+from app.settings import PackConfig
+
+PACK_FILE = "pack.yaml"
+ENTRY_POINT_GROUP = "slmrag.packs"
+
+
+def packs_dir() -> Path:
+    """The folder new and installed packs are written to."""
+    value = os.environ.get("SLMRAG_PACKS_DIR")
+    return Path(value).expanduser().resolve() if value else project_root() / "domains"
+
+
+def index_root() -> Path:
+    value = os.environ.get("SLMRAG_INDEX_DIR")
+    return Path(value).expanduser().resolve() if value else project_root() / "indexes"
+
+
+def _search_dirs() -> list[Path]:
+    dirs = [packs_dir(), project_root() / "domains"]
+    for part in os.environ.get("SLMRAG_PACKS_PATH", "").split(os.pathsep):
+        if part.strip():
+            dirs.append(Path(part).expanduser().resolve())
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        # Only the *location* of the package is used; ``ep.load()`` would run its code, which a pack must
+        # never need. find_spec does import parent packages, so the entry point should name a plain data
+        # package (an empty __init__.py).
+        try:
+            dirs.append(Path(str(resources.files(ep.value))))
+        except (ModuleNotFoundError, TypeError):
+            continue
+    seen: list[Path] = []
+    for d in dirs:
+        if d not in seen:
+            seen.append(d)
+    return seen
+
+
+@dataclass
+class Pack:
+    config: PackConfig
+    path: Path
+    prompts: PromptSet
+    index_dir_override: Path | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def index_dir(self) -> Path:
+        if self.index_dir_override is not None:
+            return self.index_dir_override
+        return index_root() / self.name
+
+    @property
+    def corpus_path(self) -> Path:
+        return (self.path / self.config.corpus_dir).resolve()
+
+    @property
+    def disclaimer(self) -> str:
+        return self.prompts.disclaimer.strip()
+
+    def with_index_dir(self, index_dir: Path | str | None) -> "Pack":
+        if index_dir is None:
+            return self
+        return Pack(self.config, self.path, self.prompts, Path(index_dir).expanduser().resolve())
+
+
+def format_validation_error(exc: ValidationError, file: Path) -> str:
+    lines = [f"{file} is not a valid pack:"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"  - {loc}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_pack_dir(path: Path) -> Pack:
+    """Load and fully validate one pack folder; raises ConfigError naming the file and field."""
+    path = Path(path).expanduser().resolve()
+    file = path / PACK_FILE
+    if not file.is_file():
+        raise ConfigError(f"{path} has no {PACK_FILE}; a pack folder needs one (see README, 'Pack format').")
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{file}: the top level must be a mapping of settings, got {type(raw).__name__}")
+    try:
+        config = PackConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, file)) from exc
+    prompts = load_prompts(path, config.prompts.model_dump())
+    return Pack(config=config, path=path, prompts=prompts)
+
+
+def discover() -> dict[str, Path]:
+    """Map pack name -> folder, first found wins (user packs shadow built-in ones of the same name)."""
+    found: dict[str, Path] = {}
+    for root in _search_dirs():
+        if not root.is_dir():
+            continue
+        for child in sorted(root.iterdir()):
+            if (child / PACK_FILE).is_file():
+                try:
+                    raw = yaml.safe_load((child / PACK_FILE).read_text(encoding="utf-8"))
+                    name = raw.get("name") if isinstance(raw, dict) else None
+                except (yaml.YAMLError, OSError, UnicodeDecodeError):
+                    name = None
+                found.setdefault(str(name or child.name), child)
+    return found
+
+
+def list_packs() -> list[str]:
+    return sorted(discover())
+
+
+def load_pack(name_or_path: str | Path, index_dir: Path | str | None = None) -> Pack:
+    candidate = Path(name_or_path).expanduser()
+    if (candidate / PACK_FILE).is_file():
+        return load_pack_dir(candidate).with_index_dir(index_dir)
+    available = discover()
+    if str(name_or_path) not in available:
+        names = ", ".join(sorted(available)) or "(none)"
+        raise PackNotFound(
+            f"No pack named '{name_or_path}'. Available packs: {names}. "
+            f"Create one with: slmrag packs new {name_or_path} --from medical"
+        )
+    return load_pack_dir(available[str(name_or_path)]).with_index_dir(index_dir)

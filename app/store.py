@@ -1,0 +1,419 @@
+"""The pack index: FAISS's own index file plus a SQLite metadata store. No pickle anywhere.
+
+Layout of ``indexes/<pack>/``::
+
+    meta.sqlite            documents, chunks (text + metadata), and the current generation number
+    vectors.<gen>.faiss    FAISS IndexIDMap2(IndexFlatIP) written with faiss.write_index
+    .lock                  advisory lock held by a writer
+
+Crash safety: a writer builds the next generation's FAISS file under a temporary name, fsyncs it,
+renames it into place, and only then commits the SQLite transaction that changes the chunk rows *and*
+the generation number together. A crash before that commit leaves the previous generation current
+(SQLite rolls back, the orphan file is swept later); a crash after it leaves the new one complete. The
+previous generation's file is kept one round so a reader that has just read the old number can still
+open it. FAISS ids are the first 63 bits of the chunk's content hash, so the FAISS index and the chunk
+table always agree on ids, and re-ingesting the same text yields the same ids.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from app.errors import IndexError_
+
+SCHEMA_VERSION = 1
+DB_NAME = "meta.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS documents (
+    doc_id TEXT PRIMARY KEY,
+    path TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    title TEXT NOT NULL,
+    pages INTEGER,
+    n_chunks INTEGER NOT NULL,
+    info_json TEXT NOT NULL DEFAULT '{}',
+    ingested_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    vid INTEGER PRIMARY KEY,
+    chunk_id TEXT NOT NULL,
+    doc_id TEXT NOT NULL REFERENCES documents(doc_id),
+    ord INTEGER NOT NULL,
+    page INTEGER,
+    start INTEGER NOT NULL,
+    "end" INTEGER NOT NULL,
+    heading TEXT NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
+"""
+
+
+def chunk_hash(doc_key: str, page: int | None, start: int, text: str) -> tuple[str, int]:
+    digest = hashlib.sha256(f"{doc_key}\x00{page}\x00{start}\x00{text}".encode("utf-8")).digest()
+    # FAISS ids are signed int64: keep 63 bits so they are never negative (-1 means "no result").
+    return digest[:16].hex(), int.from_bytes(digest[:8], "big") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def doc_id_for(path: str) -> str:
+    return hashlib.sha256(path.encode("utf-8")).hexdigest()[:16]
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class DocumentRecord:
+    doc_id: str
+    path: str
+    name: str
+    sha256: str
+    size: int
+    kind: str
+    title: str
+    pages: int | None
+    n_chunks: int
+    info: dict
+    ingested_at: float
+
+
+@dataclass
+class ChunkRow:
+    vid: int
+    chunk_id: str
+    doc_id: str
+    ord: int
+    page: int | None
+    start: int
+    end: int
+    heading: str
+    text: str
+
+
+@dataclass
+class IndexSnapshot:
+    """A consistent, read-only view of an index: the FAISS index and the rows it was committed with."""
+
+    path: Path
+    generation: int
+    embedder: str
+    faiss_index: object | None
+    chunks: list[ChunkRow]
+    documents: dict[str, DocumentRecord]
+    last_ingest: float | None
+    vid_to_pos: dict[int, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.vid_to_pos = {c.vid: i for i, c in enumerate(self.chunks)}
+
+    @property
+    def n_chunks(self) -> int:
+        return len(self.chunks)
+
+    def vector(self, vid: int) -> np.ndarray:
+        return self.faiss_index.reconstruct(int(vid))
+
+
+def _faiss():
+    from app.errors import require
+
+    return require("faiss", "faiss-cpu")
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(str(path), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _connect(db: Path, readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30, isolation_level=None)
+    else:
+        conn = sqlite3.connect(str(db), timeout=30, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+class IndexStore:
+    """Opens, reads and writes one pack index folder."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+
+    @property
+    def db_path(self) -> Path:
+        return self.path / DB_NAME
+
+    def exists(self) -> bool:
+        return self.db_path.is_file()
+
+    def faiss_file(self, generation: int) -> Path:
+        return self.path / f"vectors.{generation}.faiss"
+
+    # ------------------------------------------------------------------ reading
+    def snapshot(self, retries: int = 5) -> IndexSnapshot:
+        if not self.exists():
+            raise IndexError_(
+                f"No index at {self.path}. Build it with: slmrag ingest PATH --pack NAME "
+                "(or start the UI, which ingests the pack's starter corpus)."
+            )
+        last_exc: Exception | None = None
+        for _ in range(retries):
+            try:
+                return self._read_snapshot()
+            except FileNotFoundError as exc:  # a writer swept the generation we read; read again
+                last_exc = exc
+                time.sleep(0.05)
+        raise IndexError_(f"{self.path}: the index's vector file is missing ({last_exc}); run slmrag status --check.")
+
+    def _read_snapshot(self) -> IndexSnapshot:
+        conn = _connect(self.db_path, readonly=True)
+        try:
+            conn.execute("BEGIN")  # one read transaction: rows and generation from the same commit
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            version = int(meta.get("schema_version", SCHEMA_VERSION))
+            if version > SCHEMA_VERSION:
+                raise IndexError_(f"{self.path} was written by a newer slmrag (schema {version}); upgrade slmrag.")
+            generation = int(meta.get("generation", 0))
+            index = None
+            if generation > 0:
+                index = _faiss().read_index(str(self.faiss_file(generation)))
+            chunks = [ChunkRow(*row) for row in conn.execute(
+                'SELECT vid, chunk_id, doc_id, ord, page, start, "end", heading, text FROM chunks ORDER BY doc_id, ord'
+            )]
+            documents = {r[0]: _doc_from_row(r) for r in conn.execute(
+                "SELECT doc_id, path, name, sha256, size, kind, title, pages, n_chunks, info_json, ingested_at FROM documents"
+            )}
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+        last = meta.get("last_ingest")
+        return IndexSnapshot(self.path, generation, meta.get("embedder", ""), index, chunks, documents,
+                             float(last) if last else None)
+
+    def documents(self) -> dict[str, DocumentRecord]:
+        if not self.exists():
+            return {}
+        conn = _connect(self.db_path, readonly=True)
+        try:
+            return {r[0]: _doc_from_row(r) for r in conn.execute(
+                "SELECT doc_id, path, name, sha256, size, kind, title, pages, n_chunks, info_json, ingested_at FROM documents"
+            )}
+        finally:
+            conn.close()
+
+    def generation(self) -> int:
+        if not self.exists():
+            return 0
+        conn = _connect(self.db_path, readonly=True)
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
+            return int(row[0]) if row else 0
+        finally:
+            conn.close()
+
+    def check(self) -> list[str]:
+        """Return a list of problems (empty when the FAISS file and the metadata agree)."""
+        problems: list[str] = []
+        try:
+            snap = self.snapshot(retries=2)
+        except Exception as exc:  # report, don't crash: this is the diagnostic command
+            return [f"cannot load index: {exc}"]
+        vids = {c.vid for c in snap.chunks}
+        if snap.faiss_index is None:
+            if vids:
+                problems.append(f"{len(vids)} chunk rows but no vector file (generation 0)")
+        else:
+            ids = set(_faiss().vector_to_array(snap.faiss_index.id_map).tolist())
+            if snap.faiss_index.ntotal != len(vids):
+                problems.append(f"vector count {snap.faiss_index.ntotal} != chunk rows {len(vids)}")
+            if ids != vids:
+                problems.append(f"{len(ids - vids)} vector ids without rows, {len(vids - ids)} rows without vectors")
+        per_doc: dict[str, int] = {}
+        for c in snap.chunks:
+            per_doc[c.doc_id] = per_doc.get(c.doc_id, 0) + 1
+        for doc in snap.documents.values():
+            if per_doc.get(doc.doc_id, 0) != doc.n_chunks:
+                problems.append(f"{doc.name}: recorded {doc.n_chunks} chunks, found {per_doc.get(doc.doc_id, 0)}")
+        orphans = set(per_doc) - set(snap.documents)
+        if orphans:
+            problems.append(f"{len(orphans)} chunk group(s) belong to no document")
+        return problems
+
+    # ------------------------------------------------------------------ writing
+    @contextlib.contextmanager
+    def writer(self, embedder_identity: str, dim: int, *, wait: bool = True,
+               on_wait: Callable[[str], None] | None = None) -> Iterator["IndexWriter"]:
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock_fh = (self.path / ".lock").open("a+")
+        try:
+            try:
+                fcntl.flock(lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _lock_holder(lock_fh)
+                msg = f"waiting for another slmrag process{holder} writing {self.path} to finish..."
+                if not wait:
+                    raise IndexError_(f"{self.path} is being written by another slmrag process{holder}; try again later.")
+                if on_wait:
+                    on_wait(msg)
+                fcntl.flock(lock_fh, fcntl.LOCK_EX)
+            lock_fh.seek(0)
+            lock_fh.truncate()
+            lock_fh.write(str(os.getpid()))
+            lock_fh.flush()
+            writer = IndexWriter(self, embedder_identity, dim)
+            try:
+                yield writer
+            finally:
+                writer.close()
+        finally:
+            fcntl.flock(lock_fh, fcntl.LOCK_UN)
+            lock_fh.close()
+
+
+def _lock_holder(fh) -> str:
+    fh.seek(0)
+    pid = fh.read().strip()
+    return f" (pid {pid})" if pid else ""
+
+
+def _doc_from_row(r) -> DocumentRecord:
+    return DocumentRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], json.loads(r[9] or "{}"), r[10])
+
+
+class IndexWriter:
+    """Holds the write lock and an open SQLite transaction; :meth:`commit` publishes a new generation."""
+
+    def __init__(self, store: IndexStore, embedder_identity: str, dim: int):
+        self.store = store
+        self.conn = _connect(store.db_path)
+        self.conn.executescript(_SCHEMA)
+        meta = dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
+        stored = meta.get("embedder")
+        if stored and stored != embedder_identity:
+            self.conn.close()
+            raise IndexError_(
+                f"{store.path} was built with the embedder '{stored}', but the pack now uses "
+                f"'{embedder_identity}'. Vectors from different embedders cannot be mixed: delete the folder "
+                "and ingest again."
+            )
+        self.dim = dim
+        self.generation = int(meta.get("generation", 0))
+        faiss = _faiss()
+        if self.generation > 0:
+            self.index = faiss.read_index(str(store.faiss_file(self.generation)))
+            if self.index.d != dim:
+                raise IndexError_(f"{store.path}: stored vectors have {self.index.d} dimensions, the embedder gives {dim}.")
+        else:
+            self.index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self.conn.execute("BEGIN IMMEDIATE")
+        self._meta_set("schema_version", str(SCHEMA_VERSION))
+        self._meta_set("embedder", embedder_identity)
+        self._meta_set("dim", str(dim))
+        self.dirty = False
+
+    def _meta_set(self, key: str, value: str) -> None:
+        self.conn.execute("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                          (key, value))
+
+    def document(self, path: str) -> DocumentRecord | None:
+        row = self.conn.execute(
+            "SELECT doc_id, path, name, sha256, size, kind, title, pages, n_chunks, info_json, ingested_at "
+            "FROM documents WHERE path=?", (path,)).fetchone()
+        return _doc_from_row(row) if row else None
+
+    def remove_document(self, doc_id: str) -> int:
+        vids = [r[0] for r in self.conn.execute("SELECT vid FROM chunks WHERE doc_id=?", (doc_id,))]
+        if vids:
+            self.index.remove_ids(np.asarray(vids, dtype="int64"))
+        self.conn.execute("DELETE FROM chunks WHERE doc_id=?", (doc_id,))
+        self.conn.execute("DELETE FROM documents WHERE doc_id=?", (doc_id,))
+        self.dirty = True
+        return len(vids)
+
+    def add_document(self, doc: DocumentRecord, chunks: list[ChunkRow], vectors: np.ndarray) -> None:
+        if len(chunks) != len(vectors):
+            raise ValueError("one vector per chunk")
+        # Identical text at the same place yields the same id; keep the first to stay consistent.
+        seen: set[int] = set()
+        keep = []
+        for i, c in enumerate(chunks):
+            if c.vid in seen:
+                continue
+            seen.add(c.vid)
+            keep.append(i)
+        chunks = [chunks[i] for i in keep]
+        vectors = vectors[keep]
+        doc.n_chunks = len(chunks)
+        self.conn.execute(
+            "INSERT INTO documents(doc_id, path, name, sha256, size, kind, title, pages, n_chunks, info_json, ingested_at) "
+            "VALUES(?,?,?,?,?,?,?,?,?,?,?)",
+            (doc.doc_id, doc.path, doc.name, doc.sha256, doc.size, doc.kind, doc.title, doc.pages, doc.n_chunks,
+             json.dumps(doc.info), doc.ingested_at))
+        self.conn.executemany(
+            'INSERT INTO chunks(vid, chunk_id, doc_id, ord, page, start, "end", heading, text) VALUES(?,?,?,?,?,?,?,?,?)',
+            [(c.vid, c.chunk_id, c.doc_id, c.ord, c.page, c.start, c.end, c.heading, c.text) for c in chunks])
+        if len(chunks):
+            self.index.add_with_ids(np.ascontiguousarray(vectors, dtype="float32"),
+                                    np.asarray([c.vid for c in chunks], dtype="int64"))
+        self.dirty = True
+
+    def commit(self) -> None:
+        if not self.dirty:
+            return
+        faiss = _faiss()
+        new_gen = self.generation + 1
+        final = self.store.faiss_file(new_gen)
+        tmp = final.with_name(final.name + f".tmp{os.getpid()}")
+        faiss.write_index(self.index, str(tmp))
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+        _fsync_dir(self.store.path)
+        self._meta_set("generation", str(new_gen))
+        self._meta_set("last_ingest", str(time.time()))
+        self.conn.execute("COMMIT")  # the moment the new generation becomes visible
+        self.generation = new_gen
+        self.dirty = False
+        self._sweep()
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def _sweep(self) -> None:
+        keep = {self.store.faiss_file(self.generation).name, self.store.faiss_file(self.generation - 1).name}
+        for f in self.store.path.glob("vectors.*.faiss*"):
+            if f.name not in keep:
+                with contextlib.suppress(OSError):
+                    f.unlink()
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")  # uncommitted work is dropped; the last generation stays
+        self.conn.close()

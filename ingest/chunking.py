@@ -1,0 +1,266 @@
+"""Token-aware chunking sized for the embedder's window, with domain-aware strategies.
+
+* ``recursive``: LangChain's RecursiveCharacterTextSplitter measured in embedder tokens.
+* ``legal``: text is first cut into sections at headings and numbered clauses ("7.", "7.2", "Section 4",
+  "ARTICLE IV"), so a clause heading always travels with its text; sections are packed into chunks.
+* ``finance``: tables (Markdown pipe tables and aligned plain-text rows of figures) are cut by rows, and
+  every table chunk repeats the table's header row, so a figure is never separated from its column
+  (period) and unit.
+
+Every chunk keeps its character span in the page (or document) text and the nearest section heading;
+``embed_text`` puts the document title and heading in front of the text for embedding only.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from app.settings import ChunkingSettings
+
+TokenCounter = Callable[[str], int]
+
+
+@dataclass
+class Chunk:
+    text: str
+    page: int | None
+    start: int
+    end: int
+    heading: str = ""
+
+    def embed_text(self, title: str, contextual_header: bool) -> str:
+        if not contextual_header:
+            return self.text
+        head = " > ".join(p for p in (title, self.heading) if p)
+        return f"{head}\n{self.text}" if head else self.text
+
+
+# Lines that start a section: Markdown headings, numbered clauses, "Section 5", "ARTICLE IV", and short
+# all-caps lines. Kept general on purpose: they are how contracts, guidelines and filings are laid out.
+_MD_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+\S")
+_CLAUSE = re.compile(
+    r"^\s*(?:(?:section|article|clause|schedule|exhibit|part)\s+[0-9ivxlcdm]+[a-z]?\b"
+    r"|\d{1,3}(?:\.\d{1,3}){0,3}\.?\s+[A-Z(\"']"
+    r"|\(?[a-z]\)\s+[A-Z]"
+    r"|[IVXLC]{1,6}\.\s+[A-Z])",
+    re.IGNORECASE,
+)
+
+
+def _is_heading_line(line: str) -> bool:
+    stripped = line.strip()
+    if not stripped or len(stripped) > 120:
+        return False
+    if _MD_HEADING.match(stripped):
+        return True
+    letters = [c for c in stripped if c.isalpha()]
+    return len(letters) >= 4 and all(c.isupper() for c in letters) and not stripped.endswith((".", ",", ";"))
+
+
+def _is_clause_start(line: str) -> bool:
+    return bool(_CLAUSE.match(line)) or _is_heading_line(line)
+
+
+def _heading_text(line: str) -> str:
+    return re.sub(r"^\s*#{1,6}\s*", "", line).strip()[:160]
+
+
+class Chunker:
+    """Splits page text into :class:`Chunk` objects. Cheap to build; needs a token counter."""
+
+    def __init__(self, settings: ChunkingSettings, count_tokens: TokenCounter):
+        from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+        self.settings = settings
+        self.count = count_tokens
+        self._splitter = RecursiveCharacterTextSplitter(
+            chunk_size=settings.chunk_tokens,
+            chunk_overlap=settings.overlap_tokens,
+            length_function=count_tokens,
+            separators=["\n\n", "\n", ". ", "; ", ", ", " ", ""],
+            keep_separator="end",
+            add_start_index=True,
+            strip_whitespace=True,
+        )
+
+    # ------------------------------------------------------------------ public
+    def split(self, text: str, page: int | None = None) -> list[Chunk]:
+        if not text.strip():
+            return []
+        match self.settings.strategy:
+            case "legal":
+                return self._split_sections(text, page, clause_aware=True)
+            case "finance":
+                return self._split_finance(text, page)
+            case _:
+                return self._split_sections(text, page, clause_aware=False)
+
+    # ------------------------------------------------------------------ helpers
+    def _recursive(self, text: str, offset: int, page: int | None, heading: str) -> list[Chunk]:
+        chunks = []
+        for doc in self._splitter.create_documents([text]):
+            start = offset + int(doc.metadata.get("start_index", 0))
+            body = doc.page_content
+            chunks.append(Chunk(body, page, start, start + len(body), heading))
+        return chunks
+
+    def _sections(self, text: str, clause_aware: bool) -> list[tuple[int, int, str]]:
+        """Cut text into (start, end, heading) sections at heading (and, for legal, clause) lines."""
+        starts: list[tuple[int, str]] = [(0, "")]
+        pos = 0
+        for line in text.splitlines(keepends=True):
+            is_start = _is_clause_start(line) if clause_aware else _is_heading_line(line)
+            if is_start and pos > 0:
+                starts.append((pos, _heading_text(line)))
+            elif is_start and pos == 0:
+                starts[0] = (0, _heading_text(line))
+            pos += len(line)
+        sections = []
+        for i, (s, h) in enumerate(starts):
+            e = starts[i + 1][0] if i + 1 < len(starts) else len(text)
+            if text[s:e].strip():
+                sections.append((s, e, h))
+        return sections
+
+    def _split_sections(self, text: str, page: int | None, clause_aware: bool) -> list[Chunk]:
+        limit = self.settings.chunk_tokens
+        chunks: list[Chunk] = []
+        buf_start: int | None = None
+        buf_end = 0
+        buf_heading = ""
+        last_heading = ""
+
+        def flush():
+            nonlocal buf_start
+            if buf_start is not None:
+                body = text[buf_start:buf_end]
+                lead = len(body) - len(body.lstrip())
+                body = body.strip()
+                if body:
+                    chunks.append(Chunk(body, page, buf_start + lead, buf_start + lead + len(body), buf_heading))
+            buf_start = None
+
+        for s, e, heading in self._sections(text, clause_aware):
+            # A numbered clause is its own heading; top-level headings give context to the clauses below.
+            first_line = text[s:e].splitlines()[0] if text[s:e] else ""
+            if heading and _is_heading_line(first_line):
+                last_heading = heading
+            # A short numbered clause title ("7. TERMINATION", "Section 4 Fees") names its section; a
+            # clause that starts straight into its sentence does not, so it inherits the last heading.
+            section_heading = heading if heading and len(heading) <= 60 else last_heading
+            n = self.count(text[s:e])
+            if n > limit:
+                flush()
+                chunks.extend(self._recursive(text[s:e], s, page, section_heading))
+                continue
+            if buf_start is not None and self.count(text[buf_start:e]) <= limit:
+                buf_end = e  # merge small sections so chunks are not tiny
+                continue
+            flush()
+            buf_start, buf_end, buf_heading = s, e, section_heading
+        flush()
+        return chunks
+
+    # ------------------------------------------------------------------ finance
+    def _split_finance(self, text: str, page: int | None) -> list[Chunk]:
+        chunks: list[Chunk] = []
+        for kind, s, e in _table_blocks(text):
+            block = text[s:e]
+            if not block.strip():
+                continue
+            if kind == "table":
+                chunks.extend(self._table_chunks(block, s, page, _nearest_heading(text, s)))
+                continue
+            for c in self._split_sections(block, page, clause_aware=False):
+                # Spans come back relative to the block: shift them into page coordinates.
+                chunks.append(Chunk(c.text, page, c.start + s, c.end + s, c.heading))
+        return chunks
+
+    def _table_chunks(self, block: str, offset: int, page: int | None, heading: str) -> list[Chunk]:
+        lines = block.splitlines(keepends=True)
+        header_n = _header_rows(lines)
+        header = "".join(lines[:header_n])
+        limit = self.settings.chunk_tokens
+        chunks: list[Chunk] = []
+        pos = offset + len(header)
+        rows: list[str] = []
+        rows_start = pos
+        for line in lines[header_n:]:
+            candidate = header + "".join(rows) + line
+            if rows and self.count(candidate) > limit:
+                chunks.append(_table_chunk(header, rows, rows_start, page, heading))
+                rows, rows_start = [], pos
+            rows.append(line)
+            pos += len(line)
+        if rows or not chunks:
+            chunks.append(_table_chunk(header, rows, rows_start, page, heading))
+        return chunks
+
+
+def _table_chunk(header: str, rows: list[str], rows_start: int, page: int | None, heading: str) -> Chunk:
+    body = (header + "".join(rows)).strip()
+    # The span covers the rows this chunk adds; the repeated header is context, not new text.
+    return Chunk(body, page, rows_start, rows_start + len("".join(rows)), heading)
+
+
+def _nearest_heading(text: str, pos: int) -> str:
+    for line in reversed(text[:pos].splitlines()[-40:]):
+        if _is_heading_line(line):
+            return _heading_text(line)
+    return ""
+
+
+_NUM = re.compile(r"\(?-?\$?\d[\d,]*\.?\d*\)?%?")
+
+
+def _is_table_line(line: str) -> bool:
+    s = line.strip()
+    if s.startswith("|") and s.count("|") >= 2:
+        return True
+    # Aligned plain-text rows: a label followed by two or more figures separated by runs of spaces.
+    cells = [c for c in re.split(r"\s{2,}|\t", s) if c]
+    figures = sum(1 for c in cells[1:] if _NUM.fullmatch(c.replace(" ", "")))
+    return len(cells) >= 3 and figures >= 2
+
+
+def _header_rows(lines: list[str]) -> int:
+    """How many leading lines of a table block are its header (column labels, Markdown separator)."""
+    if not lines:
+        return 0
+    if lines[0].strip().startswith("|"):
+        if len(lines) > 1 and re.fullmatch(r"\s*\|?[\s:\-|]+\|?\s*", lines[1]):
+            return 2
+        return 1
+    return 1
+
+
+def _table_blocks(text: str) -> Iterable[tuple[str, int, int]]:
+    """Yield ('table'|'text', start, end). A table starts one line early to take its header row."""
+    lines = text.splitlines(keepends=True)
+    offsets = [0]
+    for line in lines:
+        offsets.append(offsets[-1] + len(line))
+    flags = [_is_table_line(line) for line in lines]
+    i = 0
+    cur_text_start = 0
+    n = len(lines)
+    while i < n:
+        if flags[i] and (i + 1 < n and flags[i + 1] or lines[i].strip().startswith("|")):
+            j = i
+            while j < n and (flags[j] or (not lines[j].strip() and j + 1 < n and flags[j + 1])):
+                j += 1
+            start_line = i
+            # For plain-text tables the column header (periods) is usually the non-empty line just above.
+            if not lines[i].strip().startswith("|") and i > 0 and lines[i - 1].strip() and not flags[i - 1]:
+                start_line = i - 1
+            if offsets[start_line] > cur_text_start:
+                yield ("text", cur_text_start, offsets[start_line])
+            yield ("table", offsets[start_line], offsets[j])
+            cur_text_start = offsets[j]
+            i = j
+        else:
+            i += 1
+    if cur_text_start < len(text):
+        yield ("text", cur_text_start, len(text))

@@ -1,0 +1,235 @@
+"""Turn a file into pages of text: PDF (pypdf, page numbers kept), plain text, Markdown and HTML.
+
+Every loader yields :class:`Page` objects one at a time, so a 2,000-page PDF is never held in memory as
+a whole, and raises :class:`app.errors.DocumentError` with a one-line, actionable reason on bad input.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+import time
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Iterator
+
+from app.errors import DocumentError
+
+SUPPORTED_SUFFIXES = {".pdf", ".txt", ".md", ".markdown", ".html", ".htm", ".text"}
+
+
+@dataclass
+class Page:
+    text: str
+    page: int | None  # 1-based for PDFs, None for flowing text
+
+
+@dataclass
+class DocumentInfo:
+    title: str
+    kind: str  # pdf | text | markdown | html
+    pages: int | None = None
+
+
+def title_from_filename(path: Path) -> str:
+    # "ADOBE_2022_10K.pdf" -> "ADOBE 2022 10K": file names often carry the company, year and form.
+    return re.sub(r"[_\-]+", " ", path.stem).strip()
+
+
+# ----------------------------------------------------------------------------------------- text files
+def decode_text(data: bytes, path: Path) -> str:
+    """Decode bytes that should be text: UTF-8 (with or without BOM), UTF-16/32 with BOM, else cp1252.
+
+    Binary data renamed to .txt is refused rather than indexed as mojibake.
+    """
+    if not data:
+        raise DocumentError(f"{path}: the file is empty (0 bytes); nothing to index.")
+    for bom, encoding in (
+        (codecs.BOM_UTF32_LE, "utf-32"),
+        (codecs.BOM_UTF32_BE, "utf-32"),
+        (codecs.BOM_UTF8, "utf-8-sig"),
+        (codecs.BOM_UTF16_LE, "utf-16"),
+        (codecs.BOM_UTF16_BE, "utf-16"),
+    ):
+        if data.startswith(bom):
+            try:
+                return data.decode(encoding)
+            except UnicodeDecodeError as exc:
+                raise DocumentError(f"{path}: starts with a {encoding} byte-order mark but is not valid {encoding}.") from exc
+    sample = data[:65536]
+    if b"\x00" in sample or _control_ratio(sample) > 0.10:
+        raise DocumentError(
+            f"{path}: looks like a binary file, not text (NUL or control bytes); "
+            "check the file type or convert it to PDF, text, Markdown or HTML."
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        # Legacy Windows/Latin-1 text is the common case; cp1252 is a superset of printable latin-1.
+        return data.decode("cp1252", errors="replace")
+
+
+def _control_ratio(sample: bytes) -> float:
+    if not sample:
+        return 0.0
+    bad = sum(1 for b in sample if b < 32 and b not in (9, 10, 12, 13))
+    return bad / len(sample)
+
+
+class _HTMLText(HTMLParser):
+    BLOCK = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article",
+             "table", "ul", "ol", "pre", "blockquote", "header", "footer", "dt", "dd"}
+    SKIP = {"script", "style", "noscript", "template", "head"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.title = ""
+        self._skip = 0
+        self._in_title = False
+        self._heading: str | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "title":
+            self._in_title = True
+        if tag in self.SKIP:
+            self._skip += 1
+        if tag in self.BLOCK:
+            self.parts.append("\n\n" if tag not in ("br", "li", "tr") else "\n")
+        if tag in {"h1", "h2", "h3", "h4", "h5", "h6"}:
+            # Keep headings recognisable for section-aware chunking: render as Markdown headings.
+            self.parts.append("#" * int(tag[1]) + " ")
+        if tag in ("td", "th"):
+            self.parts.append(" | ")
+
+    def handle_endtag(self, tag):
+        if tag == "title":
+            self._in_title = False
+        if tag in self.SKIP and self._skip:
+            self._skip -= 1
+        if tag in self.BLOCK:
+            self.parts.append("\n")
+
+    def handle_data(self, data):
+        if self._in_title:
+            self.title += data
+            return
+        if not self._skip:
+            self.parts.append(data)
+
+    def text(self) -> str:
+        raw = "".join(self.parts)
+        raw = re.sub(r"[ \t\r\f\v]+", " ", raw)
+        raw = re.sub(r" *\n *", "\n", raw)
+        return re.sub(r"\n{3,}", "\n\n", raw).strip()
+
+
+def html_to_text(markup: str) -> tuple[str, str]:
+    parser = _HTMLText()
+    parser.feed(markup)
+    parser.close()
+    return parser.text(), parser.title.strip()
+
+
+# ----------------------------------------------------------------------------------------------- PDF
+def _open_pdf(path: Path):
+    from pypdf import PdfReader
+    from pypdf.errors import DependencyError, FileNotDecryptedError, PdfReadError, PdfStreamError
+
+    try:
+        reader = PdfReader(str(path), strict=False)
+        if reader.is_encrypted:
+            try:
+                ok = reader.decrypt("")
+            except DependencyError as exc:
+                raise DocumentError(
+                    f"{path}: the PDF is AES-encrypted; install 'cryptography' (pip install cryptography) to read it."
+                ) from exc
+            if not ok:
+                raise DocumentError(
+                    f"{path}: the PDF is protected by a password; save an unencrypted copy "
+                    "(e.g. qpdf --decrypt --password=PASSWORD in.pdf out.pdf) and ingest that."
+                )
+        n = len(reader.pages)
+    except DocumentError:
+        raise
+    except (PdfReadError, PdfStreamError, FileNotDecryptedError, ValueError, KeyError, TypeError,
+            AttributeError, IndexError, AssertionError, RecursionError, OSError) as exc:
+        raise DocumentError(f"{path}: not a readable PDF ({type(exc).__name__}: {str(exc)[:120]}); "
+                            "the file may be corrupt or truncated, re-export or re-download it.") from exc
+    return reader, n
+
+
+def iter_pdf_pages(reader, n: int, path: Path, *, max_pages: int, deadline: float) -> Iterator[Page]:
+    if n > max_pages:
+        raise DocumentError(
+            f"{path}: has {n} pages, over the limit of {max_pages} (ingest.max_pages in the pack); "
+            "split the file or raise the limit."
+        )
+    text_pages = 0
+    for i in range(n):
+        if time.monotonic() > deadline:
+            raise DocumentError(f"{path}: parsing took longer than the limit (ingest.parse_timeout_s); stopped at page {i + 1}.")
+        try:
+            text = reader.pages[i].extract_text() or ""
+        except Exception as exc:  # pypdf raises many types on malformed content streams
+            raise DocumentError(f"{path}: page {i + 1} could not be read ({type(exc).__name__}); the PDF may be corrupt.") from exc
+        text = text.replace("\x00", "")
+        if text.strip():
+            text_pages += 1
+        yield Page(text=text, page=i + 1)
+    if text_pages == 0:
+        raise DocumentError(
+            f"{path}: no extractable text on any of its {n} page(s) - probably a scanned image PDF; "
+            "run OCR first (e.g. ocrmypdf in.pdf out.pdf) and ingest the result."
+        )
+
+
+def pdf_info(reader, n: int, path: Path) -> DocumentInfo:
+    title = ""
+    try:
+        meta = reader.metadata
+        title = (meta.title or "").strip() if meta else ""
+    except Exception:
+        title = ""
+    return DocumentInfo(title=title or title_from_filename(path), kind="pdf", pages=n)
+
+
+# ----------------------------------------------------------------------------------------- dispatcher
+def load(path: Path, *, max_pages: int = 5000, timeout_s: float = 300.0) -> tuple[DocumentInfo, Iterator[Page]]:
+    """Return the document's info and an iterator over its pages. Raises DocumentError on bad input."""
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise DocumentError(
+            f"{path}: unsupported file type '{suffix or '(none)'}'; slmrag reads .pdf, .txt, .md and .html."
+        )
+    deadline = time.monotonic() + timeout_s
+    if suffix == ".pdf":
+        if path.stat().st_size == 0:
+            raise DocumentError(f"{path}: the file is empty (0 bytes); nothing to index.")
+        with path.open("rb") as fh:
+            head = fh.read(1024)
+        if b"%PDF" not in head:
+            raise DocumentError(f"{path}: has a .pdf name but is not a PDF (no %PDF header); check the file.")
+        reader, n = _open_pdf(path)
+        return pdf_info(reader, n, path), iter_pdf_pages(reader, n, path, max_pages=max_pages, deadline=deadline)
+    text = decode_text(path.read_bytes(), path)
+    if suffix in (".html", ".htm"):
+        text, title = html_to_text(text)
+        info = DocumentInfo(title=title or title_from_filename(path), kind="html")
+    else:
+        kind = "markdown" if suffix in (".md", ".markdown") else "text"
+        info = DocumentInfo(title=_first_heading(text) or title_from_filename(path), kind=kind)
+    text = text.replace("\x00", "").replace("\r\n", "\n")
+    if not text.strip():
+        raise DocumentError(f"{path}: contains no text (only whitespace); nothing to index.")
+    return info, iter([Page(text=text, page=None)])
+
+
+def _first_heading(text: str) -> str:
+    for line in text.splitlines()[:20]:
+        m = re.match(r"^#{1,3}\s+(.+)", line.strip())
+        if m:
+            return m.group(1).strip()[:200]
+    return ""

@@ -1,0 +1,212 @@
+"""Ingest files into a pack's index: load -> (redact) -> chunk -> embed -> store.
+
+Incremental (an unchanged file is skipped by content hash, a changed one replaces its chunks), and one
+bad file never stops the batch: it is reported with its reason and the rest go in. Work is committed in
+generations (see :mod:`app.store`), so a crash loses at most the uncommitted tail, never the index.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from app.embedder import Embedder
+from app.errors import DocumentError, SlmragError
+from app.packs import Pack
+from app.store import ChunkRow, DocumentRecord, IndexStore, chunk_hash, doc_id_for, file_sha256
+from ingest.chunking import Chunker
+from ingest.loaders import SUPPORTED_SUFFIXES, load
+from ingest.metadata import document_metadata
+from ingest.redact import redact
+
+COMMIT_EVERY_CHUNKS = 1024
+
+
+@dataclass
+class IngestSummary:
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[dict] = field(default_factory=list)
+    chunks: int = 0
+    pages: int = 0
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["chunks_per_s"] = round(self.chunks / self.seconds, 2) if self.seconds else None
+        return data
+
+
+def collect_files(paths: list[Path | str]) -> tuple[list[Path], list[dict]]:
+    """Expand folders recursively; report missing paths and unreadable entries instead of raising."""
+    files: list[Path] = []
+    failed: list[dict] = []
+    for raw in paths:
+        p = Path(raw).expanduser()
+        if not p.exists():
+            failed.append({"path": str(raw), "error": f"{raw}: no such file or folder; check the path."})
+            continue
+        if p.is_file():
+            files.append(p.resolve())
+            continue
+
+        def onerror(err: OSError) -> None:
+            failed.append({"path": str(err.filename), "error": f"{err.filename}: cannot read folder ({err.strerror})."})
+
+        for root, dirs, names in os.walk(p, onerror=onerror):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(names):
+                f = Path(root) / name
+                if name.startswith(".") or f.suffix.lower() not in SUPPORTED_SUFFIXES:
+                    continue
+                files.append(f.resolve())
+    seen: set[Path] = set()
+    unique = [f for f in files if not (f in seen or seen.add(f))]
+    return unique, failed
+
+
+@dataclass
+class PreparedDocument:
+    record: DocumentRecord
+    rows: list[ChunkRow]
+    embed_texts: list[str]
+    pages: int
+
+
+class Ingestor:
+    """Ingests into one pack's index. Construct cheaply; the embedder loads on first use."""
+
+    def __init__(self, pack: Pack, embedder: Embedder | None = None):
+        self.pack = pack
+        self.embedder = embedder or Embedder(pack.config.embedder, pack.path)
+        self.store = IndexStore(pack.index_dir)
+        self.chunker = Chunker(pack.config.chunking, self.embedder.count_tokens)
+
+    # ------------------------------------------------------------------ one document
+    def prepare(self, path: Path, sha: str, size: int) -> PreparedDocument:
+        cfg = self.pack.config
+        info, pages = load(path, max_pages=cfg.ingest.max_pages, timeout_s=cfg.ingest.parse_timeout_s)
+        key = str(path)
+        doc_id = doc_id_for(key)
+        rows: list[ChunkRow] = []
+        texts: list[str] = []
+        n_pages = 0
+        redactions = 0
+        sample: list[str] = []
+        for page in pages:
+            n_pages += 1
+            text = page.text
+            if cfg.ingest.redact_pii:
+                text, n = redact(text)
+                redactions += n
+            if len(sample) < 3:
+                sample.append(text[:4000])
+            for chunk in self.chunker.split(text, page.page):
+                cid, vid = chunk_hash(key, chunk.page, chunk.start, chunk.text)
+                rows.append(ChunkRow(vid, cid, doc_id, len(rows), chunk.page, chunk.start, chunk.end,
+                                     chunk.heading, chunk.text))
+                texts.append(chunk.embed_text(info.title, cfg.chunking.contextual_header))
+        if not rows:
+            raise DocumentError(f"{path}: no text could be extracted; nothing to index.")
+        meta = document_metadata(path.name, info.title, "\n".join(sample))
+        if redactions:
+            meta["redactions"] = redactions
+        record = DocumentRecord(doc_id, key, path.name, sha, size, info.kind, info.title,
+                                info.pages, len(rows), meta, time.time())
+        return PreparedDocument(record, rows, texts, n_pages)
+
+    # ------------------------------------------------------------------ batch
+    def ingest(self, paths: list[Path | str], *, progress: "ProgressSink | None" = None,
+               on_wait: Callable[[str], None] | None = None, wait: bool = True) -> IngestSummary:
+        t0 = time.perf_counter()
+        summary = IngestSummary()
+        files, failed = collect_files(paths)
+        summary.failed.extend(failed)
+        progress = progress or NullProgress()
+        progress.start(len(files))
+        max_bytes = int(self.pack.config.ingest.max_file_mb * 1024 * 1024)
+        self.embedder.load()
+        with self.store.writer(self.embedder.identity, self.embedder.dim, wait=wait, on_wait=on_wait) as writer:
+            pending = 0
+            for path in files:
+                progress.file(path.name)
+                try:
+                    size = path.stat().st_size
+                    if size > max_bytes:
+                        raise DocumentError(
+                            f"{path}: {size / 1e6:.1f} MB is over the limit of {self.pack.config.ingest.max_file_mb:g} MB "
+                            "(ingest.max_file_mb in the pack); split the file or raise the limit.")
+                    sha = file_sha256(path)
+                    existing = writer.document(str(path))
+                    if existing and existing.sha256 == sha:
+                        summary.skipped.append(str(path))
+                        continue
+                    prepared = self.prepare(path, sha, size)
+                    vectors = self.embedder.encode(prepared.embed_texts, progress=progress.chunks)
+                    # Only now, with the new version fully parsed and embedded, drop the old one.
+                    if existing:
+                        writer.remove_document(existing.doc_id)
+                    writer.add_document(prepared.record, prepared.rows, vectors)
+                    (summary.updated if existing else summary.added).append(str(path))
+                    summary.chunks += prepared.record.n_chunks
+                    summary.pages += prepared.pages
+                    pending += prepared.record.n_chunks
+                    if pending >= COMMIT_EVERY_CHUNKS:
+                        writer.commit()
+                        pending = 0
+                except (DocumentError, OSError) as exc:
+                    summary.failed.append({"path": str(path), "error": _one_line(exc)})
+                except SlmragError:
+                    raise
+                except Exception as exc:  # a parser bug on one file must not sink the batch
+                    summary.failed.append({"path": str(path), "error": _one_line(
+                        DocumentError(f"{path}: could not be processed ({type(exc).__name__}: {exc})"))})
+                finally:
+                    progress.advance()
+            writer.commit()
+        progress.finish()
+        summary.seconds = round(time.perf_counter() - t0, 3)
+        return summary
+
+    def remove(self, paths: list[Path | str]) -> list[str]:
+        """Delete documents (by path, or by file name when unambiguous); returns the removed paths."""
+        docs = self.store.documents()
+        removed: list[str] = []
+        targets = []
+        for raw in paths:
+            full = str(Path(raw).expanduser().resolve())
+            matches = [d for d in docs.values() if d.path == full or d.name == str(raw) or d.path.startswith(full + os.sep)]
+            if not matches:
+                raise DocumentError(f"{raw}: no such document in pack '{self.pack.name}'; see slmrag status --pack {self.pack.name}.")
+            targets.extend(matches)
+        self.embedder.load()
+        with self.store.writer(self.embedder.identity, self.embedder.dim) as writer:
+            for doc in targets:
+                writer.remove_document(doc.doc_id)
+                removed.append(doc.path)
+            writer.commit()
+        return removed
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+class ProgressSink:
+    def start(self, total_files: int) -> None: ...
+    def file(self, name: str) -> None: ...
+    def chunks(self, n: int) -> None: ...
+    def advance(self) -> None: ...
+    def finish(self) -> None: ...
+
+
+class NullProgress(ProgressSink):
+    pass
