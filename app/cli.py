@@ -281,6 +281,18 @@ def packs_validate(path: Path = typer.Argument(..., help="A pack folder (or name
     out.print(f"ok: pack '{p.name}' ({p.config.title}) at {p.path}", highlight=False)
 
 
+def _register_commands() -> None:
+    import importlib
+
+    from app.commands import MODULES
+
+    for name in MODULES:
+        importlib.import_module(f"app.commands.{name}").register(app, packs_app, filter_app)
+
+
+_register_commands()
+
+
 def main() -> None:
     try:
         app()

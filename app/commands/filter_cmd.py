@@ -1,0 +1,5 @@
+"""(to be filled)"""
+
+
+def register(app, packs_app, filter_app) -> None:
+    return None
