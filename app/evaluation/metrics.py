@@ -36,6 +36,7 @@ __all__ = [
     "exact_match",
     "extract_label",
     "first_hit_rank",
+    "is_refusal",
     "mean",
     "normalize_text",
     "numbers_match",
@@ -548,3 +549,36 @@ def answer_correct(prediction: str, question: Mapping[str, Any]) -> AnswerScore:
         ok = numbers_match(prediction, gold, scale=scale if isinstance(scale, str) else None)
         return {"kind": "numeric", "correct": ok, "f1": f1, "em": em}
     return {"kind": "text", "correct": f1 >= _TEXT_F1_THRESHOLD, "f1": f1, "em": em}
+
+
+# ---------------------------------------------------------------------------------------------
+# Abstention
+# ---------------------------------------------------------------------------------------------
+
+# Phrases by which an answer declines to answer: slmrag's own abstention line ("I could not find
+# this in your documents"), the LangChain tutorial prompt's "I don't know", and the usual variants.
+_REFUSAL_RE = re.compile(
+    r"\b(?:i\s+)?(?:could\s*n[o']t|can\s*n[o']t|cannot|am\s+unable\s+to|was\s+unable\s+to)\s+"
+    r"(?:find|answer|determine|locate)\b"
+    r"|\b(?:do\s+not|don't|dont)\s+know\b"
+    r"|\bnot\s+enough\s+information\b"
+    r"|\b(?:does|do)\s*n[o']t\s+(?:contain|provide|include|give|mention)\s+(?:enough\s+|any\s+|sufficient\s+)?"
+    r"information\b"
+    r"|\b(?:no|insufficient)\s+information\s+(?:is\s+)?(?:available|provided|given|about|on|to)\b"
+    r"|\bunable\s+to\s+(?:find|answer|determine)\b"
+)
+_SENTENCE_END_RE = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def is_refusal(answer_text: str) -> bool:
+    """Whether a generated answer declines to answer (an abstention in words).
+
+    Only the first sentence is checked, so an answer that gives a verdict and later remarks that
+    "no information is provided about X" still counts as an answer; an empty answer is a refusal.
+    """
+    text = normalize_text(answer_text.replace("\u2019", "'"))
+    text = text.lstrip("*_#>- ")
+    if not text:
+        return True
+    first = _SENTENCE_END_RE.split(text, maxsplit=1)[0]
+    return bool(_REFUSAL_RE.search(first))

@@ -1,0 +1,414 @@
+"""Run one evaluation: a question set against a pack (slmrag) and the naive baseline, same run.
+
+:func:`run_eval` is UI-free: it reports progress through an :class:`EvalProgress` and returns the report
+dict that :mod:`app.evaluation.report` aggregates and writes. The command line lives in
+:mod:`app.commands.eval_cmd`.
+
+What is measured per question, for each system (details in ``docs/eval.md``):
+
+* retrieval at depth ``k`` (10): the ranked passages, which of them hold the gold evidence
+  (:func:`app.evaluation.metrics.passage_holds_evidence`), and for slmrag the relevance filter's score and
+  verdict on each, so recall/MRR are known before and after the filter;
+* the passages that actually reach the generator (slmrag: the pack's own ``k``, filter and token
+  budget; naive: its top ``k`` stuffed) and whether the gold evidence is among them;
+* the streamed answer, abstention, correctness (:func:`app.evaluation.metrics.answer_correct`) and timings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from app.errors import InputError, SlmragError
+from app.evaluation.metrics import answer_correct, is_refusal, passage_holds_evidence
+
+REQUIRED_FIELDS = ("id", "question", "answer", "evidence", "doc")
+PREVIEW_CHARS = 300
+
+
+# ---------------------------------------------------------------------------------------------- options
+@dataclass
+class EvalOptions:
+    pack: str
+    questions: Path
+    corpus: Path | None = None
+    limit: int | None = None
+    out: Path = Path("eval-out")
+    answers: bool = True
+    max_tokens: int | None = None
+    k: int = 10  # retrieval depth for recall@k / MRR
+    naive_k: int = 4  # passages the naive baseline stuffs (LangChain's retriever default)
+    keep_index: bool = False  # keep the scratch index (in <out>/index) instead of a deleted temp folder
+    command: str = ""
+
+
+class EvalProgress:
+    """Progress sink; the CLI subclasses it with a rich progress bar. All methods are optional no-ops."""
+
+    def stage(self, name: str, total: int | None) -> None: ...
+    def advance(self, n: int = 1) -> None: ...
+    def detail(self, text: str) -> None: ...
+    def note(self, text: str) -> None: ...
+    def finish(self) -> None: ...
+
+
+class _IngestSink:
+    """Adapts :class:`EvalProgress` to the ingest pipeline's ProgressSink interface."""
+
+    def __init__(self, progress: EvalProgress, name: str):
+        self.progress = progress
+        self.name = name
+        self.n_chunks = 0
+
+    def start(self, total_files: int) -> None:
+        self.progress.stage(self.name, total_files)
+
+    def file(self, name: str) -> None:
+        self.progress.detail(f"{self.n_chunks} chunks  {name[-40:]}")
+
+    def chunks(self, n: int) -> None:
+        self.n_chunks += n
+
+    def advance(self) -> None:
+        self.progress.advance()
+
+    def finish(self) -> None:
+        self.progress.detail(f"{self.n_chunks} chunks")
+
+
+# ---------------------------------------------------------------------------------------------- questions
+def load_questions(path: Path) -> list[dict]:
+    """Read a question JSONL file (format: ``docs/eval.md``); raises InputError naming the bad line."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise InputError(f"{path}: no such question file; pass a .jsonl file with one question per line.")
+    questions: list[dict] = []
+    seen: set[str] = set()
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                q = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path}:{lineno}: not valid JSON ({exc.msg}); each line must be one JSON object.")
+            if not isinstance(q, dict):
+                raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(q).__name__}.")
+            missing = [f for f in REQUIRED_FIELDS if not isinstance(q.get(f), str) or not q[f].strip()]
+            if missing:
+                raise InputError(f"{path}:{lineno}: missing or empty field(s) {', '.join(missing)}; every question "
+                                 f"needs {', '.join(REQUIRED_FIELDS)} (see docs/eval.md).")
+            if q["id"] in seen:
+                raise InputError(f"{path}:{lineno}: duplicate id '{q['id']}'; ids must be unique.")
+            seen.add(q["id"])
+            questions.append(q)
+    if not questions:
+        raise InputError(f"{path}: holds no questions.")
+    return questions
+
+
+def select_questions(questions: list[dict], limit: int | None) -> list[dict]:
+    """The first ``limit`` questions taken round-robin across ``source`` values (in file order within each
+    source), so a quick run of a file grouped by source still sees every source. ``None``: all of them."""
+    if limit is None or limit >= len(questions):
+        return list(questions)
+    if limit < 1:
+        raise InputError(f"--limit must be at least 1, got {limit}.")
+    groups: dict[str, list[dict]] = {}
+    for q in questions:
+        groups.setdefault(str(q.get("source", "")), []).append(q)
+    queues = [list(g) for g in groups.values()]
+    picked: list[dict] = []
+    while len(picked) < limit:
+        for queue in queues:
+            if queue and len(picked) < limit:
+                picked.append(queue.pop(0))
+    order = {q["id"]: i for i, q in enumerate(questions)}
+    return sorted(picked, key=lambda q: order[q["id"]])
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MB (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024, 1)
+
+
+def ranking(hits: list[bool], ks: tuple[int, ...] = (1, 5, 10)) -> dict:
+    """First hit rank, recall@k and reciprocal rank of one ranked list of hit flags."""
+    from app.evaluation.metrics import first_hit_rank, recall_at_k, reciprocal_rank
+
+    return {"first_hit": first_hit_rank(hits), "recall": {str(k): recall_at_k(hits, k) for k in ks},
+            "rr": reciprocal_rank(hits)}
+
+
+def _hit(p, q: dict) -> bool:
+    return passage_holds_evidence(p.text, p.source, p.page, q)
+
+
+def _scope(q: dict) -> str | None:
+    return q["doc"] if q.get("doc_scoped") else None
+
+
+def _error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+
+
+# ---------------------------------------------------------------------------------------------- slmrag
+def slmrag_record(assistant, q: dict, opts: EvalOptions, max_tokens: int) -> dict:
+    from app.pipeline import AskOptions, clean_question
+
+    question = clean_question(q["question"])
+    doc = _scope(q)
+    # 1. Retrieval at depth k, with the filter's score and verdict on every passage.
+    probe: dict = {}
+    passages, _ = assistant.retrieve_and_filter(question, AskOptions(k=opts.k, doc=doc), probe)
+    hits = [_hit(p, q) for p in passages]
+    kept_hits = [h for p, h in zip(passages, hits) if p.kept]
+    rec: dict[str, Any] = {
+        "passages": [{"rank": p.rank, "name": p.name, "page": p.page, "score": round(float(p.score), 5),
+                      "filter_score": None if p.filter_score is None else round(float(p.filter_score), 5),
+                      "kept": bool(p.kept), "hit": h, "text": p.text[:PREVIEW_CHARS]}
+                     for p, h in zip(passages, hits)],
+        "hits": hits,
+        "kept_hits": kept_hits,
+        "before_filter": ranking(hits),
+        "after_filter": ranking(kept_hits),
+        "filter": {
+            "gold_kept": sum(1 for p, h in zip(passages, hits) if h and p.kept),
+            "gold_dropped": sum(1 for p, h in zip(passages, hits) if h and not p.kept),
+            "nongold_kept": sum(1 for p, h in zip(passages, hits) if not h and p.kept),
+            "nongold_dropped": sum(1 for p, h in zip(passages, hits) if not h and not p.kept),
+        },
+        "probe_timings": probe,
+    }
+    # 2. What the pack itself does with the question (its own k, filter and token budget).
+    if opts.answers:
+        stream = assistant.ask(question, AskOptions(doc=doc, max_tokens=max_tokens))
+        for _ in stream:
+            pass
+        answer = stream.answer
+        context, timings = answer.context, dict(answer.timings)
+        refused = is_refusal(answer.answer)
+        rec.update({
+            "answer": answer.answer,
+            "abstained_filter": bool(answer.abstained),
+            "refused": bool(refused),
+            "abstained": bool(answer.abstained or refused),
+            "score": answer_correct(answer.answer, q),
+        })
+    else:
+        timings = {}
+        _, context = assistant.retrieve_and_filter(question, AskOptions(doc=doc), timings)
+    context_hits = [_hit(p, q) for p in context]
+    rec["context"] = [{"name": p.name, "page": p.page, "hit": h} for p, h in zip(context, context_hits)]
+    rec["gold_in_context"] = any(context_hits)
+    rec["timings"] = timings
+    return rec
+
+
+# ---------------------------------------------------------------------------------------------- naive
+def naive_record(naive, q: dict, opts: EvalOptions, max_tokens: int) -> dict:
+    from app.pipeline import clean_question
+
+    question = clean_question(q["question"])
+    t0 = time.perf_counter()
+    passages = naive.search(question, opts.k, doc=_scope(q))
+    retrieve_s = time.perf_counter() - t0
+    hits = [_hit(p, q) for p in passages]
+    rec: dict[str, Any] = {
+        "passages": [{"rank": p.rank, "name": p.name, "page": p.page, "score": round(p.score, 5), "hit": h,
+                      "text": p.text[:PREVIEW_CHARS]} for p, h in zip(passages, hits)],
+        "hits": hits,
+        "before_filter": ranking(hits),
+    }
+    timings: dict[str, Any] = {"retrieve_s": round(retrieve_s, 4)}
+    if opts.answers:
+        context = naive.stuff(question, passages, max_tokens)
+        parts: list[str] = []
+        n_tokens = 0
+        first = None
+        for piece in naive.stream(question, context, max_tokens):
+            if first is None:
+                first = time.perf_counter()
+            n_tokens += 1
+            parts.append(piece)
+        end = time.perf_counter()
+        text = "".join(parts).strip()
+        gen_s = end - (first or end)
+        timings.update({"first_token_s": round((first or end) - t0, 4), "total_s": round(end - t0, 4),
+                        "tokens": n_tokens,
+                        "tokens_per_s": round((n_tokens - 1) / gen_s, 2) if n_tokens > 1 and gen_s > 0 else None})
+        refused = is_refusal(text)
+        rec.update({"answer": text, "refused": refused, "abstained": refused, "score": answer_correct(text, q)})
+    else:
+        context = passages[: naive.k]
+    chosen = {id(p) for p in context}
+    rec["context"] = [{"name": p.name, "page": p.page, "hit": h} for p, h in zip(passages, hits) if id(p) in chosen]
+    rec["gold_in_context"] = any(c["hit"] for c in rec["context"])
+    rec["timings"] = timings
+    return rec
+
+
+# ---------------------------------------------------------------------------------------------- run
+def _corpus_files(corpus: Path | None, pack) -> list[Path]:
+    from app.store import IndexStore
+    from ingest.pipeline import collect_files
+
+    if corpus is not None:
+        files, _ = collect_files([corpus])
+        return files
+    return sorted(Path(d.path) for d in IndexStore(pack.index_dir).documents().values() if Path(d.path).is_file())
+
+
+def _pack_info(pack) -> dict:
+    c = pack.config
+    return {
+        "name": pack.name, "path": str(pack.path), "version": c.version,
+        "generator": {"backend": c.generator.backend, "model": c.generator.model, "n_ctx": c.generator.n_ctx,
+                      "max_tokens": c.generator.max_tokens},
+        "embedder": c.embedder.model,
+        "chunking": c.chunking.model_dump(),
+        "retrieval": c.retrieval.model_dump(),
+        "filter": c.filter.model_dump(),
+        "redact_pii": c.ingest.redact_pii,
+    }
+
+
+def run_eval(opts: EvalOptions, progress: EvalProgress | None = None) -> dict:
+    """Run the whole evaluation and return the report dict (records + aggregates). Writes nothing."""
+    from app.evaluation import report as report_mod
+    from app.evaluation.baseline import NaiveRAG
+    from app.packs import load_pack
+    from app.pipeline import Assistant
+    from app.store import IndexStore
+
+    progress = progress or EvalProgress()
+    started = datetime.now(timezone.utc)
+    t_run = time.perf_counter()
+    all_questions = load_questions(opts.questions)
+    questions = select_questions(all_questions, opts.limit)
+    if opts.k < 1:
+        raise InputError(f"--k must be at least 1, got {opts.k}.")
+
+    pack = load_pack(opts.pack)
+    user_index = pack.index_dir
+    corpus = None
+    scratch: Path | None = None
+    if opts.corpus is not None:
+        corpus = Path(opts.corpus).expanduser().resolve()
+        if not corpus.exists():
+            raise InputError(f"{corpus}: no such corpus folder; pass the folder that holds the documents.")
+        if opts.keep_index:
+            scratch = Path(opts.out).expanduser().resolve() / "index"
+            if scratch.exists():
+                shutil.rmtree(scratch)
+            scratch.mkdir(parents=True)
+        else:
+            scratch = Path(tempfile.mkdtemp(prefix="slmrag-eval-index-"))
+        if scratch.resolve() == Path(user_index).resolve():
+            raise InputError(f"{scratch}: the scratch index would be the pack's own index; choose another --out.")
+        pack = pack.with_index_dir(scratch)
+    elif not IndexStore(pack.index_dir).exists() or IndexStore(pack.index_dir).generation() == 0:
+        raise InputError(f"pack '{pack.name}' has no index at {pack.index_dir}; pass --corpus DIR to evaluate on a "
+                         f"scratch index, or run `slmrag ingest --pack {pack.name} DIR` first.")
+
+    max_tokens = opts.max_tokens or pack.config.generator.max_tokens
+    memory: dict[str, float] = {"start_mb": peak_rss_mb()}
+    try:
+        assistant = Assistant(pack)
+        ingest_info = None
+        if corpus is not None:
+            from ingest.pipeline import Ingestor
+
+            summary = Ingestor(pack, embedder=assistant.embedder).ingest(
+                [corpus], progress=_IngestSink(progress, "ingest (slmrag)"), wait=False)
+            ingest_info = {
+                "documents": len(summary.added) + len(summary.updated), "failed": summary.failed,
+                "pages": summary.pages, "chunks": summary.chunks, "seconds": summary.seconds,
+                "chunks_per_s": round(summary.chunks / summary.seconds, 2) if summary.seconds else None,
+                "pages_per_s": round(summary.pages / summary.seconds, 2) if summary.seconds else None,
+            }
+            progress.note(f"slmrag ingest: {ingest_info['documents']} documents, {summary.pages} pages, "
+                          f"{summary.chunks} chunks in {summary.seconds:.1f}s "
+                          f"({ingest_info['chunks_per_s']} chunks/s), {len(summary.failed)} failed")
+        assistant.load(generator=opts.answers)
+        memory["after_ingest_mb"] = peak_rss_mb()
+        indexed_names = {d.name for d in assistant.snapshot.documents.values()}
+
+        records: list[dict] = []
+        for q in questions:
+            records.append({
+                "id": q["id"], "source": q.get("source", ""), "question": q["question"], "gold_answer": q["answer"],
+                "doc": q["doc"], "page": q.get("page"), "doc_scoped": bool(q.get("doc_scoped")),
+                "doc_indexed": Path(q["doc"]).name in indexed_names,
+            })
+
+        progress.stage("slmrag questions", len(questions))
+        for q, rec in zip(questions, records):
+            progress.detail(q["id"])
+            try:
+                rec["slmrag"] = slmrag_record(assistant, q, opts, max_tokens)
+            except (SlmragError, ValueError, RuntimeError) as exc:
+                rec["slmrag"] = {"error": _error(exc)}
+            progress.advance()
+        memory["after_slmrag_mb"] = peak_rss_mb()
+
+        # ------------------------------------------------------------ naive baseline, same questions
+        files = _corpus_files(corpus, pack)
+        naive = NaiveRAG(assistant.embedder, assistant.generator if opts.answers else None, k=opts.naive_k,
+                         n_ctx=pack.config.generator.n_ctx, max_pages=pack.config.ingest.max_pages,
+                         timeout_s=pack.config.ingest.parse_timeout_s)
+        progress.stage("naive: load + split", len(files))
+        build = naive.build(files, on_file=lambda name: progress.advance(),
+                            on_embed=lambda n: progress.stage("naive: embed", n), on_chunks=progress.advance)
+        naive_ingest = build.to_json()
+        progress.note(f"naive ingest: {build.documents} documents, {build.pages} pages, {build.chunks} chunks in "
+                      f"{build.seconds:.1f}s ({naive_ingest['chunks_per_s']} chunks/s)")
+        progress.stage("naive questions", len(questions))
+        for q, rec in zip(questions, records):
+            progress.detail(q["id"])
+            try:
+                rec["naive"] = naive_record(naive, q, opts, max_tokens)
+            except (SlmragError, ValueError, RuntimeError) as exc:
+                rec["naive"] = {"error": _error(exc)}
+            progress.advance()
+        memory["peak_mb"] = peak_rss_mb()
+    finally:
+        progress.finish()
+        if scratch is not None and not opts.keep_index:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    missing_docs = sorted({r["doc"] for r in records if not r["doc_indexed"]})
+    meta = {
+        "command": opts.command,
+        "started": started.isoformat(timespec="seconds"),
+        "wall_s": round(time.perf_counter() - t_run, 1),
+        "questions_file": str(Path(opts.questions).expanduser().resolve()),
+        "questions_total": len(all_questions),
+        "questions_run": len(questions),
+        "limit": opts.limit,
+        "corpus": str(corpus) if corpus else None,
+        "index": "scratch" if corpus else str(user_index),
+        "answers": opts.answers,
+        "max_tokens": max_tokens,
+        "k": opts.k,
+        "pack": _pack_info(pack),
+        "naive": naive.settings(),
+        "ingest": {"slmrag": ingest_info, "naive": naive_ingest},
+        "memory": memory,
+        "missing_docs": missing_docs,
+        "machine": {"cpus": os.cpu_count(), "threads": int(os.environ.get("SLMRAG_THREADS") or os.cpu_count() or 1),
+                    "python": platform.python_version(), "platform": platform.platform()},
+    }
+    return report_mod.build_report(meta, records)

@@ -1,0 +1,46 @@
+"""Shared test helpers: real PDFs generated with fpdf2, packs pointed at temporary index folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write_pdf(path: Path, pages: list[str]) -> Path:
+    """A real text PDF, one string per page (latin-1 text, Helvetica)."""
+    from fpdf import FPDF
+
+    pdf = FPDF(format="A4")
+    pdf.set_auto_page_break(False)
+    for text in pages:
+        pdf.add_page()
+        pdf.set_font("Helvetica", size=11)
+        pdf.multi_cell(0, 6, text)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pdf.output(str(path))
+    return path
+
+
+@pytest.fixture
+def pdf_factory():
+    return write_pdf
+
+
+@pytest.fixture
+def tmp_pack(tmp_path, monkeypatch):
+    """Load a built-in pack with its index in a temporary folder (never indexes/)."""
+    from app.packs import load_pack
+
+    monkeypatch.setenv("SLMRAG_INDEX_DIR", str(tmp_path / "indexes"))
+
+    def make(name: str = "medical"):
+        return load_pack(name, tmp_path / "indexes" / name)
+
+    return make

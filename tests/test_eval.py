@@ -1,0 +1,205 @@
+"""`slmrag eval`: hand-checkable aggregation, question loading, and one small end-to-end run on real models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from app.errors import InputError
+from app.evaluation.metrics import is_refusal
+from app.evaluation.report import aggregate, comparison, groups, ratio, recall_curve
+from app.evaluation.runner import load_questions, ranking, select_questions
+
+
+# ---------------------------------------------------------------------------------------------- pure parts
+def test_recall_curve_of_known_rankings():
+    hits = [[False, True, False], [True, False, False], [False, False, False]]
+    assert recall_curve(hits, 3) == pytest.approx([1 / 3, 2 / 3, 2 / 3])
+    # A question with no passages at all is a miss at every k, not skipped.
+    assert recall_curve([[True], []], 2) == pytest.approx([0.5, 0.5])
+    assert recall_curve([], 2) == [None, None]
+
+
+def test_ranking_of_one_list():
+    r = ranking([False, False, True, True])
+    assert r["first_hit"] == 3
+    assert r["recall"] == {"1": 0.0, "5": 1.0, "10": 1.0}
+    assert r["rr"] == pytest.approx(1 / 3)
+    assert ranking([])["first_hit"] is None and ranking([])["rr"] == 0.0
+
+
+def test_ratio_guards_missing_and_zero():
+    assert ratio(0.8, 0.4) == pytest.approx(2.0)
+    assert ratio(None, 0.4) is None and ratio(0.8, None) is None and ratio(0.8, 0) is None
+
+
+def _run(hits, kept, **extra):
+    passages = [{"hit": h, "kept": k, "filter_score": 0.5} for h, k in zip(hits, kept)]
+    f = {"gold_kept": sum(h and k for h, k in zip(hits, kept)),
+         "gold_dropped": sum(h and not k for h, k in zip(hits, kept)),
+         "nongold_kept": sum((not h) and k for h, k in zip(hits, kept)),
+         "nongold_dropped": sum((not h) and not k for h, k in zip(hits, kept))}
+    return {"hits": hits, "kept_hits": [h for h, k in zip(hits, kept) if k], "filter": f, "passages": passages, **extra}
+
+
+def test_aggregate_by_hand():
+    # q1: gold at rank 2, the filter drops rank 1 (non-gold) -> after the filter the gold is rank 1.
+    # q2: gold at rank 1, dropped by the filter. q3: no gold retrieved; everything kept.
+    records = [
+        {"id": "q1", "slmrag": _run([False, True, False], [False, True, True], gold_in_context=True,
+                                    score={"kind": "label", "correct": True, "f1": 0.0, "em": False},
+                                    abstained=False, abstained_filter=False,
+                                    timings={"retrieve_s": 0.1, "filter_s": 0.01, "total_s": 1.0, "tokens_per_s": 50.0})},
+        {"id": "q2", "slmrag": _run([True, False], [False, False], gold_in_context=False,
+                                    score={"kind": "label", "correct": False, "f1": 0.0, "em": False},
+                                    abstained=True, abstained_filter=True,
+                                    timings={"retrieve_s": 0.3, "filter_s": 0.03, "total_s": 3.0, "tokens_per_s": None})},
+        {"id": "q3", "slmrag": _run([False, False], [True, True], gold_in_context=False,
+                                    score={"kind": "text", "correct": True, "f1": 0.6, "em": False},
+                                    abstained=False, abstained_filter=False,
+                                    timings={"retrieve_s": 0.2, "filter_s": 0.02, "total_s": 2.0, "tokens_per_s": 70.0})},
+    ]
+    a = aggregate(records, "slmrag", max_k=3)
+    assert a["retrieval"]["recall@1"] == pytest.approx(1 / 3)  # only q2
+    assert a["retrieval"]["recall@5"] == pytest.approx(2 / 3)
+    assert a["retrieval"]["mrr"] == pytest.approx((0.5 + 1.0 + 0.0) / 3)
+    assert a["after_filter"]["recall@1"] == pytest.approx(1 / 3)  # only q1
+    assert a["after_filter"]["mrr"] == pytest.approx(1 / 3)
+    assert a["filter"]["gold_kept"] == 1 and a["filter"]["gold_dropped"] == 1
+    assert a["filter"]["gold_kept_rate"] == pytest.approx(0.5)
+    # non-gold: q1 has 2 (1 dropped), q2 has 1 (dropped), q3 has 2 (kept) -> 2 of 5 dropped
+    assert a["filter"]["nongold_dropped_rate"] == pytest.approx(2 / 5)
+    assert a["filter"]["questions_gold_kept"] == pytest.approx(0.5)  # q1 yes, q2 no (q3 had no gold)
+    assert a["gold_in_context"] == pytest.approx(1 / 3)
+    assert a["answers"]["accuracy"] == pytest.approx(2 / 3)
+    assert a["answers"]["label_accuracy"] == pytest.approx(0.5)
+    assert a["answers"]["text_accuracy"] == 1.0 and a["answers"]["token_f1"] == pytest.approx(0.6)
+    assert a["answers"]["abstention_rate"] == pytest.approx(1 / 3)
+    assert a["latency"]["retrieve_s"]["p50"] == pytest.approx(0.2)
+    assert a["latency"]["total_s"]["p95"] == pytest.approx(2.9)  # numpy-style interpolation: 2 + 0.9 * 1
+    assert a["tokens_per_s"]["mean"] == pytest.approx(60.0)
+
+
+def test_aggregate_counts_errors_as_misses():
+    records = [{"id": "a", "naive": {"hits": [True], "before_filter": {}, "gold_in_context": True}},
+               {"id": "b", "naive": {"error": "ValueError: boom"}}]
+    a = aggregate(records, "naive", max_k=1)
+    assert a["errors"] == 1 and a["retrieval"]["recall@1"] == pytest.approx(0.5)
+    assert "after_filter" not in a  # the naive baseline has no filter
+
+
+def test_groups_and_comparison_rows():
+    recs = [{"id": "a", "source": "x", "doc_scoped": True}, {"id": "b", "source": "y"}]
+    g = groups(recs)
+    assert set(g) == {"all", "corpus-wide", "doc-scoped", "source:x", "source:y"}
+    agg = {"slmrag": {"retrieval": {"recall@5": 0.9}}, "naive": {"retrieval": {"recall@5": 0.6}}}
+    rows = {r["metric"]: r for r in comparison(agg, {})}
+    assert rows["recall@5 (retrieved, before filter)"]["ratio"] == pytest.approx(1.5)
+    assert "MRR after filter" not in rows  # neither side has it
+
+
+def test_is_refusal():
+    assert is_refusal("I could not find this in your documents.")
+    assert is_refusal("I don't know.")
+    assert is_refusal("")
+    assert not is_refusal("Yes, slowing the infusion reduces akathisia [1].")
+    assert not is_refusal("No. No information is provided about costs.") is True
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_load_questions_names_the_bad_line(tmp_path):
+    good = {"id": "a", "question": "q?", "answer": "x", "evidence": "e", "doc": "d.txt"}
+    p = _write_jsonl(tmp_path / "q.jsonl", [good, {**good, "id": "b", "doc": ""}])
+    with pytest.raises(InputError, match=r"q.jsonl:2: .*doc"):
+        load_questions(p)
+    p = _write_jsonl(tmp_path / "dup.jsonl", [good, good])
+    with pytest.raises(InputError, match="duplicate id"):
+        load_questions(p)
+
+
+def test_limit_takes_sources_round_robin():
+    qs = [{"id": f"a{i}", "source": "a"} for i in range(5)] + [{"id": f"b{i}", "source": "b"} for i in range(2)]
+    assert [q["id"] for q in select_questions(qs, 3)] == ["a0", "a1", "b0"]
+    assert [q["id"] for q in select_questions(qs, 6)] == ["a0", "a1", "a2", "a3", "b0", "b1"]
+    assert len(select_questions(qs, None)) == 7
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+DOCS = {
+    "pumps.txt": "Maintenance schedule for the plant.\n\nThe Zephyrine coolant pump must be inspected every "
+                 "47 days by two certified technicians. Lubrication of the bearings uses grade 7 grease.\n",
+    "canteen.txt": "The staff canteen serves breakfast from seven to nine. Vegetarian lasagne is offered on "
+                   "Wednesdays. Coffee is free for night-shift workers.\n",
+    "parking.txt": "Visitors park in the north lot. Bicycle racks stand next to the east entrance and are "
+                   "covered. Electric vehicle chargers are in bay 12 of the south garage.\n",
+    "study.txt": "OBJECTIVE: to test whether daily walking lowers resting heart rate.\nRESULTS: resting heart "
+                 "rate fell by 6 beats per minute after twelve weeks of daily walking.\nCONCLUSIONS: Daily "
+                 "walking lowers the resting heart rate of sedentary adults.\n",
+}
+QUESTIONS = [
+    {"id": "fx-1", "source": "fixture", "question": "How often must the Zephyrine coolant pump be inspected?",
+     "answer": "every 47 days", "doc": "pumps.txt",
+     "evidence": "The Zephyrine coolant pump must be inspected every 47 days by two certified technicians."},
+    {"id": "fx-2", "source": "fixture", "question": "Where are the electric vehicle chargers?",
+     "answer": "bay 12 of the south garage", "doc": "parking.txt",
+     "evidence": "Electric vehicle chargers are in bay 12 of the south garage."},
+    {"id": "fx-3", "source": "pubmedqa", "question": "Does daily walking lower resting heart rate?",
+     "answer": "yes", "doc": "study.txt",
+     "evidence": "Daily walking lowers the resting heart rate of sedentary adults."},
+    {"id": "fx-4", "source": "fixture", "question": "What does this document say is served on Wednesdays?",
+     "answer": "vegetarian lasagne", "doc": "canteen.txt", "doc_scoped": True,
+     "evidence": "Vegetarian lasagne is offered on Wednesdays."},
+]
+
+
+@pytest.mark.slow
+def test_eval_end_to_end_on_a_fixture_corpus(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from app.cli import app
+
+    monkeypatch.setenv("SLMRAG_INDEX_DIR", str(tmp_path / "indexes"))
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name, text in DOCS.items():
+        (corpus / name).write_text(text)
+    questions = _write_jsonl(tmp_path / "questions.jsonl", QUESTIONS)
+    out = tmp_path / "out"
+
+    result = CliRunner().invoke(app, ["eval", "--pack", "medical", "--questions", str(questions), "--corpus",
+                                      str(corpus), "--out", str(out), "--max-tokens", "24", "--quiet"])
+    assert result.exit_code == 0, result.output
+    for name in ("report.json", "report.md", "recall_at_k.png", "filter_scores.png", "latency.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert not (tmp_path / "indexes" / "medical").exists()  # the pack's own index was never touched
+
+    report = json.loads((out / "report.json").read_text())
+    recs = {r["id"]: r for r in report["records"]}
+    assert set(recs) == {q["id"] for q in QUESTIONS}
+    # Each question's evidence is a distinctive sentence of a tiny document: slmrag ranks it first.
+    for r in recs.values():
+        assert r["slmrag"]["before_filter"]["first_hit"] == 1, r["id"]
+        assert r["naive"]["before_filter"]["first_hit"] == 1, r["id"]
+        assert r["slmrag"]["timings"]["total_s"] >= r["slmrag"]["timings"]["first_token_s"] > 0
+        assert isinstance(r["slmrag"]["answer"], str) and isinstance(r["naive"]["answer"], str)
+        assert r["slmrag"]["score"]["kind"] in ("label", "text")
+    # The doc-scoped question only sees its own document (each fixture file is one chunk).
+    assert {p["name"] for p in recs["fx-4"]["slmrag"]["passages"]} == {"canteen.txt"}
+    assert {p["name"] for p in recs["fx-4"]["naive"]["passages"]} == {"canteen.txt"}
+    all_ = report["aggregates"]["all"]
+    assert all_["slmrag"]["retrieval"]["recall@1"] == 1.0 and all_["naive"]["retrieval"]["recall@1"] == 1.0
+    assert all_["slmrag"]["retrieval"]["curve"] == [1.0] * 10
+    assert {"corpus-wide", "doc-scoped"} <= set(report["aggregates"])
+    ingest = report["meta"]["ingest"]
+    assert ingest["slmrag"]["documents"] == 4 and ingest["slmrag"]["chunks"] >= 4
+    assert ingest["naive"]["chunks"] == 4 and ingest["naive"]["chunks_per_s"] > 0
+    assert report["meta"]["memory"]["peak_mb"] > 100
+    md = (out / "report.md").read_text()
+    assert "| recall@5 (retrieved, before filter) | 1.000 | 1.000 | 1.00× |" in md
+    assert "![recall_at_k.png](recall_at_k.png)" in md

@@ -1,0 +1,124 @@
+"""Ingest on real parts: pypdf, the packaged MiniLM, FAISS and SQLite in a temporary index."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from app.store import IndexStore
+from ingest.pipeline import Ingestor
+
+GUIDE = textwrap.dedent("""\
+    # Dosing guide
+    Amoxicillin for adults with community acquired pneumonia is dosed at 1 g three times daily for five days.
+
+    ## Renal impairment
+    When creatinine clearance is below 30 mL/min, the interval is extended to every twelve hours.
+    """)
+
+
+def corpus(tmp_path: Path, pdf_factory) -> Path:
+    d = tmp_path / "docs"
+    d.mkdir()
+    (d / "guide.md").write_text(GUIDE)
+    (d / "notes.txt").write_text("The clinic closes at 6 pm on Fridays. Parking is free for patients.\n")
+    (d / "page.html").write_text("<html><head><title>Triage</title><script>var x=1;</script></head>"
+                                 "<body><h1>Triage levels</h1><p>Level 1 patients are seen immediately.</p></body></html>")
+    pdf_factory(d / "report.pdf", [
+        "Annual infection report. Page one covers staffing and hand hygiene audits.",
+        "Page two: the surgical site infection rate fell to 1.8 percent in the second half of the year.",
+        "Page three: recommendations for the coming year include chlorhexidine bathing.",
+    ])
+    return d
+
+
+def test_ingest_all_formats_keeps_pdf_pages(tmp_path, pdf_factory, tmp_pack):
+    pack = tmp_pack("medical")
+    docs = corpus(tmp_path, pdf_factory)
+    summary = Ingestor(pack).ingest([docs])
+    assert summary.failed == []
+    assert len(summary.added) == 4
+    snap = IndexStore(pack.index_dir).snapshot()
+    assert snap.faiss_index.ntotal == snap.n_chunks == summary.chunks
+    by_name = {d.name: d for d in snap.documents.values()}
+    assert by_name["report.pdf"].pages == 3
+    pdf_chunks = [c for c in snap.chunks if c.doc_id == by_name["report.pdf"].doc_id]
+    assert {c.page for c in pdf_chunks} == {1, 2, 3}
+    rate = next(c for c in pdf_chunks if "1.8 percent" in c.text)
+    assert rate.page == 2
+    html = next(c for c in snap.chunks if c.doc_id == by_name["page.html"].doc_id)
+    assert "Level 1 patients" in html.text and "var x" not in html.text
+    # character spans point at the chunk in the document text
+    md = next(c for c in snap.chunks if c.doc_id == by_name["guide.md"].doc_id)
+    assert GUIDE[md.start:md.end] == md.text
+    assert IndexStore(pack.index_dir).check() == []
+
+
+def test_reingest_is_noop_and_change_replaces(tmp_path, pdf_factory, tmp_pack):
+    pack = tmp_pack("medical")
+    docs = corpus(tmp_path, pdf_factory)
+    ing = Ingestor(pack)
+    first = ing.ingest([docs])
+    store = IndexStore(pack.index_dir)
+    gen = store.generation()
+    again = ing.ingest([docs])
+    assert again.added == [] and again.updated == [] and len(again.skipped) == 4
+    assert store.generation() == gen  # nothing rewritten
+    (docs / "notes.txt").write_text("The clinic now closes at 8 pm on Fridays.\n")
+    changed = ing.ingest([docs])
+    assert [Path(p).name for p in changed.updated] == ["notes.txt"]
+    snap = store.snapshot()
+    texts = [c.text for c in snap.chunks]
+    assert any("8 pm" in t for t in texts) and not any("6 pm" in t for t in texts)
+    assert snap.n_chunks == first.chunks - 1 + changed.chunks
+    assert len({c.vid for c in snap.chunks}) == snap.n_chunks  # no duplicates
+    assert store.check() == []
+
+
+def test_remove_document(tmp_path, pdf_factory, tmp_pack):
+    pack = tmp_pack("medical")
+    docs = corpus(tmp_path, pdf_factory)
+    ing = Ingestor(pack)
+    ing.ingest([docs])
+    removed = ing.remove([docs / "report.pdf"])
+    assert [Path(p).name for p in removed] == ["report.pdf"]
+    snap = IndexStore(pack.index_dir).snapshot()
+    assert "report.pdf" not in {d.name for d in snap.documents.values()}
+    assert not any("surgical site" in c.text for c in snap.chunks)
+    assert IndexStore(pack.index_dir).check() == []
+
+
+def test_corrupt_pdf_reported_rest_ingested(tmp_path, pdf_factory, tmp_pack):
+    pack = tmp_pack("medical")
+    docs = corpus(tmp_path, pdf_factory)
+    (docs / "broken.pdf").write_bytes(b"%PDF-1.7\n1 0 obj << /Type /Catalog >>\ngarbage without xref")
+    (docs / "empty.txt").write_bytes(b"")
+    summary = Ingestor(pack).ingest([docs, tmp_path / "missing.pdf"])
+    failed = {Path(f["path"]).name: f["error"] for f in summary.failed}
+    assert set(failed) == {"broken.pdf", "empty.txt", "missing.pdf"}
+    assert "PDF" in failed["broken.pdf"] and "empty" in failed["empty.txt"] and "no such file" in failed["missing.pdf"]
+    assert len(summary.added) == 4
+
+
+def test_index_loads_in_fresh_process_without_pickle(tmp_path, pdf_factory, tmp_pack):
+    pack = tmp_pack("medical")
+    Ingestor(pack).ingest([corpus(tmp_path, pdf_factory)])
+    files = sorted(p.name for p in pack.index_dir.iterdir() if p.is_file())
+    assert all(f.endswith((".sqlite", ".faiss")) or f.startswith(("meta.sqlite-", ".lock")) for f in files), files
+    code = textwrap.dedent(f"""
+        import pickle, sys
+        def refuse(*a, **k):
+            raise SystemExit("pickle was used")
+        pickle.load = pickle.loads = pickle.Unpickler = refuse
+        from app.store import IndexStore
+        snap = IndexStore({str(pack.index_dir)!r}).snapshot()
+        import json
+        print(json.dumps({{"chunks": snap.n_chunks, "vectors": snap.faiss_index.ntotal}}))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    assert data["chunks"] == data["vectors"] > 0
