@@ -201,23 +201,22 @@ def pseudo_queries(text: str, heading: str, idf: dict[str, float], rng: random.R
     """
     out: list[tuple[str, str, str]] = []
     sents = [s for s in split_sentences(text) if _good_sentence(s)]
-    options: list[str] = []
-    if sents:
-        options += ["sentence"] * 3
+    rng.shuffle(sents)
     head = heading.strip().splitlines()[-1].strip() if heading and heading.strip() else ""
+    options: list[str] = ["sentence"] * min(len(sents), 3)
     if head and 2 <= len(_WORD.findall(head)) and len(head.split()) <= 16:
-        options += ["heading"]
-    options += ["keywords"]
+        options.append("heading")
+    options.append("keywords")
     rng.shuffle(options)
-    seen_kinds: set[str] = set()
+    # a sentence, when there is one, comes first: it reads most like a question about the passage
+    if "sentence" in options:
+        options.remove("sentence")
+        options.insert(0, "sentence")
     for kind in options:
         if len(out) >= max_queries:
             break
-        if kind in seen_kinds:
-            continue
-        seen_kinds.add(kind)
         if kind == "sentence":
-            s = rng.choice(sents)
+            s = sents.pop()
             query = s.rstrip(".;")
             words = query.split()
             if len(words) > 24:  # a question is short: keep a window of the sentence
@@ -236,8 +235,7 @@ def pseudo_queries(text: str, heading: str, idf: dict[str, float], rng: random.R
             if len(counts) < 4:
                 continue
             ranked = sorted(counts, key=lambda w: -(idf.get(w, 1.0) * (1 + math.log(counts[w]))))[:10]
-            n = min(len(ranked), rng.randint(3, 5))
-            picked = rng.sample(ranked, n)
+            picked = rng.sample(ranked, min(len(ranked), rng.randint(3, 5)))
             query = " ".join(picked)
             positive = text
         if len(positive.split()) < 15:
@@ -278,6 +276,7 @@ def build_training_pairs(snapshot, *, max_queries: int = 300, hard_negatives: in
     pos_of = snapshot.vid_to_pos
     all_chunks = snapshot.chunks
     sample = rng.sample(chunks, min(len(chunks), max_queries))
+    per_chunk = min(3, max(1, math.ceil(max_queries / len(chunks))))  # small indexes: more queries per chunk
 
     from app.retrieval import Retriever
     from app.settings import RetrievalSettings
@@ -296,11 +295,8 @@ def build_training_pairs(snapshot, *, max_queries: int = 300, hard_negatives: in
         return query_norm not in ct and ct not in normalize(src.text)
 
     pairs: list[TrainingPair] = []
-    for src in sample:
-        made = pseudo_queries(src.text, src.heading, idf, rng)
-        if not made:
-            continue
-        query, positive, kind = made[0]
+    jobs = [(src, made) for src in sample for made in pseudo_queries(src.text, src.heading, idf, rng, per_chunk)]
+    for src, (query, positive, kind) in jobs[:max_queries]:
         qn = normalize(query)
         pairs.append(TrainingPair(query, positive, 1.0, kind, src.vid, src.vid))
         # hard negatives: interleave BM25 neighbours of the query and dense neighbours of the chunk

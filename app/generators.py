@@ -150,24 +150,42 @@ class LlamaCppGenerator:
                     yield delta
 
     def yes_probability(self, prompts: list[str]) -> list[float]:
-        """P(yes) / (P(yes)+P(no)) of the next token for each prompt, from the logits (no generation)."""
+        """P(yes) / (P(yes)+P(no)) of the next token for each prompt, from the logits (no generation).
+
+        Prompts are evaluated one after the other, but each reuses the KV cache of the longest token
+        prefix it shares with what the context already holds (the chat template and, when the question
+        comes first, the question), so only the differing suffix is prefilled.
+        """
         import numpy as np
 
         llm = self.llm
-        yes_ids = {t[0] for t in (llm.tokenize(w.encode(), add_bos=False) for w in ("Yes", " Yes", "yes", " yes")) if len(t) == 1}
-        no_ids = {t[0] for t in (llm.tokenize(w.encode(), add_bos=False) for w in ("No", " No", "no", " no")) if len(t) == 1}
+        yes_ids = sorted({t[0] for t in (llm.tokenize(w.encode(), add_bos=False) for w in ("Yes", " Yes", "yes", " yes")) if len(t) == 1})
+        no_ids = sorted({t[0] for t in (llm.tokenize(w.encode(), add_bos=False) for w in ("No", " No", "no", " no")) if len(t) == 1})
+        n_vocab = llm.n_vocab()
         out = []
         with self._lock:
             for prompt in prompts:
                 tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
-                llm.reset()
-                llm.eval(tokens)
-                logits = np.asarray(llm._ctx.get_logits()[: llm.n_vocab()] if hasattr(llm._ctx, "get_logits") else llm.scores[llm.n_tokens - 1])
-                logits = logits.astype("float64")
+                if not tokens:
+                    raise SlmragError("yes_probability got an empty prompt.")
+                if len(tokens) >= llm.n_ctx():
+                    raise SlmragError(
+                        f"A relevance prompt of {len(tokens)} tokens does not fit the generator's context of "
+                        f"{llm.n_ctx()} tokens; shorten the passage or raise generator.n_ctx.")
+                cached = llm.input_ids[: llm.n_tokens]
+                common = 0
+                for a, b in zip(cached, tokens):
+                    if a != b:
+                        break
+                    common += 1
+                common = min(common, len(tokens) - 1)  # evaluate at least one token to get fresh logits
+                llm.n_tokens = common  # eval() drops the KV cache beyond n_tokens first
+                llm.eval(tokens[common:])
+                logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,)).astype("float64")
                 m = logits.max()
-                p_yes = np.exp(logits[list(yes_ids)] - m).sum()
-                p_no = np.exp(logits[list(no_ids)] - m).sum()
-                out.append(float(p_yes / (p_yes + p_no + 1e-12)))
+                p_yes = np.exp(logits[yes_ids] - m).sum()
+                p_no = np.exp(logits[no_ids] - m).sum()
+                out.append(float(p_yes / (p_yes + p_no + 1e-300)))
         return out
 
     def chat_prompt(self, messages: list[Message]) -> str:
@@ -228,6 +246,11 @@ class TransformersGenerator:
                 self._model.eval()
                 if convert_to is not None:
                     tmp = convert_to.with_name(convert_to.name + f".tmp{os.getpid()}")
+                    # The weights are already dequantized to float32; transformers still flags the model
+                    # as "gguf-quantized" and refuses to save it, so the marker is cleared first.
+                    self._model.hf_quantizer = None
+                    if hasattr(self._model.config, "quantization_config"):
+                        del self._model.config.quantization_config
                     self._model.save_pretrained(tmp, safe_serialization=True)
                     self._tok.save_pretrained(tmp)
                     os.replace(tmp, convert_to) if not convert_to.exists() else None

@@ -191,6 +191,9 @@ class IndexStore:
             except FileNotFoundError as exc:  # a writer swept the generation we read; read again
                 last_exc = exc
                 time.sleep(0.05)
+            except sqlite3.DatabaseError as exc:  # reliability fix: a damaged meta.sqlite is an IndexError_
+                raise IndexError_(f"{self.db_path}: the metadata store cannot be read ({exc}); the index is "
+                                  "damaged - delete the folder and ingest again.") from exc
         raise IndexError_(f"{self.path}: the index's vector file is missing ({last_exc}); run slmrag status --check.")
 
     def _read_snapshot(self) -> IndexSnapshot:
@@ -204,7 +207,7 @@ class IndexStore:
             generation = int(meta.get("generation", 0))
             index = None
             if generation > 0:
-                index = _faiss().read_index(str(self.faiss_file(generation)))
+                index = _read_faiss(self.faiss_file(generation))
             chunks = [ChunkRow(*row) for row in conn.execute(
                 'SELECT vid, chunk_id, doc_id, ord, page, start, "end", heading, text FROM chunks ORDER BY doc_id, ord'
             )]
@@ -298,6 +301,23 @@ class IndexStore:
             lock_fh.close()
 
 
+def _read_faiss(file: Path):
+    """faiss.read_index with clear errors (reliability fix).
+
+    faiss raises RuntimeError for a missing file too, so a generation swept by a writer between our
+    reading its number and opening its file surfaced as a RuntimeError instead of the FileNotFoundError
+    that :meth:`IndexStore.snapshot` retries on; and a damaged or foreign file (say, a pickle planted in
+    its place - faiss never unpickles, it only parses its own format) gave a C++ traceback.
+    """
+    try:
+        return _faiss().read_index(str(file))
+    except RuntimeError as exc:
+        if not file.exists():
+            raise FileNotFoundError(str(file)) from exc
+        raise IndexError_(f"{file}: not a valid FAISS vector file ({str(exc).strip().splitlines()[-1][:160]}); "
+                          "the index is damaged - delete the folder and ingest again.") from exc
+
+
 def _lock_holder(fh) -> str:
     fh.seek(0)
     pid = fh.read().strip()
@@ -328,7 +348,14 @@ class IndexWriter:
         self.generation = int(meta.get("generation", 0))
         faiss = _faiss()
         if self.generation > 0:
-            self.index = faiss.read_index(str(store.faiss_file(self.generation)))
+            try:
+                self.index = _read_faiss(store.faiss_file(self.generation))
+            except (FileNotFoundError, IndexError_) as exc:
+                self.conn.close()
+                if isinstance(exc, IndexError_):
+                    raise
+                raise IndexError_(f"{store.path}: the current vector file {exc} is missing; the index is damaged - "
+                                  "delete the folder and ingest again.") from exc
             if self.index.d != dim:
                 raise IndexError_(f"{store.path}: stored vectors have {self.index.d} dimensions, the embedder gives {dim}.")
         else:
@@ -349,12 +376,27 @@ class IndexWriter:
             "FROM documents WHERE path=?", (path,)).fetchone()
         return _doc_from_row(row) if row else None
 
+    @contextlib.contextmanager
+    def _atomic(self) -> Iterator[None]:
+        """All-or-nothing SQL for one document (reliability fix): if a statement fails half-way (say a
+        text the driver cannot encode), the rows written so far are rolled back instead of being
+        committed later with no vectors. FAISS is changed last, only after the SQL succeeded."""
+        self.conn.execute("SAVEPOINT doc")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK TO doc")
+            self.conn.execute("RELEASE doc")
+            raise
+        self.conn.execute("RELEASE doc")
+
     def remove_document(self, doc_id: str) -> int:
-        vids = [r[0] for r in self.conn.execute("SELECT vid FROM chunks WHERE doc_id=?", (doc_id,))]
-        if vids:
-            self.index.remove_ids(np.asarray(vids, dtype="int64"))
-        self.conn.execute("DELETE FROM chunks WHERE doc_id=?", (doc_id,))
-        self.conn.execute("DELETE FROM documents WHERE doc_id=?", (doc_id,))
+        with self._atomic():
+            vids = [r[0] for r in self.conn.execute("SELECT vid FROM chunks WHERE doc_id=?", (doc_id,))]
+            self.conn.execute("DELETE FROM chunks WHERE doc_id=?", (doc_id,))
+            self.conn.execute("DELETE FROM documents WHERE doc_id=?", (doc_id,))
+            if vids:
+                self.index.remove_ids(np.asarray(vids, dtype="int64"))
         self.dirty = True
         return len(vids)
 
@@ -372,17 +414,18 @@ class IndexWriter:
         chunks = [chunks[i] for i in keep]
         vectors = vectors[keep]
         doc.n_chunks = len(chunks)
-        self.conn.execute(
-            "INSERT INTO documents(doc_id, path, name, sha256, size, kind, title, pages, n_chunks, info_json, ingested_at) "
-            "VALUES(?,?,?,?,?,?,?,?,?,?,?)",
-            (doc.doc_id, doc.path, doc.name, doc.sha256, doc.size, doc.kind, doc.title, doc.pages, doc.n_chunks,
-             json.dumps(doc.info), doc.ingested_at))
-        self.conn.executemany(
-            'INSERT INTO chunks(vid, chunk_id, doc_id, ord, page, start, "end", heading, text) VALUES(?,?,?,?,?,?,?,?,?)',
-            [(c.vid, c.chunk_id, c.doc_id, c.ord, c.page, c.start, c.end, c.heading, c.text) for c in chunks])
-        if len(chunks):
-            self.index.add_with_ids(np.ascontiguousarray(vectors, dtype="float32"),
-                                    np.asarray([c.vid for c in chunks], dtype="int64"))
+        with self._atomic():
+            self.conn.execute(
+                "INSERT INTO documents(doc_id, path, name, sha256, size, kind, title, pages, n_chunks, info_json, ingested_at) "
+                "VALUES(?,?,?,?,?,?,?,?,?,?,?)",
+                (doc.doc_id, doc.path, doc.name, doc.sha256, doc.size, doc.kind, doc.title, doc.pages, doc.n_chunks,
+                 json.dumps(doc.info), doc.ingested_at))
+            self.conn.executemany(
+                'INSERT INTO chunks(vid, chunk_id, doc_id, ord, page, start, "end", heading, text) VALUES(?,?,?,?,?,?,?,?,?)',
+                [(c.vid, c.chunk_id, c.doc_id, c.ord, c.page, c.start, c.end, c.heading, c.text) for c in chunks])
+            if len(chunks):
+                self.index.add_with_ids(np.ascontiguousarray(vectors, dtype="float32"),
+                                        np.asarray([c.vid for c in chunks], dtype="int64"))
         self.dirty = True
 
     def commit(self) -> None:

@@ -338,9 +338,9 @@ def highlight_html(before: str, match: str, after: str) -> str:
             f'{" …" if after else ""}</div>')
 
 
-def _window(text: str, start: int, end: int, chars: int) -> tuple[str, str, str]:
-    lo = max(0, start - chars)
-    hi = min(len(text), end + chars)
+def _window(text: str, start: int, end: int, before: int, after: int) -> tuple[str, str, str]:
+    lo = max(0, start - before)
+    hi = min(len(text), end + after)
     if lo > 0:  # begin at a word boundary
         sp = text.find(" ", lo, start)
         lo = sp + 1 if sp != -1 else lo
@@ -369,7 +369,7 @@ def _locate(page_text: str, rec: dict) -> tuple[int, int] | None:
     return None
 
 
-def passage_context(rec: dict, *, redact_pii: bool = False, chars: int = 700,
+def passage_context(rec: dict, *, redact_pii: bool = False, before: int = 240, after: int = 700,
                     render_pdf: bool = True) -> SourceContext:
     """Find a cited passage in its document and return a window of text around it.
 
@@ -410,7 +410,7 @@ def passage_context(rec: dict, *, redact_pii: bool = False, chars: int = 700,
     if span is None:
         ctx.note = f"{name} changed since it was indexed; showing the passage as indexed."
     else:
-        ctx.before, ctx.match, ctx.after = _window(page_text, span[0], span[1], chars)
+        ctx.before, ctx.match, ctx.after = _window(page_text, span[0], span[1], before, after)
         ctx.found = True
     if ctx.kind == "pdf" and render_pdf and page_no:
         ctx.image = render_pdf_page(path, page_no)

@@ -63,6 +63,26 @@ def _is_clause_start(line: str) -> bool:
     return bool(_CLAUSE.match(line)) or _is_heading_line(line)
 
 
+def _is_title_line(line: str) -> bool:
+    """A line that only names what follows: a heading, or a short numbered clause title ("7. Term",
+    "Section 4 Fees") rather than a clause that starts straight into its sentence."""
+    stripped = line.strip()
+    if _is_heading_line(stripped):
+        return True
+    return (bool(_CLAUSE.match(stripped)) and len(stripped) <= 60
+            and not stripped.endswith((".", ";", ":", ",", ")")))
+
+
+def _leading_titles_end(text: str, start: int, end: int) -> int:
+    """Offset just after the title lines (and blank lines) that open ``text[start:end]``."""
+    pos = start
+    for line in text[start:end].splitlines(keepends=True):
+        if line.strip() and not _is_title_line(line):
+            break
+        pos += len(line)
+    return pos
+
+
 def _heading_text(line: str) -> str:
     return re.sub(r"^\s*#{1,6}\s*", "", line).strip()[:160]
 
@@ -98,9 +118,18 @@ class Chunker:
                 return self._split_sections(text, page, clause_aware=False)
 
     # ------------------------------------------------------------------ helpers
-    def _recursive(self, text: str, offset: int, page: int | None, heading: str) -> list[Chunk]:
+    def _recursive(self, text: str, offset: int, page: int | None, heading: str,
+                   limit: int | None = None) -> list[Chunk]:
+        splitter = self._splitter
+        if limit is not None and limit < self.settings.chunk_tokens:
+            from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+            splitter = RecursiveCharacterTextSplitter(
+                chunk_size=limit, chunk_overlap=min(self.settings.overlap_tokens, limit // 4),
+                length_function=self.count, separators=self._splitter._separators,
+                keep_separator="end", add_start_index=True, strip_whitespace=True)
         chunks = []
-        for doc in self._splitter.create_documents([text]):
+        for doc in splitter.create_documents([text]):
             start = offset + int(doc.metadata.get("start_index", 0))
             body = doc.page_content
             chunks.append(Chunk(body, page, start, start + len(body), heading))
@@ -118,10 +147,22 @@ class Chunker:
                 starts[0] = (0, _heading_text(line))
             pos += len(line)
         sections = []
+        pending: tuple[int, str] | None = None
         for i, (s, h) in enumerate(starts):
             e = starts[i + 1][0] if i + 1 < len(starts) else len(text)
-            if text[s:e].strip():
-                sections.append((s, e, h))
+            if not text[s:e].strip():
+                continue
+            if pending is not None:  # a title-only section opens this one
+                s, h = pending[0], pending[1] or h
+                pending = None
+            if _leading_titles_end(text, s, e) >= e and e < len(text):
+                # Only titles ("## 7. TERMINATION"): they belong with the text below them, never at the
+                # end of the previous chunk.
+                pending = (s, h)
+                continue
+            sections.append((s, e, h))
+        if pending is not None:
+            sections.append((pending[0], len(text), pending[1]))
         return sections
 
     def _split_sections(self, text: str, page: int | None, clause_aware: bool) -> list[Chunk]:
@@ -153,7 +194,7 @@ class Chunker:
             n = self.count(text[s:e])
             if n > limit:
                 flush()
-                chunks.extend(self._recursive(text[s:e], s, page, section_heading))
+                chunks.extend(self._split_long_section(text, s, e, page, section_heading))
                 continue
             if buf_start is not None and self.count(text[buf_start:e]) <= limit:
                 buf_end = e  # merge small sections so chunks are not tiny
@@ -163,35 +204,73 @@ class Chunker:
         flush()
         return chunks
 
+    def _split_long_section(self, text: str, s: int, e: int, page: int | None, heading: str) -> list[Chunk]:
+        """Split a section over the budget; its opening title lines go into the first chunk, which is
+        sized so the title and the start of its text fit together."""
+        body = _leading_titles_end(text, s, e)
+        if body <= s or body >= e:
+            return self._recursive(text[s:e], s, page, heading)
+        title_tokens = self.count(text[s:body])
+        room = self.settings.chunk_tokens - title_tokens
+        if room < 16:  # an absurdly long title: plain splitting is the best we can do
+            return self._recursive(text[s:e], s, page, heading)
+        first, *rest = self._recursive(text[body:e], body, page, heading, limit=room) or [None]
+        if first is None:
+            return self._recursive(text[s:e], s, page, heading)
+        lead = len(text[s:body]) - len(text[s:body].lstrip())
+        merged = text[s + lead:first.end]
+        if self.count(merged) > self.settings.chunk_tokens:
+            return self._recursive(text[s:e], s, page, heading)
+        out = [Chunk(merged, page, s + lead, first.end, heading)]
+        if rest:
+            # The remaining text was split for the smaller first budget; re-split it at full size.
+            out.extend(self._recursive(text[rest[0].start:e], rest[0].start, page, heading))
+        return out
+
     # ------------------------------------------------------------------ finance
     def _split_finance(self, text: str, page: int | None) -> list[Chunk]:
         chunks: list[Chunk] = []
-        for kind, s, e in _table_blocks(text):
+        blocks = list(_table_blocks(text))
+        for idx, (kind, s, e) in enumerate(blocks):
+            caption = ""
+            if kind == "text" and idx + 1 < len(blocks) and blocks[idx + 1][0] == "table":
+                e = _caption_start(text, s, e)  # the table's caption travels with the table instead
+            if kind == "table" and idx > 0 and blocks[idx - 1][0] == "text":
+                ps, pe = blocks[idx - 1][1], blocks[idx - 1][2]
+                caption = text[_caption_start(text, ps, pe):pe].strip()
             block = text[s:e]
             if not block.strip():
                 continue
             if kind == "table":
-                chunks.extend(self._table_chunks(block, s, page, _nearest_heading(text, s)))
+                chunks.extend(self._table_chunks(block, s, page, _nearest_heading(text, s), caption))
                 continue
             for c in self._split_sections(block, page, clause_aware=False):
                 # Spans come back relative to the block: shift them into page coordinates.
                 chunks.append(Chunk(c.text, page, c.start + s, c.end + s, c.heading))
         return chunks
 
-    def _table_chunks(self, block: str, offset: int, page: int | None, heading: str) -> list[Chunk]:
+    def _table_chunks(self, block: str, offset: int, page: int | None, heading: str,
+                      caption: str = "") -> list[Chunk]:
         lines = block.splitlines(keepends=True)
         header_n = _header_rows(lines)
-        header = "".join(lines[:header_n])
+        # Every chunk of the table starts with its caption (title, units) and its column header (periods).
+        header = (caption + "\n" if caption else "") + "".join(lines[:header_n])
         limit = self.settings.chunk_tokens
+        if caption and self.count(header) > limit // 2:
+            header = "".join(lines[:header_n])  # a long caption would crowd out the rows: keep the columns only
         chunks: list[Chunk] = []
-        pos = offset + len(header)
+        pos = offset + len("".join(lines[:header_n]))
         rows: list[str] = []
         rows_start = pos
         for line in lines[header_n:]:
             candidate = header + "".join(rows) + line
             if rows and self.count(candidate) > limit:
+                # Row labels ("Earnings per share") and blank lines at the end belong to the rows below them.
+                carry: list[str] = []
+                while len(rows) > 1 and (not rows[-1].strip() or not _is_table_line(rows[-1])):
+                    carry.insert(0, rows.pop())
                 chunks.append(_table_chunk(header, rows, rows_start, page, heading))
-                rows, rows_start = [], pos
+                rows, rows_start = carry, pos - len("".join(carry))
             rows.append(line)
             pos += len(line)
         if rows or not chunks:
@@ -225,6 +304,53 @@ def _is_table_line(line: str) -> bool:
     return len(cells) >= 3 and figures >= 2
 
 
+def _is_period_row(line: str) -> bool:
+    """A plain-text column header made of figures only (years), with no row label in front."""
+    cells = [c for c in re.split(r"\s{2,}|\t", line.strip()) if c]
+    return bool(cells) and not any(ch.isalpha() for ch in cells[0])
+
+
+def _is_md_table_start(lines: list[str], k: int) -> bool:
+    """A Markdown pipe row followed by a separator row (|---|---|): the header of a new table."""
+    return (k + 1 < len(lines) and lines[k].strip().startswith("|")
+            and bool(re.fullmatch(r"\s*\|?\s*:?-{2,}:?\s*(?:\|\s*:?-{2,}:?\s*)*\|?\s*", lines[k + 1])))
+
+
+def _is_row_label(line: str) -> bool:
+    """A short label between rows of a plain-text table ("Earnings per share"): part of the table."""
+    s = line.strip()
+    return (0 < len(s) <= 60 and not s.startswith("|") and not s.endswith(".") and not _is_heading_line(s)
+            and sum(c.isalpha() for c in s) >= 3 and not _is_table_line(s))
+
+
+def _is_caption_line(line: str) -> bool:
+    s = line.strip()
+    if _is_title_line(s):
+        return True
+    # A units / basis line such as "(in thousands of USD, except per-share amounts)", or "... (USD m):".
+    if s.startswith("(") and s.endswith(")") and len(s) <= 120:
+        return True
+    return len(s) <= 100 and not s.endswith(".") and (
+        s.endswith(":") or bool(re.search(r"\((?:in |amounts in |USD|EUR|GBP|\$|unaudited)", s, re.IGNORECASE)))
+
+
+def _caption_start(text: str, s: int, e: int) -> int:
+    """Where the caption (up to three title / units lines) at the end of ``text[s:e]`` begins; ``e`` if none."""
+    pos = e
+    start = e
+    taken = 0
+    for line in reversed(text[s:e].splitlines(keepends=True)):
+        if not line.strip():
+            pos -= len(line)
+            continue
+        if taken >= 3 or not _is_caption_line(line):
+            break
+        pos -= len(line)
+        start = pos
+        taken += 1
+    return start
+
+
 def _header_rows(lines: list[str]) -> int:
     """How many leading lines of a table block are its header (column labels, Markdown separator)."""
     if not lines:
@@ -248,12 +374,28 @@ def _table_blocks(text: str) -> Iterable[tuple[str, int, int]]:
     n = len(lines)
     while i < n:
         if flags[i] and (i + 1 < n and flags[i + 1] or lines[i].strip().startswith("|")):
+            plain = not lines[i].strip().startswith("|")
+
+            def label(k: int) -> bool:  # a row label inside a plain-text table, followed by its rows
+                return plain and k + 1 < n and _is_row_label(lines[k]) and flags[k + 1] \
+                    and not lines[k + 1].strip().startswith("|")
+
             j = i
-            while j < n and (flags[j] or (not lines[j].strip() and j + 1 < n and flags[j + 1])):
-                j += 1
+            while j < n:
+                if j > i and _is_md_table_start(lines, j):
+                    break  # the next Markdown table has its own header
+                if flags[j] or label(j):
+                    j += 1
+                elif not lines[j].strip() and j + 1 < n and (flags[j + 1] or label(j + 1)) \
+                        and not _is_md_table_start(lines, j + 1):
+                    j += 1
+                else:
+                    break
             start_line = i
             # For plain-text tables the column header (periods) is usually the non-empty line just above.
-            if not lines[i].strip().startswith("|") and i > 0 and lines[i - 1].strip() and not flags[i - 1]:
+            # (Unless the first row is that header already: a row of years with no label, "  2023  2022".)
+            if not lines[i].strip().startswith("|") and i > 0 and lines[i - 1].strip() and not flags[i - 1] \
+                    and not _is_period_row(lines[i]):
                 start_line = i - 1
             if offsets[start_line] > cur_text_start:
                 yield ("text", cur_text_start, offsets[start_line])

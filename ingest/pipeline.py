@@ -8,6 +8,7 @@ generations (see :mod:`app.store`), so a crash loses at most the uncommitted tai
 from __future__ import annotations
 
 import os
+import stat
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,8 +22,15 @@ from ingest.chunking import Chunker
 from ingest.loaders import SUPPORTED_SUFFIXES, load
 from ingest.metadata import document_metadata
 from ingest.redact import redact
+from ingest.sandbox import ParseWorker, isolation_enabled, load_bounded
 
 COMMIT_EVERY_CHUNKS = 1024
+
+
+def commit_every() -> int:
+    """Chunks between commits: ``SLMRAG_COMMIT_EVERY`` overrides :data:`COMMIT_EVERY_CHUNKS` (read per ingest)."""
+    value = os.environ.get("SLMRAG_COMMIT_EVERY")
+    return max(1, int(value)) if value else COMMIT_EVERY_CHUNKS
 
 
 @dataclass
@@ -49,13 +57,31 @@ def collect_files(paths: list[Path | str]) -> tuple[list[Path], list[dict]]:
     """Expand folders recursively; report missing paths and unreadable entries instead of raising."""
     files: list[Path] = []
     failed: list[dict] = []
+
+    def add(f: Path, shown: str) -> None:
+        # Only regular files: a FIFO would block the reader forever, a device never ends. A broken or
+        # looping symbolic link is reported rather than crashing resolve() (RuntimeError on a loop).
+        try:
+            st = f.stat()
+            resolved = f.resolve()
+        except (OSError, RuntimeError) as exc:
+            why = "a symbolic link that loops" if isinstance(exc, RuntimeError) or getattr(exc, "errno", None) == 40 else (
+                "a broken symbolic link" if f.is_symlink() else (getattr(exc, "strerror", None) or str(exc)))
+            failed.append({"path": shown, "error": f"{shown}: cannot read ({why}); skipped."})
+            return
+        if not stat.S_ISREG(st.st_mode):
+            failed.append({"path": shown, "error": f"{shown}: not a regular file (a pipe, socket or device); skipped."})
+            return
+        files.append(resolved)
+
     for raw in paths:
         p = Path(raw).expanduser()
         if not p.exists():
-            failed.append({"path": str(raw), "error": f"{raw}: no such file or folder; check the path."})
+            why = "a broken symbolic link" if p.is_symlink() else "no such file or folder"
+            failed.append({"path": str(raw), "error": f"{raw}: {why}; check the path."})
             continue
-        if p.is_file():
-            files.append(p.resolve())
+        if not p.is_dir():
+            add(p, str(raw))
             continue
 
         def onerror(err: OSError) -> None:
@@ -67,7 +93,7 @@ def collect_files(paths: list[Path | str]) -> tuple[list[Path], list[dict]]:
                 f = Path(root) / name
                 if name.startswith(".") or f.suffix.lower() not in SUPPORTED_SUFFIXES:
                     continue
-                files.append(f.resolve())
+                add(f, str(f))
     seen: set[Path] = set()
     unique = [f for f in files if not (f in seen or seen.add(f))]
     return unique, failed
@@ -89,11 +115,14 @@ class Ingestor:
         self.embedder = embedder or Embedder(pack.config.embedder, pack.path)
         self.store = IndexStore(pack.index_dir)
         self.chunker = Chunker(pack.config.chunking, self.embedder.count_tokens)
+        self._worker: ParseWorker | None = None  # the batch's parser process (see ingest.sandbox)
 
     # ------------------------------------------------------------------ one document
     def prepare(self, path: Path, sha: str, size: int) -> PreparedDocument:
         cfg = self.pack.config
-        info, pages = load(path, max_pages=cfg.ingest.max_pages, timeout_s=cfg.ingest.parse_timeout_s)
+        # Parsed in a worker process, bounded in time (ingest.parse_timeout_s) and memory.
+        info, pages = load_bounded(path, max_pages=cfg.ingest.max_pages, timeout_s=cfg.ingest.parse_timeout_s,
+                                   worker=self._worker)
         key = str(path)
         doc_id = doc_id_for(key)
         rows: list[ChunkRow] = []
@@ -133,48 +162,60 @@ class Ingestor:
         progress = progress or NullProgress()
         progress.start(len(files))
         max_bytes = int(self.pack.config.ingest.max_file_mb * 1024 * 1024)
-        self.embedder.load()
-        with self.store.writer(self.embedder.identity, self.embedder.dim, wait=wait, on_wait=on_wait) as writer:
-            pending = 0
-            for path in files:
-                progress.file(path.name)
-                try:
-                    size = path.stat().st_size
-                    if size > max_bytes:
-                        raise DocumentError(
-                            f"{path}: {size / 1e6:.1f} MB is over the limit of {self.pack.config.ingest.max_file_mb:g} MB "
-                            "(ingest.max_file_mb in the pack); split the file or raise the limit.")
-                    sha = file_sha256(path)
-                    existing = writer.document(str(path))
-                    if existing and existing.sha256 == sha:
-                        summary.skipped.append(str(path))
-                        continue
-                    prepared = self.prepare(path, sha, size)
-                    vectors = self.embedder.encode(prepared.embed_texts, progress=progress.chunks)
-                    # Only now, with the new version fully parsed and embedded, drop the old one.
-                    if existing:
-                        writer.remove_document(existing.doc_id)
-                    writer.add_document(prepared.record, prepared.rows, vectors)
-                    (summary.updated if existing else summary.added).append(str(path))
-                    summary.chunks += prepared.record.n_chunks
-                    summary.pages += prepared.pages
-                    pending += prepared.record.n_chunks
-                    if pending >= COMMIT_EVERY_CHUNKS:
-                        writer.commit()
-                        pending = 0
-                except (DocumentError, OSError) as exc:
-                    summary.failed.append({"path": str(path), "error": _one_line(exc)})
-                except SlmragError:
-                    raise
-                except Exception as exc:  # a parser bug on one file must not sink the batch
-                    summary.failed.append({"path": str(path), "error": _one_line(
-                        DocumentError(f"{path}: could not be processed ({type(exc).__name__}: {exc})"))})
-                finally:
-                    progress.advance()
-            writer.commit()
+        every = commit_every()
+        if files and isolation_enabled():
+            self._worker = ParseWorker().start()  # boots while the embedder loads
+        try:
+            self.embedder.load()
+            with self.store.writer(self.embedder.identity, self.embedder.dim, wait=wait, on_wait=on_wait) as writer:
+                self._ingest_files(files, writer, summary, progress, max_bytes, every)
+        finally:
+            if self._worker is not None:
+                self._worker.close()
+                self._worker = None
         progress.finish()
         summary.seconds = round(time.perf_counter() - t0, 3)
         return summary
+
+    def _ingest_files(self, files: list[Path], writer, summary: IngestSummary, progress: "ProgressSink",
+                      max_bytes: int, every: int) -> None:
+        pending = 0
+        for path in files:
+            progress.file(path.name)
+            try:
+                size = path.stat().st_size
+                if size > max_bytes:
+                    raise DocumentError(
+                        f"{path}: {size / 1e6:.1f} MB is over the limit of {self.pack.config.ingest.max_file_mb:g} MB "
+                        "(ingest.max_file_mb in the pack); split the file or raise the limit.")
+                sha = file_sha256(path)
+                existing = writer.document(str(path))
+                if existing and existing.sha256 == sha:
+                    summary.skipped.append(str(path))
+                    continue
+                prepared = self.prepare(path, sha, size)
+                vectors = self.embedder.encode(prepared.embed_texts, progress=progress.chunks)
+                # Only now, with the new version fully parsed and embedded, drop the old one.
+                if existing:
+                    writer.remove_document(existing.doc_id)
+                writer.add_document(prepared.record, prepared.rows, vectors)
+                (summary.updated if existing else summary.added).append(str(path))
+                summary.chunks += prepared.record.n_chunks
+                summary.pages += prepared.pages
+                pending += prepared.record.n_chunks
+                if pending >= every:
+                    writer.commit()
+                    pending = 0
+            except (DocumentError, OSError) as exc:
+                summary.failed.append({"path": str(path), "error": _one_line(exc)})
+            except SlmragError:
+                raise
+            except Exception as exc:  # a parser bug on one file must not sink the batch
+                summary.failed.append({"path": str(path), "error": _one_line(
+                    DocumentError(f"{path}: could not be processed ({type(exc).__name__}: {exc})"))})
+            finally:
+                progress.advance()
+        writer.commit()
 
     def remove(self, paths: list[Path | str]) -> list[str]:
         """Delete documents (by path, or by file name when unambiguous); returns the removed paths."""

@@ -1,5 +1,167 @@
-"""(to be filled)"""
+"""``slmrag filter train / calibrate``: the pack's own relevance model and its threshold.
+
+The work is in :mod:`app.filter_models`; these commands parse options, show progress and print results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from app.errors import SlmragError
+
+
+def _progress_enabled(err, as_json: bool) -> bool:
+    return (not as_json and err.is_terminal) or os.environ.get("SLMRAG_PROGRESS") == "1"
 
 
 def register(app, packs_app, filter_app) -> None:
-    return None
+    from app.cli import IndexDirOpt, JsonOpt, PackOpt, _fail, _pack, err, out
+
+    @filter_app.command("train")
+    def filter_train(
+        pack: str = PackOpt,
+        index_dir: Optional[Path] = IndexDirOpt,
+        max_queries: int = typer.Option(300, "--max-queries", min=4, max=20000,
+                                        help="Chunks turned into pseudo-questions (each gives 1 positive and 3 "
+                                        "negatives); bounds the training time."),
+        epochs: int = typer.Option(1, "--epochs", min=1, max=10, help="Passes over the pairs."),
+        max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop after this many batches."),
+        seed: int = typer.Option(0, "--seed", help="Random seed (pair sampling, shuffling, initialisation)."),
+        as_json: bool = JsonOpt,
+    ) -> None:
+        """Train the pack's cross-encoder relevance filter on its own index (no labels needed).
+
+        Pseudo-questions are taken out of the indexed chunks (a sentence, a heading or key words); the
+        chunk is the positive, BM25/dense neighbours and random chunks are negatives. The model is saved
+        as safetensors in <index_dir>/filter/cross_encoder/. Then set filter.kind: cross_encoder in
+        pack.yaml and run `slmrag filter calibrate`.
+        """
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        from app.filter_models import build_training_pairs, cross_encoder_dir, train_cross_encoder
+        from app.pipeline import ensure_index
+        from app.store import IndexStore
+
+        try:
+            p = _pack(pack, index_dir)
+            if ensure_index(p):
+                err.print(f"ingested the starter corpus of '{p.name}' into {p.index_dir}", highlight=False)
+            store = IndexStore(p.index_dir)
+            if not store.exists() or store.generation() == 0:
+                raise SlmragError(f"Pack '{p.name}' has no index at {p.index_dir}. Add documents first: "
+                                  f"slmrag ingest FOLDER --pack {p.name}")
+            snapshot = store.snapshot()
+            progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                                console=err, disable=not _progress_enabled(err, as_json), transient=False)
+            with progress:
+                task = progress.add_task("building pairs", total=None, loss="-")
+                pairs = build_training_pairs(snapshot, max_queries=max_queries, seed=seed)
+                progress.update(task, description="training", total=1, completed=0)
+
+                def tick(step: int, total: int, loss: float) -> None:
+                    progress.update(task, total=total, completed=step, loss=f"{loss:.3f}")
+
+                report = train_cross_encoder(snapshot, cross_encoder_dir(p.index_dir), epochs=epochs,
+                                             max_steps=max_steps, seed=seed, pairs=pairs, progress=tick)
+        except SlmragError as exc:
+            _fail(exc)
+        if as_json:
+            print(json.dumps(report.to_json() | {"pack": p.name}, indent=2))
+            return
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(report.kinds.items()))
+        out.print(f"trained the cross-encoder of '{p.name}' on {report.pairs} pairs ({report.positives} positives; "
+                  f"{kinds}) in {report.steps} steps, {report.seconds:.0f}s; final loss {report.final_loss:.3f}",
+                  highlight=False)
+        out.print(f"saved to {report.model_dir} (safetensors)", highlight=False)
+        out.print(f"next: set filter.kind: cross_encoder in {p.path / 'pack.yaml'} and run "
+                  f"slmrag filter calibrate --pack {p.name} --questions DEV.jsonl --kind cross_encoder --write",
+                  highlight=False, markup=False)
+
+    @filter_app.command("calibrate")
+    def filter_calibrate(
+        pack: str = PackOpt,
+        questions: Path = typer.Option(..., "--questions", "-q", help="Dev questions, JSON lines with 'question', "
+                                       "'doc' and 'evidence' (the format of shared/data/*/questions.jsonl)."),
+        index_dir: Optional[Path] = IndexDirOpt,
+        corpus: Optional[Path] = typer.Option(None, "--corpus", help="Ingest this folder into the index first "
+                                              "(unchanged files are skipped), e.g. the dev set's corpus/."),
+        kind: Optional[str] = typer.Option(None, "--kind", help="Filter to calibrate (default: the pack's filter.kind): "
+                                           "cosine, cross_encoder, slm_judge."),
+        k: Optional[int] = typer.Option(None, "--k", min=1, max=50, help="Candidates per question (default: the pack's retrieval.k)."),
+        keep: float = typer.Option(0.95, "--keep", min=0.5, max=1.0, help="Share of gold passages the threshold must keep."),
+        out_of_pack: Optional[Path] = typer.Option(None, "--out-of-pack", help="Questions this pack cannot answer "
+                                                   "(e.g. another domain's); reports how often they abstain."),
+        limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use only the first N questions of each file."),
+        write: bool = typer.Option(False, "--write", help="Store the threshold (and --kind) in the pack's pack.yaml."),
+        as_json: bool = JsonOpt,
+    ) -> None:
+        """Choose the filter threshold that keeps >= 95% of gold passages and drops the most others."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.table import Table
+
+        from app.filter_models import calibrate, load_questions, round_down, write_filter_settings
+        from app.pipeline import Assistant
+
+        try:
+            p = _pack(pack, index_dir)
+            qs = load_questions(questions, limit)
+            oop = load_questions(out_of_pack, limit) if out_of_pack else []
+            if corpus is not None:
+                from app.cli import RichProgress
+                from ingest.pipeline import Ingestor
+
+                if not Path(corpus).is_dir():
+                    raise SlmragError(f"--corpus {corpus} is not a folder.")
+                summary = Ingestor(p).ingest([corpus], progress=RichProgress(not as_json),
+                                             on_wait=lambda m: err.print(m))
+                if summary.failed:
+                    for f in summary.failed:
+                        err.print(f"[red]failed:[/] {f['error']}", highlight=False)
+            assistant = Assistant(p)
+            progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), console=err, disable=not _progress_enabled(err, as_json))
+            with progress:
+                task = progress.add_task("scoring", total=len(qs) + len(oop))
+                cal = calibrate(assistant, qs, kind=kind, k=k, keep=keep, out_of_pack=oop,
+                                progress=lambda: progress.advance(task))
+            written = None
+            if write:
+                write_filter_settings(p.path / "pack.yaml", threshold=cal.threshold,
+                                      kind=kind if kind and kind != p.config.filter.kind else None)
+                written = str(p.path / "pack.yaml")
+        except SlmragError as exc:
+            _fail(exc)
+        summary = cal.summary()
+        summary["threshold"] = round_down(cal.threshold)
+        if as_json:
+            print(json.dumps({"pack": p.name, **summary, "table": cal.table(), "written": written}, indent=2))
+            return
+        table = Table(title=f"{p.name}: filter '{cal.kind}' on {summary['questions']} questions "
+                            f"({summary['answerable']} with a gold passage among the candidates)")
+        table.add_column("threshold", justify="right")
+        table.add_column("gold kept", justify="right")
+        table.add_column("non-gold dropped", justify="right")
+        table.add_column("false abstention", justify="right")
+        if oop:
+            table.add_column("out-of-pack abstention", justify="right")
+        for row in cal.table():
+            mark = " <" if row["threshold"] == cal.threshold else ""
+            cells = [f"{round_down(row['threshold']):.4f}{mark}", f"{row['gold_kept']:.1%}", f"{row['nongold_dropped']:.1%}",
+                     f"{row['false_abstention']:.1%}"]
+            if oop:
+                cells.append(f"{row['oop_abstention']:.1%}")
+            table.add_row(*cells)
+        out.print(table)
+        out.print(f"AUC {summary['auc']:.3f} over {summary['gold_passages']} gold / {summary['nongold_passages']} "
+                  f"other passages; chosen threshold {summary['threshold']:.4f} (keeps >= {keep:.0%} of gold)",
+                  highlight=False)
+        if written:
+            out.print(f"wrote filter.threshold: {summary['threshold']:.4f} to {written}", highlight=False)
+        else:
+            out.print(f"add --write to store it in {p.path / 'pack.yaml'}", highlight=False)

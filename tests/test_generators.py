@@ -1,0 +1,75 @@
+"""Generator backends behind one interface, on the packaged SmolLM2 GGUF."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from app.generators import BACKENDS, LlamaCppGenerator, OpenAIGenerator, TransformersGenerator, make_generator
+from app.settings import GeneratorSettings
+
+MESSAGES = [{"role": "system", "content": "You answer briefly."},
+            {"role": "user", "content": "What is the capital of France?"}]
+
+
+def test_registry_matches_settings():
+    assert set(BACKENDS) == {"llamacpp", "transformers", "openai"}
+    assert isinstance(make_generator(GeneratorSettings(backend="llamacpp")), LlamaCppGenerator)
+
+
+def test_llamacpp_streams_and_is_deterministic(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLMRAG_CACHE_DIR", str(tmp_path))  # exercises the Q4_0 requantization too
+    gen = LlamaCppGenerator(GeneratorSettings(max_tokens=16)).load()
+    assert list(tmp_path.glob("*.Q4_0.gguf")), "the requantized model was not cached"
+    first = list(gen.stream(MESSAGES))
+    assert len(first) > 1 and "".join(first).strip()
+    assert "".join(gen.stream(MESSAGES)) == "".join(first)  # greedy decoding
+    assert gen.count_tokens("hello world") == 2
+
+
+def test_transformers_backend_loads_gguf_and_caches_conversion(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLMRAG_CACHE_DIR", str(tmp_path))
+    gen = TransformersGenerator(GeneratorSettings(backend="transformers", max_tokens=8)).load()
+    text = "".join(gen.stream(MESSAGES))
+    assert text.strip()
+    converted = list(tmp_path.glob("hf-*"))
+    assert converted and (converted[0] / "config.json").exists()
+    assert not list(converted[0].glob("*.bin")), "weights must be stored as safetensors, not pickle"
+    # a second generator loads from the converted copy, not the GGUF
+    again = TransformersGenerator(GeneratorSettings(backend="transformers", max_tokens=8))
+    where, extra = again._load_from()
+    assert where == str(converted[0]) and extra == {}
+
+
+class _SSE(BaseHTTPRequestHandler):
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.seen = body  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        for piece in ["Par", "is"]:
+            self.wfile.write(f"data: {json.dumps({'choices': [{'delta': {'content': piece}}]})}\n\n".encode())
+        self.wfile.write(b"data: [DONE]\n\n")
+
+    def log_message(self, *args):
+        pass
+
+
+def test_openai_compatible_backend_streams_from_a_local_server():
+    server = HTTPServer(("127.0.0.1", 0), _SSE)
+    threading.Thread(target=server.handle_request, daemon=True).start()
+    gen = OpenAIGenerator(GeneratorSettings(backend="openai", model="m", base_url=f"http://127.0.0.1:{server.server_port}/v1"))
+    assert "".join(gen.stream(MESSAGES, max_tokens=5)) == "Paris"
+    assert server.seen["stream"] is True and server.seen["max_tokens"] == 5 and server.seen["messages"] == MESSAGES
+    server.server_close()
+
+
+def test_openai_backend_needs_base_url():
+    from app.errors import SlmragError
+
+    with pytest.raises(SlmragError, match="base_url"):
+        OpenAIGenerator(GeneratorSettings(backend="openai"))

@@ -1,0 +1,394 @@
+"""The chat UI: unit tests of app/ui_support.py, then the real app through streamlit's AppTest.
+
+The AppTest part runs ``streamlit_app.py`` in-process on the packaged models (MiniLM + SmolLM2) with
+the index root in a temporary folder (SLMRAG_INDEX_DIR): chat flow with sources, per-pack history,
+abstention, readable errors, uploads (sanitised names, size limit, ingest, retrieval) and removal.
+To stay quick on shared CPUs only one question is actually generated (k=2, 16 tokens); abstentions use
+the pack's abstain template and so show retrieval without generating.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from app import ui_support as ui
+from app.errors import InputError
+
+REPO = Path(__file__).resolve().parent.parent
+APP = REPO / "streamlit_app.py"
+APP_TIMEOUT = 420  # seconds per AppTest run: model loads and generation are slow on shared cores
+
+
+# ================================================================================ ui_support unit tests
+@pytest.mark.parametrize("raw, safe", [
+    ("report.pdf", "report.pdf"),
+    ("../../etc/passwd.txt", "passwd.txt"),
+    ("/abs/path/notes.md", "notes.md"),
+    ("C:\\Users\\me\\Annual Report.PDF", "Annual Report.pdf"),
+    ("..\\..\\win.html", "win.html"),
+    ("we<ird>|na*me?.txt", "we_ird_na_me_.txt"),
+    ("a\x00b\nc.txt", "abc.txt"),
+    ("con.txt", "upload_con.txt"),
+    ("ＦＵＬＬ.txt", "FULL.txt"),
+])
+def test_sanitize_upload_name(raw, safe):
+    assert ui.sanitize_upload_name(raw) == safe
+
+
+@pytest.mark.parametrize("raw, why", [
+    (".bashrc.txt", "hidden"), ("../.env.md", "hidden"), ("..", "usable"), ("", "usable"), ("dir/", "usable"),
+    ("noext", "no type"), ("evil.exe", "unsupported"), ("archive.tar.gz", "unsupported"), ("x.pdf.sh", "unsupported"),
+])
+def test_sanitize_upload_name_refuses(raw, why):
+    with pytest.raises(InputError, match=why):
+        ui.sanitize_upload_name(raw)
+
+
+def test_sanitize_upload_name_shortens_keeping_suffix():
+    name = ui.sanitize_upload_name("x" * 400 + ".markdown")
+    assert len(name) <= ui.MAX_NAME_CHARS and name.endswith(".markdown")
+
+
+def test_save_upload_stays_in_folder_and_enforces_limits(tmp_path):
+    folder = tmp_path / "idx" / "uploads"
+    p = ui.save_upload(folder, "../../../escape.txt", b"hello", max_bytes=100)
+    assert p == (folder / "escape.txt").resolve() and p.read_bytes() == b"hello"
+    assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "idx" / "escape.txt").exists()
+    p2 = ui.save_upload(folder, "escape.txt", b"v2", max_bytes=100)  # same name: replaced atomically
+    assert p2 == p and p.read_bytes() == b"v2"
+    assert sorted(x.name for x in folder.iterdir()) == ["escape.txt"]  # no temp files left behind
+    with pytest.raises(InputError, match="over the upload limit"):
+        ui.save_upload(folder, "big.txt", b"x" * 101, max_bytes=100)
+    with pytest.raises(InputError, match="empty"):
+        ui.save_upload(folder, "empty.txt", b"", max_bytes=100)
+    with pytest.raises(InputError, match="hidden"):
+        ui.save_upload(folder, ".secret.txt", b"x", max_bytes=100)
+    # A symlink planted in the uploads folder is never written through.
+    (folder / "link.txt").symlink_to(tmp_path / "target.txt")
+    with pytest.raises(InputError):
+        ui.save_upload(folder, "link.txt", b"x", max_bytes=100)
+    assert not (tmp_path / "target.txt").exists()
+
+
+def test_upload_limit_and_results(tmp_path, monkeypatch):
+    from app.packs import load_pack
+    from ingest.pipeline import IngestSummary
+
+    pack = load_pack("medical", tmp_path / "medical")
+    assert ui.uploads_dir(pack) == tmp_path / "medical" / "uploads"
+    monkeypatch.setenv("SLMRAG_UI_MAX_UPLOAD_MB", "3")
+    assert ui.upload_limit_mb(pack) == 3
+    monkeypatch.setenv("SLMRAG_UI_MAX_UPLOAD_MB", "junk")
+    assert ui.upload_limit_mb(pack) == min(ui.DEFAULT_UPLOAD_MAX_MB, pack.config.ingest.max_file_mb)
+    a, b, c, d = (str(tmp_path / n) for n in ("a.txt", "b.txt", "c.pdf", "d.md"))
+    summary = IngestSummary(added=[a], updated=[b], skipped=[d],
+                            failed=[{"path": c, "error": f"{c}: no extractable text on any page"}])
+    saved = {"a.txt": Path(a), "b.txt": Path(b), "c.pdf": Path(c), "d.md": Path(d)}
+    results = ui.upload_results(saved, [{"name": ".x.txt", "error": "hidden files are not accepted"}], summary)
+    assert [(r["name"], r["status"]) for r in results] == [
+        (".x.txt", "failed"), ("a.txt", "added"), ("b.txt", "updated"), ("c.pdf", "failed"), ("d.md", "skipped")]
+    assert results[3]["detail"] == "c.pdf: no extractable text on any page"  # no server paths shown
+    assert ui.is_upload(str(tmp_path / "medical" / "uploads" / "a.txt"), pack)
+    assert not ui.is_upload(str(pack.corpus_path / "x.txt"), pack)
+
+
+def test_linkify_citations():
+    out = ui.linkify_citations("INR 2-3 [1]. See [3] and [9].", "medical-4", valid=[1, 3])
+    assert "[\\[1\\]](#src-medical-4-1)" in out and "[\\[3\\]](#src-medical-4-3)" in out
+    assert out.endswith("[9].")  # not a valid source number: left as text
+    assert ui.anchor_id("a b/c", 2) == "src-a-b-c-2"
+
+
+def _passage(n, name="warfarin.txt", page=None, text="Target INR 2.0 to 3.0.", kept=True, fs=0.6):
+    from app.retrieval import Passage
+
+    return Passage(vid=n, doc_id=f"d{n}", source=f"/docs/{name}", name=name, page=page, text=text, heading="INR",
+                   start=10 * n, end=10 * n + len(text), score=0.03, rank=n, filter_score=fs, kept=kept)
+
+
+def test_answer_record_and_export():
+    from app.pipeline import Answer
+
+    p1, p2, p3 = _passage(1, page=2), _passage(2, "b.md", text="Other."), _passage(3, kept=False, fs=0.05)
+    ans = Answer("What INR?", "Aim for 2.0-3.0 [2].", False,
+                 [{"n": 2, "source": p2.source, "name": p2.name, "page": None, "heading": "", "text": p2.text}],
+                 [p1, p2, p3], [p1, p2], "Verify clinically.",
+                 {"retrieve_s": 0.05, "filter_s": 0.01, "first_token_s": 1.2, "total_s": 3.4, "tokens": 20,
+                  "tokens_per_s": 9.1, "load_s": 0.0})
+    rec = ui.answer_record(ans, filter_kind="cosine", threshold=0.2)
+    assert [c["n"] for c in rec["citations"]] == [2]
+    assert rec["citations"][0]["start"] == 20 and rec["citations"][0]["name"] == "b.md"
+    assert [ui.passage_status(p) for p in rec["passages"]] == ["used", "used", "dropped"]
+    assert rec["filter"] == {"kind": "cosine", "threshold": 0.2}
+
+    abstain = Answer("Mars?", "I could not find this [1] [2].", True, [], [p3, p1], [], "", {"total_s": 0.1})
+    arec = ui.answer_record(abstain)
+    assert arec["abstained"] and [c["n"] for c in arec["citations"]] == [1, 2]  # nearest, in retrieval order
+
+    turns = [{"question": "What INR?", "answer": rec}, {"question": "Mars?", "answer": arec},
+             {"question": "bad", "error": "The question is empty."}]
+    md = ui.conversation_markdown(turns, title="Clinical", pack="medical", disclaimer="Verify clinically.",
+                                  now=1_700_000_000)
+    assert md.startswith("# Clinical: conversation") and "> Verify clinically." in md
+    assert "## Q1. What INR?" in md and "Aim for 2.0-3.0 [2]." in md
+    assert '**[2] b.md**: "Other."' in md
+    assert "## Q2. Mars?" in md and "Not found in your documents" in md and "[2] warfarin.txt, page 2" in md
+    assert "**Error:** The question is empty." in md
+    assert "first token 1.2 s" in md
+    assert ui.export_file_name("medical", 1_700_000_000) == "slmrag-medical-20231114-2213.md"
+    assert "No questions asked yet" in ui.conversation_markdown([], title="T", pack="p")
+
+
+def test_format_helpers():
+    t = {"retrieve_s": 0.0412, "filter_s": 0.2, "first_token_s": 1.53, "total_s": 4.0, "tokens": 30,
+         "tokens_per_s": 12.34, "load_s": 2.0}
+    s = ui.format_timings(t)
+    assert s == ("model load 2.0 s · retrieve 41 ms · filter 200 ms · first token 1.5 s · total 4.0 s · "
+                 "30 tokens, 12.3 tok/s")
+    assert ui.format_timings({}) == ""
+    assert ui.format_when(None) == "never"
+    assert ui.format_when(1_700_000_000, now=1_700_000_000 + 125) == "2023-11-14 22:13 UTC (2 min ago)"
+    assert ui.short_error(ValueError("x\n  y")) == "ValueError: x y"
+    assert ui.excerpt("a " * 300, 20).endswith("…")
+    html = ui.highlight_html("<b>before</b>", "the <script>x</script>", " after")
+    assert "<script>" not in html and '<mark class="slm-hl">the &lt;script&gt;' in html
+
+
+def test_passage_context_text_document(tmp_path):
+    doc = tmp_path / "guide.md"
+    body = "# Guide\n\n" + "Intro words here. " * 40 + "\n\nTarget INR is 2.0 to 3.0 for AF.\n\n" + "Tail text. " * 80
+    doc.write_text(body)
+    passage = "Target INR is 2.0 to 3.0 for AF."
+    start = body.index(passage)
+    rec = {"source": str(doc), "name": doc.name, "page": None, "start": start, "end": start + len(passage),
+           "text": passage}
+    ctx = ui.passage_context(rec)
+    assert ctx.found and ctx.match == passage and ctx.kind == "markdown"
+    assert ctx.before.endswith("\n\n") and "Intro words" in ctx.before and ctx.after.startswith("\n\nTail")
+    assert len(ctx.before) <= 240 and len(ctx.after) <= 700
+    assert f'<mark class="slm-hl">{passage}</mark>' in ctx.html()
+    # The file changed since it was indexed: the span is stale, the passage is found by its text.
+    doc.write_text("New first line.\n" + body)
+    ctx = ui.passage_context(rec)
+    assert ctx.found and ctx.match == passage
+    # Gone: the stored passage is shown with a note.
+    doc.unlink()
+    ctx = ui.passage_context(rec)
+    assert not ctx.found and "no longer on disk" in ctx.note and ctx.match == passage
+
+
+def test_passage_context_redacts_like_ingest(tmp_path):
+    from ingest.redact import redact
+
+    doc = tmp_path / "note.txt"
+    raw = "Patient: John Smith, MRN: 12345678.\n\nPlan: start warfarin 5 mg daily; INR check on day 3.\n"
+    doc.write_text(raw)
+    red, _ = redact(raw)  # ingest stores offsets into the redacted text
+    passage = "Plan: start warfarin 5 mg daily; INR check on day 3."
+    start = red.index(passage)
+    ctx = ui.passage_context({"source": str(doc), "page": None, "start": start, "end": start + len(passage),
+                              "text": passage}, redact_pii=True)
+    assert ctx.found and "John Smith" not in ctx.before and "12345678" not in ctx.before
+
+
+def test_passage_context_pdf_page(tmp_path, pdf_factory):
+    from ingest.loaders import load
+
+    pdf = pdf_factory(tmp_path / "guide.pdf", ["Page one about blood pressure.",
+                                              "Page two. Warfarin target INR is 2.0 to 3.0. More text follows."])
+    page_text = [p.text for p in load(pdf)[1]][1]
+    passage = "Warfarin target INR is 2.0 to 3.0."
+    start = page_text.index(passage)
+    ctx = ui.passage_context({"source": str(pdf), "name": "guide.pdf", "page": 2, "start": start,
+                              "end": start + len(passage), "text": passage})
+    assert ctx.kind == "pdf" and ctx.page == 2 and ctx.found and ctx.match == passage
+    assert "Page two." in ctx.before and "blood pressure" not in ctx.before + ctx.after
+    if ui.pdfium_available():
+        assert ctx.image and ctx.image.startswith(b"\x89PNG")
+    else:
+        assert ctx.image is None and ui.render_pdf_page(pdf, 2) is None
+    ctx = ui.passage_context({"source": str(pdf), "page": 7, "start": 0, "end": 5, "text": "x"})
+    assert not ctx.found and "Page 7" in ctx.note
+
+
+# ================================================================================ the app through AppTest
+def prebuilt_indexes(tmp_path_factory, packs=("medical", "legal")) -> Path:
+    """Index the starter corpora once per test session (shared by the UI test files), then copy."""
+    base = tmp_path_factory.getbasetemp() / "slmrag-ui-prebuilt"
+    done = base / ".complete"
+    if not done.exists():
+        from app.packs import load_pack
+        from app.pipeline import ensure_index
+
+        for name in packs:
+            ensure_index(load_pack(name, base / name))
+        done.write_text("ok")
+    return base
+
+
+@pytest.fixture(scope="module")
+def ui_env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ui-indexes")
+    shutil.copytree(prebuilt_indexes(tmp_path_factory), root, dirs_exist_ok=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SLMRAG_INDEX_DIR", str(root))
+        mp.setenv("SLMRAG_DEFAULT_PACK", "medical")
+        mp.setenv("SLMRAG_UI_MAX_UPLOAD_MB", "0.05")  # 50 kB: lets the test hit the upload size limit
+        yield root
+
+
+def run(at):
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]  # never a traceback in the page
+    return at
+
+
+def texts(block) -> str:
+    return "\n".join([m.value for m in block.markdown] + [c.value for c in block.caption])
+
+
+def turns(at, pack="medical") -> list[dict]:
+    return at.session_state["history"].get(pack, [])
+
+
+@pytest.fixture(scope="module")
+def chat_app(ui_env):
+    """One app session that has asked the medical pack one (short) question."""
+    from streamlit.testing.v1 import AppTest
+
+    at = run(AppTest.from_file(str(APP), default_timeout=APP_TIMEOUT))
+    assert at.title[0].value == "Clinical Literature Assistant"
+    at.slider(key="k::medical").set_value(2)
+    at.slider(key="max_tokens::medical").set_value(16)
+    at.chat_input(key="question").set_value("What is the target INR range for warfarin therapy?")
+    t0 = time.perf_counter()
+    run(at)
+    print(f"\n[apptest] question answered in {time.perf_counter() - t0:.1f}s")
+    return at
+
+
+@pytest.mark.slow
+def test_chat_flow_streams_answer_with_sources(chat_app):
+    at = chat_app
+    assert not at.error
+    msgs = at.chat_message
+    assert [m.name for m in msgs] == ["user", "assistant"]
+    assert msgs[0].markdown[0].value == "What is the target INR range for warfarin therapy?"
+    (turn,) = turns(at)
+    ans = turn["answer"]
+    assert not ans["abstained"] and ans["answer"].strip()
+    assert 1 <= len(ans["citations"]) <= 2 and len(ans["passages"]) == 2  # k=2 from the settings panel
+    assert ans["timings"]["tokens"] <= 16  # max tokens from the settings panel
+    body = texts(msgs[1])
+    assert "anticoagulation_warfarin.txt" in body  # the cited source card (file name, passage text)
+    for c in ans["citations"]:
+        assert f'id="src-medical-{turn["id"]}-{c["n"]}"' in body  # anchor the [n] links point to
+        assert ui.html.escape(ui.excerpt(c["text"], 420)) in body
+    if "[" in ans["answer"]:
+        assert f"](#src-medical-{turn['id']}-" in body  # citations in the answer are links
+    assert "first token" in body and "total" in body  # timings in small print
+    assert "Clinical decision support only" in body  # the pack's disclaimer
+    labels = [e.label for e in msgs[1].expander]
+    assert any(lbl.startswith("Noise filter: 2 retrieved") for lbl in labels)
+    assert any(lbl.startswith("Show [") and lbl.endswith("in context") for lbl in labels)
+    assert '<mark class="slm-hl">' in body  # the source viewer highlights the passage in its document
+    # The export has the question, the answer and its sources.
+    md = ui.conversation_markdown(turns(at), title="Clinical Literature Assistant", pack="medical")
+    assert "## Q1. What is the target INR range" in md and "anticoagulation_warfarin.txt" in md
+    assert at.button(key="clear::medical").disabled is False
+    assert at.get("download_button")[0].disabled is False
+
+
+@pytest.mark.slow
+def test_pack_switch_keeps_history_per_pack(chat_app):
+    at = chat_app
+    at.selectbox(key="pack").set_value("legal")
+    run(at)
+    assert at.title[0].value == "Contract Review Assistant"
+    assert len(at.chat_message) == 0 and turns(at, "legal") == []
+    sidebar = texts(at.sidebar)
+    assert "documents" in sidebar and "chunks" in sidebar and "Last ingest: 20" in sidebar
+    # k/max-token settings are per pack and kept per session.
+    assert at.slider(key="k::legal").value == 5
+    at.selectbox(key="pack").set_value("medical")
+    run(at)
+    assert at.title[0].value == "Clinical Literature Assistant"
+    assert [m.name for m in at.chat_message] == ["user", "assistant"]
+    assert at.slider(key="k::medical").value == 2 and at.slider(key="max_tokens::medical").value == 16
+
+
+@pytest.mark.slow
+def test_abstention_is_plain_and_shows_nearest_sources(chat_app):
+    at = chat_app
+    at.slider(key="threshold::medical").set_value(0.99)
+    at.chat_input(key="question").set_value("Which football club won the 1998 league title?")
+    run(at)
+    last = turns(at)[-1]["answer"]
+    assert last["abstained"] and last["citations"] and last["filter"]["threshold"] == 0.99
+    body = texts(at.chat_message[-1])
+    assert "Not found in your documents." in body and "Nearest sources" in body
+    assert "dropped" in body and not at.error
+
+
+@pytest.mark.slow
+def test_errors_are_readable_messages(chat_app):
+    at = chat_app
+    at.chat_input(key="question").set_value("\x00\x07  ")
+    run(at)
+    assert at.error and "The question is empty" in at.error[-1].value
+    assert "Traceback" not in at.error[-1].value
+
+
+@pytest.mark.slow
+def test_upload_sanitises_refuses_ingests_and_removes(chat_app, ui_env):
+    at = chat_app
+    fact = ("Zebrafield Clinic protocol: every patient on the quokka regimen needs a lumen score check "
+            "every 17 days, recorded by the duty pharmacist.\n")
+    at.file_uploader[0].set_value([
+        ("../../../zebrafield_protocol.txt", fact.encode(), "text/plain"),  # traversal: sanitised
+        (".hidden_notes.txt", b"secret", "text/plain"),  # hidden: refused
+        ("huge.txt", b"word " * 20_000, "text/plain"),  # 100 kB > 50 kB limit: refused
+    ])
+    run(at)
+    at.button(key="add::medical").click()
+    run(at)
+    results = {r["name"]: r for r in at.session_state["upload_results"]["medical"]}
+    assert results["zebrafield_protocol.txt"]["status"] == "added"
+    assert results[".hidden_notes.txt"]["status"] == "failed" and "hidden" in results[".hidden_notes.txt"]["detail"]
+    assert results["huge.txt"]["status"] == "failed" and "upload limit" in results["huge.txt"]["detail"]
+    uploads = ui_env / "medical" / "uploads"
+    assert sorted(p.name for p in uploads.iterdir()) == ["zebrafield_protocol.txt"]
+    assert not list(ui_env.parent.glob("zebrafield*")) and not list(ui_env.glob("zebrafield*"))
+    side = texts(at.sidebar)
+    assert "zebrafield_protocol.txt" in side and "<b>6</b><span>documents</span>" in side
+    assert len(at.file_uploader) == 1 and not at.file_uploader[0].value  # the uploader was reset
+    # Retrievable at once (a strict threshold makes it abstain, so nothing is generated, but the
+    # nearest sources show what retrieval found).
+    at.chat_input(key="question").set_value("How often is the lumen score checked under the Zebrafield protocol?")
+    run(at)
+    last = turns(at)[-1]["answer"]
+    assert last["passages"][0]["name"] == "zebrafield_protocol.txt"
+    assert "zebrafield_protocol.txt" in texts(at.chat_message[-1])
+    # Removal: out of the index, and the uploaded copy is deleted.
+    rm = at.selectbox(key="remove::medical")
+    rm.select_index(list(rm.options).index("zebrafield_protocol.txt"))
+    run(at)
+    at.button(key="remove-btn::medical").click()
+    run(at)
+    assert "Removed zebrafield_protocol.txt" in texts(at.sidebar)
+    assert "<b>5</b><span>documents</span>" in texts(at.sidebar)
+    assert not (uploads / "zebrafield_protocol.txt").exists()
+
+
+@pytest.mark.slow
+def test_clear_chat(chat_app):
+    at = chat_app
+    assert turns(at)
+    at.button(key="clear::medical").click()
+    run(at)
+    assert turns(at) == [] and len(at.chat_message) == 0
+    assert at.button(key="clear::medical").disabled
