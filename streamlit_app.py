@@ -68,7 +68,8 @@ table.slm-filter td {border-bottom: 1px solid #f1f2f4; padding: .25rem .35rem; v
 section[data-testid="stSidebar"] [data-testid="stExpander"] button[kind="tertiary"] {justify-content: flex-start;
   text-align: left; padding: .2rem 0; font-size: .85rem;}
 section[data-testid="stSidebar"] [data-testid="stExpander"] button[kind="tertiary"] p {text-align: left;}
-.slm-doclist {font-size: .8rem; margin: .2rem 0 .4rem 0; padding-left: 1rem;}
+.slm-doclist {font-size: .8rem; margin: .1rem 0 .5rem 0; line-height: 1.35;}
+.slm-doclist div {padding: .12rem 0; border-bottom: 1px solid rgba(49,51,63,.06); overflow-wrap: anywhere;}
 </style>
 """
 
@@ -198,7 +199,8 @@ def render_answer_body(ans: dict, prefix: str) -> None:
             "Settings, or adding a document that covers this.</div>", unsafe_allow_html=True)
     else:
         valid = [c["n"] for c in ans.get("citations", [])]
-        st.markdown(ui.linkify_citations(ans.get("answer", ""), prefix, valid) or "_(empty answer)_")
+        st.markdown(ui.linkify_citations(ui.markdown_text(ans.get("answer", "")), prefix, valid)
+                    or "_(empty answer)_")
 
 
 def render_answer_details(ans: dict, prefix: str, redact_pii: bool) -> None:
@@ -220,7 +222,7 @@ def render_answer_details(ans: dict, prefix: str, redact_pii: bool) -> None:
 
 def render_turn(turn: dict, pack: str, redact_pii: bool) -> None:
     with st.chat_message("user"):
-        st.markdown(turn["question"])
+        st.markdown(ui.markdown_text(turn["question"]))
     with st.chat_message("assistant"):
         prefix = f"{pack}-{turn['id']}"
         if turn.get("error"):
@@ -239,7 +241,7 @@ def ask(assistant: Assistant, pack: str, question: str, options: AskOptions, red
     turn = {"id": ss["turn_seq"], "question": question, "answer": None, "error": None}
     prefix = f"{pack}-{turn['id']}"
     with st.chat_message("user"):
-        st.markdown(question)
+        st.markdown(ui.markdown_text(question))
     with st.chat_message("assistant"):
         try:
             with st.spinner("Searching your documents…"):
@@ -399,9 +401,9 @@ def sidebar_documents(assistant: Assistant) -> None:
 
         docs = sorted(assistant.snapshot.documents.values(), key=lambda d: d.name.lower()) if assistant.snapshot else []
         if docs:
-            st.markdown("<div class='slm-label'>In the index</div><ul class='slm-doclist'>" + "".join(
-                f"<li>{html.escape(d.name)} <span class='slm-small'>· {d.n_chunks} chunks"
-                f"{' · uploaded' if ui.is_upload(d.path, pack) else ''}</span></li>" for d in docs) + "</ul>",
+            st.markdown("<div class='slm-label'>In the index</div><div class='slm-doclist'>" + "".join(
+                f"<div>{html.escape(d.name)} <span class='slm-small'>· {d.n_chunks} chunks"
+                f"{' · uploaded' if ui.is_upload(d.path, pack) else ''}</span></div>" for d in docs) + "</div>",
                 unsafe_allow_html=True)
             by_id = {d.doc_id: d for d in docs}
             choice = st.selectbox("Remove a document", list(by_id), index=None, key=f"remove::{pack.name}",
@@ -451,7 +453,7 @@ def main() -> None:
         sidebar_pack_info(assistant)
         options = sidebar_settings(pack)
         sidebar_documents(assistant)
-        sidebar_conversation(pack)
+        conversation_slot = st.container()  # filled last, so it reflects a question asked in this run
 
     st.title(cfg.title)
     if cfg.description:
@@ -479,6 +481,8 @@ def main() -> None:
         render_turn(turn, pack.name, redact_pii)
     if question:
         ask(assistant, pack.name, question, options, redact_pii)
+    with conversation_slot:
+        sidebar_conversation(pack)
 
 
 try:

@@ -226,7 +226,8 @@ def ui(
         env["SLMRAG_DEFAULT_PACK"] = pack
     cmd = [sys.executable, "-m", "streamlit", "run", str(script), "--server.address", "127.0.0.1",
            "--server.port", str(port), "--browser.gatherUsageStats", "false",
-           "--server.headless", "true" if headless else "false"]
+           "--server.headless", "true" if headless else "false",
+           "--theme.primaryColor", "#2f6f8f", "--client.toolbarMode", "minimal"]
     raise typer.Exit(subprocess.call(cmd, env=env))
 
 

@@ -80,7 +80,8 @@ class SLMJudgeFilter:
     def score(self, question: str, passages: Sequence[Passage]) -> list[float]:
         if not passages:
             return []
-        return self.generator.yes_probability([self.prompt(question, p.text) for p in passages])
+        return self.generator.yes_probability([self.prompt(question, model_passage(p.text, p.name, p.heading))
+                                               for p in passages])
 
 
 # ============================================================================ cross-encoder
@@ -127,7 +128,7 @@ class CrossEncoderFilter:
     def score(self, question: str, passages: Sequence[Passage]) -> list[float]:
         if not passages:
             return []
-        return self.score_texts(question, [p.text for p in passages])
+        return self.score_texts(question, [model_passage(p.text, p.name, p.heading) for p in passages])
 
     def score_texts(self, question: str, texts: Sequence[str]) -> list[float]:
         self.load()
@@ -142,6 +143,9 @@ class CrossEncoderFilter:
 
 # ---------------------------------------------------------------------------- training pairs
 _SENT_SPLIT = re.compile(r"(?<=[.!?;])\s+(?=[\"'(\[]?[A-Z0-9])|\n{2,}|\n(?=\s*(?:[-*•]|\d+[.)])\s)")
+_SECTION_LABEL = re.compile(r"^\s*[A-Z][A-Z /&-]{2,30}:\s*")
+_REF_WORD = re.compile(r"(?<![A-Za-z0-9])[A-Za-z][A-Za-z&']{2,}(?![A-Za-z0-9])")
+_REF_TEMPLATES = ("{ref}: {q}", "In the {ref}, {q}", "{q} ({ref})", "According to {ref}, {q}")
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]{2,}")
 _STOP = frozenset(
     """a about above after again against all am an and any are as at be because been before being below
@@ -167,6 +171,23 @@ class TrainingPair:
 
 def normalize(text: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"[^\w]+", " ", text.lower())).strip()
+
+
+def doc_label(name: str) -> str:
+    """A file name as words: "MetLife_Inc._-_Remarketing_Agreement.pdf" -> "MetLife Inc. Remarketing Agreement"."""
+    base = Path(str(name)).name
+    stem = base.rsplit(".", 1)[0] if "." in base else base
+    return re.sub(r"\s+", " ", re.sub(r"[_\-]+", " ", stem)).strip()
+
+
+def model_passage(text: str, name: str = "", heading: str = "") -> str:
+    """What the cross-encoder reads for a passage: its document's name and section heading, then the text,
+    so questions that name a contract or a company can match the document as well as the content."""
+    head = heading.strip().splitlines()[-1].strip() if heading and heading.strip() else ""
+    if len(re.findall(r"[A-Za-z]{3,}", head)) < 2 or normalize(head) in normalize(text[:200]):
+        head = ""
+    parts = [p for p in (doc_label(name) if name else "", head) if p]
+    return (" | ".join(parts) + "\n" + text) if parts else text
 
 
 def split_sentences(text: str) -> list[str]:
@@ -217,7 +238,7 @@ def pseudo_queries(text: str, heading: str, idf: dict[str, float], rng: random.R
             break
         if kind == "sentence":
             s = sents.pop()
-            query = s.rstrip(".;")
+            query = _SECTION_LABEL.sub("", s).rstrip(".;")  # "RESULTS: ..." -> "..."
             words = query.split()
             if len(words) > 24:  # a question is short: keep a window of the sentence
                 start = rng.randrange(0, len(words) - 20)
@@ -256,14 +277,16 @@ def _idf(texts: Sequence[str]) -> dict[str, float]:
     return {w: math.log((n + 1) / (c + 0.5)) for w, c in df.items()}
 
 
-def build_training_pairs(snapshot, *, max_queries: int = 300, hard_negatives: int = 2, random_negatives: int = 1,
+def build_training_pairs(snapshot, *, max_queries: int = 120, hard_negatives: int = 2, random_negatives: int = 1,
                          seed: int = 0, neighbours: int = 20) -> list[TrainingPair]:
     """Label-free training pairs from an index snapshot (see :func:`pseudo_queries`).
 
-    For each sampled chunk: one pseudo-query, the chunk (minus the query sentence) as positive,
+    For each sampled chunk: one pseudo-query (up to three on a small index), half of them naming the
+    document when its file name has distinctive words; the chunk (minus the query sentence) as positive,
     ``hard_negatives`` neighbours (alternating BM25 of the query and the chunk's nearest stored
     vectors) that are not the chunk, not an overlapping neighbour in the same document (chunks share
     overlap tokens) and do not contain the query text, and ``random_negatives`` random chunks.
+    Passages are what the model reads at run time: :func:`model_passage` (document name, heading, text).
     """
     chunks = [c for c in snapshot.chunks if len(c.text.split()) >= 20]
     if len(chunks) < 4:
@@ -295,9 +318,34 @@ def build_training_pairs(snapshot, *, max_queries: int = 300, hard_negatives: in
         return query_norm not in ct and ct not in normalize(src.text)
 
     pairs: list[TrainingPair] = []
+    docs = snapshot.documents
+    name_of = {d: (rec.name if rec else "") for d, rec in docs.items()}
+    ref_df: dict[str, int] = {}
+    for rec in docs.values():
+        for w in {w.lower() for w in _REF_WORD.findall(doc_label(rec.name))}:
+            ref_df[w] = ref_df.get(w, 0) + 1
+    n_docs = max(1, len(docs))
+
+    def doc_ref(doc_id: str) -> str:
+        """Words of the document's name that tell it apart (in <= 30 % of names): "MetLife Remarketing"."""
+        if n_docs < 2:
+            return ""
+        words = [w for w in _REF_WORD.findall(doc_label(name_of.get(doc_id, ""))) if ref_df.get(w.lower(), 0) / n_docs <= 0.3]
+        return " ".join(words[:6])
+
+    def as_passage(chunk, text: str | None = None, heading: str | None = None) -> str:
+        return model_passage(chunk.text if text is None else text, name_of.get(chunk.doc_id, ""),
+                             chunk.heading if heading is None else heading)
+
     jobs = [(src, made) for src in sample for made in pseudo_queries(src.text, src.heading, idf, rng, per_chunk)]
     for src, (query, positive, kind) in jobs[:max_queries]:
         qn = normalize(query)
+        ref = doc_ref(src.doc_id)
+        if ref and rng.random() < 0.5:  # real questions often name the contract or the company
+            query = rng.choice(_REF_TEMPLATES).format(ref=ref, q=query)
+        positive = as_passage(src, positive, "" if kind == "heading" else None)
+        if normalize(query) in normalize(positive):  # e.g. a heading that repeats the document's name
+            continue
         pairs.append(TrainingPair(query, positive, 1.0, kind, src.vid, src.vid))
         # hard negatives: interleave BM25 neighbours of the query and dense neighbours of the chunk
         bm = []
@@ -311,21 +359,17 @@ def build_training_pairs(snapshot, *, max_queries: int = 300, hard_negatives: in
             _, ids = faiss_index.search(vec, min(neighbours + 3, faiss_index.ntotal))
             dn = [all_chunks[pos_of[int(i)]] for i in ids[0] if int(i) in pos_of]
         used: set[int] = set()
-        picked = 0
         streams = [("bm25", iter(bm)), ("dense", iter(dn))]
-        si = 0
-        exhausted = 0
-        while picked < hard_negatives and exhausted < len(streams):
-            name, it = streams[si % len(streams)]
-            si += 1
+        picked = 0
+        while picked < hard_negatives and streams:
+            name, it = streams.pop(0)
             for cand in it:
                 if cand.vid not in used and acceptable(cand, src, qn):
                     used.add(cand.vid)
-                    pairs.append(TrainingPair(query, cand.text, 0.0, name, cand.vid, src.vid))
+                    pairs.append(TrainingPair(query, as_passage(cand), 0.0, name, cand.vid, src.vid))
                     picked += 1
+                    streams.append((name, it))  # take turns while a stream has candidates left
                     break
-            else:
-                exhausted += 1
         tries = 0
         got = 0
         while got < random_negatives and tries < 20:
@@ -333,7 +377,7 @@ def build_training_pairs(snapshot, *, max_queries: int = 300, hard_negatives: in
             cand = rng.choice(all_chunks)
             if cand.vid not in used and acceptable(cand, src, qn):
                 used.add(cand.vid)
-                pairs.append(TrainingPair(query, cand.text, 0.0, "random", cand.vid, src.vid))
+                pairs.append(TrainingPair(query, as_passage(cand), 0.0, "random", cand.vid, src.vid))
                 got += 1
     return pairs
 
@@ -355,9 +399,10 @@ class TrainReport:
                 "kinds": self.kinds}
 
 
-def train_cross_encoder(snapshot, out_dir: Path | str, *, max_queries: int = 300, hard_negatives: int = 2,
+def train_cross_encoder(snapshot, out_dir: Path | str, *, max_queries: int = 120, hard_negatives: int = 2,
                         random_negatives: int = 1, epochs: int = 1, batch_size: int = 16, lr: float = 5e-5,
                         max_length: int = 256, seed: int = 0, max_steps: int | None = None,
+                        layers: int | None = None, train_max_length: int | None = None, head_lr_mult: float = 10.0,
                         base_model: Path | str | None = None,
                         progress: Callable[[int, int, float], None] | None = None,
                         pairs: list[TrainingPair] | None = None) -> TrainReport:
@@ -390,8 +435,13 @@ def train_cross_encoder(snapshot, out_dir: Path | str, *, max_queries: int = 300
     ce = CrossEncoder(base, num_labels=1, max_length=max_length, local_files_only=True, device="cpu")
     model = ce.transformers_model
     tok = ce.tokenizer
+    encoder_layers = model.base_model.encoder.layer
+    if layers is not None and 0 < layers < len(encoder_layers):  # a shallower model: faster to train and run
+        model.base_model.encoder.layer = torch.nn.ModuleList(list(encoder_layers)[:layers])
+        model.config.num_hidden_layers = layers
     for p in model.base_model.embeddings.word_embeddings.parameters():
         p.requires_grad_(False)
+    train_len = min(max_length, train_max_length or max_length)
     rng = random.Random(seed)
     order = list(range(len(pairs)))
     batches: list[list[int]] = []
@@ -402,7 +452,12 @@ def train_cross_encoder(snapshot, out_dir: Path | str, *, max_queries: int = 300
         batches = batches[:max_steps]
     total = len(batches)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    # The classification head starts random (the packaged MiniLM is a bi-encoder): with only tens of steps
+    # it needs a far larger step size than the pretrained encoder layers to learn anything.
+    head = [p for n, p in model.named_parameters() if p.requires_grad and ("classifier" in n or "pooler" in n)]
+    head_ids = {id(p) for p in head}
+    body = [p for p in params if id(p) not in head_ids]
+    opt = torch.optim.AdamW([{"params": body, "lr": lr}, {"params": head, "lr": lr * head_lr_mult}], weight_decay=0.01)
     warm = max(1, int(0.1 * total))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (total - s) / max(1, total - warm)))
@@ -413,7 +468,7 @@ def train_cross_encoder(snapshot, out_dir: Path | str, *, max_queries: int = 300
     ema = None
     for step, idx in enumerate(batches, start=1):
         enc = tok([pairs[i].query for i in idx], [pairs[i].passage for i in idx], truncation="only_second",
-                  max_length=max_length, padding=True, return_tensors="pt")
+                  max_length=train_len, padding=True, return_tensors="pt")
         labels = torch.tensor([pairs[i].label for i in idx], dtype=torch.float32)
         logits = model(**enc).logits.view(-1)
         loss = loss_fn(logits, labels)
@@ -442,7 +497,8 @@ def train_cross_encoder(snapshot, out_dir: Path | str, *, max_queries: int = 300
     seconds = time.perf_counter() - t0
     report = TrainReport(out_dir, len(pairs), n_pos, total, seconds, float(ema or 0.0), kinds)
     info = report.to_json() | {"base_model": base, "index_generation": getattr(snapshot, "generation", None),
-                               "max_length": max_length, "lr": lr, "batch_size": batch_size, "epochs": epochs}
+                               "max_length": max_length, "train_max_length": train_len, "lr": lr, "batch_size": batch_size,
+                               "epochs": epochs, "layers": model.config.num_hidden_layers}
     (tmp / TRAIN_INFO).write_text(json.dumps(info, indent=2), encoding="utf-8")
     unsafe = [p.name for p in tmp.rglob("*") if p.suffix in (".bin", ".pkl", ".pickle", ".pt", ".pth")]
     if unsafe:  # pragma: no cover - save_pretrained with safe_serialization writes none

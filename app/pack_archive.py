@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import io
 import json
@@ -60,6 +61,9 @@ MAX_TOTAL_BYTES = 2 * 1024 * 1024 * 1024
 MAX_MEMBERS = 10_000
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_PATH_CHARS = 512
+#: Room for tar headers, pax records and padding on top of the members' own bytes when bounding how far
+#: the decompressed stream may be read.
+STREAM_OVERHEAD_BYTES = MAX_MEMBERS * 4096 + MAX_MANIFEST_BYTES + (16 << 20)
 
 # The tables and indexes app.store creates; an index file with anything else (triggers, views...) is refused.
 _SQLITE_OBJECTS = {("table", "meta"), ("table", "documents"), ("table", "chunks"), ("index", "chunks_doc")}
@@ -463,7 +467,8 @@ def _validate_index(archive: Path, index_tmp: Path, vector_files: list[str]) -> 
                                                    f"exactly {expected or 'no vector file'}, not {sorted(vector_files)}")
     problems = IndexStore(index_tmp).check()
     if problems:
-        raise _refuse(archive, f"{INDEX_PREFIX}/", "index is inconsistent: " + "; ".join(problems))
+        text = "; ".join(problems).replace(str(index_tmp) + os.sep, f"{INDEX_PREFIX}/")
+        raise _refuse(archive, f"{INDEX_PREFIX}/", "index is inconsistent: " + text)
 
 
 def _index_embedder(index_tmp: Path) -> str:
@@ -509,6 +514,47 @@ def _relink_documents(index_tmp: Path, corpus_final: Path, corpus_tmp: Path) -> 
         conn.close()
 
 
+def _stream_overhead() -> int:
+    return STREAM_OVERHEAD_BYTES
+
+
+class _BoundedStream(io.RawIOBase):
+    """A read-only, seekable view of the (decompressed) tar stream that refuses to go past ``limit``."""
+
+    def __init__(self, raw, limit: int, archive: Path):
+        self.raw = raw
+        self.limit = limit
+        self.archive = archive
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def _over(self) -> ArchiveError:
+        return ArchiveError(f"{self.archive}: the archive inflates to more than {self.limit} bytes; refused, "
+                            "nothing was installed.")
+
+    def read(self, size: int = -1) -> bytes:
+        room = self.limit - self.raw.tell()
+        if room < 0:
+            raise self._over()
+        want = room + 1 if size is None or size < 0 else min(size, room + 1)
+        data = self.raw.read(want)
+        if self.raw.tell() > self.limit:
+            raise self._over()
+        return data
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        if whence == 0 and pos > self.limit:
+            raise self._over()
+        return self.raw.seek(pos, whence)
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+
 def _write_member(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path, limit: int) -> tuple[str, int]:
     target.parent.mkdir(parents=True, exist_ok=True)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
@@ -535,9 +581,18 @@ def install_pack(archive: str | Path, *, force: bool = False, max_file_bytes: in
     archive = Path(archive).expanduser().resolve()
     if not archive.is_file():
         raise ArchiveError(f"{archive}: no such file; give the path of a pack archive (.tar.gz).")
+    if archive.stat().st_size > max_total_bytes + _stream_overhead():
+        raise ArchiveError(f"{archive}: {archive.stat().st_size} bytes is over the archive size limit; "
+                           "nothing was installed.")
+    with archive.open("rb") as fh:
+        gzipped = fh.read(2) == b"\x1f\x8b"
+    raw = gzip.open(archive, "rb") if gzipped else archive.open("rb")
     try:
-        tar = tarfile.open(archive, "r:*")
-    except (tarfile.TarError, OSError, EOFError) as exc:
+        # Decompressed bytes are bounded too, so a small archive cannot inflate without limit (tar headers,
+        # pax records and members are all read through this stream).
+        tar = tarfile.open(fileobj=_BoundedStream(raw, max_total_bytes + _stream_overhead(), archive), mode="r:")
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        raw.close()
         raise ArchiveError(f"{archive}: not a readable pack archive (.tar.gz) ({exc}).") from exc
     pack_tmp: Path | None = None
     index_tmp: Path | None = None
@@ -604,7 +659,7 @@ def install_pack(archive: str | Path, *, force: bool = False, max_file_bytes: in
             staged_pack.mkdir()
             if staged_index is not None:
                 staged_index.mkdir()
-            for name in sorted(files):
+            for name in files:  # archive order: the decompressed stream is read forwards, once
                 top, _, rest = name.partition("/")
                 base = staged_pack if top == PACK_PREFIX else staged_index
                 target = base.joinpath(*rest.split("/"))
@@ -625,7 +680,8 @@ def install_pack(archive: str | Path, *, force: bool = False, max_file_bytes: in
         try:
             pack = load_pack_dir(staged_pack)
         except ConfigError as exc:
-            raise ArchiveError(f"{archive}: the pack inside is not valid, nothing was installed:\n{exc}") from exc
+            where = str(exc).replace(str(staged_pack) + os.sep, f"{PACK_PREFIX}/")  # name files as in the archive
+            raise ArchiveError(f"{archive}: the pack inside is not valid, nothing was installed:\n{where}") from exc
         name = validate_pack_name(pack.name)
         if manifest.get("name") not in (None, name):
             raise _refuse(archive, MANIFEST, f"names pack '{manifest.get('name')}' but pack.yaml names '{name}'")
@@ -684,6 +740,7 @@ def install_pack(archive: str | Path, *, force: bool = False, max_file_bytes: in
         return InstallResult(name, target, index_target if staged_index is not None else None, len(files),
                              replaced, notes)
     finally:
+        raw.close()
         for tmpdir in (pack_tmp, index_tmp):
             if tmpdir is not None:
                 shutil.rmtree(tmpdir, ignore_errors=True)

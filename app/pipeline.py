@@ -44,8 +44,64 @@ def clean_question(question: str) -> str:
     return text
 
 
+# The packs' answer templates quote each passage between lines of three double quotes; a document
+# containing such a run could close the quote early and go on as if it were the user speaking.
+_QUOTE_RUN = re.compile(r'"{3,}')
+
+
+# Prompt-injection hardening (issue 6). Small models follow instructions wherever they appear, so quoting
+# passages is not enough on its own: instruction-like sentences aimed at the assistant are taken out of
+# the passage text placed in the prompt (the index, citations and the UI keep the original text).
+# A chat turn opened inside a document ("<|im_start|>assistant ..." up to the next control token) goes
+# whole: no legitimate document contains one. Heuristic by nature - bench/bench_injection.py measures it.
+_TURN = re.compile(
+    r"(?:<\|im_start\|>|<\|(?:system|user|assistant)\|>|<(?:system|user|assistant)>)"
+    r"(?:(?!<\|[^|>]{0,40}\|>|</?(?:s|system|user|assistant|im_start|im_end)>).)*",
+    re.IGNORECASE | re.DOTALL,
+)
+_INJECTION = re.compile("|".join([
+    r"\b(?:ignore|disregard|forget|override|bypass)\b[^.!?\n]{0,60}\b(?:instructions?|prompts?|rules|guidelines|"
+    r"directions|directives|passages?|context|above|system|everything)\b",
+    r"\b(?:system|admin|administrator|developer|root)\s+(?:override|mode|command)\b",
+    r"\b(?:system|admin|administrator|developer)\s+(?:prompt|message|instructions?|note)\s*:",
+    r"\byou\s+(?:are|will)\s+now\b",
+    r"\bfrom\s+now\s+on\b",
+    r"\bnew\s+(?:rules?|instructions?|task|persona|directives?)\s*:",
+    r"\b(?:maintenance|developer|debug|god|jailbreak)\s+mode\b",
+    r"\balways\s+(?:reply|respond|answer|say|output|write)\b",
+    r"\b(?:reply|respond|answer|output|say|print|write|return|end|begin|start)\b[^.!?\n]{0,50}"
+    r"(?:\bonly\s+with\b|\bwith\s+only\b|\bwith\s+(?:the\s+)?(?:single\s+)?word\b|\bexactly\b|\bnothing\s+but\b|"
+    r"\bevery\s+(?:answer|response|reply|question)\b|\beach\s+(?:answer|response|reply|question)\b)",
+    r"\b(?:do\s+not|don't|never)\s+answer\s+the\s+question\b",
+    r"^\s*(?:#+\s*)?(?:system|assistant|instructions?)\s*:",
+]), re.IGNORECASE)
+_SENTENCE_BREAK = re.compile(r"((?<=[.!?])\s+|\n+)")
+REMOVED = "[instruction-like text removed]"
+
+
+def neutralize_instructions(text: str) -> tuple[str, int]:
+    """Passage text for the prompt with planted instructions taken out; returns (text, how many)."""
+    n = 0
+
+    def drop_turn(_m: re.Match) -> str:
+        nonlocal n
+        n += 1
+        return f" {REMOVED} "
+
+    text = _TURN.sub(drop_turn, text)
+    parts = _SENTENCE_BREAK.split(text)
+    for i in range(0, len(parts), 2):  # even items are sentences, odd ones the breaks between them
+        if parts[i] and parts[i] != REMOVED and _INJECTION.search(parts[i]):
+            parts[i] = REMOVED
+            n += 1
+    return "".join(parts), n
+
+
 def defang(text: str) -> str:
-    return _CONTROL_TOKENS.sub(lambda m: m.group(0).replace("<", "‹").replace(">", "›"), text)
+    text = _CONTROL_TOKENS.sub(lambda m: m.group(0).replace("<", "‹").replace(">", "›"), text)
+    # Reliability fix (issue 6): runs of 3+ straight double quotes become typographic quotes, so a
+    # passage can never end its own quoted block (tests/test_injection.py).
+    return _QUOTE_RUN.sub(lambda m: "\u201d" * len(m.group(0)), text)
 
 
 @dataclass
@@ -230,8 +286,11 @@ class Assistant:
 
     def messages(self, question: str, context: list[Passage]) -> list[dict]:
         info = {"title": self.pack.config.title, "domain": self.pack.config.domain, "name": self.pack.name}
-        passages = [{"n": i + 1, "source": p.name, "page": p.page, "heading": p.heading, "text": defang(p.text)}
-                    for i, p in enumerate(context)]
+        # Everything taken from a document is defanged: the text, and (reliability fix) its section heading
+        # and file name, which the templates print outside the quoted block.
+        passages = [{"n": i + 1, "source": defang(p.name), "page": p.page,
+                     "heading": defang(neutralize_instructions(p.heading)[0]),
+                     "text": defang(neutralize_instructions(p.text)[0])} for i, p in enumerate(context)]
         system = self.pack.prompts.render("system", pack=info)
         user = self.pack.prompts.render("answer", question=defang(question), passages=passages, pack=info)
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]

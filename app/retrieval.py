@@ -64,11 +64,10 @@ class Retriever:
         self.settings = settings
         self._bm25 = None
         self._lock = threading.Lock()
-        self._doc_vids: dict[str, np.ndarray] = {}
+        by_doc: dict[str, list[int]] = {}
         for c in snapshot.chunks:
-            self._doc_vids.setdefault(c.doc_id, [])  # type: ignore[arg-type]
-            self._doc_vids[c.doc_id].append(c.vid)  # type: ignore[union-attr]
-        self._doc_vids = {k: np.asarray(v, dtype="int64") for k, v in self._doc_vids.items()}
+            by_doc.setdefault(c.doc_id, []).append(c.vid)
+        self._doc_vids = {k: np.asarray(v, dtype="int64") for k, v in by_doc.items()}
 
     # ------------------------------------------------------------------ BM25
     def _bm25_index(self):

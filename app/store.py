@@ -191,9 +191,8 @@ class IndexStore:
             except FileNotFoundError as exc:  # a writer swept the generation we read; read again
                 last_exc = exc
                 time.sleep(0.05)
-            except sqlite3.DatabaseError as exc:  # reliability fix: a damaged meta.sqlite is an IndexError_
-                raise IndexError_(f"{self.db_path}: the metadata store cannot be read ({exc}); the index is "
-                                  "damaged - delete the folder and ingest again.") from exc
+            except sqlite3.DatabaseError as exc:  # reliability fix: see _damaged
+                raise self._damaged(exc) from exc
         raise IndexError_(f"{self.path}: the index's vector file is missing ({last_exc}); run slmrag status --check.")
 
     def _read_snapshot(self) -> IndexSnapshot:
@@ -229,6 +228,8 @@ class IndexStore:
             return {r[0]: _doc_from_row(r) for r in conn.execute(
                 "SELECT doc_id, path, name, sha256, size, kind, title, pages, n_chunks, info_json, ingested_at FROM documents"
             )}
+        except sqlite3.DatabaseError as exc:
+            raise self._damaged(exc) from exc
         finally:
             conn.close()
 
@@ -239,8 +240,18 @@ class IndexStore:
         try:
             row = conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
             return int(row[0]) if row else 0
+        except sqlite3.DatabaseError as exc:
+            raise self._damaged(exc) from exc
         finally:
             conn.close()
+
+    def _damaged(self, exc: Exception) -> IndexError_:
+        # Reliability fix: a damaged or foreign meta.sqlite ("file is not a database") is reported as an
+        # IndexError_ the CLI prints, instead of a sqlite3 traceback.
+        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+            return IndexError_(f"{self.db_path} is busy ({exc}); try again in a moment.")
+        return IndexError_(f"{self.db_path}: the metadata store cannot be read ({exc}); the index is damaged - "
+                           "delete the folder and ingest again.")
 
     def check(self) -> list[str]:
         """Return a list of problems (empty when the FAISS file and the metadata agree)."""
@@ -291,7 +302,10 @@ class IndexStore:
             lock_fh.truncate()
             lock_fh.write(str(os.getpid()))
             lock_fh.flush()
-            writer = IndexWriter(self, embedder_identity, dim)
+            try:
+                writer = IndexWriter(self, embedder_identity, dim)
+            except sqlite3.DatabaseError as exc:  # reliability fix: see _damaged
+                raise self._damaged(exc) from exc
             try:
                 yield writer
             finally:

@@ -99,6 +99,12 @@ def linkify_citations(text: str, prefix: str, valid: set[int] | list[int] | None
     return _CITE.sub(repl, text)
 
 
+def markdown_text(text: str) -> str:
+    """Plain model or user text made safe for st.markdown: '$' would start LaTeX math (amounts in
+    financial answers), so it is escaped; other Markdown the model writes (lists, bold) is kept."""
+    return re.sub(r"(?<!\\)\$", r"\\$", text or "")
+
+
 def source_label(rec: dict) -> str:
     page = f", page {rec['page']}" if rec.get("page") else ""
     return f"{rec.get('name', '?')}{page}"
@@ -331,11 +337,18 @@ class SourceContext:
 
 
 def highlight_html(before: str, match: str, after: str) -> str:
-    """Escaped HTML of a text window with the passage wrapped in ``<mark>``."""
+    """Escaped HTML of a text window with the passage wrapped in ``<mark>``.
+
+    Newlines become ``<br>`` so the block has no blank line: Markdown renderers would otherwise end the
+    HTML block there and format the rest of the document text (lists, headings) as Markdown.
+    """
+    def esc(text: str) -> str:
+        text = re.sub(r"\n{3,}", "\n\n", text.replace("\r\n", "\n"))
+        return html.escape(text).replace("\n", "<br>")
+
     lead = "… " if before and not before.startswith("\n") else ""
-    return (f'<div class="slm-context">{html.escape(lead + before)}'
-            f'<mark class="slm-hl">{html.escape(match)}</mark>{html.escape(after)}'
-            f'{" …" if after else ""}</div>')
+    return (f'<div class="slm-context">{esc(lead + before)}<mark class="slm-hl">{esc(match)}</mark>'
+            f'{esc(after)}{" …" if after else ""}</div>')
 
 
 def _window(text: str, start: int, end: int, before: int, after: int) -> tuple[str, str, str]:

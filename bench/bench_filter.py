@@ -20,7 +20,8 @@ are sampled (seeded), and
 * ``--answers N``: answer-level effect on N PubMedQA questions (medical): label accuracy of the pack's
   generator with no filter vs with each filter at its calibrated threshold.
 
-The machine's 2 cores are shared: timings are wall-clock and include contention.
+The machine's 2 cores are shared: ms/query is wall-clock and includes contention; the CPU time the
+process used (all its threads) is shown next to it. SLMRAG_THREADS sets the threads of torch and llama.cpp.
 """
 
 from __future__ import annotations
@@ -146,25 +147,33 @@ def bench_domain(domain: str, args, all_questions: dict[str, list[dict]]) -> dic
                 log(f"[{domain}] trained cross-encoder: {rep.pairs} pairs, {rep.steps} steps, {rep.seconds:.0f}s")
             else:
                 result["cross_encoder_training"] = json.loads(info.read_text())
-        if kind == "slm_judge":
+        if kind.startswith("slm_judge"):
             assistant.generator.load()
+        if kind == "slm_judge_pf":  # the judge with the passage before the question (no shared prefix)
+            from app.filter_models import SLMJudgeFilter
+
+            filters[kind] = SLMJudgeFilter(assistant.generator, question_first=False)
+            continue
         filters[kind] = assistant.relevance_filter(kind)
 
     result["filters"] = {}
     for kind, filt in filters.items():
-        n = min(len(qs), args.slm_limit) if kind == "slm_judge" else len(qs)
-        n_ood = min(len(others), args.slm_limit) if kind == "slm_judge" else len(others)
+        n = min(len(qs), args.slm_limit) if kind.startswith("slm_judge") else len(qs)
+        n_ood = min(len(others), args.slm_limit) if kind.startswith("slm_judge") else len(others)
         filt.score("warm-up question", cands[0][:1]) if cands and cands[0] else None
         t = time.perf_counter()
+        cpu = time.process_time()
         scores = [filt.score(q["question"], c) if c else [] for q, c in zip(qs[:n], cands[:n])]
         elapsed = time.perf_counter() - t
+        cpu = time.process_time() - cpu
         n_passages = sum(len(c) for c in cands[:n])
         ood_scores = [filt.score(q["question"], c) if c else [] for q, c in zip(others[:n_ood], ood_cands[:n_ood])]
         per_q = [(s, g) for s, g in zip(scores, gold[:n]) if s]
         g_scores = [x for s, g in per_q for x, y in zip(s, g) if y]
         o_scores = [x for s, g in per_q for x, y in zip(s, g) if not y]
         row = {"n": n, "n_ood": n_ood, "auc": auc(g_scores, o_scores),
-               "ms_per_query": 1000 * elapsed / max(1, n) * (args.k / max(1, n_passages / max(1, n)))}
+               "ms_per_query": 1000 * elapsed / max(1, n) * (args.k / max(1, n_passages / max(1, n))),
+               "cpu_ms_per_query": 1000 * cpu / max(1, n) * (args.k / max(1, n_passages / max(1, n)))}
         if g_scores:
             thr = choose_threshold(g_scores, keep=0.95)
             kept, dropped = rates(g_scores, o_scores, thr)
@@ -220,7 +229,7 @@ def print_tables(results: list[dict]) -> None:
             f"{m[mode]['recall@5']:.3f} | {m[mode]['mrr@10']:.3f}" for mode in ("dense", "bm25", "hybrid")) + " |")
     print("\n## Filters on the 10 hybrid candidates (threshold keeps >= 95 % of gold; cf = 2-fold cross-fitted)\n")
     print("| domain | filter | n q | AUC | threshold | gold kept % | non-gold dropped % | cf gold kept % | "
-          "cf non-gold dropped % | ms/query | out-of-pack abstention % | false abstention % | "
+          "cf non-gold dropped % | ms/query (cpu ms) | out-of-pack abstention % | false abstention % | "
           "thr abst@10% | out-of-pack abst. @ that thr % |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
@@ -229,7 +238,7 @@ def print_tables(results: list[dict]) -> None:
             ta = f.get("threshold_abst10")
             print(f"| {r['domain']} | {kind} | {f['n']} | {f['auc']:.3f} | {'' if thr is None else f'{thr:.4f}'} | "
                   f"{pct(f.get('gold_kept'))} | {pct(f.get('nongold_dropped'))} | {pct(f.get('cf_gold_kept'))} | "
-                  f"{pct(f.get('cf_nongold_dropped'))} | {f['ms_per_query']:.0f} | {pct(f.get('oop_abstention'))} | "
+                  f"{pct(f.get('cf_nongold_dropped'))} | {f['ms_per_query']:.0f} ({f['cpu_ms_per_query']:.0f}) | {pct(f.get('oop_abstention'))} | "
                   f"{pct(f.get('false_abstention'))} | {'' if ta is None else f'{ta:.4f}'} | "
                   f"{pct(f.get('oop_abstention_at_abst10'))} |")
     for r in results:
@@ -245,10 +254,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--limit", type=int, default=40, help="Questions per domain (and half as many per other domain for abstention).")
     ap.add_argument("--domains", default=",".join(DOMAINS))
-    ap.add_argument("--filters", default="cosine,cross_encoder,slm_judge")
-    ap.add_argument("--slm-limit", type=int, default=15, help="Questions scored by the (slow) SLM judge per domain.")
+    ap.add_argument("--filters", default="cosine,cross_encoder,slm_judge",
+                    help="Comma list of none/cosine/cross_encoder/slm_judge, and slm_judge_pf (the judge with the "
+                    "passage before the question, to compare prompt orders).")
+    ap.add_argument("--slm-limit", type=int, default=10, help="Questions scored by the (slow) SLM judge per domain.")
     ap.add_argument("--k", type=int, default=10, help="Candidates per question.")
-    ap.add_argument("--train-queries", type=int, default=300, help="Pseudo-questions for the cross-encoder.")
+    ap.add_argument("--train-queries", type=int, default=120, help="Pseudo-questions for the cross-encoder.")
     ap.add_argument("--retrain", action="store_true", help="Train the cross-encoders again even if cached.")
     ap.add_argument("--answers", type=int, default=0, help="PubMedQA questions for the answer-level effect (0 = skip).")
     ap.add_argument("--answer-tokens", type=int, default=40)

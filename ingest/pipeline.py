@@ -206,8 +206,11 @@ class Ingestor:
                 if pending >= every:
                     writer.commit()
                     pending = 0
-            except (DocumentError, OSError) as exc:
+            except DocumentError as exc:
                 summary.failed.append({"path": str(path), "error": _one_line(exc)})
+            except OSError as exc:  # name the file: "[Errno 5] Input/output error" alone says nothing
+                summary.failed.append({"path": str(path), "error": _one_line(
+                    DocumentError(f"{path}: cannot read the file ({exc.strerror or exc}); skipped."))})
             except SlmragError:
                 raise
             except Exception as exc:  # a parser bug on one file must not sink the batch

@@ -12,8 +12,9 @@ from __future__ import annotations
 import re
 
 # A name: a capitalised word, an optional middle initial ("Q." - a lone capital, so it can never eat the
-# first letter of the surname), then up to two more capitalised words.
-_NAME = r"[A-Z][a-zA-Z'\-]+(?:\s+[A-Z]\.?(?![a-zA-Z'\-]))?(?:\s+[A-Z][a-zA-Z'\-]+){0,2}"
+# first letter of the surname), then up to two more capitalised words, all on one line (a name never runs
+# on into the next line's label, e.g. "MRN").
+_NAME = r"[A-Z][a-zA-Z'\-]+(?:[ \t]+[A-Z]\.?(?![a-zA-Z'\-]))?(?:[ \t]+[A-Z][a-zA-Z'\-]+){0,2}"
 
 PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("EMAIL", re.compile(r"\b[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+\b")),

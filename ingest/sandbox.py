@@ -67,19 +67,27 @@ class ParseWorker:
         self._buf = bytearray()
         self._ready = False
         self._busy = False  # a file's messages may still be in flight
+        self.unavailable = False  # True when no worker process can be started at all
 
     # ------------------------------------------------------------------ process management
     def start(self) -> "ParseWorker":
         """Start the worker without waiting for it (so it boots while the embedder loads)."""
+        if self.unavailable:
+            return self
         if self._proc is None or self._proc.poll() is not None:
             env = dict(os.environ)
             root = str(Path(__file__).resolve().parent.parent)
             env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
             env["SLMRAG_PARSE_MEMORY_MB"] = str(self.memory_mb)
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", "ingest.sandbox"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL, env=env, cwd=root, close_fds=True,
-            )
+            try:
+                self._proc = subprocess.Popen(
+                    [sys.executable, "-m", "ingest.sandbox"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL, env=env, cwd=root, close_fds=True,
+                )
+            except OSError:  # no usable interpreter path (some embedded hosts): parse in-process instead
+                self._proc = None
+                self.unavailable = True
+                return self
             self._buf = bytearray()
             self._ready = False
             self._busy = False
@@ -142,12 +150,17 @@ class ParseWorker:
             data = os.read(fd, 1 << 20)
             if not data:
                 raise _WorkerDied()
+            self._buf += data
 
     def load(self, path: Path, *, max_pages: int = 5000, timeout_s: float = 300.0) -> tuple[DocumentInfo, Iterator[Page]]:
         if self._busy:  # the previous file's pages were not all read: its messages are still queued
             self.close()
+        self.start()
+        if self.unavailable:
+            return load(path, max_pages=max_pages, timeout_s=timeout_s)
         self._ensure_ready()
         assert self._proc is not None and self._proc.stdin is not None
+        path = Path(path).absolute()  # the worker runs in another folder
         request = json.dumps({"path": str(path), "max_pages": max_pages, "timeout_s": timeout_s}) + "\n"
         try:
             self._proc.stdin.write(request.encode("utf-8"))
@@ -246,13 +259,6 @@ def _worker_main() -> None:  # pragma: no cover - runs in the child process
 
     protocol = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # a stray print() from a library must not corrupt the protocol stream
-    limit_mb = memory_limit_mb()
-    limit = limit_mb * 1024 * 1024
-    try:
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    except (ValueError, OSError):
-        pass
-
     parent = os.getppid()
 
     def watchdog() -> None:  # the parent was SIGKILLed: do not parse on for nobody
@@ -261,7 +267,14 @@ def _worker_main() -> None:  # pragma: no cover - runs in the child process
             if os.getppid() != parent:
                 os._exit(0)
 
+    # Started before the limit: a thread's stack and malloc arena are reserved address space.
     threading.Thread(target=watchdog, daemon=True).start()
+    limit_mb = memory_limit_mb()
+    limit = limit_mb * 1024 * 1024
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    except (ValueError, OSError):
+        pass
 
     def send(obj: dict) -> None:
         protocol.write(json.dumps(obj).encode("utf-8") + b"\n")

@@ -9,6 +9,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# llama.cpp spins its threads: with as many threads as cores, any other busy process (Chromium, a
+# Streamlit server, a parallel job) slows decoding 20x. Tests assert behaviour, not speed, so they use
+# one inference thread; benchmarks (bench/) use the default of all cores.
+os.environ.setdefault("SLMRAG_THREADS", "1")
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -81,6 +81,11 @@ def server(tmp_path_factory):
     log = tmp_path_factory.mktemp("browser-log") / "streamlit.log"
     env = dict(os.environ, SLMRAG_INDEX_DIR=str(root), PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD="1",
                SLMRAG_DEFAULT_PACK="medical", STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
+    # Chromium renders the page on the same CPUs as the server. On a 2-core machine llama.cpp with one
+    # thread per core then fights the browser for every core and slows down several-fold, so the server
+    # gets cores-1 inference threads unless SLMRAG_THREADS is set.
+    if "SLMRAG_THREADS" not in env and (os.cpu_count() or 1) <= 2:
+        env["SLMRAG_THREADS"] = "1"
     cmd = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.address", "127.0.0.1",
            "--server.port", str(port), "--server.headless", "true", "--server.fileWatcherType", "none",
            "--browser.gatherUsageStats", "false"]
@@ -88,7 +93,8 @@ def server(tmp_path_factory):
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_healthy(f"http://127.0.0.1:{port}/_stcore/health", proc, log)
-        yield {"url": f"http://127.0.0.1:{port}/", "log": log, "root": root}
+        yield {"url": f"http://127.0.0.1:{port}/", "log": log, "root": root,
+               "threads": env.get("SLMRAG_THREADS", str(os.cpu_count()))}
     finally:
         proc.terminate()
         try:
@@ -112,6 +118,15 @@ _ANSWER_TEXT_JS = """() => {
 }"""
 
 
+def wait_idle(page) -> None:
+    """Wait until the script run has finished (no 'Running…' status) and the page has settled."""
+    from playwright.sync_api import expect
+
+    page.wait_for_timeout(300)
+    expect(page.get_by_test_id("stStatusWidget")).to_be_hidden()
+    page.wait_for_timeout(300)
+
+
 def set_slider(page, label: str, presses_right: int) -> None:
     """Move a sidebar slider to its minimum (Home), then right by n steps, with the keyboard."""
     slider = page.locator('[data-testid="stSidebar"] [data-testid="stSlider"]').filter(has_text=label)
@@ -131,7 +146,7 @@ def test_chat_in_real_browser(server):
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1360, "height": 1000})
+            page = browser.new_page(viewport={"width": 1400, "height": 1150})
             page.set_default_timeout(240_000)
             t_load = time.perf_counter()
             page.goto(server["url"], wait_until="domcontentloaded")
@@ -145,9 +160,9 @@ def test_chat_in_real_browser(server):
             page.locator('[data-testid="stSidebar"] [data-testid="stExpander"] summary').filter(
                 has_text="Settings").click()
             set_slider(page, "Passages retrieved", 1)
-            set_slider(page, "Answer length", 1)
+            set_slider(page, "Answer length", 0)
             expect(page.locator('[data-testid="stSidebar"] [data-testid="stSlider"]').filter(
-                has_text="Answer length")).to_contain_text("24")
+                has_text="Answer length")).to_contain_text("16")
 
             chat.fill(QUESTION)
             t_ask = time.perf_counter()
@@ -176,6 +191,10 @@ def test_chat_in_real_browser(server):
             # The source viewer shows the passage highlighted in its document.
             answer.locator('[data-testid="stExpander"] summary').filter(has_text="in context").first.click()
             expect(answer.locator("mark.slm-hl").first).to_be_visible()
+            # The noise filter lists every retrieved passage with its score and fate.
+            answer.locator('[data-testid="stExpander"] summary').filter(has_text="Noise filter").click()
+            expect(answer.locator("table.slm-filter tr")).to_have_count(3)  # header + k=2 passages
+            wait_idle(page)
             page.screenshot(path=str(ARTIFACTS / "browser-answer.png"), full_page=True)
 
             # Switch pack: a different title and an empty chat of its own.
@@ -184,6 +203,7 @@ def test_chat_in_real_browser(server):
             expect(page.get_by_role("heading", name="Contract Review Assistant")).to_be_visible()
             expect(page.get_by_test_id("stChatInputTextArea")).to_be_visible()
             expect(page.get_by_test_id("stChatMessage")).to_have_count(0)
+            wait_idle(page)
             page.screenshot(path=str(ARTIFACTS / "browser-legal.png"), full_page=True)
 
             # And back: the medical conversation is still there.
@@ -192,7 +212,8 @@ def test_chat_in_real_browser(server):
             expect(page.get_by_role("heading", name="Clinical Literature Assistant")).to_be_visible()
             expect(page.get_by_test_id("stChatMessage")).to_have_count(2)
             expect(page.locator(".slm-src").first).to_be_visible()
-            page.wait_for_timeout(500)
+            expect(page.get_by_role("button", name="Export")).to_be_enabled()  # the last element of a run
+            wait_idle(page)
             page.screenshot(path=str(ARTIFACTS / "browser.png"), full_page=True)
         finally:
             browser.close()
@@ -200,5 +221,5 @@ def test_chat_in_real_browser(server):
     first_token = t_first - t_load
     print(f"\n[browser] page load -> app ready {t_ready - t_load:.1f}s; question -> first streamed token "
           f"{t_first - t_ask:.1f}s; page load -> first streamed token {first_token:.1f}s; "
-          f"answer complete {t_done - t_load:.1f}s; screenshot {ARTIFACTS / 'browser.png'}")
+          f"answer complete {t_done - t_load:.1f}s (server inference threads: {server['threads']}); screenshot {ARTIFACTS / 'browser.png'}")
     assert (ARTIFACTS / "browser.png").stat().st_size > 10_000

@@ -154,6 +154,7 @@ def test_format_helpers():
     assert ui.format_when(1_700_000_000, now=1_700_000_000 + 125) == "2023-11-14 22:13 UTC (2 min ago)"
     assert ui.short_error(ValueError("x\n  y")) == "ValueError: x y"
     assert ui.excerpt("a " * 300, 20).endswith("…")
+    assert ui.markdown_text("Revenue $1.2m, not \\$3") == "Revenue \\$1.2m, not \\$3"  # no LaTeX math
     html = ui.highlight_html("<b>before</b>", "the <script>x</script>", " after")
     assert "<script>" not in html and '<mark class="slm-hl">the &lt;script&gt;' in html
 
@@ -332,6 +333,21 @@ def test_abstention_is_plain_and_shows_nearest_sources(chat_app):
     body = texts(at.chat_message[-1])
     assert "Not found in your documents." in body and "Nearest sources" in body
     assert "dropped" in body and not at.error
+
+
+@pytest.mark.slow
+def test_example_questions_are_clickable(chat_app):
+    at = chat_app
+    from app.packs import load_pack
+
+    examples = load_pack("medical").config.examples
+    if not examples:
+        pytest.skip("the medical pack has no example questions")
+    n = len(turns(at))
+    at.button(key="ex-side::medical::0").click()  # threshold is still 0.99: abstains, nothing generated
+    run(at)
+    assert len(turns(at)) == n + 1 and turns(at)[-1]["question"] == examples[0]
+    assert at.chat_message[-2].markdown[0].value == ui.markdown_text(examples[0])
 
 
 @pytest.mark.slow

@@ -67,7 +67,7 @@ def register(app, packs_app, filter_app) -> None:
             "Without it the pack's index is evaluated."),
         limit: Optional[int] = typer.Option(None, "--limit", min=1,
                                             help="Run only N questions (taken round-robin across sources)."),
-        out: Path = typer.Option(Path("eval-out"), "--out", "-o",
+        out: Path = typer.Option(Path("ev-out"), "--out", "-o",
                                  help="Folder for report.json, report.md and the PNG plots."),
         no_answers: bool = typer.Option(False, "--no-answers", help="Skip generation: retrieval metrics only (fast)."),
         max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1, max=4096,

@@ -357,13 +357,20 @@ def write_plots(report: dict, out: Path) -> list[str]:
     panels = [key for key in LATENCIES if any(
         r.get(s, {}).get("timings", {}).get(key) is not None for r in report["records"] for s in SYSTEMS)]
     if panels:
-        fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6), squeeze=False)
-        for ax, key in zip(axes[0], panels):
-            for system in SYSTEMS:
-                xs = [r[system]["timings"][key] for r in report["records"]
-                      if r.get(system, {}).get("timings", {}).get(key) is not None]
+        cols = 2 if len(panels) > 1 else 1
+        rows = (len(panels) + cols - 1) // cols
+        fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 3.6 * rows), squeeze=False)
+        for ax in axes.flat[len(panels):]:
+            ax.set_visible(False)
+        for ax, key in zip(axes.flat, panels):
+            series = {system: [r[system]["timings"][key] for r in report["records"]
+                               if r.get(system, {}).get("timings", {}).get(key) is not None] for system in SYSTEMS}
+            values = [x for xs in series.values() for x in xs]
+            lo, hi = min(values), max(values)
+            bins = [lo + (hi - lo) * i / 20 for i in range(21)] if hi > lo else 5
+            for system, xs in series.items():
                 if xs:
-                    ax.hist(xs, bins=20, alpha=0.6, label=f"{system} (p50 {percentile(xs, 50):.2f}s)")
+                    ax.hist(xs, bins=bins, alpha=0.6, label=f"{system} (p50 {percentile(xs, 50):.2f} s)")
             ax.set_xlabel(f"{key.removesuffix('_s').replace('_', ' ')} (s)")
             ax.set_ylabel("questions")
             ax.legend(fontsize=8)

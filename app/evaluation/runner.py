@@ -43,7 +43,7 @@ class EvalOptions:
     questions: Path
     corpus: Path | None = None
     limit: int | None = None
-    out: Path = Path("eval-out")
+    out: Path = Path("ev-out")
     answers: bool = True
     max_tokens: int | None = None
     k: int = 10  # retrieval depth for recall@k / MRR
@@ -285,6 +285,19 @@ def _pack_info(pack) -> dict:
     }
 
 
+def _prepare_filter_model(pack, user_index: Path, scratch: Path | None) -> str | None:
+    """A trained cross-encoder filter lives in the pack's index folder; a scratch index gets a copy of it."""
+    if scratch is None or pack.config.filter.kind != "cross_encoder":
+        return None
+    from app.filter_models import cross_encoder_dir
+
+    src, dst = cross_encoder_dir(user_index), cross_encoder_dir(scratch)
+    if not src.is_dir():
+        return None  # the filter's own error (train it first) is raised when it is built
+    shutil.copytree(src, dst, dirs_exist_ok=True)
+    return f"cross-encoder model copied from {src}"
+
+
 def run_eval(opts: EvalOptions, progress: EvalProgress | None = None) -> dict:
     """Run the whole evaluation and return the report dict (records + aggregates). Writes nothing."""
     from app.evaluation import report as report_mod
@@ -331,6 +344,8 @@ def run_eval(opts: EvalOptions, progress: EvalProgress | None = None) -> dict:
         if corpus is not None:
             from ingest.pipeline import Ingestor
 
+            # Load the embedder first: its one-time load is not ingest speed (the naive build reuses it too).
+            assistant.embedder.load()
             summary = Ingestor(pack, embedder=assistant.embedder).ingest(
                 [corpus], progress=_IngestSink(progress, "ingest (slmrag)"), wait=False)
             ingest_info = {
@@ -342,7 +357,9 @@ def run_eval(opts: EvalOptions, progress: EvalProgress | None = None) -> dict:
             progress.note(f"slmrag ingest: {ingest_info['documents']} documents, {summary.pages} pages, "
                           f"{summary.chunks} chunks in {summary.seconds:.1f}s "
                           f"({ingest_info['chunks_per_s']} chunks/s), {len(summary.failed)} failed")
+        filter_note = _prepare_filter_model(pack, user_index, scratch)
         assistant.load(generator=opts.answers)
+        assistant.relevance_filter()  # fail now, not once per question, if the filter cannot be built
         memory["after_ingest_mb"] = peak_rss_mb()
         indexed_names = {d.name for d in assistant.snapshot.documents.values()}
 
@@ -404,6 +421,7 @@ def run_eval(opts: EvalOptions, progress: EvalProgress | None = None) -> dict:
         "max_tokens": max_tokens,
         "k": opts.k,
         "pack": _pack_info(pack),
+        "filter_model": filter_note,
         "naive": naive.settings(),
         "ingest": {"slmrag": ingest_info, "naive": naive_ingest},
         "memory": memory,
