@@ -89,7 +89,7 @@ def ingest(
 
         p = _pack(pack, index_dir)
         summary = Ingestor(p).ingest(paths, progress=RichProgress(not as_json),
-                                     on_wait=lambda m: err.print(m), wait=not no_wait)
+                                     on_wait=lambda m: err.print(m, markup=False, highlight=False), wait=not no_wait)
     except SlmragError as exc:
         _fail(exc)
     if as_json:

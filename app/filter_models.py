@@ -5,12 +5,16 @@
 * :class:`CrossEncoderFilter` is a MiniLM cross-encoder fine-tuned on the pack's *own* index by
   :func:`train_cross_encoder`, from pairs that :func:`build_training_pairs` makes with no human labels:
   a sentence, heading or keyword query taken out of a chunk, the rest of the chunk as the positive,
-  BM25 / dense neighbours at other positions as hard negatives, plus random negatives. It is stored
-  with the index, as safetensors, in ``<index_dir>/filter/cross_encoder/``.
+  BM25 / dense neighbours at other positions as hard negatives, plus random negatives. It reads each
+  passage as "document name | heading" + text (:func:`model_passage`), and is stored with the index,
+  as safetensors, in ``<index_dir>/filter/cross_encoder/``.
 * Calibration: :func:`choose_threshold` picks the highest threshold that still keeps a target share
   (95 %) of the gold passages; :func:`calibrate` runs a pack's retrieval over dev questions and labels
-  the candidates with :func:`app.evaluation.metrics.passage_holds_evidence`; :func:`write_threshold`
-  stores the result in the pack's ``pack.yaml``.
+  the candidates with :func:`app.evaluation.metrics.passage_holds_evidence`;
+  :func:`write_filter_settings` stores the result in the pack's ``pack.yaml``.
+
+Measured on the team's dev sets (docs/filter.md, bench/bench_filter.py): neither model beats the cosine
+baseline on 2 CPU cores, so the shipped packs use ``cosine``; these stay available per pack.
 """
 
 from __future__ import annotations
@@ -310,7 +314,7 @@ def build_training_pairs(snapshot, *, max_queries: int = 120, hard_negatives: in
     def acceptable(cand, src, query_norm: str) -> bool:
         if cand.vid == src.vid:
             return False
-        if cand.doc_id == src.doc_id and abs(cand.ord - src.ord) <= 1:
+        if cand.doc_id == src.doc_id and abs(cand.ord - src.ord) <= 2:
             return False
         if len(cand.text.split()) < 10:
             return False
@@ -358,6 +362,9 @@ def build_training_pairs(snapshot, *, max_queries: int = 120, hard_negatives: in
             vec = snapshot.vector(src.vid).reshape(1, -1).astype("float32")
             _, ids = faiss_index.search(vec, min(neighbours + 3, faiss_index.ntotal))
             dn = [all_chunks[pos_of[int(i)]] for i in ids[0] if int(i) in pos_of]
+        # other documents first: a neighbour from the query's own document is often relevant to it too
+        bm.sort(key=lambda c: c.doc_id == src.doc_id)
+        dn.sort(key=lambda c: c.doc_id == src.doc_id)
         used: set[int] = set()
         streams = [("bm25", iter(bm)), ("dense", iter(dn))]
         picked = 0
@@ -400,18 +407,26 @@ class TrainReport:
 
 
 def train_cross_encoder(snapshot, out_dir: Path | str, *, max_queries: int = 120, hard_negatives: int = 2,
-                        random_negatives: int = 1, epochs: int = 1, batch_size: int = 16, lr: float = 5e-5,
+                        random_negatives: int = 1, epochs: int = 1, batch_size: int = 16, lr: float = 3e-4,
                         max_length: int = 256, seed: int = 0, max_steps: int | None = None,
-                        layers: int | None = None, train_max_length: int | None = None, head_lr_mult: float = 10.0,
+                        layers: int | None = None, train_max_length: int | None = 128, head_lr_mult: float = 10.0,
+                        loss: str = "listwise",
                         base_model: Path | str | None = None,
                         progress: Callable[[int, int, float], None] | None = None,
                         pairs: list[TrainingPair] | None = None) -> TrainReport:
     """Fine-tune the packaged MiniLM as a 1-logit cross-encoder on label-free pairs; save safetensors.
 
-    A plain PyTorch loop (BCE-with-logits, AdamW, linear warm-up/decay, word embeddings frozen) so no
-    ``datasets``/trainer machinery is needed; ``progress(step, total, loss)`` is called every step.
-    The model is written to a temporary folder and renamed into place, so a crash never leaves a
-    half-written model that the filter would load.
+    A plain PyTorch loop, so no ``datasets``/trainer machinery is needed: AdamW with linear warm-up and
+    decay, word embeddings frozen, the head at ``head_lr_mult`` times the encoder's learning rate, and by
+    default a listwise loss (softmax over each pseudo-question's positive and its negatives; ``loss="bce"``
+    for pointwise BCE). Training reads pairs cut to ``train_max_length`` tokens (speed); the saved model
+    scores up to ``max_length``. ``layers`` keeps only the first N encoder layers (a faster model).
+    ``progress(step, total, loss)`` is called every step. The model is written to a temporary folder
+    and renamed into place, so a crash never leaves a half-written model that the filter would load;
+    no pickle file is ever written (checked).
+
+    Measured (docs/filter.md): with the default budget (120 pseudo-questions, one epoch, ~30 steps) the
+    model does not beat the cosine baseline on the team's dev sets; it does learn a small clean corpus.
     """
     torch = require("torch")
     require("sentence_transformers", "sentence-transformers")
@@ -439,15 +454,38 @@ def train_cross_encoder(snapshot, out_dir: Path | str, *, max_queries: int = 120
     if layers is not None and 0 < layers < len(encoder_layers):  # a shallower model: faster to train and run
         model.base_model.encoder.layer = torch.nn.ModuleList(list(encoder_layers)[:layers])
         model.config.num_hidden_layers = layers
+    pooler = getattr(model.base_model, "pooler", None)
+    dense = getattr(pooler, "dense", None)
+    if isinstance(dense, torch.nn.Linear) and dense.in_features == dense.out_features:
+        # The packaged MiniLM's pooler (never trained for sentence-transformers) maps [CLS] to outputs of
+        # ~0.05 with almost no spread, so the head's gradients vanish; start it as tanh([CLS]) instead.
+        with torch.no_grad():
+            dense.weight.copy_(torch.eye(dense.in_features))
+            dense.bias.zero_()
     for p in model.base_model.embeddings.word_embeddings.parameters():
         p.requires_grad_(False)
     train_len = min(max_length, train_max_length or max_length)
     rng = random.Random(seed)
-    order = list(range(len(pairs)))
+    # Groups: one pseudo-query with its positive and its negatives (build_training_pairs emits them together).
+    groups: list[list[int]] = []
+    for i, p in enumerate(pairs):
+        if p.label > 0 or not groups or pairs[groups[-1][0]].query != p.query:
+            groups.append([i])
+        else:
+            groups[-1].append(i)
+    listwise = loss == "listwise"
+    if listwise:
+        groups = [g for g in groups if len(g) > 1 and pairs[g[0]].label > 0]
+        if not groups:
+            raise SlmragError("No pseudo-question got a negative passage; the index is too small to train on.")
+    per_batch = max(1, batch_size // 4) if listwise else batch_size
+    units = groups if listwise else [[i] for i in range(len(pairs))]
     batches: list[list[int]] = []
     for _ in range(epochs):
+        order = list(range(len(units)))
         rng.shuffle(order)
-        batches += [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        for b in range(0, len(order), per_batch):
+            batches.append([i for u in order[b:b + per_batch] for i in units[u]])
     if max_steps is not None:
         batches = batches[:max_steps]
     total = len(batches)
@@ -463,22 +501,37 @@ def train_cross_encoder(snapshot, out_dir: Path | str, *, max_queries: int = 120
         opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (total - s) / max(1, total - warm)))
     n_pos = sum(p.label > 0 for p in pairs)
     pos_weight = torch.tensor([max(1.0, (len(pairs) - n_pos) / max(1, n_pos))])
-    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+    bce = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
     model.train()
     ema = None
     for step, idx in enumerate(batches, start=1):
         enc = tok([pairs[i].query for i in idx], [pairs[i].passage for i in idx], truncation="only_second",
                   max_length=train_len, padding=True, return_tensors="pt")
-        labels = torch.tensor([pairs[i].label for i in idx], dtype=torch.float32)
         logits = model(**enc).logits.view(-1)
-        loss = loss_fn(logits, labels)
-        loss.backward()
+        if listwise:
+            # softmax over each query's group, the positive first: learn to rank it above its negatives
+            value_loss, start = 0.0, 0
+            sizes = []
+            for i in idx:
+                if pairs[i].label > 0:
+                    sizes.append(1)
+                else:
+                    sizes[-1] += 1
+            for n in sizes:
+                value_loss = value_loss + torch.nn.functional.cross_entropy(logits[start:start + n].view(1, -1),
+                                                                           torch.zeros(1, dtype=torch.long))
+                start += n
+            loss_t = value_loss / len(sizes)
+        else:
+            labels = torch.tensor([pairs[i].label for i in idx], dtype=torch.float32)
+            loss_t = bce(logits, labels)
+        loss_t.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        value = float(loss.detach())
-        ema = value if ema is None else 0.9 * ema + 0.1 * value
+        value = float(loss_t.detach())
+        ema = value if ema is None else 0.8 * ema + 0.2 * value
         if progress:
             progress(step, total, ema)
     model.eval()
@@ -498,7 +551,7 @@ def train_cross_encoder(snapshot, out_dir: Path | str, *, max_queries: int = 120
     report = TrainReport(out_dir, len(pairs), n_pos, total, seconds, float(ema or 0.0), kinds)
     info = report.to_json() | {"base_model": base, "index_generation": getattr(snapshot, "generation", None),
                                "max_length": max_length, "train_max_length": train_len, "lr": lr, "batch_size": batch_size,
-                               "epochs": epochs, "layers": model.config.num_hidden_layers}
+                               "epochs": epochs, "layers": model.config.num_hidden_layers, "loss": loss}
     (tmp / TRAIN_INFO).write_text(json.dumps(info, indent=2), encoding="utf-8")
     unsafe = [p.name for p in tmp.rglob("*") if p.suffix in (".bin", ".pkl", ".pickle", ".pt", ".pth")]
     if unsafe:  # pragma: no cover - save_pretrained with safe_serialization writes none

@@ -69,7 +69,8 @@ _INJECTION = re.compile("|".join([
     r"\bnew\s+(?:rules?|instructions?|task|persona|directives?)\s*:",
     r"\b(?:maintenance|developer|debug|god|jailbreak)\s+mode\b",
     r"\balways\s+(?:reply|respond|answer|say|output|write)\b",
-    r"\b(?:reply|respond|answer|output|say|print|write|return|end|begin|start)\b[^.!?\n]{0,50}"
+    # Only verbs of replying: "end"/"begin"/"return ... exactly" are ordinary contract language.
+    r"\b(?:reply|respond|answer|output|say|print|write)\b[^.!?\n]{0,50}"
     r"(?:\bonly\s+with\b|\bwith\s+only\b|\bwith\s+(?:the\s+)?(?:single\s+)?word\b|\bexactly\b|\bnothing\s+but\b|"
     r"\bevery\s+(?:answer|response|reply|question)\b|\beach\s+(?:answer|response|reply|question)\b)",
     r"\b(?:do\s+not|don't|never)\s+answer\s+the\s+question\b",
@@ -160,7 +161,8 @@ class AnswerStream:
         t_gen = time.perf_counter()
         if self.abstained:
             text = a.pack.prompts.render("abstain", question=self.question,
-                                         nearest=[_cite_dict(i + 1, p) for i, p in enumerate(self.passages[:3])])
+                                         nearest=[{**_cite_dict(i + 1, p), "source": p.name}
+                                                  for i, p in enumerate(self.passages[:3])])
             first = time.perf_counter()
             self._parts.append(text)
             yield text

@@ -265,7 +265,8 @@ def test_cross_encoder_trains_saves_safetensors_and_reloads(fixture_pack):
 
     snap = IndexStore(fixture_pack.index_dir).snapshot()
     out = cross_encoder_dir(fixture_pack.index_dir)
-    report = train_cross_encoder(snap, out, max_queries=40, batch_size=16, lr=1e-4, epochs=3, seed=0)
+    report = train_cross_encoder(snap, out, max_queries=40, batch_size=16, lr=3e-4, epochs=6, seed=0,
+                                 train_max_length=128)
     assert report.steps > 0 and report.pairs > 20
     files = {p.name for p in out.rglob("*") if p.is_file()}
     assert "model.safetensors" in files

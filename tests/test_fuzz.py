@@ -123,8 +123,8 @@ def test_fuzz_text_path(chunkers, value, codec, html):
                 assert chunks, f"{chunker.settings.strategy}: text with content produced no chunk"
 
 
-@pytest.mark.xfail(strict=False, reason="found by this fuzzer: LangChain's add_start_index cannot find a chunk "
-                   "that starts inside the previous chunk's overlap and reports start_index=-1 (ingest/chunking.py)")
+# Found by this fuzzer: LangChain's add_start_index reported start_index=-1 for a chunk that starts
+# inside the previous chunk's overlap; ingest/chunking.py now locates chunks itself.
 def test_chunk_start_is_found(chunkers):
     text = "ARTICLE IVSection 4.2INR 2.0-3.0" + "." * 50
     for chunker in chunkers:
