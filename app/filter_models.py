@@ -281,7 +281,7 @@ def _idf(texts: Sequence[str]) -> dict[str, float]:
     return {w: math.log((n + 1) / (c + 0.5)) for w, c in df.items()}
 
 
-def build_training_pairs(snapshot, *, max_queries: int = 120, hard_negatives: int = 2, random_negatives: int = 1,
+def build_training_pairs(snapshot, *, max_queries: int = 400, hard_negatives: int = 2, random_negatives: int = 1,
                          seed: int = 0, neighbours: int = 20) -> list[TrainingPair]:
     """Label-free training pairs from an index snapshot (see :func:`pseudo_queries`).
 
@@ -406,7 +406,7 @@ class TrainReport:
                 "kinds": self.kinds}
 
 
-def train_cross_encoder(snapshot, out_dir: Path | str, *, max_queries: int = 120, hard_negatives: int = 2,
+def train_cross_encoder(snapshot, out_dir: Path | str, *, max_queries: int = 400, hard_negatives: int = 2,
                         random_negatives: int = 1, epochs: int = 1, batch_size: int = 16, lr: float = 3e-4,
                         max_length: int = 256, seed: int = 0, max_steps: int | None = None,
                         layers: int | None = None, train_max_length: int | None = 128, head_lr_mult: float = 10.0,

@@ -259,7 +259,7 @@ def main(argv=None) -> int:
                     "passage before the question, to compare prompt orders).")
     ap.add_argument("--slm-limit", type=int, default=10, help="Questions scored by the (slow) SLM judge per domain.")
     ap.add_argument("--k", type=int, default=10, help="Candidates per question.")
-    ap.add_argument("--train-queries", type=int, default=120, help="Pseudo-questions for the cross-encoder.")
+    ap.add_argument("--train-queries", type=int, default=400, help="Pseudo-questions for the cross-encoder.")
     ap.add_argument("--retrain", action="store_true", help="Train the cross-encoders again even if cached.")
     ap.add_argument("--answers", type=int, default=0, help="PubMedQA questions for the answer-level effect (0 = skip).")
     ap.add_argument("--answer-tokens", type=int, default=40)

@@ -26,7 +26,7 @@ def register(app, packs_app, filter_app) -> None:
     def filter_train(
         pack: str = PackOpt,
         index_dir: Optional[Path] = IndexDirOpt,
-        max_queries: int = typer.Option(120, "--max-queries", min=4, max=20000,
+        max_queries: int = typer.Option(400, "--max-queries", min=4, max=20000,
                                         help="Chunks turned into pseudo-questions (each gives 1 positive and 3 "
                                         "negatives); bounds the training time."),
         epochs: int = typer.Option(1, "--epochs", min=1, max=10, help="Passes over the pairs."),
