@@ -14,7 +14,8 @@
   :func:`write_filter_settings` stores the result in the pack's ``pack.yaml``.
 
 Measured on the team's dev sets (docs/filter.md, bench/bench_filter.py): neither model beats the cosine
-baseline on 2 CPU cores, so the shipped packs use ``cosine``; these stay available per pack.
+baseline overall on 2 CPU cores (and neither abstains on out-of-pack questions), so the shipped packs
+use ``cosine``; these stay available per pack.
 """
 
 from __future__ import annotations
@@ -425,8 +426,9 @@ def train_cross_encoder(snapshot, out_dir: Path | str, *, max_queries: int = 400
     and renamed into place, so a crash never leaves a half-written model that the filter would load;
     no pickle file is ever written (checked).
 
-    Measured (docs/filter.md): with the default budget (120 pseudo-questions, one epoch, ~30 steps) the
-    model does not beat the cosine baseline on the team's dev sets; it does learn a small clean corpus.
+    Measured (docs/filter.md): with the default budget (400 pseudo-questions, one epoch, 100 steps,
+    2-4 minutes on 2 shared cores) it ranks better than cosine on the legal dev set (AUC 0.62 vs 0.50)
+    and worse on medical (0.65 vs 0.71) and finance (0.46 vs 0.64); 30 steps learned nothing.
     """
     torch = require("torch")
     require("sentence_transformers", "sentence-transformers")

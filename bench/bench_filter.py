@@ -1,7 +1,7 @@
 """Benchmark retrieval and the relevance filters on the real dev sets; prints figures, asserts nothing.
 
     python bench/bench_filter.py [--limit 40] [--domains medical,legal,finance]
-                                 [--filters cosine,cross_encoder,slm_judge] [--slm-limit 15] [--json out.json]
+                                 [--filters cosine,cross_encoder,slm_judge] [--slm-limit 10] [--json out.json]
 
 Per domain (``../shared/data/<domain>``): the corpus is ingested into a scratch index under
 ``--cache`` (default /tmp/slmrag_bench; unchanged files are skipped on reruns), ``--limit`` questions
@@ -48,7 +48,6 @@ from app.filter_models import (  # noqa: E402
 )
 from app.packs import load_pack  # noqa: E402
 from app.pipeline import Assistant, AskOptions  # noqa: E402
-from app.store import IndexStore  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DOMAINS = ("medical", "legal", "finance")
