@@ -36,6 +36,7 @@ import yaml
 
 from app.errors import ConfigError, InputError
 from app.packs import PACK_FILE, Pack, discover, index_root, load_pack, load_pack_dir, packs_dir
+from app.store import file_sha256
 
 FORMAT = "slmrag-pack"
 FORMAT_VERSION = 1
@@ -88,14 +89,6 @@ def _pack_exists(name: str) -> Path | None:
     if target.exists() or target.is_symlink():
         return target
     return discover().get(name)
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _set_yaml_name(text: str, name: str) -> str:
@@ -492,7 +485,7 @@ def _relink_documents(index_tmp: Path, corpus_final: Path, corpus_tmp: Path) -> 
     by_key: dict[tuple[str, str], Path] = {}
     for f in corpus_tmp.rglob("*"):
         if f.is_file():
-            by_key.setdefault((f.name, _sha256_file(f)), corpus_final / f.relative_to(corpus_tmp))
+            by_key.setdefault((f.name, file_sha256(f)), corpus_final / f.relative_to(corpus_tmp))
     conn = sqlite3.connect(str(index_tmp / DB_NAME), isolation_level=None)
     try:
         conn.execute("PRAGMA trusted_schema=OFF")

@@ -48,3 +48,15 @@ def tmp_pack(tmp_path, monkeypatch):
         return load_pack(name, tmp_path / "indexes" / name)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def prebuilt_indexes(tmp_path_factory) -> Path:
+    """The medical and legal starter corpora indexed once per session; UI tests copy the folder."""
+    from app.packs import load_pack
+    from app.pipeline import ensure_index
+
+    base = tmp_path_factory.mktemp("slmrag-ui-prebuilt")
+    for name in ("medical", "legal"):
+        ensure_index(load_pack(name, base / name))
+    return base

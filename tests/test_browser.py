@@ -38,20 +38,6 @@ pytestmark = [
 ]
 
 
-def prebuilt_indexes(tmp_path_factory, packs=("medical", "legal")) -> Path:
-    """Index the starter corpora once per test session (shared by the UI test files), then copy."""
-    base = tmp_path_factory.getbasetemp() / "slmrag-ui-prebuilt"
-    done = base / ".complete"
-    if not done.exists():
-        from app.packs import load_pack
-        from app.pipeline import ensure_index
-
-        for name in packs:
-            ensure_index(load_pack(name, base / name))
-        done.write_text("ok")
-    return base
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -74,9 +60,9 @@ def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 9
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, prebuilt_indexes):
     root = tmp_path_factory.mktemp("browser-indexes")
-    shutil.copytree(prebuilt_indexes(tmp_path_factory), root, dirs_exist_ok=True)
+    shutil.copytree(prebuilt_indexes, root, dirs_exist_ok=True)
     port = free_port()
     log = tmp_path_factory.mktemp("browser-log") / "streamlit.log"
     env = dict(os.environ, SLMRAG_INDEX_DIR=str(root), PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD="1",

@@ -217,24 +217,10 @@ def test_passage_context_pdf_page(tmp_path, pdf_factory):
 
 
 # ================================================================================ the app through AppTest
-def prebuilt_indexes(tmp_path_factory, packs=("medical", "legal")) -> Path:
-    """Index the starter corpora once per test session (shared by the UI test files), then copy."""
-    base = tmp_path_factory.getbasetemp() / "slmrag-ui-prebuilt"
-    done = base / ".complete"
-    if not done.exists():
-        from app.packs import load_pack
-        from app.pipeline import ensure_index
-
-        for name in packs:
-            ensure_index(load_pack(name, base / name))
-        done.write_text("ok")
-    return base
-
-
 @pytest.fixture(scope="module")
-def ui_env(tmp_path_factory):
+def ui_env(tmp_path_factory, prebuilt_indexes):
     root = tmp_path_factory.mktemp("ui-indexes")
-    shutil.copytree(prebuilt_indexes(tmp_path_factory), root, dirs_exist_ok=True)
+    shutil.copytree(prebuilt_indexes, root, dirs_exist_ok=True)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SLMRAG_INDEX_DIR", str(root))
         mp.setenv("SLMRAG_DEFAULT_PACK", "medical")

@@ -160,6 +160,19 @@ def _scope(q: dict) -> str | None:
     return q["doc"] if q.get("doc_scoped") else None
 
 
+def _run_questions(progress, stage: str, key: str, questions: list[dict], records: list[dict], ask) -> None:
+    """Answer every question with one system, storing ``rec[key]``; one failing question is recorded as
+    an error and the run goes on."""
+    progress.stage(stage, len(questions))
+    for q, rec in zip(questions, records):
+        progress.detail(q["id"])
+        try:
+            rec[key] = ask(q)
+        except (SlmragError, ValueError, RuntimeError) as exc:
+            rec[key] = {"error": _error(exc)}
+        progress.advance()
+
+
 def _error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
 
@@ -371,14 +384,8 @@ def run_eval(opts: EvalOptions, progress: EvalProgress | None = None) -> dict:
                 "doc_indexed": Path(q["doc"]).name in indexed_names,
             })
 
-        progress.stage("slmrag questions", len(questions))
-        for q, rec in zip(questions, records):
-            progress.detail(q["id"])
-            try:
-                rec["slmrag"] = slmrag_record(assistant, q, opts, max_tokens)
-            except (SlmragError, ValueError, RuntimeError) as exc:
-                rec["slmrag"] = {"error": _error(exc)}
-            progress.advance()
+        _run_questions(progress, "slmrag questions", "slmrag", questions, records,
+                       lambda q: slmrag_record(assistant, q, opts, max_tokens))
         memory["after_slmrag_mb"] = peak_rss_mb()
 
         # ------------------------------------------------------------ naive baseline, same questions
@@ -392,14 +399,8 @@ def run_eval(opts: EvalOptions, progress: EvalProgress | None = None) -> dict:
         naive_ingest = build.to_json()
         progress.note(f"naive ingest: {build.documents} documents, {build.pages} pages, {build.chunks} chunks in "
                       f"{build.seconds:.1f}s ({naive_ingest['chunks_per_s']} chunks/s)")
-        progress.stage("naive questions", len(questions))
-        for q, rec in zip(questions, records):
-            progress.detail(q["id"])
-            try:
-                rec["naive"] = naive_record(naive, q, opts, max_tokens)
-            except (SlmragError, ValueError, RuntimeError) as exc:
-                rec["naive"] = {"error": _error(exc)}
-            progress.advance()
+        _run_questions(progress, "naive questions", "naive", questions, records,
+                       lambda q: naive_record(naive, q, opts, max_tokens))
         memory["peak_mb"] = peak_rss_mb()
     finally:
         progress.finish()
