@@ -63,6 +63,8 @@ class Retriever:
         self.embedder = embedder
         self.settings = settings
         self._bm25 = None
+        self._doc_list: list[str] | None = None
+        self._pos_doc_arr: np.ndarray | None = None
         self._lock = threading.Lock()
         by_doc: dict[str, list[int]] = {}
         for c in snapshot.chunks:
@@ -122,17 +124,47 @@ class Retriever:
         doc_id = self._resolve_doc(doc) if doc else None
         if doc and doc_id is None:
             return []
+        qvec = self.embedder.encode_query(question) if mode in ("dense", "hybrid") else None
+        bm25 = self.bm25_scores(question) if mode in ("bm25", "hybrid") else None
+        ranked, dense_score, bm25_score = self._fuse(question, qvec, bm25, n, doc_id)
+        routed = None
+        if doc_id is None and s.doc_first and bm25 is not None:
+            routed = self.route(question, bm25)
+        if routed is not None:
+            # The question points at one document: rank its chunks on their own (a clause or a table
+            # competes only with its own document's text, not with every document that shares the
+            # question's names), put them first, then let the corpus-wide ranking fill what is left.
+            in_doc, d_score, b_score = self._fuse(question, qvec, bm25, n, routed)
+            first = in_doc[:k]
+            taken = {vid for vid, _ in first}
+            ranked = first + [kv for kv in ranked if kv[0] not in taken]
+            dense_score = {**dense_score, **d_score}
+            bm25_score = {**bm25_score, **b_score}
+        positions = self.snap.vid_to_pos
+        out = []
+        for rank, (vid, sc) in enumerate(ranked[:k], start=1):
+            c = self.snap.chunks[positions[vid]]
+            d = self.snap.documents.get(c.doc_id)
+            out.append(Passage(vid=vid, doc_id=c.doc_id, source=d.path if d else "", name=d.name if d else "",
+                               page=c.page, text=c.text, heading=c.heading, start=c.start, end=c.end,
+                               score=sc, dense=dense_score.get(vid), bm25=bm25_score.get(vid), rank=rank,
+                               extra={"routed": True} if routed is not None and c.doc_id == routed else {}))
+        return out
+
+    def _fuse(self, question: str, qvec: np.ndarray | None, bm25: np.ndarray | None, n: int,
+              doc_id: str | None) -> tuple[list[tuple[int, float]], dict[int, float], dict[int, float]]:
+        """Weighted reciprocal rank fusion of the dense and BM25 rankings (within ``doc_id`` if given)."""
+        s = self.settings
         positions = self.snap.vid_to_pos
         fused: dict[int, float] = {}
         dense_score: dict[int, float] = {}
         bm25_score: dict[int, float] = {}
-        if mode in ("dense", "hybrid"):
-            qvec = self.embedder.encode_query(question)
+        if qvec is not None:
             for rank, (vid, sc) in enumerate(self.dense_search(qvec, n, doc_id)):
                 dense_score[vid] = sc
                 fused[vid] = fused.get(vid, 0.0) + s.dense_weight / (s.rrf_k + rank + 1)
-        if mode in ("bm25", "hybrid"):
-            scores = self.bm25_scores(question)
+        if bm25 is not None:
+            scores = bm25
             if doc_id is not None:
                 mask = np.full(len(scores), -np.inf, dtype="float32")
                 for vid in self._doc_vids.get(doc_id, []):
@@ -145,35 +177,79 @@ class Retriever:
                 vid = self.snap.chunks[pos].vid
                 bm25_score[vid] = float(scores[pos])
                 fused[vid] = fused.get(vid, 0.0) + s.bm25_weight / (s.rrf_k + rank + 1)
-        if s.metadata_boost > 0 and fused:
+        if s.metadata_boost > 0 and fused and doc_id is None:
             self._boost(question, fused)
-        ranked = sorted(fused.items(), key=lambda kv: -kv[1])[:k]
-        out = []
-        for rank, (vid, sc) in enumerate(ranked, start=1):
-            c = self.snap.chunks[positions[vid]]
-            d = self.snap.documents.get(c.doc_id)
-            out.append(Passage(vid=vid, doc_id=c.doc_id, source=d.path if d else "", name=d.name if d else "",
-                               page=c.page, text=c.text, heading=c.heading, start=c.start, end=c.end,
-                               score=sc, dense=dense_score.get(vid), bm25=bm25_score.get(vid), rank=rank))
-        return out
+        return sorted(fused.items(), key=lambda kv: -kv[1]), dense_score, bm25_score
+
+    # ------------------------------------------------------------------ documents first
+    def doc_scores(self, question: str, bm25: np.ndarray) -> dict[str, float]:
+        """Each document's score for a question: its best chunk's BM25 score relative to the best
+        document's (so 1.0 leads), plus ``0.25 * metadata_boost`` for each kind of metadata the question
+        names (a year the document is about; a word of its name)."""
+        if not len(bm25):
+            return {}
+        best = np.full(len(self._doc_order), 0.0, dtype="float32")
+        np.maximum.at(best, self._pos_doc, np.maximum(bm25, 0.0))
+        top = float(best.max())
+        if top <= 0:
+            return {}
+        scores = {doc_id: float(best[i]) / top for i, doc_id in enumerate(self._doc_order)}
+        if self.settings.metadata_boost > 0:
+            unit = 0.25 * self.settings.metadata_boost
+            for doc_id in scores:
+                scores[doc_id] += unit * self._metadata_matches(question, doc_id)
+        return scores
+
+    def route(self, question: str, bm25: np.ndarray) -> str | None:
+        """The document the question clearly points at, or None when no document leads by ``doc_margin``."""
+        scores = self.doc_scores(question, bm25)
+        if not scores:
+            return None
+        ranked = sorted(scores.items(), key=lambda kv: -kv[1])
+        if len(ranked) == 1:
+            return ranked[0][0]
+        (d1, s1), (_, s2) = ranked[0], ranked[1]
+        return d1 if s1 > 0 and s1 >= self.settings.doc_margin * s2 else None
+
+    @property
+    def _doc_order(self) -> list[str]:
+        if self._doc_list is None:
+            self._doc_list = list(self._doc_vids)
+            index = {d: i for i, d in enumerate(self._doc_list)}
+            self._pos_doc_arr = np.asarray([index[c.doc_id] for c in self.snap.chunks], dtype="int64")
+        return self._doc_list
+
+    @property
+    def _pos_doc(self) -> np.ndarray:
+        self._doc_order  # noqa: B018 - builds both
+        return self._pos_doc_arr
+
+    def _metadata_matches(self, question: str, doc_id: str) -> int:
+        """How many kinds of document metadata the question names: a year the document is about, a word
+        of its name (also written without spaces: "Best Buy" names BESTBUY_2023_10K.pdf)."""
+        doc = self.snap.documents.get(doc_id)
+        if not doc:
+            return 0
+        info = doc.info or {}
+        years = question_years(question)
+        matches = int(bool(years and set(info.get("years", [])) & years))
+        words = set(re.findall(r"[a-z][a-z&']{2,}", question.lower()))
+        compact = re.sub(r"[^a-z0-9]", "", question.lower())
+        names = info.get("name_words", [])
+        if words & set(names) or any(len(w) >= 5 and w in compact for w in names):
+            matches += 1
+        return matches
 
     def _boost(self, question: str, fused: dict[int, float]) -> None:
         """Raise chunks of documents whose metadata (years, name words) the question mentions."""
-        years = question_years(question)
-        qwords = set(re.findall(r"[a-z][a-z&']{2,}", question.lower()))
         unit = self.settings.metadata_boost / (self.settings.rrf_k + 1)
         positions = self.snap.vid_to_pos
+        cache: dict[str, int] = {}
         for vid in list(fused):
-            doc = self.snap.documents.get(self.snap.chunks[positions[vid]].doc_id)
-            if not doc:
-                continue
-            info = doc.info or {}
-            bonus = 0.0
-            if years and set(info.get("years", [])) & years:
-                bonus += unit
-            if qwords & set(info.get("name_words", [])):
-                bonus += unit
-            fused[vid] += bonus
+            doc_id = self.snap.chunks[positions[vid]].doc_id
+            if doc_id not in cache:
+                cache[doc_id] = self._metadata_matches(question, doc_id)
+            fused[vid] += unit * cache[doc_id]
 
     def _resolve_doc(self, doc: str) -> str | None:
         if doc in self.snap.documents:

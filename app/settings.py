@@ -57,6 +57,12 @@ class EmbedderSettings(_Strict):
     )
     batch_size: int = Field(64, ge=1, le=1024, description="Chunks embedded per batch.")
     max_seq_tokens: int = Field(256, ge=16, le=8192, description="The embedder's window in tokens.")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="Matrix precision of the embedder on CPU: 'bf16' runs the matrix products in bfloat16 "
+        "(about 3x faster where the CPU has native bf16, AMX or AVX512-BF16; vectors within 1e-4 cosine of "
+        "fp32), 'fp32' never does, 'auto' picks bf16 only on CPUs with native bf16.",
+    )
 
 
 class ChunkingSettings(_Strict):
@@ -94,6 +100,18 @@ class RetrievalSettings(_Strict):
         ge=0.0,
         description="Extra fusion score for chunks whose document metadata (years, names) the question "
         "mentions; 0 turns it off.",
+    )
+    doc_first: bool = Field(
+        False,
+        description="Document-first search: rank documents by their best BM25 chunk (plus the metadata the "
+        "question names, when metadata_boost > 0); when one document clearly leads, its chunks are searched "
+        "on their own and placed first, then the corpus-wide ranking fills the rest.",
+    )
+    doc_margin: float = Field(
+        1.2,
+        ge=1.0,
+        description="Document-first search routes only when the leading document's score is at least this "
+        "many times the runner-up's; 1.0 always routes to the top document.",
     )
 
 

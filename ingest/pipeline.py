@@ -179,7 +179,43 @@ class Ingestor:
 
     def _ingest_files(self, files: list[Path], writer, summary: IngestSummary, progress: "ProgressSink",
                       max_bytes: int, every: int) -> None:
+        # Small files (an abstract, a short contract) make a handful of chunks each; embedding them one file
+        # at a time wastes most of each batch. Prepared files wait here until a few full batches' worth of
+        # chunks is ready, then embed together and go into the index in file order.
+        waiting: list[tuple[Path, object, PreparedDocument]] = []
+        waiting_chunks = 0
         pending = 0
+        flush_at = min(4 * self.pack.config.embedder.batch_size, every)
+
+        def flush() -> None:
+            nonlocal waiting, waiting_chunks, pending
+            batch, waiting, waiting_chunks = waiting, [], 0
+            if not batch:
+                return
+            try:
+                vectors = self.embedder.encode([t for _, _, prep in batch for t in prep.embed_texts],
+                                               progress=progress.chunks)
+            except Exception as exc:  # the embedder failing is reported against every file it held
+                for path, _, _ in batch:
+                    summary.failed.append({"path": str(path), "error": _one_line(
+                        DocumentError(f"{path}: could not be embedded ({type(exc).__name__}: {exc})"))})
+                return
+            at = 0
+            for path, existing, prep in batch:
+                n = len(prep.embed_texts)
+                # Only now, with the new version fully parsed and embedded, drop the old one.
+                if existing:
+                    writer.remove_document(existing.doc_id)
+                writer.add_document(prep.record, prep.rows, vectors[at:at + n])
+                at += n
+                (summary.updated if existing else summary.added).append(str(path))
+                summary.chunks += prep.record.n_chunks
+                summary.pages += prep.pages
+                pending += prep.record.n_chunks
+            if pending >= every:
+                writer.commit()
+                pending = 0
+
         for path in files:
             progress.file(path.name)
             try:
@@ -190,22 +226,14 @@ class Ingestor:
                         "(ingest.max_file_mb in the pack); split the file or raise the limit.")
                 sha = file_sha256(path)
                 existing = writer.document(str(path))
-                if existing and existing.sha256 == sha:
-                    summary.skipped.append(str(path))
+                if (existing and existing.sha256 == sha) or any(path == w[0] for w in waiting):
+                    summary.skipped.append(str(path))  # unchanged, or named twice in this batch
                     continue
                 prepared = self.prepare(path, sha, size)
-                vectors = self.embedder.encode(prepared.embed_texts, progress=progress.chunks)
-                # Only now, with the new version fully parsed and embedded, drop the old one.
-                if existing:
-                    writer.remove_document(existing.doc_id)
-                writer.add_document(prepared.record, prepared.rows, vectors)
-                (summary.updated if existing else summary.added).append(str(path))
-                summary.chunks += prepared.record.n_chunks
-                summary.pages += prepared.pages
-                pending += prepared.record.n_chunks
-                if pending >= every:
-                    writer.commit()
-                    pending = 0
+                waiting.append((path, existing, prepared))
+                waiting_chunks += len(prepared.embed_texts)
+                if waiting_chunks >= flush_at:
+                    flush()
             except DocumentError as exc:
                 summary.failed.append({"path": str(path), "error": _one_line(exc)})
             except OSError as exc:  # name the file: "[Errno 5] Input/output error" alone says nothing
@@ -218,6 +246,7 @@ class Ingestor:
                     DocumentError(f"{path}: could not be processed ({type(exc).__name__}: {exc})"))})
             finally:
                 progress.advance()
+        flush()
         writer.commit()
 
     def remove(self, paths: list[Path | str]) -> list[str]:

@@ -8,6 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
+
 from app.store import IndexStore
 from ingest.pipeline import Ingestor
 
@@ -122,3 +124,47 @@ def test_index_loads_in_fresh_process_without_pickle(tmp_path, pdf_factory, tmp_
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout.strip().splitlines()[-1])
     assert data["chunks"] == data["vectors"] > 0
+
+
+def test_small_files_embedded_together_keep_their_own_vectors(tmp_path, tmp_pack):
+    """Files are embedded in shared batches (ingest.pipeline flush); every stored vector must still be
+    the one of its own chunk, in its own document."""
+    from app.embedder import Embedder
+
+    pack = tmp_pack("medical")
+    docs = tmp_path / "many"
+    docs.mkdir()
+    topics = ["aspirin and gastric bleeding", "insulin pump settings", "measles vaccination schedule",
+              "knee replacement rehabilitation", "migraine triggers and diaries", "asthma inhaler technique",
+              "kidney stones and hydration", "sleep apnoea and CPAP masks", "hand hygiene audits in wards",
+              "iron deficiency in pregnancy", "sunscreen and melanoma risk", "tetanus boosters after injury"]
+    for i, topic in enumerate(topics):
+        (docs / f"note{i:02d}.txt").write_text(f"Patient leaflet {i}: everything about {topic}.\n")
+    summary = Ingestor(pack).ingest([docs, docs / "note03.txt"])  # one file named twice
+    assert summary.failed == []
+    assert sorted(summary.added) == sorted(set(summary.added)) and len(summary.added) == len(topics)
+    snap = IndexStore(pack.index_dir).snapshot()
+    assert snap.n_chunks == len(topics)
+    embedder = Embedder(pack.config.embedder, pack.path)
+    vids = [c.vid for c in snap.chunks]
+    stored = np.stack([snap.vector(v) for v in vids])
+    for c in snap.chunks:
+        q = embedder.encode_query(c.text)
+        assert vids[int(np.argmax(stored @ q))] == c.vid, c.text
+
+
+def test_bf16_embeddings_match_fp32():
+    from app.embedder import Embedder, native_bf16
+    from app.settings import EmbedderSettings
+
+    texts = ["Amoxicillin 1 g three times daily for five days.", "The lease ends on 31 March 2027.",
+             "Net income rose 12% to $4.1 billion in fiscal 2023."]
+    fp32 = Embedder(EmbedderSettings(precision="fp32")).load()
+    bf16 = Embedder(EmbedderSettings(precision="bf16")).load()
+    assert (fp32.precision, bf16.precision) == ("fp32", "bf16")
+    assert Embedder(EmbedderSettings(precision="auto")).load().precision == ("bf16" if native_bf16() else "fp32")
+    a, b = fp32.encode(texts), bf16.encode(texts)
+    assert np.allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-3)
+    cos = (a * b).sum(axis=1)
+    assert cos.min() > 0.999, cos
+    assert not np.array_equal(a, b)  # the bf16 path really ran (bit-identical would mean it did not)

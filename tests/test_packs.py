@@ -105,7 +105,9 @@ def _typo(p: Path):
 
 def _bad_threshold(p: Path):
     f = p / "pack.yaml"
-    f.write_text(f.read_text().replace("threshold: 0.2", "threshold: high"))
+    text = f.read_text()
+    assert re.search(r"(?m)^  threshold: [0-9.]+$", text)
+    f.write_text(re.sub(r"(?m)^  threshold: [0-9.]+$", "  threshold: high", text))
     return f, ["filter.threshold", "valid number"]
 
 

@@ -1,0 +1,163 @@
+"""Each retrieval feature on a small fixture corpus, with the real MiniLM, bm25s and FAISS.
+
+Every test runs the same question with the feature on and off: on, the right passage leads; off, it
+does not. The "off" half proves the fixture really exercises the feature (a test that passes either way
+would prove nothing).
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from app.pipeline import Assistant
+from ingest.pipeline import Ingestor
+
+
+def build(pack, files: dict[str, str], tmp_path: Path):
+    docs = tmp_path / "docs"
+    docs.mkdir(exist_ok=True)
+    for name, text in files.items():
+        (docs / name).write_text(textwrap.dedent(text))
+    summary = Ingestor(pack).ingest([docs])
+    assert summary.failed == []
+    return Assistant(pack).load(generator=False)
+
+
+def top(assistant, question: str, k: int = 5, **settings):
+    for key, value in settings.items():
+        setattr(assistant.pack.config.retrieval, key, value)
+    return assistant.retriever.search(question, k)
+
+
+# ---------------------------------------------------------------------------------------------- finance
+FILING = """\
+    # {company} annual report {year}
+
+    ## Results of operations
+    Revenue for the year was {revenue} million, driven by subscriptions and services.
+    Operating expenses were kept under control across all regions.
+
+    ## Employees
+    At year end the company had {staff} employees in four countries.
+    """
+
+
+@pytest.fixture()
+def filings(tmp_pack, tmp_path):
+    pack = tmp_pack("finance")
+    files = {
+        # The 2018 filing repeats "revenue" (BM25 and the embedder both favour it on text alone).
+        "NORTHWIND_2018_10K.md": FILING.format(company="Northwind", year=2018, revenue="812", staff="1,100")
+        + "\n## Revenue by segment\nRevenue from subscriptions was most of revenue.\n",
+        "NORTHWIND_2019_10K.md": FILING.format(company="Northwind", year=2019, revenue="947", staff="1,240"),
+        # Best Buy's text never names the company and says "associates", not "employees".
+        "BESTBUY_2019_10K.md": "# Form 10-K\n\n## Human capital\nThe Company had 125,000 associates at the "
+        "end of the fiscal year.\n",
+    }
+    return build(pack, files, tmp_path)
+
+
+def test_year_in_question_favours_that_years_filing(filings):
+    q = "What was Northwind's revenue in FY2019?"
+    off = top(filings, q, doc_first=False, metadata_boost=0.0)
+    assert off[0].name == "NORTHWIND_2018_10K.md"  # text alone picks the wrong year
+    on = top(filings, q, doc_first=False, metadata_boost=1.0)
+    assert on[0].name == "NORTHWIND_2019_10K.md"
+    assert "947" in on[0].text
+
+
+def test_company_written_with_spaces_matches_a_joined_file_name(filings):
+    # The file says BESTBUY, the question "Best Buy"; its text only says "The Company".
+    q = "How many employees did Best Buy have?"
+    off = top(filings, q, doc_first=False, metadata_boost=0.0)
+    assert off[0].name != "BESTBUY_2019_10K.md"
+    on = top(filings, q, doc_first=False, metadata_boost=1.0)
+    assert on[0].name == "BESTBUY_2019_10K.md" and "125,000" in on[0].text
+
+
+# ---------------------------------------------------------------------------------------------- legal
+FILLER = ("Each party shall perform its obligations in a professional manner, keep proper records, "
+          "cooperate in good faith and give the other party reasonable information on request. ")
+
+
+def contract(title: str, parties: str, clauses: list[str]) -> str:
+    """A contract long enough that each numbered clause is its own chunk."""
+    body = "\n\n".join(f"{i}. {c} {FILLER * 4}" for i, c in enumerate(clauses, start=1))
+    return f"{title}\n\nThis {title.title()} is made between {parties}.\n\n{body}\n"
+
+
+CONTRACT_A = contract("SUPPLY AGREEMENT", 'Harbor Lane Foods Inc. ("Buyer") and Orchard Valley Growers LLC ("Supplier")',
+                      ["Products. Supplier shall deliver fresh apples and pears in the quantities ordered.",
+                       "Price. Prices are fixed for each season and invoiced monthly.",
+                       "Disputes. Oregon courts apply Oregon statutes to this Agreement.",
+                       "Term. This Agreement runs for three growing seasons."])
+# Distractors: other contracts whose governing-law clauses use the question's own words.
+DISTRACTORS = {
+    f"{a.lower()}_{b.lower()}_supply.txt": contract(
+        "SUPPLY AGREEMENT", f"{a} Lane Foods Inc. and {b} Valley Growers LLC",
+        ["Territory. The distributor sells the products in its territory.",
+         f"Governing law. The state law that governs this agreement is the law of {law}; the agreement is "
+         f"governed by and construed under the laws of {law}.",
+         "Term. Two years."])
+    for a, b, law in [("Nimbus", "Coastline", "Ireland"), ("Vesper", "Harlow", "Delaware"),
+                      ("Quartz", "Milford", "New York"), ("Alder", "Penrose", "Texas"),
+                      ("Cobalt", "Linden", "Ontario")]}
+
+
+@pytest.fixture()
+def contracts(tmp_pack, tmp_path):
+    pack = tmp_pack("legal")
+    return build(pack, {"harbor_lane_orchard_valley_supply.txt": CONTRACT_A, **DISTRACTORS}, tmp_path)
+
+
+def test_document_first_search_finds_the_clause_in_the_named_contract(contracts):
+    q = ("In the Supply Agreement between Harbor Lane Foods Inc. and Orchard Valley Growers LLC, "
+         "which state law governs the agreement?")
+    off = top(contracts, q, k=3, doc_first=False, bm25_weight=1.0)
+    assert not any("Oregon" in p.text for p in off), [(p.name, p.text[:80]) for p in off]  # same-title contracts crowd it out
+    on = top(contracts, q, k=3, doc_first=True, doc_margin=1.2, bm25_weight=1.0)
+    assert any(p.name == "harbor_lane_orchard_valley_supply.txt" and "Oregon" in p.text for p in on)
+    assert all(p.extra.get("routed") is True for p in on)
+
+
+def test_document_first_search_does_not_route_without_a_clear_lead(contracts):
+    # Nothing in the question names a contract: no document leads by the margin, so nothing is routed.
+    q = "How long does the agreement last?"
+    on = top(contracts, q, doc_first=True, doc_margin=1.2)
+    assert contracts.retriever.route(q, contracts.retriever.bm25_scores(q)) is None
+    assert not any(p.extra.get("routed") for p in on)
+
+
+# ---------------------------------------------------------------------------------------------- hybrid
+def test_bm25_finds_a_rare_code_that_dense_search_misses(tmp_pack, tmp_path):
+    pack = tmp_pack("medical")
+    files = {f"batch{i}.txt": f"Batch QX-77{i}{i + 1} passed its release tests.\n"
+             for i in range(8)}
+    files["recall.txt"] = "Batch QX-7731 was withdrawn. Return the affected packs to the pharmacy.\n"
+    assistant = build(pack, files, tmp_path)
+    q = "What happened to batch QX-7731?"
+    assert top(assistant, q, k=1, mode="bm25")[0].name == "recall.txt"
+    dense = top(assistant, q, k=3, mode="dense")
+    assert dense[0].name != "recall.txt"  # why hybrid: the embedding has no idea what QX-7731 is
+
+
+def test_contextual_header_finds_a_chunk_by_its_document_title(tmp_pack, tmp_path):
+    pack = tmp_pack("medical")
+    body = "The dose is one tablet twice a day, with food, for seven days.\n"
+    # The warfarin dosing chunk never says "warfarin" (nor "dose"): only its document title does.
+    files = {"a.md": "# Warfarin patient guide\n\n" + "Background on blood clots and why they form.\n" * 30
+             + "\n## Dosing\n\nTake one tablet twice a day, with food, for seven days.\n"}
+    for drug in ("Amoxicillin", "Ibuprofen", "Metformin", "Omeprazole", "Sertraline"):
+        files[f"{drug.lower()}.md"] = f"# {drug} patient guide\n\n## Dosing\n\n" + body
+    q = "warfarin dose"
+    pack.config.chunking.contextual_header = False
+    off = build(pack, files, tmp_path)
+    off_top = top(off, q, k=1, mode="dense")[0]
+    assert not (off_top.name == "a.md" and "tablet" in off_top.text)
+    # Same corpus, headers on: the dosing chunk of the warfarin guide carries its title in its vector.
+    pack2 = tmp_pack("medical").with_index_dir(tmp_path / "indexes" / "with-header")
+    on_top = top(build(pack2, files, tmp_path), q, k=1, mode="dense")[0]
+    assert on_top.name == "a.md" and "tablet" in on_top.text
