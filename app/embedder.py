@@ -26,6 +26,7 @@ class Embedder:
         self._model = None
         self._tokenizer = None
         self._bf16 = False
+        self._onnx = None  # the torch-free query encoder (app.onnx_query), when in use
         self._lock = threading.Lock()
 
     @property
@@ -51,6 +52,41 @@ class Embedder:
                 self._bf16 = precision == "bf16" or (precision == "auto" and native_bf16())
         return self
 
+    def load_query(self) -> "Embedder":
+        """Load what answering needs: a query encoder. ONNX Runtime when the settings allow it (no torch
+        import, see :mod:`app.onnx_query`), else the full model."""
+        with self._lock:
+            if self._model is None and self._onnx is None and self._query_onnx():
+                from app.onnx_query import OnnxQueryEncoder
+
+                self._onnx = OnnxQueryEncoder(Path(self.model_path), self.settings.max_seq_tokens).load()
+        if self._onnx is None:
+            self.load()
+        return self
+
+    def _query_onnx(self) -> bool:
+        mode = self.settings.query_runtime
+        if mode == "torch":
+            return False
+        import importlib.util
+
+        from app.onnx_query import supported
+
+        available = importlib.util.find_spec("onnxruntime") is not None
+        path = Path(self.model_path)
+        if mode == "onnx" and not (available and supported(path)):
+            from app.errors import ConfigError
+
+            raise ConfigError(
+                f"embedder.query_runtime is 'onnx' but {'onnxruntime is not installed (pip install onnxruntime)' if not available else f'{path} is not a mean-pooled sentence-transformers folder'}; "
+                "set it to 'auto' or 'torch'.")
+        return available and supported(path)
+
+    @property
+    def query_runtime(self) -> str:
+        """'onnx' or 'torch': what encode_query uses now."""
+        return "onnx" if self._onnx is not None else "torch"
+
     @property
     def tokenizer(self):
         if self._tokenizer is None:
@@ -68,6 +104,8 @@ class Embedder:
 
     # ------------------------------------------------------------------ use
     def count_tokens(self, text: str) -> int:
+        if self._tokenizer is None and self._onnx is not None:  # same tokenizer.json, no transformers import
+            return self._onnx.count_tokens(text)
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
     def encode(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
@@ -108,6 +146,8 @@ class Embedder:
         return torch.autocast("cpu", dtype=torch.bfloat16)
 
     def encode_query(self, text: str) -> np.ndarray:
+        if self._onnx is not None:
+            return self._onnx.encode(text)
         return self.encode([text])[0]
 
 

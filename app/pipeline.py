@@ -221,7 +221,7 @@ class Assistant:
 
     # ------------------------------------------------------------------ loading
     def load(self, generator: bool = True) -> "Assistant":
-        self.embedder.load()
+        self.embedder.load_query()
         if self.retriever is None:
             self.refresh()
         if generator:

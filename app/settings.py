@@ -57,6 +57,13 @@ class EmbedderSettings(_Strict):
     )
     batch_size: int = Field(64, ge=1, le=1024, description="Chunks embedded per batch.")
     max_seq_tokens: int = Field(256, ge=16, le=8192, description="The embedder's window in tokens.")
+    query_runtime: Literal["auto", "torch", "onnx"] = Field(
+        "auto",
+        description="How questions are embedded when answering: 'onnx' (ONNX Runtime, exported once from the "
+        "same weights into the cache; no torch import, so a cold start is seconds faster), 'torch', or "
+        "'auto' (onnx when onnxruntime is installed and the model is a mean-pooled sentence-transformers "
+        "folder). Ingestion always uses torch.",
+    )
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto",
         description="Matrix precision of the embedder on CPU: 'bf16' runs the matrix products in bfloat16 "

@@ -168,3 +168,38 @@ def test_bf16_embeddings_match_fp32():
     cos = (a * b).sum(axis=1)
     assert cos.min() > 0.999, cos
     assert not np.array_equal(a, b)  # the bf16 path really ran (bit-identical would mean it did not)
+
+
+def test_onnx_query_encoder_matches_torch_and_answers_without_torch(tmp_path, tmp_pack, monkeypatch):
+    """Questions are embedded with ONNX Runtime (exported once from the same weights): the vector is
+    the torch one, and a fresh process answering from an index never imports torch."""
+    from app.embedder import Embedder
+    from app.settings import EmbedderSettings
+
+    questions = ["What is the incubation period of COVID-19?",
+                 "In the Remarketing Agreement between MetLife, Inc. and Deutsche Bank, which law governs? " * 30]
+    onnx = Embedder(EmbedderSettings(query_runtime="onnx")).load_query()
+    torch_fp32 = Embedder(EmbedderSettings(query_runtime="torch", precision="fp32")).load_query()
+    assert (onnx.query_runtime, torch_fp32.query_runtime) == ("onnx", "torch")
+    for q in questions:  # the second is far over the 256-token window: both truncate the same way
+        a, b = onnx.encode_query(q), torch_fp32.encode_query(q)
+        assert abs(float(np.linalg.norm(a)) - 1.0) < 1e-4
+        assert float(a @ b) > 0.9999
+        assert onnx.count_tokens(q) == torch_fp32.count_tokens(q)
+
+    pack = tmp_pack("medical")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "pertussis.txt").write_text("Pertussis causes paroxysmal cough, inspiratory whoop and vomiting.\n")
+    Ingestor(pack).ingest([docs])
+    code = textwrap.dedent(f"""
+        import sys
+        from app.packs import load_pack
+        from app.pipeline import Assistant
+        a = Assistant(load_pack("medical", {str(pack.index_dir)!r})).load(generator=False)
+        hits = a.retriever.search("What are the symptoms of whooping cough?", 1)
+        print(hits[0].name, a.embedder.query_runtime, "torch" in sys.modules)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["pertussis.txt", "onnx", "False"]
