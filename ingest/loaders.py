@@ -180,9 +180,16 @@ def iter_pdf_pages(reader, n: int, path: Path, *, max_pages: int, deadline: floa
             "split the file or raise the limit."
         )
     text_pages = 0
+    # The limit counts this parser's own time only: the consumer (chunking, embedding, a full pipe to the
+    # ingesting process) may hold a page for a while, and that must not count against the file.
+    budget: float | None = None
+    spent = 0.0
     for i in range(n):
-        if time.monotonic() > deadline:
+        if budget is None:
+            budget = deadline - time.monotonic()
+        if spent > budget:
             raise DocumentError(f"{path}: parsing took longer than the limit (ingest.parse_timeout_s); stopped at page {i + 1}.")
+        t = time.monotonic()
         try:
             text = reader.pages[i].extract_text() or ""
         except MemoryError:
@@ -190,6 +197,7 @@ def iter_pdf_pages(reader, n: int, path: Path, *, max_pages: int, deadline: floa
         except Exception as exc:  # pypdf raises many types on malformed content streams
             raise DocumentError(f"{path}: page {i + 1} could not be read ({type(exc).__name__}); the PDF may be corrupt.") from exc
         text = _storable(text.replace("\x00", ""))
+        spent += time.monotonic() - t
         if text.strip():
             text_pages += 1
         yield Page(text=text, page=i + 1)

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from app.embedder import Embedder
 from app.errors import DocumentError, SlmragError
 from app.packs import Pack
@@ -105,6 +107,13 @@ class PreparedDocument:
     rows: list[ChunkRow]
     embed_texts: list[str]
     pages: int
+    # Vectors of the first chunks, embedded while the parser was still reading later pages (long PDFs);
+    # the rest are embedded with other files' chunks in the next shared batch.
+    vectors: list = field(default_factory=list)
+
+    @property
+    def embedded(self) -> int:
+        return sum(len(v) for v in self.vectors)
 
 
 class Ingestor:
@@ -118,8 +127,10 @@ class Ingestor:
         self._worker: ParseWorker | None = None  # the batch's parser process (see ingest.sandbox)
 
     # ------------------------------------------------------------------ one document
-    def prepare(self, path: Path, sha: str, size: int) -> PreparedDocument:
+    def prepare(self, path: Path, sha: str, size: int, progress: "ProgressSink | None" = None) -> PreparedDocument:
         cfg = self.pack.config
+        batch = 4 * cfg.embedder.batch_size
+        vectors: list = []
         # Parsed in a worker process, bounded in time (ingest.parse_timeout_s) and memory.
         info, pages = load_bounded(path, max_pages=cfg.ingest.max_pages, timeout_s=cfg.ingest.parse_timeout_s,
                                    worker=self._worker)
@@ -143,6 +154,12 @@ class Ingestor:
                 rows.append(ChunkRow(vid, cid, doc_id, len(rows), chunk.page, chunk.start, chunk.end,
                                      chunk.heading, chunk.text))
                 texts.append(chunk.embed_text(info.title, cfg.chunking.contextual_header))
+            # A long PDF: embed full batches as pages arrive. The parser runs in its own process and keeps
+            # reading ahead (into the pipe) meanwhile, so parsing and embedding overlap instead of adding up.
+            done = sum(len(v) for v in vectors)
+            if len(texts) - done >= batch:
+                vectors.append(self.embedder.encode(texts[done:done + batch],
+                                                    progress=progress.chunks if progress else None))
         if not rows:
             raise DocumentError(f"{path}: no text could be extracted; nothing to index.")
         meta = document_metadata(path.name, info.title, "\n".join(sample))
@@ -150,7 +167,7 @@ class Ingestor:
             meta["redactions"] = redactions
         record = DocumentRecord(doc_id, key, path.name, sha, size, info.kind, info.title,
                                 info.pages, len(rows), meta, time.time())
-        return PreparedDocument(record, rows, texts, n_pages)
+        return PreparedDocument(record, rows, texts, n_pages, vectors)
 
     # ------------------------------------------------------------------ batch
     def ingest(self, paths: list[Path | str], *, progress: "ProgressSink | None" = None,
@@ -193,7 +210,7 @@ class Ingestor:
             if not batch:
                 return
             try:
-                vectors = self.embedder.encode([t for _, _, prep in batch for t in prep.embed_texts],
+                vectors = self.embedder.encode([t for _, _, prep in batch for t in prep.embed_texts[prep.embedded:]],
                                                progress=progress.chunks)
             except Exception as exc:  # the embedder failing is reported against every file it held
                 for path, _, _ in batch:
@@ -202,11 +219,12 @@ class Ingestor:
                 return
             at = 0
             for path, existing, prep in batch:
-                n = len(prep.embed_texts)
+                n = len(prep.embed_texts) - prep.embedded
+                doc_vectors = np.concatenate([*prep.vectors, vectors[at:at + n]]) if prep.vectors else vectors[at:at + n]
                 # Only now, with the new version fully parsed and embedded, drop the old one.
                 if existing:
                     writer.remove_document(existing.doc_id)
-                writer.add_document(prep.record, prep.rows, vectors[at:at + n])
+                writer.add_document(prep.record, prep.rows, doc_vectors)
                 at += n
                 (summary.updated if existing else summary.added).append(str(path))
                 summary.chunks += prep.record.n_chunks
@@ -229,9 +247,9 @@ class Ingestor:
                 if (existing and existing.sha256 == sha) or any(path == w[0] for w in waiting):
                     summary.skipped.append(str(path))  # unchanged, or named twice in this batch
                     continue
-                prepared = self.prepare(path, sha, size)
+                prepared = self.prepare(path, sha, size, progress)
                 waiting.append((path, existing, prepared))
-                waiting_chunks += len(prepared.embed_texts)
+                waiting_chunks += len(prepared.embed_texts) - prepared.embedded
                 if waiting_chunks >= flush_at:
                     flush()
             except DocumentError as exc:

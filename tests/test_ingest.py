@@ -203,3 +203,30 @@ def test_onnx_query_encoder_matches_torch_and_answers_without_torch(tmp_path, tm
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["pertussis.txt", "onnx", "False"]
+
+
+def test_long_pdf_embedded_while_parsing_keeps_vectors_in_order(tmp_path, pdf_factory, tmp_pack):
+    """A long PDF's chunks are embedded in batches while later pages are still being parsed (the
+    embedded prefix and the remainder are joined at the end); every vector must stay with its chunk."""
+    from app.embedder import Embedder
+    from ingest.pipeline import Ingestor as _Ingestor
+
+    pack = tmp_pack("medical")
+    pack.config.embedder.batch_size = 2  # prepare() embeds every 8 chunks as pages arrive
+    topics = ["aspirin", "insulin", "measles", "knee surgery", "migraine", "asthma", "kidney stones", "sleep apnoea",
+              "hand hygiene", "iron deficiency", "melanoma", "tetanus", "gout", "glaucoma", "scabies", "rickets",
+              "anaemia", "psoriasis", "vertigo", "tinnitus"]
+    pdf = tmp_path / "long.pdf"
+    pdf_factory(pdf, [f"Chapter {i + 1} is about {t}: causes, signs and treatment of {t} in adults."
+                      for i, t in enumerate(topics)])
+    ingestor = _Ingestor(pack)
+    prepared = ingestor.prepare(pdf, "0" * 64, pdf.stat().st_size)
+    assert 8 <= prepared.embedded < len(prepared.embed_texts)  # a prefix embedded early, the rest at the flush
+    summary = _Ingestor(pack).ingest([pdf])
+    assert summary.failed == [] and summary.chunks == len(prepared.rows)
+    snap = IndexStore(pack.index_dir).snapshot()
+    vids = [c.vid for c in snap.chunks]
+    stored = np.stack([snap.vector(v) for v in vids])
+    embedder = Embedder(pack.config.embedder, pack.path)
+    for c in snap.chunks:
+        assert vids[int(np.argmax(stored @ embedder.encode_query(c.text)))] == c.vid, (c.page, c.text)
