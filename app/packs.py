@@ -63,6 +63,7 @@ class Pack:
     path: Path
     prompts: PromptSet
     index_dir_override: Path | None = field(default=None, repr=False)
+    expansions: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def name(self) -> str:
@@ -85,7 +86,7 @@ class Pack:
     def with_index_dir(self, index_dir: Path | str | None) -> "Pack":
         if index_dir is None:
             return self
-        return Pack(self.config, self.path, self.prompts, Path(index_dir).expanduser().resolve())
+        return Pack(self.config, self.path, self.prompts, Path(index_dir).expanduser().resolve(), self.expansions)
 
 
 def format_validation_error(exc: ValidationError, file: Path) -> str:
@@ -113,7 +114,31 @@ def load_pack_dir(path: Path) -> Pack:
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, file)) from exc
     prompts = load_prompts(path, config.prompts.model_dump())
-    return Pack(config=config, path=path, prompts=prompts)
+    expansions = load_expansions(path, config.retrieval.expansions) if config.retrieval.expansions else {}
+    return Pack(config=config, path=path, prompts=prompts, expansions=expansions)
+
+
+MAX_EXPANSIONS = 2000
+
+
+def load_expansions(pack_dir: Path, rel: str) -> dict[str, str]:
+    """The pack's query-expansion table (``retrieval.expansions``): a YAML mapping of phrase -> words."""
+    file = (pack_dir / rel).resolve()
+    where = f"{pack_dir / PACK_FILE}: retrieval.expansions"
+    if not file.is_relative_to(pack_dir):
+        raise ConfigError(f"{where}: '{rel}' points outside the pack folder; give a path inside it.")
+    if not file.is_file():
+        raise ConfigError(f"{where}: file not found: {file}")
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{file}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
+        raise ConfigError(f"{file}: must be a mapping of phrase: words (both text), e.g. 'quick ratio: current "
+                          "assets current liabilities'.")
+    if len(raw) > MAX_EXPANSIONS:
+        raise ConfigError(f"{file}: {len(raw)} entries, over the limit of {MAX_EXPANSIONS}.")
+    return {" ".join(k.lower().split()): " ".join(v.split()) for k, v in raw.items() if k.strip() and v.strip()}
 
 
 def discover() -> dict[str, Path]:

@@ -240,7 +240,7 @@ class Assistant:
                 f"{self.store.path} was built with '{self.snapshot.embedder}' but pack '{self.pack.name}' uses "
                 f"'{self.embedder.identity}'; delete the index folder and ingest again."
             )
-        self.retriever = Retriever(self.snapshot, self.embedder, self.pack.config.retrieval)
+        self.retriever = Retriever(self.snapshot, self.embedder, self.pack.config.retrieval, self.pack.expansions)
         self._filters.clear()
         return True
 

@@ -58,10 +58,15 @@ def question_years(question: str) -> set[int]:
 
 
 class Retriever:
-    def __init__(self, snapshot: IndexSnapshot, embedder: Embedder, settings: RetrievalSettings):
+    def __init__(self, snapshot: IndexSnapshot, embedder: Embedder, settings: RetrievalSettings,
+                 expansions: dict[str, str] | None = None):
         self.snap = snapshot
         self.embedder = embedder
         self.settings = settings
+        self.expansions = expansions or {}
+        # One pattern per phrase, matched on word boundaries ("ebit" must not fire inside "ebitda").
+        self._expansion_patterns = [(re.compile(r"(?<![a-z0-9])" + re.escape(k) + r"(?![a-z0-9])"), v)
+                                    for k, v in self.expansions.items()]
         self._bm25 = None
         self._doc_list: list[str] | None = None
         self._pos_doc_arr: np.ndarray | None = None
@@ -124,8 +129,9 @@ class Retriever:
         doc_id = self._resolve_doc(doc) if doc else None
         if doc and doc_id is None:
             return []
-        qvec = self.embedder.encode_query(question) if mode in ("dense", "hybrid") else None
-        bm25 = self.bm25_scores(question) if mode in ("bm25", "hybrid") else None
+        query = self.expand(question)
+        qvec = self.embedder.encode_query(query) if mode in ("dense", "hybrid") else None
+        bm25 = self.bm25_scores(query) if mode in ("bm25", "hybrid") else None
         ranked, dense_score, bm25_score = self._fuse(question, qvec, bm25, n, doc_id)
         routed = None
         if doc_id is None and s.doc_first and bm25 is not None:
@@ -150,6 +156,14 @@ class Retriever:
                                score=sc, dense=dense_score.get(vid), bm25=bm25_score.get(vid), rank=rank,
                                extra={"routed": True} if routed is not None and c.doc_id == routed else {}))
         return out
+
+    def expand(self, question: str) -> str:
+        """The search query: the question plus the pack's expansion words for each phrase it contains."""
+        if not self._expansion_patterns:
+            return question
+        low = " ".join(question.lower().split())
+        extra = [words for pattern, words in self._expansion_patterns if pattern.search(low)]
+        return f"{question} {' '.join(extra)}" if extra else question
 
     def _fuse(self, question: str, qvec: np.ndarray | None, bm25: np.ndarray | None, n: int,
               doc_id: str | None) -> tuple[list[tuple[int, float]], dict[int, float], dict[int, float]]:

@@ -108,6 +108,12 @@ class RetrievalSettings(_Strict):
         description="Extra fusion score for chunks whose document metadata (years, names) the question "
         "mentions; 0 turns it off.",
     )
+    expansions: str | None = Field(
+        None,
+        description="Pack-relative YAML file mapping a phrase to words added to the search query when a "
+        "question contains it (e.g. a financial ratio to the statement line items that hold its inputs). "
+        "Domain knowledge as data; the question shown to the filter and the generator is unchanged.",
+    )
     doc_first: bool = Field(
         False,
         description="Document-first search: rank documents by their best BM25 chunk (plus the metadata the "

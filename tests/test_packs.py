@@ -607,3 +607,22 @@ def test_archive_that_inflates_without_limit_is_refused(dirs, tmp_path, monkeypa
     with pytest.raises(ArchiveError, match="inflates to more than"):
         install_pack(bomb, max_total_bytes=1000)
     assert tree(*dirs) == before
+
+
+@pytest.mark.parametrize("setting, content, needle", [
+    ("../outside.yaml", None, "points outside the pack folder"),
+    ("missing.yaml", None, "file not found"),
+    ("exp.yaml", "- just\n- a list\n", "must be a mapping of phrase: words"),
+    ("exp.yaml", "a: [1, 2]\n", "must be a mapping of phrase: words"),
+])
+def test_bad_expansions_file_is_a_clear_error(tmp_path, setting, content, needle):
+    pack_dir = copy_pack("finance", tmp_path / "fin")
+    f = pack_dir / "pack.yaml"
+    f.write_text(re.sub(r"(?m)^  expansions: .*$", f"  expansions: {setting}", f.read_text()))
+    if content is not None:
+        (pack_dir / setting).write_text(content)
+    with pytest.raises(ConfigError) as exc:
+        load_pack_dir(pack_dir)
+    message = str(exc.value)
+    assert needle in message, message
+    assert str(pack_dir) in message  # names the pack file or the expansions file

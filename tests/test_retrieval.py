@@ -161,3 +161,40 @@ def test_contextual_header_finds_a_chunk_by_its_document_title(tmp_pack, tmp_pat
     pack2 = tmp_pack("medical").with_index_dir(tmp_path / "indexes" / "with-header")
     on_top = top(build(pack2, files, tmp_path), q, k=1, mode="dense")[0]
     assert on_top.name == "a.md" and "tablet" in on_top.text
+
+
+# ---------------------------------------------------------------------------------------------- expansions
+def test_pack_expansions_lead_a_ratio_question_to_the_statement_lines(tmp_pack, tmp_path):
+    """'Operating margin' is never written on the income statement that holds its inputs; the finance
+    pack's expansions.yaml adds "operating income total revenue" to the search query."""
+    pack = tmp_pack("finance")
+    assert "operating margin" in pack.expansions
+    files = {
+        "ACME_2023_10K.md": "# Acme 2023 annual report\n\n## Strategy\nWe aim to expand margins and improve our "
+                            "operating profile through pricing, sourcing and automation programmes.\n\n"
+                            "## Consolidated statements of operations\n| line | 2023 | 2022 |\n|---|---|---|\n"
+                            "| Total revenue | 5,210 | 4,870 |\n| Operating income | 912 | 801 |\n| Net income | 640 | 598 |\n",
+    }
+    assistant = build(pack, files, tmp_path)
+    q = "What was Acme's operating margin profile in FY2023?"
+    assert "operating income" in assistant.retriever.expand(q)
+    on = top(assistant, q, k=1)
+    assert "Operating income" in on[0].text
+    patterns = assistant.retriever._expansion_patterns
+    assistant.retriever._expansion_patterns = []  # the same pack without its expansions
+    try:
+        assert assistant.retriever.expand(q) == q
+        off = top(assistant, q, k=1)
+        assert "Operating income" not in off[0].text
+    finally:
+        assistant.retriever._expansion_patterns = patterns
+
+
+def test_expansions_match_whole_phrases_only(tmp_pack, tmp_path):
+    from app.retrieval import Retriever
+
+    r = Retriever.__new__(Retriever)
+    Retriever.__init__(r, type("S", (), {"chunks": [], "documents": {}})(), None, tmp_pack("finance").config.retrieval,
+                       {"ebit": "operating income", "quick ratio": "current assets current liabilities"})
+    assert r.expand("What is the EBITDA?") == "What is the EBITDA?"  # 'ebit' is not a word of it
+    assert r.expand("Quick  ratio in 2022?").endswith("current assets current liabilities")
