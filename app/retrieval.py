@@ -193,7 +193,24 @@ class Retriever:
                 fused[vid] = fused.get(vid, 0.0) + s.bm25_weight / (s.rrf_k + rank + 1)
         if s.metadata_boost > 0 and fused and doc_id is None:
             self._boost(question, fused)
+        if s.table_row_boost > 0 and fused:
+            self._row_boost(question, fused)
         return sorted(fused.items(), key=lambda kv: -kv[1]), dense_score, bm25_score
+
+    def _row_boost(self, question: str, fused: dict[int, float]) -> None:
+        """Raise chunks with a table row whose label the question names ("What was the service cost in
+        2019?" -> the row "| Service cost | 50 | ..."): figures live in rows, and the prose around a table
+        often repeats the question's words without the number. The longest matching label counts, so
+        "Total operating expenses" beats "Total"."""
+        q = f" {_norm(question)} "
+        unit = self.settings.table_row_boost / (self.settings.rrf_k + 1)
+        positions = self.snap.vid_to_pos
+        for vid in list(fused):
+            best = max((len(label) for label in _row_labels(self.snap.chunks[positions[vid]].text)
+                        if f" {label} " in q), default=0)
+            if best:
+                # A rank-1 RRF unit, plus a little per character so the most specific label leads.
+                fused[vid] += unit * (1.0 + min(best, 60) / 120)
 
     # ------------------------------------------------------------------ documents first
     def doc_scores(self, question: str, bm25: np.ndarray) -> dict[str, float]:
@@ -272,3 +289,22 @@ class Retriever:
             if doc in (d.path, d.name):
                 return d.doc_id
         return None
+
+
+def _norm(text: str) -> str:
+    return " ".join(re.sub(r"[^a-z0-9%]+", " ", text.lower()).split())
+
+
+def _row_labels(text: str) -> list[str]:
+    """Normalised first cells of the Markdown-style table rows in a chunk ('| Service cost | $ 50 |')."""
+    labels = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line.startswith("|"):
+            continue
+        first = line.strip("|").split("|", 1)[0]
+        first = re.sub(r"\(\w{1,3}\)", " ", first)  # footnote markers: "Purchase obligations (2)"
+        label = _norm(first)
+        if len(label) >= 4 and re.search(r"[a-z]", label):
+            labels.append(label)
+    return labels

@@ -114,6 +114,12 @@ class RetrievalSettings(_Strict):
         "question contains it (e.g. a financial ratio to the statement line items that hold its inputs). "
         "Domain knowledge as data; the question shown to the filter and the generator is unchanged.",
     )
+    table_row_boost: float = Field(
+        0.0,
+        ge=0.0,
+        description="Extra fusion score for a chunk holding a table row whose label (first cell, e.g. "
+        "'Service cost') the question names word for word; longer labels count more. 0 turns it off.",
+    )
     doc_first: bool = Field(
         False,
         description="Document-first search: rank documents by their best BM25 chunk (plus the metadata the "

@@ -198,3 +198,21 @@ def test_expansions_match_whole_phrases_only(tmp_pack, tmp_path):
                        {"ebit": "operating income", "quick ratio": "current assets current liabilities"})
     assert r.expand("What is the EBITDA?") == "What is the EBITDA?"  # 'ebit' is not a word of it
     assert r.expand("Quick  ratio in 2022?").endswith("current assets current liabilities")
+
+
+def test_table_row_named_by_the_question_leads(tmp_pack, tmp_path):
+    pack = tmp_pack("finance")
+    prose = ("The service cost of our pension plans rose in 2019, and the service cost outlook for 2020 "
+             "depends on discount rates; service cost is discussed with interest cost below. ") * 3
+    rows = "\n".join(f"| {label} | {a} | {b} |" for label, a, b in [
+        ("Interest cost", "4,120", "3,980"), ("Expected return on plan assets", "(5,300)", "(5,010)"),
+        ("Amortization of net loss", "1,210", "1,405"), ("Service cost", "5,809", "3,055"),
+        ("Net periodic pension cost", "5,839", "3,430")])
+    files = {"pension.md": f"# Pension note\n\n## Discussion\n{prose}\n\n## Components of net periodic pension cost\n"
+                           f"| component | 2019 | 2018 |\n|---|---|---|\n{rows}\n"}
+    assistant = build(pack, files, tmp_path)
+    q = "What was the service cost in 2019?"
+    on = top(assistant, q, k=1, table_row_boost=1.0)
+    assert "| Service cost | 5,809 |" in on[0].text
+    off = top(assistant, q, k=1, table_row_boost=0.0)
+    assert "| Service cost |" not in off[0].text  # the prose repeats the question's words
