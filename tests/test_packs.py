@@ -332,8 +332,8 @@ def test_export_without_corpus_or_index(dirs, tmp_path):
     result = export_pack("slim", tmp_path / "slim.tgz", with_corpus=False)
     files, manifest = read_archive(result.path)
     assert not manifest["with_index"] and manifest["index"] is None
-    assert sorted(files) == ["pack/pack.yaml", "pack/prompts/abstain.j2", "pack/prompts/answer.j2",
-                             "pack/prompts/disclaimer.md", "pack/prompts/system.j2"]
+    assert sorted(files) == ["pack/expansions.yaml", "pack/pack.yaml", "pack/prompts/abstain.j2",
+                             "pack/prompts/answer.j2", "pack/prompts/disclaimer.md", "pack/prompts/system.j2"]
     assert invoke("packs", "export", "slim", str(tmp_path / "slim.tgz")).exit_code == 2  # no silent overwrite
     res = invoke("packs", "export", "slim", str(tmp_path / "x.tgz"), "--with-index")
     assert res.exit_code == 2 and "has no index" in res.output
@@ -342,6 +342,7 @@ def test_export_without_corpus_or_index(dirs, tmp_path):
     assert installed.index_dir is None
     assert (installed.path / "corpus").is_dir()
     assert load_pack("slim").config.chunking.strategy == "finance"
+    assert "operating margin" in load_pack("slim").expansions  # the pack's data file travelled with it
 
 
 # A malicious or broken archive: each case returns (files, write_archive kwargs, member named in the error).
