@@ -7,6 +7,7 @@ as they are generated and then gives the full :class:`Answer` with citations and
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 import unicodedata
@@ -21,6 +22,10 @@ from app.generators import make_generator
 from app.packs import Pack
 from app.retrieval import Passage, Retriever
 from app.store import IndexStore
+
+# Chat-template markers around each message's content (role names, start/end tokens): SmolLM2's
+# template adds 5; a little more covers other templates.
+_TEMPLATE_TOKENS_PER_MESSAGE = 8
 
 MAX_QUESTION_CHARS = 2000
 _CITE = re.compile(r"\[(\d{1,2})\]")
@@ -151,6 +156,9 @@ class AnswerStream:
         self.t0 = time.perf_counter()
         self.passages, self.context = assistant.retrieve_and_filter(self.question, options, self.timings)
         self.abstained = not self.context
+        self.max_tokens = options.max_tokens
+        if self.context:
+            self.context, self.max_tokens = assistant.fit_window(self.question, self.context, options.max_tokens)
         self.answer: Answer | None = None
         self._parts: list[str] = []
 
@@ -168,7 +176,7 @@ class AnswerStream:
             yield text
         else:
             for piece in a.generator.stream(a.messages(self.question, self.context),
-                                            max_tokens=self.options.max_tokens):
+                                            max_tokens=self.max_tokens):
                 if first is None:
                     first = time.perf_counter()
                 n_tokens += 1
@@ -285,6 +293,38 @@ class Assistant:
             out.append(p)
             used += n
         return out
+
+    def prompt_tokens(self, messages: list[dict]) -> int:
+        # The generator's own tokenizer, plus a few tokens per message for the chat template's markers.
+        return sum(self.generator.count_tokens(m["content"]) + _TEMPLATE_TOKENS_PER_MESSAGE for m in messages)
+
+    def fit_window(self, question: str, context: list[Passage], max_tokens: int | None) -> tuple[list[Passage], int]:
+        """Make prompt + answer fit the generator's context window (``generator.n_ctx``).
+
+        The passage budget is counted with the embedder's tokenizer, which can undercount the generator's
+        tokens several-fold on figures and legal boilerplate; a prompt over the window is an error from
+        the backend. So: drop the weakest passages (they come best first) until it fits; if one passage
+        alone does not, cut its text; only then shorten the answer (never below 32 tokens)."""
+        n_ctx = self.pack.config.generator.n_ctx
+        want = max_tokens or self.pack.config.generator.max_tokens
+        ctx = list(context)
+        used = self.prompt_tokens(self.messages(question, ctx))
+        while used + want > n_ctx and len(ctx) > 1:
+            ctx.pop()
+            used = self.prompt_tokens(self.messages(question, ctx))
+        if used + want > n_ctx:
+            p = ctx[0]
+            own = max(1, self.generator.count_tokens(p.text))
+            room = own - (used + want - n_ctx)
+            if room > 32:
+                ctx[0] = dataclasses.replace(p, text=p.text[: int(len(p.text) * room / own * 0.9)].rstrip() + " ...")
+                used = self.prompt_tokens(self.messages(question, ctx))
+        if used + want > n_ctx:
+            want = n_ctx - used
+            if want < 32:
+                raise InputError(f"The question is too long for the generator's context window ({n_ctx} tokens, "
+                                 f"generator.n_ctx); shorten it, or raise n_ctx in the pack.")
+        return ctx, want
 
     def messages(self, question: str, context: list[Passage]) -> list[dict]:
         info = {"title": self.pack.config.title, "domain": self.pack.config.domain, "name": self.pack.name}

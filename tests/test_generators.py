@@ -73,3 +73,26 @@ def test_openai_backend_needs_base_url():
 
     with pytest.raises(SlmragError, match="base_url"):
         OpenAIGenerator(GeneratorSettings(backend="openai"))
+
+
+def test_prompt_always_fits_the_generator_window(tmp_pack):
+    """The passage budget counts embedder tokens; the generator's tokenizer can count far more (figures,
+    capitals). A small window must trim passages, never fail with 'exceeds context window'."""
+    from app.pipeline import Assistant, AskOptions, ensure_index
+
+    pack = tmp_pack("legal")
+    ensure_index(pack)
+    pack.config.generator.n_ctx = 640
+    pack.config.filter.threshold = -1.0  # keep every retrieved passage: the budget alone decides
+    pack.config.filter.max_context_tokens = 5000
+    a = Assistant(pack).load()
+    q = "How much notice is needed to terminate the master services agreement for convenience?"
+    stream = a.ask(q, AskOptions(k=5, max_tokens=64))
+    retrieved_ok = [p for p in stream.passages if p.kept]
+    assert len(retrieved_ok) == 5
+    answer = stream.run()
+    assert answer.answer and not answer.abstained
+    assert 1 <= len(answer.context) < 5
+    assert a.prompt_tokens(a.messages(q, answer.context)) + stream.max_tokens <= 640
+    # Without fitting, the same passages would have overflowed the window.
+    assert a.prompt_tokens(a.messages(q, retrieved_ok)) + 64 > 640
