@@ -74,13 +74,14 @@ class Embedder:
 
         available = importlib.util.find_spec("onnxruntime") is not None
         path = Path(self.model_path)
-        if mode == "onnx" and not (available and supported(path)):
+        usable = available and supported(path)
+        if mode == "onnx" and not usable:
             from app.errors import ConfigError
 
-            raise ConfigError(
-                f"embedder.query_runtime is 'onnx' but {'onnxruntime is not installed (pip install onnxruntime)' if not available else f'{path} is not a mean-pooled sentence-transformers folder'}; "
-                "set it to 'auto' or 'torch'.")
-        return available and supported(path)
+            why = ("onnxruntime is not installed (pip install onnxruntime)" if not available
+                   else f"{path} is not a mean-pooled sentence-transformers folder")
+            raise ConfigError(f"embedder.query_runtime is 'onnx' but {why}; set it to 'auto' or 'torch'.")
+        return usable
 
     @property
     def query_runtime(self) -> str:
@@ -137,7 +138,7 @@ class Embedder:
     def _precision(self):
         # Autocast keeps layer norms, softmax and the final pooling in fp32 and runs the matrix products
         # in bf16 with fp32 accumulation: on AMX/AVX512-BF16 CPUs that is ~3x the fp32 throughput
-        # (bench/bench_embed.py) and the vectors stay within ~3e-5 cosine of fp32, so an index built
+        # (bench/bench_speed.py) and the vectors stay within ~3e-5 cosine of fp32, so an index built
         # either way is searched the same.
         if not self._bf16:
             return contextlib.nullcontext()

@@ -68,13 +68,16 @@ class Retriever:
         self._expansion_patterns = [(re.compile(r"(?<![a-z0-9])" + re.escape(k) + r"(?![a-z0-9])"), v)
                                     for k, v in self.expansions.items()]
         self._bm25 = None
-        self._doc_list: list[str] | None = None
-        self._pos_doc_arr: np.ndarray | None = None
         self._lock = threading.Lock()
         by_doc: dict[str, list[int]] = {}
         for c in snapshot.chunks:
             by_doc.setdefault(c.doc_id, []).append(c.vid)
         self._doc_vids = {k: np.asarray(v, dtype="int64") for k, v in by_doc.items()}
+        # Documents in a fixed order, and each chunk position's document number in it: per-document
+        # maxima and masks over the BM25 score array are then single numpy operations.
+        self._doc_order = list(by_doc)
+        self._doc_index = {d: i for i, d in enumerate(self._doc_order)}
+        self._pos_doc = np.asarray([self._doc_index[c.doc_id] for c in snapshot.chunks], dtype="int64")
 
     # ------------------------------------------------------------------ BM25
     def _bm25_index(self):
@@ -180,10 +183,7 @@ class Retriever:
         if bm25 is not None:
             scores = bm25
             if doc_id is not None:
-                mask = np.full(len(scores), -np.inf, dtype="float32")
-                for vid in self._doc_vids.get(doc_id, []):
-                    mask[positions[int(vid)]] = 0.0
-                scores = scores + mask
+                scores = np.where(self._pos_doc == self._doc_index.get(doc_id, -1), scores, -np.inf)
             top = np.argsort(-scores)[:n]
             for rank, pos in enumerate(top):
                 if not np.isfinite(scores[pos]) or scores[pos] <= 0:
@@ -192,7 +192,7 @@ class Retriever:
                 bm25_score[vid] = float(scores[pos])
                 fused[vid] = fused.get(vid, 0.0) + s.bm25_weight / (s.rrf_k + rank + 1)
         if s.metadata_boost > 0 and fused and doc_id is None:
-            self._boost(question, fused)
+            self._boost(_QuestionMeta.of(question), fused)
         if s.table_row_boost > 0 and fused:
             self._row_boost(question, fused)
         return sorted(fused.items(), key=lambda kv: -kv[1]), dense_score, bm25_score
@@ -227,8 +227,9 @@ class Retriever:
         scores = {doc_id: float(best[i]) / top for i, doc_id in enumerate(self._doc_order)}
         if self.settings.metadata_boost > 0:
             unit = 0.25 * self.settings.metadata_boost
+            qmeta = _QuestionMeta.of(question)
             for doc_id in scores:
-                scores[doc_id] += unit * self._metadata_matches(question, doc_id)
+                scores[doc_id] += unit * self._metadata_matches(qmeta, doc_id)
         return scores
 
     def route(self, question: str, bm25: np.ndarray) -> str | None:
@@ -242,36 +243,20 @@ class Retriever:
         (d1, s1), (_, s2) = ranked[0], ranked[1]
         return d1 if s1 > 0 and s1 >= self.settings.doc_margin * s2 else None
 
-    @property
-    def _doc_order(self) -> list[str]:
-        if self._doc_list is None:
-            self._doc_list = list(self._doc_vids)
-            index = {d: i for i, d in enumerate(self._doc_list)}
-            self._pos_doc_arr = np.asarray([index[c.doc_id] for c in self.snap.chunks], dtype="int64")
-        return self._doc_list
-
-    @property
-    def _pos_doc(self) -> np.ndarray:
-        self._doc_order  # noqa: B018 - builds both
-        return self._pos_doc_arr
-
-    def _metadata_matches(self, question: str, doc_id: str) -> int:
+    def _metadata_matches(self, q: "_QuestionMeta", doc_id: str) -> int:
         """How many kinds of document metadata the question names: a year the document is about, a word
         of its name (also written without spaces: "Best Buy" names BESTBUY_2023_10K.pdf)."""
         doc = self.snap.documents.get(doc_id)
         if not doc:
             return 0
         info = doc.info or {}
-        years = question_years(question)
-        matches = int(bool(years and set(info.get("years", [])) & years))
-        words = set(re.findall(r"[a-z][a-z&']{2,}", question.lower()))
-        compact = re.sub(r"[^a-z0-9]", "", question.lower())
+        matches = int(bool(q.years and set(info.get("years", [])) & q.years))
         names = info.get("name_words", [])
-        if words & set(names) or any(len(w) >= 5 and w in compact for w in names):
+        if q.words & set(names) or any(len(w) >= 5 and w in q.compact for w in names):
             matches += 1
         return matches
 
-    def _boost(self, question: str, fused: dict[int, float]) -> None:
+    def _boost(self, qmeta: "_QuestionMeta", fused: dict[int, float]) -> None:
         """Raise chunks of documents whose metadata (years, name words) the question mentions."""
         unit = self.settings.metadata_boost / (self.settings.rrf_k + 1)
         positions = self.snap.vid_to_pos
@@ -279,7 +264,7 @@ class Retriever:
         for vid in list(fused):
             doc_id = self.snap.chunks[positions[vid]].doc_id
             if doc_id not in cache:
-                cache[doc_id] = self._metadata_matches(question, doc_id)
+                cache[doc_id] = self._metadata_matches(qmeta, doc_id)
             fused[vid] += unit * cache[doc_id]
 
     def _resolve_doc(self, doc: str) -> str | None:
@@ -289,6 +274,20 @@ class Retriever:
             if doc in (d.path, d.name):
                 return d.doc_id
         return None
+
+
+@dataclass(frozen=True)
+class _QuestionMeta:
+    """What metadata matching reads from a question, parsed once per search (not once per document)."""
+
+    years: set[int]
+    words: set[str]
+    compact: str  # lowercase letters and digits only: "Best Buy's" -> "bestbuys"
+
+    @classmethod
+    def of(cls, question: str) -> "_QuestionMeta":
+        low = question.lower()
+        return cls(question_years(question), set(re.findall(r"[a-z][a-z&']{2,}", low)), re.sub(r"[^a-z0-9]", "", low))
 
 
 def _norm(text: str) -> str:

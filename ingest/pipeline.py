@@ -127,10 +127,15 @@ class Ingestor:
         self._worker: ParseWorker | None = None  # the batch's parser process (see ingest.sandbox)
 
     # ------------------------------------------------------------------ one document
+    @property
+    def embed_batch(self) -> int:
+        """Chunks embedded together: a few of the embedder's batches, so batches run full."""
+        return 4 * self.pack.config.embedder.batch_size
+
     def prepare(self, path: Path, sha: str, size: int, progress: "ProgressSink | None" = None) -> PreparedDocument:
         cfg = self.pack.config
-        batch = 4 * cfg.embedder.batch_size
         vectors: list = []
+        done = 0  # chunks already embedded
         # Parsed in a worker process, bounded in time (ingest.parse_timeout_s) and memory.
         info, pages = load_bounded(path, max_pages=cfg.ingest.max_pages, timeout_s=cfg.ingest.parse_timeout_s,
                                    worker=self._worker)
@@ -156,10 +161,10 @@ class Ingestor:
                 texts.append(chunk.embed_text(info.title, cfg.chunking.contextual_header))
             # A long PDF: embed full batches as pages arrive. The parser runs in its own process and keeps
             # reading ahead (into the pipe) meanwhile, so parsing and embedding overlap instead of adding up.
-            done = sum(len(v) for v in vectors)
-            if len(texts) - done >= batch:
-                vectors.append(self.embedder.encode(texts[done:done + batch],
+            if len(texts) - done >= self.embed_batch:
+                vectors.append(self.embedder.encode(texts[done:done + self.embed_batch],
                                                     progress=progress.chunks if progress else None))
+                done += self.embed_batch
         if not rows:
             raise DocumentError(f"{path}: no text could be extracted; nothing to index.")
         meta = document_metadata(path.name, info.title, "\n".join(sample))
@@ -202,7 +207,7 @@ class Ingestor:
         waiting: list[tuple[Path, object, PreparedDocument]] = []
         waiting_chunks = 0
         pending = 0
-        flush_at = min(4 * self.pack.config.embedder.batch_size, every)
+        flush_at = min(self.embed_batch, every)
 
         def flush() -> None:
             nonlocal waiting, waiting_chunks, pending
@@ -244,8 +249,8 @@ class Ingestor:
                         "(ingest.max_file_mb in the pack); split the file or raise the limit.")
                 sha = file_sha256(path)
                 existing = writer.document(str(path))
-                if (existing and existing.sha256 == sha) or any(path == w[0] for w in waiting):
-                    summary.skipped.append(str(path))  # unchanged, or named twice in this batch
+                if existing and existing.sha256 == sha:  # (collect_files already dropped duplicate paths)
+                    summary.skipped.append(str(path))
                     continue
                 prepared = self.prepare(path, sha, size, progress)
                 waiting.append((path, existing, prepared))
