@@ -244,6 +244,20 @@ def test_parse_timeout_kills_a_pathological_pdf_and_the_worker_recovers(bad_batc
     assert took < 30, took
 
 
+def test_parse_limit_counts_the_parsers_time_not_the_readers(tmp_path):
+    """Ingest embeds a long PDF while later pages are still being parsed, so the reader holds each page
+    for a while; that time must not count against ingest.parse_timeout_s (only extraction does)."""
+    from ingest.loaders import load
+
+    pdf = write_pdf(tmp_path / "slow-reader.pdf", [f"Page {i + 1}: dosing notes for ward {i + 1}." for i in range(6)])
+    _, pages = load(pdf, timeout_s=1.0)
+    seen = []
+    for page in pages:
+        seen.append(page.page)
+        time.sleep(0.3)  # a slow consumer: 1.8 s in all, over the 1 s limit
+    assert seen == [1, 2, 3, 4, 5, 6]
+
+
 def test_parse_memory_limit_reports_a_decompression_bomb(bad_batch, monkeypatch):
     from ingest.sandbox import ParseWorker
 
