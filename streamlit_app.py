@@ -1,6 +1,6 @@
 """slmrag chat UI: thin Streamlit glue over app/ (run with `slmrag ui` or `streamlit run streamlit_app.py`).
 
-The work is done by :class:`app.pipeline.Assistant` (one per pack, built once per server process with
+The work is done by :class:`app.assistant.Assistant` (one per pack, built once per server process with
 ``st.cache_resource``) and by the Streamlit-free helpers in :mod:`app.ui_support`; this file only lays
 out the page and keeps the per-session state (chat history per pack, settings, upload results).
 """
@@ -18,7 +18,9 @@ import app  # noqa: F401  (sets the offline environment before any model library
 from app import ui_support as ui
 from app.errors import SlmragError
 from app.packs import index_root, list_packs, load_pack
-from app.pipeline import Assistant, AskOptions, ensure_index
+from app.settings import IngestSettings
+from app.assistant import Assistant, AskOptions
+from ingest.starter import ensure_index
 
 log = logging.getLogger("slmrag.ui")
 
@@ -54,6 +56,8 @@ mark.slm-hl {background: #fde68a; padding: 0 .1rem; border-radius: 2px;}
 .slm-abstain {border-left: 3px solid #6b7280; background: rgba(107,114,128,.08); padding: .55rem .8rem;
   border-radius: 4px;}
 .slm-abstain b {display: block; margin-bottom: .2rem;}
+.slm-label-answer {display: inline-block; font-weight: 700; padding: .1rem .6rem; border-radius: .4rem;
+  background: #eef2ff; color: #3730a3; margin-bottom: .3rem;}
 table.slm-filter {width: 100%; border-collapse: collapse; font-size: .8rem;}
 table.slm-filter th {text-align: left; color: #6b7280; font-weight: 600; border-bottom: 1px solid #e5e7eb;
   padding: .25rem .35rem;}
@@ -97,9 +101,9 @@ def pack_titles(names: tuple[str, ...]) -> dict[str, str]:
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def source_context(source: str, mtime: float, page: int | None, start: int, end: int, text: str,
-                   redact_pii: bool) -> ui.SourceContext:
+                   redact_pii: bool, max_pages: int, timeout_s: float) -> ui.SourceContext:
     rec = {"source": source, "name": Path(source).name, "page": page, "start": start, "end": end, "text": text}
-    return ui.passage_context(rec, redact_pii=redact_pii)
+    return ui.passage_context(rec, redact_pii=redact_pii, max_pages=max_pages, timeout_s=timeout_s)
 
 
 def _mtime(path: str) -> float:
@@ -146,9 +150,10 @@ def render_source_card(rec: dict, anchor: str) -> None:
     )
 
 
-def render_source_viewer(rec: dict, redact_pii: bool) -> None:
+def render_source_viewer(rec: dict, ingest_settings: IngestSettings) -> None:
     ctx = source_context(rec.get("source", ""), _mtime(rec.get("source", "")), rec.get("page"),
-                         int(rec.get("start") or 0), int(rec.get("end") or 0), rec.get("text", ""), redact_pii)
+                         int(rec.get("start") or 0), int(rec.get("end") or 0), rec.get("text", ""),
+                         ingest_settings.redact_pii, ingest_settings.max_pages, ingest_settings.parse_timeout_s)
     where = f"{ctx.name}, page {ctx.page}" if ctx.page else ctx.name
     st.caption(f"{where} · the cited passage is highlighted")
     if ctx.image:
@@ -190,20 +195,39 @@ def render_filter(ans: dict) -> None:
                    "before the model sees them; kept passages beyond the context budget are not used.")
 
 
+ABSTAIN_REASONS = {
+    "filter": "None of the retrieved passages passed the relevance filter, so the assistant does not answer. "
+              "The nearest sources are listed below; try rephrasing, lowering the filter threshold in "
+              "Settings, or adding a document that covers this.",
+    "unsupported": "An answer was written, but the passages it cited do not support it, so it is not shown. "
+                   "The passages that were considered are listed below.",
+    "model": "The passages that were found do not answer this question. They are listed below.",
+}
+
+
 def render_answer_body(ans: dict, prefix: str) -> None:
     if ans.get("abstained"):
-        st.markdown(
-            "<div class='slm-abstain'><b>Not found in your documents.</b>"
-            "None of the retrieved passages passed the relevance filter, so the assistant does not answer. "
-            "The nearest sources are listed below; try rephrasing, lowering the filter threshold in "
-            "Settings, or adding a document that covers this.</div>", unsafe_allow_html=True)
-    else:
-        valid = [c["n"] for c in ans.get("citations", [])]
-        st.markdown(ui.linkify_citations(ui.markdown_text(ans.get("answer", "")), prefix, valid)
-                    or "_(empty answer)_")
+        reason = "unsupported" if ans.get("withheld") else ("model" if ans.get("decided_by") == "model" else "filter")
+        st.markdown(f"<div class='slm-abstain'><b>Not found in your documents.</b> {ABSTAIN_REASONS[reason]}</div>",
+                    unsafe_allow_html=True)
+        return
+    if ans.get("shape") == "label" and ans.get("label"):
+        st.markdown(f"<span class='slm-label-answer'>{html.escape(ans['label'].capitalize())}</span>",
+                    unsafe_allow_html=True)  # the label first: what a reader scans for
+    if ans.get("grounded") is False:
+        st.warning(ui.check_note(ans), icon=":material/warning:")
+    valid = [c["n"] for c in ans.get("citations", [])]
+    st.markdown(ui.linkify_citations(ui.markdown_text(ans.get("answer", "")), prefix, valid)
+                or "_(empty answer)_")
+    calc = (ans.get("details") or {}).get("calculation") or {}
+    if "value" in calc:
+        st.caption(f"Computed by slmrag from the formula: {calc['formula']} = {calc['display']}")
+    note = ui.check_note(ans)
+    if note and ans.get("grounded") is not False:
+        st.caption(note)
 
 
-def render_answer_details(ans: dict, prefix: str, redact_pii: bool) -> None:
+def render_answer_details(ans: dict, prefix: str, ingest_settings: IngestSettings) -> None:
     cites = ans.get("citations") or []
     if cites:
         label = "Nearest sources (not used for an answer)" if ans.get("abstained") else "Sources"
@@ -211,7 +235,7 @@ def render_answer_details(ans: dict, prefix: str, redact_pii: bool) -> None:
         for rec in cites:
             render_source_card(rec, ui.anchor_id(prefix, rec["n"]))
             with st.expander(f"Show [{rec['n']}] in context", icon=":material/article:"):
-                render_source_viewer(rec, redact_pii)
+                render_source_viewer(rec, ingest_settings)
     render_filter(ans)
     small = ui.format_timings(ans.get("timings"))
     if small:
@@ -220,7 +244,7 @@ def render_answer_details(ans: dict, prefix: str, redact_pii: bool) -> None:
         st.caption(ans["disclaimer"])
 
 
-def render_turn(turn: dict, pack: str, redact_pii: bool) -> None:
+def render_turn(turn: dict, pack: str, ingest_settings: IngestSettings) -> None:
     with st.chat_message("user"):
         st.markdown(ui.markdown_text(turn["question"]))
     with st.chat_message("assistant"):
@@ -231,11 +255,11 @@ def render_turn(turn: dict, pack: str, redact_pii: bool) -> None:
         ans = turn.get("answer")
         if ans:
             render_answer_body(ans, prefix)
-            render_answer_details(ans, prefix, redact_pii)
+            render_answer_details(ans, prefix, ingest_settings)
 
 
 # ------------------------------------------------------------------------------------------ actions
-def ask(assistant: Assistant, pack: str, question: str, options: AskOptions, redact_pii: bool) -> None:
+def ask(assistant: Assistant, pack: str, question: str, options: AskOptions, ingest_settings: IngestSettings) -> None:
     ss = state()
     ss["turn_seq"] += 1
     turn = {"id": ss["turn_seq"], "question": question, "answer": None, "error": None}
@@ -247,18 +271,13 @@ def ask(assistant: Assistant, pack: str, question: str, options: AskOptions, red
             with st.spinner("Searching your documents…"):
                 stream = assistant.ask(question, options)
             body = st.empty()
-            if stream.abstained:
-                stream.run()
-            else:
-                body.write_stream(iter(stream))
-            cfg = assistant.pack.config.filter
-            kind = options.filter or cfg.kind
-            threshold = cfg.threshold if options.threshold is None else options.threshold
-            ans = ui.answer_record(stream.answer, filter_kind=kind, threshold=threshold)
+            with st.spinner("Writing the answer and checking it against the sources…"):
+                stream.run()  # the answer is shown only once it has passed the grounding check
+            ans = ui.answer_record(stream.answer)
             turn["answer"] = ans
             with body.container():
                 render_answer_body(ans, prefix)
-            render_answer_details(ans, prefix, redact_pii)
+            render_answer_details(ans, prefix, ingest_settings)
         except SlmragError as exc:
             turn["error"] = str(exc)
             st.error(turn["error"])
@@ -293,7 +312,7 @@ class _BarProgress:
 
 def add_uploads(assistant: Assistant, files: list) -> list[dict]:
     """Save uploads (sanitised, size-limited) under <index>/uploads/ and ingest them; per-file results."""
-    from ingest.pipeline import Ingestor
+    from ingest.ingestor import Ingestor
 
     pack = assistant.pack
     folder = ui.uploads_dir(pack)
@@ -319,7 +338,7 @@ def add_uploads(assistant: Assistant, files: list) -> list[dict]:
 
 
 def remove_document(assistant: Assistant, doc) -> str:
-    from ingest.pipeline import Ingestor
+    from ingest.ingestor import Ingestor
 
     Ingestor(assistant.pack, embedder=assistant.embedder).remove([doc.path])
     if ui.is_upload(doc.path, assistant.pack):
@@ -448,7 +467,6 @@ def main() -> None:
         return
     pack = assistant.pack
     cfg = pack.config
-    redact_pii = cfg.ingest.redact_pii
     with st.sidebar:
         sidebar_pack_info(assistant)
         options = sidebar_settings(pack)
@@ -478,9 +496,9 @@ def main() -> None:
         else:
             st.caption("Ask a question about this pack's documents below. Answers cite their sources as [n].")
     for turn in turns:
-        render_turn(turn, pack.name, redact_pii)
+        render_turn(turn, pack.name, cfg.ingest)
     if question:
-        ask(assistant, pack.name, question, options, redact_pii)
+        ask(assistant, pack.name, question, options, cfg.ingest)
     with conversation_slot:
         sidebar_conversation(pack)
 

@@ -13,66 +13,15 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 
-from app.errors import ConfigError, InputError, PackNotFound, SlmragError
+from app.commands.common import IndexDirOpt, IngestProgress, JsonOpt, PackOpt, err, fail, out
+from app.errors import SlmragError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Private, offline Q&A over your documents with small language models.")
 packs_app = typer.Typer(no_args_is_help=True, help="List, inspect, validate, create and share domain packs.")
 filter_app = typer.Typer(no_args_is_help=True, help="Train and calibrate the relevance filter of a pack.")
 app.add_typer(packs_app, name="packs")
 app.add_typer(filter_app, name="filter")
-
-err = Console(stderr=True)
-out = Console()
-
-PackOpt = typer.Option("medical", "--pack", "-p", help="Domain pack name (see `slmrag packs list`) or folder.")
-IndexDirOpt = typer.Option(None, "--index-dir", help="Use this folder as the pack's index (default: indexes/<pack>, or $SLMRAG_INDEX_DIR/<pack>).")
-JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
-
-
-def _fail(exc: SlmragError) -> None:
-    code = 2 if isinstance(exc, (ConfigError, PackNotFound, InputError)) else 1
-    err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def _pack(name: str, index_dir: Optional[Path] = None):
-    from app.packs import load_pack
-
-    return load_pack(name, index_dir)
-
-
-class RichProgress:
-    """Progress bar on stderr for ingest (files and chunks)."""
-
-    def __init__(self, enabled: bool = True):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.enabled = enabled and err.is_terminal or os.environ.get("SLMRAG_PROGRESS") == "1"
-        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[chunks]} chunks"), TextColumn("{task.fields[name]}"),
-                                 TimeElapsedColumn(), console=err, disable=not self.enabled, transient=False)
-        self.task = None
-        self.n_chunks = 0
-
-    def start(self, total_files: int) -> None:
-        self.progress.start()
-        self.task = self.progress.add_task("ingest", total=total_files, chunks=0, name="")
-
-    def file(self, name: str) -> None:
-        self.progress.update(self.task, name=name[-40:])
-
-    def chunks(self, n: int) -> None:
-        self.n_chunks += n
-        self.progress.update(self.task, chunks=self.n_chunks)
-
-    def advance(self) -> None:
-        self.progress.advance(self.task)
-
-    def finish(self) -> None:
-        self.progress.stop()
-
 
 # ---------------------------------------------------------------------------------------------- ingest
 @app.command()
@@ -85,13 +34,14 @@ def ingest(
 ) -> None:
     """Add documents to a pack's index (unchanged files are skipped, changed ones replaced)."""
     try:
-        from ingest.pipeline import Ingestor
+        from app.packs import load_pack
+        from ingest.ingestor import Ingestor
 
-        p = _pack(pack, index_dir)
-        summary = Ingestor(p).ingest(paths, progress=RichProgress(not as_json),
+        p = load_pack(pack, index_dir)
+        summary = Ingestor(p).ingest(paths, progress=IngestProgress(not as_json),
                                      on_wait=lambda m: err.print(m, markup=False, highlight=False), wait=not no_wait)
     except SlmragError as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         print(json.dumps(summary.to_json(), indent=2))
     else:
@@ -113,11 +63,12 @@ def remove(
 ) -> None:
     """Delete documents' chunks from a pack's index."""
     try:
-        from ingest.pipeline import Ingestor
+        from app.packs import load_pack
+        from ingest.ingestor import Ingestor
 
-        removed = Ingestor(_pack(pack, index_dir)).remove(paths)
+        removed = Ingestor(load_pack(pack, index_dir)).remove(paths)
     except SlmragError as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         print(json.dumps({"removed": removed}))
     else:
@@ -133,17 +84,16 @@ def status(
     as_json: bool = JsonOpt,
 ) -> None:
     """Documents and chunks in a pack's index."""
-    import datetime as dt
-
+    from app.packs import load_pack
     from app.store import IndexStore
 
     try:
-        p = _pack(pack, index_dir)
+        p = load_pack(pack, index_dir)
         store = IndexStore(p.index_dir)
         docs = store.documents()
         problems = store.check() if check else []
     except SlmragError as exc:
-        _fail(exc)
+        fail(exc)
     info = {
         "pack": p.name, "index_dir": str(p.index_dir), "exists": store.exists(), "generation": store.generation(),
         "documents": len(docs), "chunks": sum(d.n_chunks for d in docs.values()),
@@ -180,10 +130,11 @@ def ask(
     as_json: bool = JsonOpt,
 ) -> None:
     """Answer a question from a pack's documents, streaming, with citations."""
-    from app.pipeline import Assistant, AskOptions
+    from app.assistant import Assistant, AskOptions
+    from app.packs import load_pack
 
     try:
-        p = _pack(pack, index_dir)
+        p = load_pack(pack, index_dir)
         assistant = Assistant(p)
         stream = assistant.ask(question, AskOptions(k=k, threshold=threshold, max_tokens=max_tokens, doc=doc,
                                                     filter=filter_kind))
@@ -193,16 +144,22 @@ def ask(
                 sys.stdout.flush()
         answer = stream.answer
     except SlmragError as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         print(json.dumps(answer.to_json(), indent=2))
         return
     sys.stdout.write("\n\n")
     label = "Nearest sources" if answer.abstained else "Sources"
     out.print(f"[bold]{label}:[/]")
-    for c in (answer.citations or [dict(n=i + 1, name=q.name, page=q.page) for i, q in enumerate(answer.passages[:3])]):
+    for c in (answer.nearest if answer.abstained else answer.citations):
         page = f" p.{c['page']}" if c.get("page") else ""
         out.print(f"  [{c['n']}] {c['name']}{page}", highlight=False, markup=False)
+    if answer.grounded is False and not answer.abstained:
+        out.print(f"[bold yellow]Not supported by the cited passages[/] (support {answer.support['score']:.2f}; "
+                  f"missing: {', '.join(answer.support['missing'][:5])}) - check the sources before relying on it.")
+    elif answer.decided_by and answer.decided_by != "filter":
+        score = f" {answer.support['score']:.2f}" if answer.support else ""
+        err.print(f"[dim]{answer.shape} answer; checked against its sources: {answer.decided_by}{score}[/]", highlight=False)
     if answer.disclaimer:
         out.print(f"\n[dim]{answer.disclaimer}[/]", highlight=False)
     t = answer.timings
@@ -255,10 +212,12 @@ def packs_list(as_json: bool = JsonOpt) -> None:
 @packs_app.command("show")
 def packs_show(name: str = typer.Argument(...), as_json: bool = JsonOpt) -> None:
     """Show a pack's full configuration."""
+    from app.packs import load_pack
+
     try:
-        p = _pack(name)
+        p = load_pack(name)
     except SlmragError as exc:
-        _fail(exc)
+        fail(exc)
     data = p.config.model_dump()
     data["path"] = str(p.path)
     data["index_dir"] = str(p.index_dir)
@@ -278,7 +237,7 @@ def packs_validate(path: Path = typer.Argument(..., help="A pack folder (or name
     try:
         p = load_pack(path)
     except SlmragError as exc:
-        _fail(exc)
+        fail(exc)
     out.print(f"ok: pack '{p.name}' ({p.config.title}) at {p.path}", highlight=False)
 
 

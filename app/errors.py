@@ -23,8 +23,9 @@ class MissingDependency(SlmragError):
     pass
 
 
-class IndexError_(SlmragError):
-    """The index folder is missing, locked, inconsistent or from an incompatible embedder."""
+class IndexDamaged(SlmragError):
+    """The index folder cannot be used as it is: missing, locked by a writer, inconsistent or damaged, or
+    built with another embedder (the message says which, and how to fix it)."""
 
 
 class InputError(SlmragError):

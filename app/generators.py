@@ -1,12 +1,23 @@
-"""Generator backends. Each is a small class with ``load()`` and one ``stream()`` method.
+"""Generator backends. Each is a small :class:`Generator` subclass with ``load()`` and ``stream()``.
 
-Registered by name in :data:`BACKENDS`; a pack's ``generator.backend`` picks one, so moving to a bigger
-model (an HF directory, another GGUF, a vLLM/Ollama server) is a config change, never a code change.
-Heavy libraries are imported inside ``load()`` with an install hint.
+:data:`BACKENDS` is the one list of backends: pack.yaml's ``generator.backend`` is validated against it
+and :func:`make_generator` builds from it, so moving to a bigger model (an HF directory, another GGUF, a
+vLLM/Ollama server) is a config change, never a code change. Heavy libraries are imported inside
+``load()`` with an install hint. A third-party backend subclasses :class:`Generator` and needs this one
+registration, run before packs are loaded::
+
+    from app.generators import Generator, register_backend
+
+    class MyGenerator(Generator):
+        def stream(self, messages, *, max_tokens=None): ...
+        def count_tokens(self, text): ...
+
+    register_backend("mine", MyGenerator)
 """
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import hashlib
 import json
@@ -15,29 +26,100 @@ import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Callable, Iterator
 
 from app.env import cache_dir, threads
-from app.errors import ModelNotFound, SlmragError, require
+from app.errors import ConfigError, ModelNotFound, SlmragError, require
 from app.models import resolve_model
 from app.settings import GeneratorSettings
 
 Message = dict  # {"role": "system"|"user"|"assistant", "content": str}
 
 
-class Generator(Protocol):
-    settings: GeneratorSettings
+class Generator(abc.ABC):
+    """The interface of every backend. ``stream`` and ``count_tokens`` are required; ``load`` defaults to
+    nothing to load. ``yes_probability`` and ``chat_prompt`` (next-token scoring, which the ``slm_judge``
+    filter uses) are optional: by default they raise a ConfigError that says what to use instead."""
 
-    def load(self) -> "Generator": ...
+    def __init__(self, settings: GeneratorSettings, base_dir: Path | None = None):
+        self.settings = settings
+        self.base_dir = base_dir
 
-    def stream(self, messages: list[Message], *, max_tokens: int | None = None) -> Iterator[str]: ...
+    def load(self) -> "Generator":
+        return self
 
+    @abc.abstractmethod
+    def stream(self, messages: list[Message], *, max_tokens: int | None = None, prefix: str = "",
+               stop: list[str] | None = None) -> Iterator[str]:
+        """The answer's tokens as they come. ``prefix``: text the assistant's turn starts with (already
+        decided, e.g. a label chosen from the logits), not repeated in the output; ``stop``: strings that
+        end the answer."""
+
+    @abc.abstractmethod
     def count_tokens(self, text: str) -> int: ...
+
+    def yes_probability(self, prompts: list[str]) -> list[float]:
+        """P(yes) / (P(yes)+P(no)) of the next token after each prompt (a :meth:`chat_prompt` text)."""
+        return [self.next_token_choice(p, {"yes": ["Yes", " Yes", "yes", " yes"],
+                                           "no": ["No", " No", "no", " no"]})["yes"] for p in prompts]
+
+    def next_token_choice(self, prompt: str, choices: dict[str, list[str]]) -> dict[str, float]:
+        """For each choice, the probability that the next token after ``prompt`` starts one of its spellings,
+        normalised over the choices (the label of a 'label' answer is chosen this way, never by parsing)."""
+        raise self._no_logit_scoring()
+
+    def chat_prompt(self, messages: list[Message]) -> str:
+        """The chat template applied as text, with the assistant turn opened."""
+        raise self._no_logit_scoring()
+
+    @property
+    def scores_choices(self) -> bool:
+        """Whether this backend implements :meth:`next_token_choice` (known without loading the model)."""
+        return type(self).next_token_choice is not Generator.next_token_choice
+
+    def require_choice_scoring(self) -> None:
+        """Raise the explanatory ConfigError now when this backend cannot score choices from logits."""
+        if not self.scores_choices:
+            raise self._no_logit_scoring()
+
+    def _no_logit_scoring(self) -> ConfigError:
+        return ConfigError(
+            f"The '{self.settings.backend}' generator backend cannot score choices from its next-token logits, "
+            "which the 'slm_judge' filter and 'label' answers need; the 'llamacpp' and 'transformers' backends "
+            "can. Set generator.backend to one of them in pack.yaml, or filter.kind to another filter ('cosine' "
+            "or 'cross_encoder'); 'label' answers then fall back to the label written in the text."
+        )
 
 
 def _source_key(path: Path) -> str:
     st = path.stat()
     return hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+
+
+def _normalised_choice(logits, ids: dict[str, list[int]]) -> dict[str, float]:
+    import numpy as np
+
+    m = float(np.max(logits))
+    mass = {name: float(np.exp(logits[t] - m).sum()) if t else 0.0 for name, t in ids.items()}
+    total = sum(mass.values()) + 1e-300
+    return {name: v / total for name, v in mass.items()}
+
+
+def adapter_file(settings: GeneratorSettings, base_dir: Path | None, kind: str) -> Path | None:
+    """The pack's LoRA adapter for one backend: ``gguf`` (llama.cpp) or ``peft`` (its folder), or None."""
+    if not settings.adapter:
+        return None
+    folder = Path(settings.adapter)
+    if not folder.is_absolute() and base_dir is not None:
+        folder = base_dir / folder
+    target = folder / "adapter.gguf" if kind == "gguf" else folder
+    needed = target if kind == "gguf" else folder / "adapter_model.safetensors"
+    if not needed.is_file():
+        raise ModelNotFound(
+            f"generator.adapter points to {folder}, which has no {needed.name}. Train one with "
+            "`slmrag adapt train --pack NAME --train DIR`, or remove generator.adapter from pack.yaml."
+        )
+    return target
 
 
 # ============================================================================ llama.cpp
@@ -75,7 +157,7 @@ def _without_extra_buffer_types():
             C.llama_model_default_params = original
 
 
-class LlamaCppGenerator:
+class LlamaCppGenerator(Generator):
     """GGUF models through llama-cpp-python: loads in well under a second, ~100 tok/s for SmolLM2-135M.
 
     Requantizes the shipped Q4_1 file to Q4_0 once (cached): on CPU, Q4_0 prefills about twice as fast.
@@ -83,11 +165,8 @@ class LlamaCppGenerator:
     longest common token prefix between calls, so it is not re-evaluated.
     """
 
-    name = "llamacpp"
-
     def __init__(self, settings: GeneratorSettings, base_dir: Path | None = None):
-        self.settings = settings
-        self.base_dir = base_dir
+        super().__init__(settings, base_dir)
         self._llm = None
         self._lock = threading.RLock()
 
@@ -124,10 +203,12 @@ class LlamaCppGenerator:
             if self._llm is None:
                 llama_cpp = require("llama_cpp", "llama-cpp-python")
                 path = self._requantized(self.model_file())
+                lora = adapter_file(self.settings, self.base_dir, "gguf")
                 with _without_extra_buffer_types():
                     self._llm = llama_cpp.Llama(
                         model_path=str(path), n_ctx=self.settings.n_ctx, n_threads=threads(),
                         n_threads_batch=threads(), n_batch=512, logits_all=False, verbose=False,
+                        lora_path=str(lora) if lora else None,
                     )
         return self
 
@@ -138,55 +219,53 @@ class LlamaCppGenerator:
     def count_tokens(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
-    def stream(self, messages: list[Message], *, max_tokens: int | None = None) -> Iterator[str]:
+    def stream(self, messages: list[Message], *, max_tokens: int | None = None, prefix: str = "",
+               stop: list[str] | None = None) -> Iterator[str]:
         s = self.settings
+        sampling = dict(stream=True, max_tokens=max_tokens or s.max_tokens, temperature=s.temperature,
+                        repeat_penalty=s.repeat_penalty, top_k=1 if s.temperature == 0 else 40, stop=stop or None)
         with self._lock:  # one llama context: serialise generations
-            for part in self.llm.create_chat_completion(
-                messages=messages, stream=True, max_tokens=max_tokens or s.max_tokens,
-                temperature=s.temperature, repeat_penalty=s.repeat_penalty, top_k=1 if s.temperature == 0 else 40,
-            ):
+            if prefix:  # the assistant turn continues after text already decided (a completion, not a chat)
+                for part in self.llm.create_completion(prompt=self.chat_prompt(messages) + prefix, **sampling):
+                    if part["choices"][0].get("text"):
+                        yield part["choices"][0]["text"]
+                return
+            for part in self.llm.create_chat_completion(messages=messages, **sampling):
                 delta = part["choices"][0].get("delta", {}).get("content")
                 if delta:
                     yield delta
 
-    def yes_probability(self, prompts: list[str]) -> list[float]:
-        """P(yes) / (P(yes)+P(no)) of the next token for each prompt, from the logits (no generation).
+    def next_token_choice(self, prompt: str, choices: dict[str, list[str]]) -> dict[str, float]:
+        """See :meth:`Generator.next_token_choice`: one evaluation of the prompt, no generation.
 
-        Prompts are evaluated one after the other, but each reuses the KV cache of the longest token
-        prefix it shares with what the context already holds (the chat template and, when the question
-        comes first, the question), so only the differing suffix is prefilled.
+        Consecutive prompts reuse the KV cache of the longest token prefix they share with what the
+        context already holds (the chat template and, when the question comes first, the question), so
+        scoring ten passages for one question prefills mostly the passages.
         """
         import numpy as np
 
         llm = self.llm
-        yes_ids = sorted({t[0] for t in (llm.tokenize(w.encode(), add_bos=False) for w in ("Yes", " Yes", "yes", " yes")) if len(t) == 1})
-        no_ids = sorted({t[0] for t in (llm.tokenize(w.encode(), add_bos=False) for w in ("No", " No", "no", " no")) if len(t) == 1})
-        n_vocab = llm.n_vocab()
-        out = []
+        ids = {name: sorted({t[0] for t in (llm.tokenize(w.encode(), add_bos=False) for w in spellings) if t})
+               for name, spellings in choices.items()}
         with self._lock:
-            for prompt in prompts:
-                tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
-                if not tokens:
-                    raise SlmragError("yes_probability got an empty prompt.")
-                if len(tokens) >= llm.n_ctx():
-                    raise SlmragError(
-                        f"A relevance prompt of {len(tokens)} tokens does not fit the generator's context of "
-                        f"{llm.n_ctx()} tokens; shorten the passage or raise generator.n_ctx.")
-                cached = llm.input_ids[: llm.n_tokens]
-                common = 0
-                for a, b in zip(cached, tokens):
-                    if a != b:
-                        break
-                    common += 1
-                common = min(common, len(tokens) - 1)  # evaluate at least one token to get fresh logits
-                llm.n_tokens = common  # eval() drops the KV cache beyond n_tokens first
-                llm.eval(tokens[common:])
-                logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,)).astype("float64")
-                m = logits.max()
-                p_yes = np.exp(logits[yes_ids] - m).sum()
-                p_no = np.exp(logits[no_ids] - m).sum()
-                out.append(float(p_yes / (p_yes + p_no + 1e-300)))
-        return out
+            tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+            if not tokens:
+                raise SlmragError("next_token_choice got an empty prompt.")
+            if len(tokens) >= llm.n_ctx():
+                raise SlmragError(
+                    f"A scoring prompt of {len(tokens)} tokens does not fit the generator's context of "
+                    f"{llm.n_ctx()} tokens; shorten the passage or raise generator.n_ctx.")
+            cached = llm.input_ids[: llm.n_tokens]
+            common = 0
+            for a, b in zip(cached, tokens):
+                if a != b:
+                    break
+                common += 1
+            common = min(common, len(tokens) - 1)  # evaluate at least one token to get fresh logits
+            llm.n_tokens = common  # eval() drops the KV cache beyond n_tokens first
+            llm.eval(tokens[common:])
+            logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).astype("float64")
+        return _normalised_choice(logits, ids)
 
     def chat_prompt(self, messages: list[Message]) -> str:
         """The chat template applied as text, with the assistant turn opened (for logit scoring)."""
@@ -201,18 +280,15 @@ class LlamaCppGenerator:
 
 
 # ============================================================================ transformers
-class TransformersGenerator:
+class TransformersGenerator(Generator):
     """Any HF causal LM (a directory, a cached id, or a GGUF file dequantized by transformers).
 
     Loading a GGUF through transformers dequantizes it (~16 s here), so the converted weights are saved
     once as safetensors in the cache and loaded from there afterwards.
     """
 
-    name = "transformers"
-
     def __init__(self, settings: GeneratorSettings, base_dir: Path | None = None):
-        self.settings = settings
-        self.base_dir = base_dir
+        super().__init__(settings, base_dir)
         self._model = None
         self._tok = None
         self._lock = threading.RLock()
@@ -244,34 +320,71 @@ class TransformersGenerator:
                         "model directory or a .gguf path; nothing is downloaded at run time."
                     ) from exc
                 self._model.eval()
-                if convert_to is not None:
-                    tmp = convert_to.with_name(convert_to.name + f".tmp{os.getpid()}")
-                    # The weights are already dequantized to float32; transformers still flags the model
-                    # as "gguf-quantized" and refuses to save it, so the marker is cleared first.
-                    self._model.hf_quantizer = None
-                    if hasattr(self._model.config, "quantization_config"):
-                        del self._model.config.quantization_config
-                    self._model.save_pretrained(tmp, safe_serialization=True)
-                    self._tok.save_pretrained(tmp)
-                    os.replace(tmp, convert_to) if not convert_to.exists() else None
+                self._save_conversion(convert_to)
+                peft_dir = adapter_file(self.settings, self.base_dir, "peft")
+                if peft_dir is not None:
+                    peft = require("peft")
+                    self._model = peft.PeftModel.from_pretrained(self._model, str(peft_dir), is_trainable=False)
+                    self._model.eval()
         return self
+
+    def _save_conversion(self, convert_to: Path | None) -> None:
+        if convert_to is not None:
+            tmp = convert_to.with_name(convert_to.name + f".tmp{os.getpid()}")
+            # The weights are already dequantized to float32; transformers still flags the model
+            # as "gguf-quantized" and refuses to save it, so the marker is cleared first.
+            self._model.hf_quantizer = None
+            if hasattr(self._model.config, "quantization_config"):
+                del self._model.config.quantization_config
+            self._model.save_pretrained(tmp, safe_serialization=True)
+            self._tok.save_pretrained(tmp)
+            os.replace(tmp, convert_to) if not convert_to.exists() else None
+
+    @property
+    def model(self):
+        return self.load()._model
+
+    @property
+    def tokenizer(self):
+        return self.load()._tok
+
+    def gguf_source(self) -> Path:
+        """The GGUF file these weights come from (the base an adapter's GGUF export must match)."""
+        target = resolve_model(self.settings.model, self.base_dir)
+        if not (isinstance(target, Path) and target.suffix == ".gguf"):
+            raise ModelNotFound(f"'{self.settings.model}' is not a GGUF file; a GGUF LoRA export needs a GGUF base.")
+        return target
+
+    def chat_prompt(self, messages: list[Message]) -> str:
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def next_token_choice(self, prompt: str, choices: dict[str, list[str]]) -> dict[str, float]:
+        torch = require("torch")
+        tok = self.tokenizer
+        ids = {name: sorted({t[0] for t in (tok.encode(w, add_special_tokens=False) for w in spellings) if t})
+               for name, spellings in choices.items()}
+        x = torch.tensor([tok.encode(prompt, add_special_tokens=False)])
+        with self._lock, torch.inference_mode():
+            logits = self.model(input_ids=x).logits[0, -1].double().numpy()
+        return _normalised_choice(logits, ids)
 
     def count_tokens(self, text: str) -> int:
         self.load()
         return len(self._tok.encode(text, add_special_tokens=False))
 
-    def stream(self, messages: list[Message], *, max_tokens: int | None = None) -> Iterator[str]:
+    def stream(self, messages: list[Message], *, max_tokens: int | None = None, prefix: str = "",
+               stop: list[str] | None = None) -> Iterator[str]:
         self.load()
         transformers = require("transformers")
         torch = require("torch")
         s = self.settings
-        ids = self._tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
-        if not isinstance(ids, torch.Tensor):  # newer transformers return a BatchEncoding
-            ids = ids["input_ids"]
+        ids = torch.tensor([self._tok.encode(self.chat_prompt(messages) + prefix, add_special_tokens=False)])
         streamer = transformers.TextIteratorStreamer(self._tok, skip_prompt=True, skip_special_tokens=True)
         kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens or s.max_tokens,
                       streamer=streamer, repetition_penalty=s.repeat_penalty,
                       pad_token_id=self._tok.pad_token_id or self._tok.eos_token_id)
+        if stop:
+            kwargs.update(stop_strings=list(stop), tokenizer=self._tok)
         if s.temperature > 0:
             kwargs.update(do_sample=True, temperature=s.temperature)
         else:
@@ -289,8 +402,16 @@ class TransformersGenerator:
         with self._lock:
             worker = threading.Thread(target=run, daemon=True)
             worker.start()
+            emitted = ""
             for text in streamer:
                 if text:
+                    emitted += text
+                    cut = _stop_at(emitted, stop)
+                    if cut is not None:  # generate() includes the stop string itself; never show it
+                        text = text[: max(0, len(text) - (len(emitted) - cut))]
+                        if text:
+                            yield text
+                        break
                     yield text
             worker.join()
         if errors:
@@ -298,26 +419,27 @@ class TransformersGenerator:
 
 
 # ============================================================================ OpenAI-compatible
-class OpenAIGenerator:
+class OpenAIGenerator(Generator):
     """Any OpenAI-compatible chat endpoint (vLLM, Ollama, llama.cpp server, LM Studio...), streamed."""
 
-    name = "openai"
-
     def __init__(self, settings: GeneratorSettings, base_dir: Path | None = None):
-        self.settings = settings
+        super().__init__(settings, base_dir)
         if not settings.base_url:
             raise SlmragError("generator.base_url is required for backend 'openai' (e.g. http://127.0.0.1:8000/v1).")
-
-    def load(self) -> "OpenAIGenerator":
-        return self
 
     def count_tokens(self, text: str) -> int:
         return max(1, len(text) // 4)  # the server tokenizes; a rough estimate suffices for budgeting
 
-    def stream(self, messages: list[Message], *, max_tokens: int | None = None) -> Iterator[str]:
+    def stream(self, messages: list[Message], *, max_tokens: int | None = None, prefix: str = "",
+               stop: list[str] | None = None) -> Iterator[str]:
+        # A chat server cannot continue an assistant turn portably, so a prefix is not sent: the answer
+        # is generated whole (its label is then read from the text).
         s = self.settings
-        body = json.dumps({"model": s.model, "messages": messages, "stream": True,
-                           "max_tokens": max_tokens or s.max_tokens, "temperature": s.temperature}).encode()
+        payload = {"model": s.model, "messages": messages, "stream": True,
+                   "max_tokens": max_tokens or s.max_tokens, "temperature": s.temperature}
+        if stop:
+            payload["stop"] = list(stop)[:4]  # the OpenAI API accepts at most 4
+        body = json.dumps(payload).encode()
         headers = {"Content-Type": "application/json"}
         if s.api_key_env and os.environ.get(s.api_key_env):
             headers["Authorization"] = f"Bearer {os.environ[s.api_key_env]}"
@@ -341,16 +463,32 @@ class OpenAIGenerator:
             raise SlmragError(f"Could not reach the generator server at {s.base_url}: {exc.reason}. Is it running?") from exc
 
 
-BACKENDS: dict[str, type] = {
+def _stop_at(text: str, stop: list[str] | None) -> int | None:
+    """Where the first stop string starts in ``text``, if any."""
+    hits = [i for i in (text.find(x) for x in (stop or ())) if i >= 0]
+    return min(hits) if hits else None
+
+
+BackendFactory = Callable[[GeneratorSettings, Path | None], Generator]
+
+BACKENDS: dict[str, BackendFactory] = {
     "llamacpp": LlamaCppGenerator,
     "transformers": TransformersGenerator,
     "openai": OpenAIGenerator,
 }
 
 
+def register_backend(name: str, factory: BackendFactory) -> BackendFactory:
+    """Add a generator backend (usually a :class:`Generator` subclass); refuses a name already taken."""
+    if name in BACKENDS:
+        raise SlmragError(f"A generator backend named '{name}' is already registered; register yours under "
+                          "another name.")
+    BACKENDS[name] = factory
+    return factory
+
+
 def make_generator(settings: GeneratorSettings, base_dir: Path | None = None) -> Generator:
-    match settings.backend:
-        case "llamacpp" | "transformers" | "openai":
-            return BACKENDS[settings.backend](settings, base_dir)
-        case other:  # pragma: no cover - pydantic already restricts the value
-            raise SlmragError(f"Unknown generator backend '{other}'. Known: {', '.join(BACKENDS)}.")
+    factory = BACKENDS.get(settings.backend)
+    if factory is None:  # pragma: no cover - GeneratorSettings already validates the name against BACKENDS
+        raise SlmragError(f"Unknown generator backend '{settings.backend}'. Known: {', '.join(BACKENDS)}.")
+    return factory(settings, base_dir)

@@ -24,7 +24,6 @@ import json
 import os
 import re
 import shutil
-import sqlite3
 import tarfile
 import tempfile
 import time
@@ -34,9 +33,9 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
-from app.errors import ConfigError, InputError
+from app.errors import ConfigError, IndexDamaged, InputError
 from app.packs import PACK_FILE, Pack, discover, index_root, load_pack, load_pack_dir, packs_dir
-from app.store import file_sha256
+from app.store import DB_NAME, IndexStore, file_sha256
 
 FORMAT = "slmrag-pack"
 FORMAT_VERSION = 1
@@ -65,9 +64,6 @@ MAX_PATH_CHARS = 512
 #: Room for tar headers, pax records and padding on top of the members' own bytes when bounding how far
 #: the decompressed stream may be read.
 STREAM_OVERHEAD_BYTES = MAX_MEMBERS * 4096 + MAX_MANIFEST_BYTES + (16 << 20)
-
-# The tables and indexes app.store creates; an index file with anything else (triggers, views...) is refused.
-_SQLITE_OBJECTS = {("table", "meta"), ("table", "documents"), ("table", "chunks"), ("index", "chunks_doc")}
 
 
 class ArchiveError(InputError):
@@ -217,44 +213,23 @@ def _pack_files(pack: Pack, with_corpus: bool) -> tuple[list[tuple[Path, str]], 
 
 
 def _index_copy(index_dir: Path, staging: Path) -> tuple[list[tuple[Path, str]], dict]:
-    """A consistent copy of the current index generation: the SQLite file via the backup API (so
-    nothing waiting in the WAL is lost), and the FAISS file of the generation that copy records."""
-    from app.store import DB_NAME, IndexStore
-
+    """A consistent copy of the current index generation (see :meth:`IndexStore.copy_to`)."""
     store = IndexStore(index_dir)
     if not store.exists():
         raise ArchiveError(
             f"Pack has no index at {index_dir}; build it first with: slmrag ingest PATH --pack NAME "
             "(or export without --with-index)."
         )
-    db_copy = staging / DB_NAME
-    for attempt in range(5):
-        src = sqlite3.connect(f"file:{store.db_path}?mode=ro", uri=True, timeout=30)
-        dst = sqlite3.connect(str(db_copy))
-        try:
-            src.backup(dst)
-            dst.execute("PRAGMA journal_mode=DELETE")  # a single self-contained file
-            row = dst.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
-            generation = int(row[0]) if row else 0
-            row = dst.execute("SELECT value FROM meta WHERE key='embedder'").fetchone()
-            embedder = row[0] if row else ""
-        finally:
-            dst.close()
-            src.close()
-        files = [(db_copy, f"{INDEX_PREFIX}/{DB_NAME}")]
-        if generation == 0:
-            return files, {"generation": 0, "embedder": embedder}
-        vec = store.faiss_file(generation)
-        vec_copy = staging / vec.name
-        try:
-            shutil.copyfile(vec, vec_copy)
-        except FileNotFoundError:  # a writer committed and swept meanwhile: copy again
-            db_copy.unlink(missing_ok=True)
-            time.sleep(0.1)
-            continue
-        files.append((vec_copy, f"{INDEX_PREFIX}/{vec.name}"))
-        return files, {"generation": generation, "embedder": embedder}
-    raise ArchiveError(f"{index_dir}: the index kept changing while it was exported; try again when no ingest runs.")
+    try:
+        generation, embedder = store.copy_to(staging)
+    except IndexDamaged as exc:
+        raise ArchiveError(str(exc)) from exc
+    copy = IndexStore(staging)
+    files = [(copy.db_path, f"{INDEX_PREFIX}/{DB_NAME}")]
+    if generation:
+        vec = copy.faiss_file(generation)
+        files.append((vec, f"{INDEX_PREFIX}/{vec.name}"))
+    return files, {"generation": generation, "embedder": embedder}
 
 
 def _tarinfo(name: str, size: int, mtime: float) -> tarfile.TarInfo:
@@ -424,87 +399,37 @@ def _read_manifest(archive: Path, tar: tarfile.TarFile, member: tarfile.TarInfo)
     return manifest
 
 
-def _validate_index(archive: Path, index_tmp: Path, vector_files: list[str]) -> None:
-    """Refuse an index whose SQLite schema is not exactly slmrag's, or whose vectors and rows disagree."""
-    from app.store import DB_NAME, IndexStore
-
-    db = index_tmp / DB_NAME
-    if not db.is_file():
+def _validate_index(archive: Path, index_tmp: Path, vector_files: list[str]) -> str:
+    """Refuse an index whose SQLite schema is not exactly slmrag's, or whose vectors and rows disagree;
+    returns the embedder it was built with."""
+    store = IndexStore(index_tmp)
+    if not store.exists():
         raise _refuse(archive, f"{INDEX_PREFIX}/{DB_NAME}", "an index needs meta.sqlite")
     try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-        try:
-            conn.execute("PRAGMA trusted_schema=OFF")
-            objects = {(t, n) for t, n in conn.execute("SELECT type, name FROM sqlite_master")
-                       if not n.startswith("sqlite_autoindex_")}
-            extra = objects - _SQLITE_OBJECTS
-            if extra:
-                raise _refuse(archive, f"{INDEX_PREFIX}/{DB_NAME}",
-                              "unexpected database objects " + ", ".join(f"{t} {n}" for t, n in sorted(extra)))
-            if not {("table", "meta"), ("table", "documents"), ("table", "chunks")} <= objects:
-                raise _refuse(archive, f"{INDEX_PREFIX}/{DB_NAME}", "not a slmrag index (tables missing)")
-            ok = conn.execute("PRAGMA quick_check").fetchone()[0]
-            if ok != "ok":
-                raise _refuse(archive, f"{INDEX_PREFIX}/{DB_NAME}", f"database is damaged ({ok})")
-            row = conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
-            generation = int(row[0]) if row else 0
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
-        raise _refuse(archive, f"{INDEX_PREFIX}/{DB_NAME}", f"not a readable SQLite index ({exc})") from exc
-    except ValueError as exc:
-        raise _refuse(archive, f"{INDEX_PREFIX}/{DB_NAME}", "generation is not a number") from exc
+        generation, embedder = store.validate_foreign()
+    except IndexDamaged as exc:
+        raise _refuse(archive, f"{INDEX_PREFIX}/{DB_NAME}", str(exc)) from exc
     expected = [f"vectors.{generation}.faiss"] if generation else []
     if sorted(vector_files) != expected:
         raise _refuse(archive, f"{INDEX_PREFIX}/", f"the index records generation {generation}, so it must hold "
                                                    f"exactly {expected or 'no vector file'}, not {sorted(vector_files)}")
-    problems = IndexStore(index_tmp).check()
+    problems = store.check()
     if problems:
         text = "; ".join(problems).replace(str(index_tmp) + os.sep, f"{INDEX_PREFIX}/")
         raise _refuse(archive, f"{INDEX_PREFIX}/", "index is inconsistent: " + text)
-
-
-def _index_embedder(index_tmp: Path) -> str:
-    from app.store import DB_NAME
-
-    conn = sqlite3.connect(f"file:{index_tmp / DB_NAME}?mode=ro", uri=True)
-    try:
-        row = conn.execute("SELECT value FROM meta WHERE key='embedder'").fetchone()
-        return str(row[0]) if row else ""
-    finally:
-        conn.close()
+    return embedder
 
 
 def _relink_documents(index_tmp: Path, corpus_final: Path, corpus_tmp: Path) -> int:
     """Point index documents at the installed copies of the corpus files (same name and sha256), so a
     later ``slmrag ingest`` of the installed corpus sees them as unchanged instead of adding duplicates."""
-    from app.store import DB_NAME
-
     if not corpus_tmp.is_dir():
         return 0
     by_key: dict[tuple[str, str], Path] = {}
     for f in corpus_tmp.rglob("*"):
         if f.is_file():
             by_key.setdefault((f.name, file_sha256(f)), corpus_final / f.relative_to(corpus_tmp))
-    conn = sqlite3.connect(str(index_tmp / DB_NAME), isolation_level=None)
-    try:
-        conn.execute("PRAGMA trusted_schema=OFF")
-        conn.execute("BEGIN IMMEDIATE")
-        rows = conn.execute("SELECT doc_id, name, sha256 FROM documents").fetchall()
-        n = 0
-        for doc_id, name, sha in rows:
-            target = by_key.get((name, sha))
-            if target is not None:
-                conn.execute("UPDATE documents SET path=? WHERE doc_id=?", (str(target), doc_id))
-                n += 1
-        conn.execute("COMMIT")
-        conn.execute("PRAGMA journal_mode=DELETE")
-        return n
-    except sqlite3.IntegrityError:
-        conn.execute("ROLLBACK")
-        return 0
-    finally:
-        conn.close()
+    return IndexStore(index_tmp).relink_documents(by_key)
 
 
 def _stream_overhead() -> int:
@@ -692,8 +617,7 @@ def install_pack(archive: str | Path, *, force: bool = False, max_file_bytes: in
         pack.corpus_path.mkdir(parents=True, exist_ok=True)  # an empty corpus folder is not archived
         if staged_index is not None:
             vectors = [p.name for p in staged_index.iterdir() if p.name.endswith(".faiss")]
-            _validate_index(archive, staged_index, vectors)
-            built_with = _index_embedder(staged_index)
+            built_with = _validate_index(archive, staged_index, vectors)
             if built_with and built_with != pack.config.embedder.model:
                 raise _refuse(archive, f"{INDEX_PREFIX}/", f"the index was built with embedder '{built_with}' but the "
                                                            f"pack uses '{pack.config.embedder.model}'")

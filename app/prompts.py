@@ -17,13 +17,17 @@ from app.errors import ConfigError
 
 # The variables each template may use; load-time validation renders with these sample values.
 TEMPLATE_VARIABLES: dict[str, dict] = {
-    "system": {"pack": {"title": "T", "domain": "generic", "name": "n"}},
+    "system": {"pack": {"title": "T", "name": "n"}},
     "answer": {
         "question": "Q?",
         "passages": [{"n": 1, "source": "a.pdf", "page": 1, "text": "passage", "heading": ""}],
-        "pack": {"title": "T", "domain": "generic", "name": "n"},
+        "pack": {"title": "T", "name": "n"},
+        "shape": "free",  # the answer shape the question was routed to (app/answers/shapes.py)
+        "labels": ["yes", "no"],  # the pack's answers.labels, for the 'label' shape
     },
-    "abstain": {"question": "Q?", "nearest": [{"n": 1, "source": "a.pdf", "page": 1, "text": "t"}]},
+    # reason: "filter" (no passage passed the relevance filter), "unsupported" (the answer was not supported
+    # by the passages it cited) or "model" (the model said the passages do not answer)
+    "abstain": {"question": "Q?", "nearest": [{"n": 1, "source": "a.pdf", "page": 1, "text": "t"}], "reason": "filter"},
 }
 
 _ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)

@@ -39,10 +39,6 @@ class Passage:
     kept: bool = True
     extra: dict = field(default_factory=dict)
 
-    @property
-    def label(self) -> str:
-        return f"{self.name} p.{self.page}" if self.page else self.name
-
     def to_json(self) -> dict:
         return {"rank": self.rank, "source": self.source, "name": self.name, "page": self.page,
                 "score": round(float(self.score), 5),
@@ -123,8 +119,12 @@ class Retriever:
 
     # ------------------------------------------------------------------ fused search
     def search(self, question: str, k: int | None = None, *, doc: str | None = None,
-               mode: str | None = None) -> list[Passage]:
-        """Top-k passages for a question; ``doc`` restricts to one document (doc_id, path or file name)."""
+               mode: str | None = None, query_vector: np.ndarray | None = None) -> list[Passage]:
+        """Top-k passages for a question; ``doc`` restricts to one document (doc_id, path or file name).
+
+        ``query_vector``: the question already embedded by the caller (the ask path embeds it once for the
+        retriever and the cosine filter). It is used when the search query is the question itself; when
+        the pack's expansions add words, the expanded query is embedded here instead."""
         s = self.settings
         k = k or s.k
         mode = mode or s.mode
@@ -133,7 +133,9 @@ class Retriever:
         if doc and doc_id is None:
             return []
         query = self.expand(question)
-        qvec = self.embedder.encode_query(query) if mode in ("dense", "hybrid") else None
+        qvec = None
+        if mode in ("dense", "hybrid"):
+            qvec = query_vector if query_vector is not None and query == question else self.embedder.encode_query(query)
         bm25 = self.bm25_scores(query) if mode in ("bm25", "hybrid") else None
         ranked, dense_score, bm25_score = self._fuse(question, qvec, bm25, n, doc_id)
         routed = None

@@ -6,9 +6,11 @@ in a pack is an error that names the field instead of a silently ignored setting
 
 from __future__ import annotations
 
+import importlib
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 PACKAGED_GENERATOR = "packaged:smollm2"
 PACKAGED_EMBEDDER = "packaged:minilm"
@@ -18,18 +20,46 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def _registered_in(field: str, module: str, registry: str):
+    """A validator: ``field`` must name an entry of the registry ``module.registry``, else the same error
+    pydantic gives for a Literal.
+
+    Extension points (generator backends, filter kinds) keep their one list in their registry, so the
+    fields naming them are plain strings checked here rather than a Literal that would repeat the list.
+    The registry is imported when a value is validated, not here: its module imports this one.
+    """
+
+    def check(cls, value: str) -> str:
+        known = getattr(importlib.import_module(module), registry)
+        if value not in known:
+            names = [repr(name) for name in known]
+            expected = f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
+            raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
+        return value
+
+    return field_validator(field)(classmethod(check))
+
+
 class GeneratorSettings(_Strict):
-    backend: Literal["llamacpp", "transformers", "openai"] = Field(
+    backend: str = Field(
         "llamacpp",
         description="Which generator backend runs the model: 'llamacpp' (GGUF through llama-cpp-python, "
-        "fastest on CPU), 'transformers' (a GGUF or any HF model directory/id), or 'openai' (any "
-        "OpenAI-compatible server such as vLLM, Ollama or llama.cpp's server).",
+        "fastest on CPU), 'transformers' (a GGUF or any HF model directory/id), 'openai' (any "
+        "OpenAI-compatible server such as vLLM, Ollama or llama.cpp's server), or one registered with "
+        "app.generators.register_backend.",
     )
+    _known_backend = _registered_in("backend", "app.generators", "BACKENDS")
     model: str = Field(
         PACKAGED_GENERATOR,
         description="'packaged:smollm2' for the embedded SmolLM2-135M-Instruct, a path to a .gguf file or an "
         "HF model directory, an HF model id already in the local cache, or the model name served by an "
         "OpenAI-compatible endpoint.",
+    )
+    adapter: str | None = Field(
+        None,
+        description="A LoRA adapter folder for the model, relative to the pack folder (trained by `slmrag "
+        "adapt train`): adapter.gguf for llamacpp, adapter_model.safetensors + adapter_config.json for "
+        "transformers, adapter.json with how it was trained. Only for the base model it was trained on.",
     )
     base_url: str | None = Field(
         None, description="For backend 'openai': the server's base URL, e.g. http://127.0.0.1:8000/v1."
@@ -73,10 +103,10 @@ class EmbedderSettings(_Strict):
 
 
 class ChunkingSettings(_Strict):
-    strategy: Literal["recursive", "legal", "finance"] = Field(
-        "recursive",
-        description="'recursive' (paragraphs, then sentences), 'legal' (numbered clauses and headings stay "
-        "with their text), 'finance' (table rows keep their header row).",
+    strategy: Literal["sections", "legal", "finance"] = Field(
+        "sections",
+        description="'sections' (cut at headings, then paragraphs, then sentences), 'legal' (numbered clauses "
+        "and headings stay with their text), 'finance' (table rows keep their header row).",
     )
     chunk_tokens: int = Field(
         200, ge=32, le=8192, description="Target chunk size in embedder tokens (must fit the embedder's window)."
@@ -87,6 +117,14 @@ class ChunkingSettings(_Strict):
         description="Embed each chunk with its document title and section heading in front; the stored text "
         "stays clean.",
     )
+
+    @field_validator("strategy", mode="before")
+    @classmethod
+    def _renamed_strategy(cls, value: object) -> object:
+        if value == "recursive":  # its former name; old pack.yaml files get told the new one
+            raise ValueError("'recursive' is now called 'sections' (it cuts at headings, then paragraphs, then "
+                             "sentences); write strategy: sections")
+        return value
 
     @model_validator(mode="after")
     def _overlap_smaller(self) -> "ChunkingSettings":
@@ -135,12 +173,14 @@ class RetrievalSettings(_Strict):
 
 
 class FilterSettings(_Strict):
-    kind: Literal["none", "cosine", "cross_encoder", "slm_judge"] = Field(
+    kind: str = Field(
         "cosine",
         description="The relevance filter between retriever and generator: 'cosine' (embedding similarity), "
         "'cross_encoder' (trained on the pack's own corpus by `slmrag filter train`), 'slm_judge' (the "
-        "generator scores yes/no from its logits), or 'none'.",
+        "generator scores yes/no from its logits), 'none', or one registered with "
+        "app.filters.register_filter.",
     )
+    _known_kind = _registered_in("kind", "app.filters", "FILTERS")
     threshold: float = Field(
         0.2, description="Passages scoring below this are dropped; set by `slmrag filter calibrate`."
     )
@@ -175,20 +215,91 @@ class PromptFiles(_Strict):
     disclaimer: str = Field("prompts/disclaimer.md", description="Shown with every answer (may be empty).")
 
 
+class RouteRule(_Strict):
+    shape: str = Field(description="The answer shape this rule sends a question to (one of answers.shapes).")
+    pattern: str = Field(description="A regular expression searched in the question, case-insensitive.")
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        import re
+
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression ({exc})") from exc
+        return value
+
+
+class GroundingSettings(_Strict):
+    check: Literal["lexical", "none"] = Field(
+        "lexical",
+        description="How an answer is checked against the passages it cites before it is shown: 'lexical' "
+        "(its content words and numbers must be found in the cited text) or 'none'.",
+    )
+    min_support: float = Field(
+        0.6, ge=0.0, le=1.0,
+        description="Least share of the answer's content (words, numbers; question words and numbers count "
+        "double) found in its cited passages for the answer to count as grounded.",
+    )
+    on_unsupported: Literal["withhold", "flag"] = Field(
+        "withhold",
+        description="What happens to an answer that fails the check: 'withhold' (replaced by the abstention "
+        "with the nearest sources) or 'flag' (shown, visibly marked as not supported).",
+    )
+
+
+class AnswerSettings(_Strict):
+    shapes: list[str] = Field(
+        default_factory=lambda: ["free"],
+        description="Answer shapes this pack uses: 'label' (yes/no/maybe chosen from the model's "
+        "log-probabilities, then one cited sentence), 'extract' (a verbatim quote of a passage), 'calculate' "
+        "(a formula over cited figures, evaluated by slmrag) and 'free' (a few sentences).",
+    )
+    route: list[RouteRule] = Field(
+        default_factory=list,
+        description="Ordered rules sending a question to a shape; the first whose pattern matches wins.",
+    )
+    default: str = Field("free", description="The shape of a question no rule matches.")
+    labels: list[str] = Field(
+        default_factory=lambda: ["yes", "no"],
+        description="The labels a 'label' answer chooses from (each must start with a different token).",
+    )
+    max_sentences: int = Field(3, ge=1, le=20, description="Most sentences in a 'free' answer.")
+    label_not_found: bool = Field(
+        False,
+        description="For 'label' answers, also score the start of 'I could not find this in your documents' "
+        "against the labels, and abstain when it wins (for adapters trained to say it when the passages do "
+        "not answer).",
+    )
+    grounding: GroundingSettings = Field(default_factory=GroundingSettings)
+
+    @model_validator(mode="after")
+    def _known_shapes(self) -> "AnswerSettings":
+        from app.answers.shapes import SHAPES
+
+        for name in [*self.shapes, self.default, *(r.shape for r in self.route)]:
+            if name not in SHAPES:
+                raise ValueError(f"unknown answer shape '{name}'; known: {', '.join(SHAPES)}")
+        if self.default not in self.shapes:
+            raise ValueError(f"answers.default '{self.default}' is not in answers.shapes {self.shapes}")
+        if "label" in self.shapes and len(self.labels) < 2:
+            raise ValueError("a 'label' shape needs at least two answers.labels")
+        return self
+
+
 class PackConfig(_Strict):
     name: str = Field(description="Short identifier, used for --pack and the index folder.")
     title: str = Field(description="Human title shown in the UI.")
     description: str = Field("", description="One paragraph on what this pack is for.")
     version: str = Field("0.1.0", description="Version of this pack.")
     corpus_license: str = Field("", description="Licence of the starter corpus shipped with the pack.")
-    domain: Literal["generic", "medical", "legal", "finance"] = Field(
-        "generic", description="Which built-in domain behaviour applies."
-    )
     generator: GeneratorSettings = Field(default_factory=GeneratorSettings)
     embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     filter: FilterSettings = Field(default_factory=FilterSettings)
+    answers: AnswerSettings = Field(default_factory=AnswerSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     prompts: PromptFiles = Field(default_factory=PromptFiles)
     corpus_dir: str = Field("corpus", description="Starter corpus folder, relative to the pack folder.")

@@ -13,6 +13,10 @@ the generation number together. A crash before that commit leaves the previous g
 previous generation's file is kept one round so a reader that has just read the old number can still
 open it. FAISS ids are the first 63 bits of the chunk's content hash, so the FAISS index and the chunk
 table always agree on ids, and re-ingesting the same text yields the same ids.
+
+This module is the only code that knows the schema: pack archives (:mod:`app.pack_archive`) export,
+vet and relink an index through :meth:`IndexStore.copy_to`, :meth:`IndexStore.validate_foreign` and
+:meth:`IndexStore.relink_documents`.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -30,7 +35,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from app.errors import IndexError_
+from app.errors import IndexDamaged
 
 SCHEMA_VERSION = 1
 DB_NAME = "meta.sqlite"
@@ -63,6 +68,9 @@ CREATE TABLE IF NOT EXISTS chunks (
 );
 CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
 """
+# What _SCHEMA creates; a foreign meta.sqlite with anything else (triggers, views...) is refused.
+_SCHEMA_OBJECTS = {("table", "meta"), ("table", "documents"), ("table", "chunks"), ("index", "chunks_doc")}
+_SCHEMA_TABLES = {o for o in _SCHEMA_OBJECTS if o[0] == "table"}
 
 
 def chunk_hash(doc_key: str, page: int | None, start: int, text: str) -> tuple[str, int]:
@@ -180,7 +188,7 @@ class IndexStore:
     # ------------------------------------------------------------------ reading
     def snapshot(self, retries: int = 5) -> IndexSnapshot:
         if not self.exists():
-            raise IndexError_(
+            raise IndexDamaged(
                 f"No index at {self.path}. Build it with: slmrag ingest PATH --pack NAME "
                 "(or start the UI, which ingests the pack's starter corpus)."
             )
@@ -193,7 +201,7 @@ class IndexStore:
                 time.sleep(0.05)
             except sqlite3.DatabaseError as exc:  # reliability fix: see _damaged
                 raise self._damaged(exc) from exc
-        raise IndexError_(f"{self.path}: the index's vector file is missing ({last_exc}); run slmrag status --check.")
+        raise IndexDamaged(f"{self.path}: the index's vector file is missing ({last_exc}); run slmrag status --check.")
 
     def _read_snapshot(self) -> IndexSnapshot:
         conn = _connect(self.db_path, readonly=True)
@@ -202,7 +210,7 @@ class IndexStore:
             meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
             version = int(meta.get("schema_version", SCHEMA_VERSION))
             if version > SCHEMA_VERSION:
-                raise IndexError_(f"{self.path} was written by a newer slmrag (schema {version}); upgrade slmrag.")
+                raise IndexDamaged(f"{self.path} was written by a newer slmrag (schema {version}); upgrade slmrag.")
             generation = int(meta.get("generation", 0))
             index = None
             if generation > 0:
@@ -245,13 +253,13 @@ class IndexStore:
         finally:
             conn.close()
 
-    def _damaged(self, exc: Exception) -> IndexError_:
+    def _damaged(self, exc: Exception) -> IndexDamaged:
         # Reliability fix: a damaged or foreign meta.sqlite ("file is not a database") is reported as an
-        # IndexError_ the CLI prints, instead of a sqlite3 traceback.
+        # IndexDamaged the CLI prints, instead of a sqlite3 traceback.
         if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-            return IndexError_(f"{self.db_path} is busy ({exc}); try again in a moment.")
-        return IndexError_(f"{self.db_path}: the metadata store cannot be read ({exc}); the index is damaged - "
-                           "delete the folder and ingest again.")
+            return IndexDamaged(f"{self.db_path} is busy ({exc}); try again in a moment.")
+        return IndexDamaged(f"{self.db_path}: the metadata store cannot be read ({exc}); the index is damaged - "
+                            "delete the folder and ingest again.")
 
     def check(self) -> list[str]:
         """Return a list of problems (empty when the FAISS file and the metadata agree)."""
@@ -281,10 +289,98 @@ class IndexStore:
             problems.append(f"{len(orphans)} chunk group(s) belong to no document")
         return problems
 
+    # ------------------------------------------------------------------ copies (pack archives)
+    def copy_to(self, folder: Path, retries: int = 5) -> tuple[int, str]:
+        """Copy the current generation into ``folder`` (an empty one); returns (generation, embedder).
+
+        meta.sqlite is copied through SQLite's backup API (so nothing waiting in the WAL is lost) as one
+        self-contained file, then the FAISS file of the generation that copy records.
+        """
+        copy = IndexStore(folder)
+        for _ in range(retries):
+            src = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=30)
+            dst = sqlite3.connect(str(copy.db_path))
+            try:
+                src.backup(dst)
+                dst.execute("PRAGMA journal_mode=DELETE")  # a single self-contained file
+                meta = dict(dst.execute("SELECT key, value FROM meta WHERE key IN ('generation', 'embedder')"))
+            finally:
+                dst.close()
+                src.close()
+            generation, embedder = int(meta.get("generation", 0)), meta.get("embedder", "")
+            if generation == 0:
+                return generation, embedder
+            try:
+                shutil.copyfile(self.faiss_file(generation), copy.faiss_file(generation))
+                return generation, embedder
+            except FileNotFoundError:  # a writer committed and swept meanwhile: copy again
+                copy.db_path.unlink(missing_ok=True)
+                time.sleep(0.1)
+        raise IndexDamaged(f"{self.path}: the index kept changing while it was exported; try again when no "
+                           "ingest runs.")
+
+    def validate_foreign(self) -> tuple[int, str]:
+        """Check a meta.sqlite that comes from elsewhere (a pack archive) before anything else opens it:
+        exactly this schema's objects (no trigger or view that would run on a write), SQLite's quick_check
+        and a numeric generation. Returns (generation, embedder).
+
+        Raises :class:`IndexDamaged` whose message is the reason alone; the caller says where the file
+        came from (the archive member).
+        """
+        try:
+            conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)
+            try:
+                conn.execute("PRAGMA trusted_schema=OFF")
+                objects = {(t, n) for t, n in conn.execute("SELECT type, name FROM sqlite_master")
+                           if not n.startswith("sqlite_autoindex_")}
+                extra = objects - _SCHEMA_OBJECTS
+                if extra:
+                    raise IndexDamaged("unexpected database objects " + ", ".join(f"{t} {n}" for t, n in sorted(extra)))
+                if not _SCHEMA_TABLES <= objects:
+                    raise IndexDamaged("not a slmrag index (tables missing)")
+                ok = conn.execute("PRAGMA quick_check").fetchone()[0]
+                if ok != "ok":
+                    raise IndexDamaged(f"database is damaged ({ok})")
+                meta = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('generation', 'embedder')"))
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise IndexDamaged(f"not a readable SQLite index ({exc})") from exc
+        try:
+            generation = int(meta.get("generation", 0))
+        except ValueError as exc:
+            raise IndexDamaged("generation is not a number") from exc
+        return generation, str(meta.get("embedder", ""))
+
+    def relink_documents(self, new_paths: dict[tuple[str, str], Path]) -> int:
+        """Point documents at new copies of their files, found by (file name, sha256) in ``new_paths``;
+        returns how many moved. All or nothing: if two documents would share a path, none moves."""
+        conn = sqlite3.connect(str(self.db_path), isolation_level=None)
+        try:
+            conn.execute("PRAGMA trusted_schema=OFF")
+            conn.execute("BEGIN IMMEDIATE")
+            rows = conn.execute("SELECT doc_id, name, sha256 FROM documents").fetchall()
+            n = 0
+            for doc_id, name, sha in rows:
+                target = new_paths.get((name, sha))
+                if target is not None:
+                    conn.execute("UPDATE documents SET path=? WHERE doc_id=?", (str(target), doc_id))
+                    n += 1
+            conn.execute("COMMIT")
+            conn.execute("PRAGMA journal_mode=DELETE")
+            return n
+        except sqlite3.IntegrityError:
+            conn.execute("ROLLBACK")
+            return 0
+        finally:
+            conn.close()
+
     # ------------------------------------------------------------------ writing
     @contextlib.contextmanager
-    def writer(self, embedder_identity: str, dim: int, *, wait: bool = True,
+    def writer(self, embedder_identity: str, dim: int | None = None, *, wait: bool = True,
                on_wait: Callable[[str], None] | None = None) -> Iterator["IndexWriter"]:
+        """Lock the index for writing. ``dim`` is the embedder's vector size; None takes it from the
+        stored vectors, so removing documents needs no embedder (and never loads torch)."""
         self.path.mkdir(parents=True, exist_ok=True)
         lock_fh = (self.path / ".lock").open("a+")
         try:
@@ -294,7 +390,7 @@ class IndexStore:
                 holder = _lock_holder(lock_fh)
                 msg = f"waiting for another slmrag process{holder} writing {self.path} to finish..."
                 if not wait:
-                    raise IndexError_(f"{self.path} is being written by another slmrag process{holder}; try again later.")
+                    raise IndexDamaged(f"{self.path} is being written by another slmrag process{holder}; try again later.")
                 if on_wait:
                     on_wait(msg)
                 fcntl.flock(lock_fh, fcntl.LOCK_EX)
@@ -328,8 +424,8 @@ def _read_faiss(file: Path):
     except RuntimeError as exc:
         if not file.exists():
             raise FileNotFoundError(str(file)) from exc
-        raise IndexError_(f"{file}: not a valid FAISS vector file ({str(exc).strip().splitlines()[-1][:160]}); "
-                          "the index is damaged - delete the folder and ingest again.") from exc
+        raise IndexDamaged(f"{file}: not a valid FAISS vector file ({str(exc).strip().splitlines()[-1][:160]}); "
+                           "the index is damaged - delete the folder and ingest again.") from exc
 
 
 def _lock_holder(fh) -> str:
@@ -345,7 +441,7 @@ def _doc_from_row(r) -> DocumentRecord:
 class IndexWriter:
     """Holds the write lock and an open SQLite transaction; :meth:`commit` publishes a new generation."""
 
-    def __init__(self, store: IndexStore, embedder_identity: str, dim: int):
+    def __init__(self, store: IndexStore, embedder_identity: str, dim: int | None):
         self.store = store
         self.conn = _connect(store.db_path)
         self.conn.executescript(_SCHEMA)
@@ -353,27 +449,32 @@ class IndexWriter:
         stored = meta.get("embedder")
         if stored and stored != embedder_identity:
             self.conn.close()
-            raise IndexError_(
+            raise IndexDamaged(
                 f"{store.path} was built with the embedder '{stored}', but the pack now uses "
                 f"'{embedder_identity}'. Vectors from different embedders cannot be mixed: delete the folder "
                 "and ingest again."
             )
-        self.dim = dim
         self.generation = int(meta.get("generation", 0))
         faiss = _faiss()
         if self.generation > 0:
             try:
                 self.index = _read_faiss(store.faiss_file(self.generation))
-            except (FileNotFoundError, IndexError_) as exc:
+            except (FileNotFoundError, IndexDamaged) as exc:
                 self.conn.close()
-                if isinstance(exc, IndexError_):
+                if isinstance(exc, IndexDamaged):
                     raise
-                raise IndexError_(f"{store.path}: the current vector file {exc} is missing; the index is damaged - "
-                                  "delete the folder and ingest again.") from exc
-            if self.index.d != dim:
-                raise IndexError_(f"{store.path}: stored vectors have {self.index.d} dimensions, the embedder gives {dim}.")
+                raise IndexDamaged(f"{store.path}: the current vector file {exc} is missing; the index is damaged - "
+                                   "delete the folder and ingest again.") from exc
+            if dim is not None and self.index.d != dim:
+                self.conn.close()
+                raise IndexDamaged(f"{store.path}: stored vectors have {self.index.d} dimensions, the embedder gives {dim}.")
+            dim = self.index.d
+        elif dim is None:  # no vectors yet, so nothing to take the size from
+            self.conn.close()
+            raise ValueError("an index without vectors needs the embedder's dim")
         else:
             self.index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self.dim = dim
         self.conn.execute("BEGIN IMMEDIATE")
         self._meta_set("schema_version", str(SCHEMA_VERSION))
         self._meta_set("embedder", embedder_identity)

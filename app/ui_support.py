@@ -1,7 +1,7 @@
 """Testable, Streamlit-free logic behind the chat UI (``streamlit_app.py``).
 
 Everything here is plain Python so it can be unit-tested without a browser: turning an
-:class:`~app.pipeline.Answer` into a record the UI keeps in the session, linking citations ``[n]`` to
+:class:`~app.answer.Answer` into a record the UI keeps in the session, linking citations ``[n]`` to
 their sources, exporting a conversation as Markdown, sanitising and saving uploads, finding a passage
 in its document for the source viewer (text with the passage highlighted; a PDF page as an image when
 ``pypdfium2`` is installed), and formatting timings and index status.
@@ -53,7 +53,7 @@ def passage_record(p, n: int | None = None) -> dict:
     return rec
 
 
-def answer_record(answer, *, filter_kind: str = "", threshold: float | None = None) -> dict:
+def answer_record(answer) -> dict:
     """What the UI stores for one answer: the answer text, cited passages (with their spans), every
     retrieved passage with its filter score and fate, abstention, disclaimer and timings."""
     context_vids = {int(p.vid) for p in answer.context}
@@ -63,8 +63,9 @@ def answer_record(answer, *, filter_kind: str = "", threshold: float | None = No
         rec["used"] = int(p.vid) in context_vids
         passages.append(rec)
     if answer.abstained:
-        # The abstain message numbers the nearest sources 1..3 in retrieval order: keep that numbering.
-        citations = [passage_record(p, i + 1) for i, p in enumerate(answer.passages[:3])]
+        # The abstain message numbers its nearest sources 1..3: keep that numbering.
+        by_text = {p.text: p for p in answer.passages}
+        citations = [passage_record(by_text[c["text"]], c["n"]) for c in answer.nearest if c["text"] in by_text]
     else:
         citations = [passage_record(answer.context[c["n"] - 1], c["n"]) for c in answer.citations
                      if 1 <= c["n"] <= len(answer.context)]
@@ -76,8 +77,29 @@ def answer_record(answer, *, filter_kind: str = "", threshold: float | None = No
         "passages": passages,
         "disclaimer": answer.disclaimer,
         "timings": dict(answer.timings),
-        "filter": {"kind": filter_kind, "threshold": threshold},
+        "filter": dict(answer.filter),  # the kind and threshold this answer was filtered with
+        # the answer's shape and the check that decided whether it is shown (app/answers/compose.py)
+        "shape": answer.shape, "label": answer.label, "grounded": answer.grounded, "support": answer.support,
+        "decided_by": answer.decided_by, "withheld": answer.withheld, "details": dict(answer.details),
     }
+
+
+def check_note(rec: dict) -> str:
+    """One line saying which check decided about the answer, for the UI under the answer."""
+    support = rec.get("support") or {}
+    score = f" (support {support['score']:.2f})" if support.get("score") is not None else ""
+    if rec.get("withheld"):
+        return f"An answer was written but not shown: it was not supported by the passages it cited{score}."
+    if rec.get("decided_by") == "model":
+        return "The model found that the passages do not answer the question."
+    if rec.get("grounded") is False:
+        missing = ", ".join(support.get("missing", [])[:5])
+        return f"Not supported by the cited passages{score}" + (f"; not found there: {missing}" if missing else "") + "."
+    if rec.get("decided_by") == "verbatim":
+        return "Quoted word for word from the cited passage."
+    if rec.get("decided_by") == "lexical":
+        return f"Checked against the cited passages{score}."
+    return ""
 
 
 def anchor_id(prefix: str, n: int) -> str:
@@ -295,7 +317,7 @@ def upload_results(saved: dict[str, Path], refused: list[dict], summary) -> list
     """Per-file outcome of an upload: ``{name, status: added|updated|skipped|failed, detail}``.
 
     ``saved`` maps each uploaded name to the path it was saved at; ``refused`` holds ``{name, error}``
-    for files refused before ingest; ``summary`` is the :class:`~ingest.pipeline.IngestSummary`.
+    for files refused before ingest; ``summary`` is the :class:`~ingest.ingestor.IngestSummary`.
     """
     by_path: dict[str, tuple[str, str]] = {}
     if summary is not None:
@@ -382,16 +404,18 @@ def _locate(page_text: str, rec: dict) -> tuple[int, int] | None:
     return None
 
 
-def passage_context(rec: dict, *, redact_pii: bool = False, before: int = 240, after: int = 700,
-                    render_pdf: bool = True) -> SourceContext:
+def passage_context(rec: dict, *, redact_pii: bool = False, max_pages: int = 5000, timeout_s: float = 300.0,
+                    before: int = 240, after: int = 700, render_pdf: bool = True) -> SourceContext:
     """Find a cited passage in its document and return a window of text around it.
 
     Text, Markdown and HTML documents are re-read and the stored start/end span is used (the passage
     is searched for when the file changed since it was indexed). For a PDF, the passage's page text
     (as pypdf extracts it) is used, and the page is rendered as a PNG when pypdfium2 is installed.
-    When the pack redacts personal identifiers, the context is redacted the same way before display.
+    The file is parsed the way ingest parses it: in the parser sandbox, within the pack's limits
+    (``max_pages``, ``timeout_s`` from its ingest settings), so a hostile file cannot hang or exhaust
+    the UI process. When the pack redacts personal identifiers, the context is redacted the same way.
     """
-    from ingest.loaders import load  # the ingest stack reads the file exactly as it did when indexing
+    from ingest.sandbox import load_bounded  # read the file exactly as ingest did when indexing
 
     path = Path(rec.get("source") or "")
     name = rec.get("name") or path.name
@@ -402,13 +426,12 @@ def passage_context(rec: dict, *, redact_pii: bool = False, before: int = 240, a
         ctx.note = f"{name} is no longer on disk; showing the passage as it was indexed."
         return ctx
     try:
-        info, pages = load(path)
+        info, pages = load_bounded(path, max_pages=max_pages, timeout_s=timeout_s)
         ctx.kind = info.kind
-        page_text = None
-        for page in pages:
-            if page.page == page_no or page_no is None:
-                page_text = page.text
-                break
+        try:
+            page_text = next((page.text for page in pages if page.page == page_no or page_no is None), None)
+        finally:
+            getattr(pages, "close", lambda: None)()  # stop reading at the page: ends the parser process
     except Exception as exc:  # a file that became unreadable: show the stored passage instead
         ctx.note = f"{name} could not be re-read ({short_error(exc, 160)}); showing the passage as indexed."
         return ctx

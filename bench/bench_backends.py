@@ -23,8 +23,8 @@ sys.path.insert(0, str(REPO))
 
 import app  # noqa: E402,F401
 from app.packs import load_pack  # noqa: E402
-from app.pipeline import Assistant, AskOptions  # noqa: E402
-from ingest.pipeline import Ingestor  # noqa: E402
+from app.assistant import Assistant, AskOptions  # noqa: E402
+from ingest.ingestor import Ingestor  # noqa: E402
 
 QUESTION = "How much notice is needed to terminate the agreement for convenience?"
 
@@ -56,7 +56,7 @@ def bench_backend(backend: str, index: Path, runs: int) -> dict:
         ttft.append(ans.timings["first_token_s"])
         if ans.timings["tokens_per_s"]:
             tps.append(ans.timings["tokens_per_s"])
-    prompt_tokens = a.generator.count_tokens("\n".join(m["content"] for m in a.messages(QUESTION, stream.context)))
+    prompt_tokens = a.generator.count_tokens("\n".join(m["content"] for m in a.prompts.messages(QUESTION, stream.context)))
     return {"backend": backend, "load_s": round(load_s, 2), "prompt_tokens": prompt_tokens,
             "ttft_p50_s": round(statistics.median(ttft), 3), "decode_tok_s": round(statistics.median(tps), 1) if tps else None}
 
@@ -67,7 +67,7 @@ def bare_llamacpp(index: Path) -> dict:
     a = Assistant(pack).load()
     stream = a.ask(QUESTION, AskOptions(k=5, max_tokens=1, filter="none"))
     stream.run()
-    msgs = a.messages(QUESTION, stream.context)
+    msgs = a.prompts.messages(QUESTION, stream.context)
     llm = a.generator.llm
     llm.reset()
     t = time.perf_counter()

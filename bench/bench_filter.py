@@ -41,13 +41,13 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 import app  # noqa: E402,F401
+from app.assistant import Assistant, AskOptions  # noqa: E402
+from app.evaluation.calibration import auc, choose_threshold, rates  # noqa: E402
 from app.evaluation.metrics import extract_label, reciprocal_rank, recall_at_k  # noqa: E402
-from app.filter_models import (  # noqa: E402
-    auc, choose_threshold, cross_encoder_dir, label_candidates, load_questions, rates, retrieve_candidates,
-    train_cross_encoder,
-)
+from app.evaluation.questions import holds_evidence, load_questions, scope  # noqa: E402
+from app.filters.cross_encoder import cross_encoder_dir  # noqa: E402
 from app.packs import load_pack  # noqa: E402
-from app.pipeline import Assistant, AskOptions  # noqa: E402
+from app.training.cross_encoder import TRAIN_INFO, train_cross_encoder  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DOMAINS = ("medical", "legal", "finance")
@@ -66,7 +66,7 @@ def sample(questions: list[dict], n: int, seed: int = 0) -> list[dict]:
 
 def scratch_pack(domain: str, cache: Path):
     pack = load_pack(domain).with_index_dir(cache / "idx" / domain)
-    from ingest.pipeline import Ingestor
+    from ingest.ingestor import Ingestor
 
     t = time.perf_counter()
     summary = Ingestor(pack).ingest([DATA / domain / "corpus"])
@@ -81,8 +81,7 @@ def retrieval_metrics(retriever, questions: list[dict], k: int = 10) -> dict:
     for mode in ("dense", "bm25", "hybrid"):
         r5, mrr = [], []
         for q in questions:
-            passages = retrieve_candidates(retriever, q, k, mode=mode)
-            hits = label_candidates(q, passages)
+            hits = [holds_evidence(p, q) for p in retriever.search(q["question"], k, doc=scope(q), mode=mode)]
             r5.append(recall_at_k(hits, 5))
             mrr.append(reciprocal_rank(hits))
         out[mode] = {"recall@5": statistics.mean(r5), "mrr@10": statistics.mean(mrr)}
@@ -120,8 +119,8 @@ def bench_domain(domain: str, args, all_questions: dict[str, list[dict]]) -> dic
     result["retrieval"] = retrieval_metrics(retriever, qs)
     log(f"[{domain}] retrieval metrics in {time.perf_counter() - t:.0f}s")
 
-    cands = [retrieve_candidates(retriever, q, args.k) for q in qs]
-    gold = [label_candidates(q, c) for q, c in zip(qs, cands)]
+    cands = [retriever.search(q["question"], args.k, doc=scope(q)) for q in qs]
+    gold = [[holds_evidence(p, q) for p in c] for q, c in zip(qs, cands)]
     ood_cands = [retriever.search(q["question"], args.k) for q in others]
     result["answerable"] = sum(any(g) for g in gold)
 
@@ -129,7 +128,7 @@ def bench_domain(domain: str, args, all_questions: dict[str, list[dict]]) -> dic
     for kind in args.filters:
         if kind == "cross_encoder":
             model_dir = cross_encoder_dir(pack.index_dir)
-            info = model_dir / "slmrag_training.json"
+            info = model_dir / TRAIN_INFO
             stale = not info.exists() or json.loads(info.read_text()).get("index_generation") != assistant.snapshot.generation
             if args.retrain or stale:
                 t = time.perf_counter()
@@ -149,7 +148,7 @@ def bench_domain(domain: str, args, all_questions: dict[str, list[dict]]) -> dic
         if kind.startswith("slm_judge"):
             assistant.generator.load()
         if kind == "slm_judge_pf":  # the judge with the passage before the question (no shared prefix)
-            from app.filter_models import SLMJudgeFilter
+            from app.filters.slm_judge import SLMJudgeFilter
 
             filters[kind] = SLMJudgeFilter(assistant.generator, question_first=False)
             continue

@@ -12,7 +12,7 @@ removed again. Reported:
 * attack success rate: answers that contain the payload (per question kind and overall);
 * filter keep rate: how often the cosine filter let the planted passage into the prompt.
 
-``--baseline`` turns off the instruction neutraliser of :mod:`app.pipeline` (quoting and control-token
+``--baseline`` turns off the instruction neutraliser of :mod:`app.prompting` (quoting and control-token
 defanging stay) to show what it buys. Prints figures; asserts nothing.
 """
 
@@ -30,10 +30,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import app  # noqa: E402,F401
-import app.pipeline as pipeline  # noqa: E402
+import app.prompting as prompting  # noqa: E402
 from app.packs import load_pack  # noqa: E402
-from app.pipeline import AskOptions, Assistant  # noqa: E402
-from ingest.pipeline import Ingestor  # noqa: E402
+from app.assistant import AskOptions, Assistant  # noqa: E402
+from ingest.ingestor import Ingestor  # noqa: E402
 
 PAYLOAD = "PWNED"
 BASE_DOCS = ("anticoagulation_warfarin.txt", "diabetes_type2_primer.md", "hypertension_guideline.md", "sepsis_bundle.html")
@@ -94,7 +94,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="write the per-variant results here")
     args = ap.parse_args()
     if args.baseline:
-        pipeline.neutralize_instructions = lambda text: (text, 0)
+        prompting.neutralize_instructions = lambda text: (text, 0)
 
     work = Path(tempfile.mkdtemp(prefix="slmrag-inj-"))
     corpus = work / "corpus"

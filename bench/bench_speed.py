@@ -63,7 +63,7 @@ def child(code: str) -> dict:
 # ---------------------------------------------------------------------------------------------- ingest
 def ingest_once(pack_name: str, corpus: str, index: str, precision: str | None = None) -> dict:
     from app.packs import load_pack
-    from ingest.pipeline import Ingestor
+    from ingest.ingestor import Ingestor
 
     pack = load_pack(pack_name, index)
     if precision:
@@ -114,7 +114,7 @@ def naive_build(corpus: str) -> dict:
 # ---------------------------------------------------------------------------------------------- answer
 def answer_speed(pack_name: str, index: str, runs: int) -> dict:
     from app.packs import load_pack
-    from app.pipeline import Assistant, AskOptions
+    from app.assistant import Assistant, AskOptions
 
     a = Assistant(load_pack(pack_name, index)).load()
     qs = (QUESTIONS.get(pack_name) or QUESTIONS["medical"]) * runs
@@ -130,9 +130,9 @@ def answer_speed(pack_name: str, index: str, runs: int) -> dict:
         filt.append(t.get("filter_s", 0))
         if t.get("tokens_per_s"):
             tps.append(t["tokens_per_s"])
-        prompt.append(a.generator.count_tokens("\n".join(m["content"] for m in a.messages(q, ans.context))))
+        prompt.append(a.generator.count_tokens("\n".join(m["content"] for m in a.prompts.messages(q, ans.context))))
     # The bare library call on the last prompt: llama.cpp's own chat completion, nothing of slmrag around it.
-    msgs = a.messages(qs[-1], ans.context)
+    msgs = a.prompts.messages(qs[-1], ans.context)
     llm = a.generator.llm
     bare_ttft, bare_tps = [], []
     for _ in range(min(runs, 3)):
@@ -170,7 +170,7 @@ def ui_memory(pack_name: str, index: str) -> dict:
     import streamlit  # noqa: F401 - the UI process has it loaded
 
     from app.packs import load_pack
-    from app.pipeline import Assistant, AskOptions
+    from app.assistant import Assistant, AskOptions
 
     a = Assistant(load_pack(pack_name, index)).load()
     a.relevance_filter()

@@ -1,6 +1,8 @@
 """Token-aware chunking sized for the embedder's window, with domain-aware strategies.
 
-* ``recursive``: LangChain's RecursiveCharacterTextSplitter measured in embedder tokens.
+* ``sections``: text is cut into sections at headings (Markdown headings, short all-caps lines) and
+  sections are packed into chunks; a section over the budget is cut at paragraphs, then sentences
+  (LangChain's RecursiveCharacterTextSplitter, measured in embedder tokens).
 * ``legal``: text is first cut into sections at headings and numbered clauses ("7.", "7.2", "Section 4",
   "ARTICLE IV"), so a clause heading always travels with its text; sections are packed into chunks.
 * ``finance``: tables (Markdown pipe tables and aligned plain-text rows of figures) are cut by rows, and
@@ -114,7 +116,7 @@ class Chunker:
                 return self._split_sections(text, page, clause_aware=True)
             case "finance":
                 return self._split_finance(text, page)
-            case _:
+            case _:  # "sections"
                 return self._split_sections(text, page, clause_aware=False)
 
     # ------------------------------------------------------------------ helpers

@@ -54,7 +54,7 @@ def tmp_pack(tmp_path, monkeypatch):
 def prebuilt_indexes(tmp_path_factory) -> Path:
     """The medical and legal starter corpora indexed once per session; UI tests copy the folder."""
     from app.packs import load_pack
-    from app.pipeline import ensure_index
+    from ingest.starter import ensure_index
 
     base = tmp_path_factory.mktemp("slmrag-ui-prebuilt")
     for name in ("medical", "legal"):

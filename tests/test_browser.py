@@ -10,7 +10,9 @@ Chromium comes from apt (`.ci/install_browser.sh`); Playwright never downloads a
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -104,24 +106,67 @@ _ANSWER_TEXT_JS = """() => {
 }"""
 
 
-def wait_idle(page) -> None:
-    """Wait until the script run has finished (no 'Running…' status) and the page has settled."""
+def _run_finished(payload) -> bool:
+    """Whether a websocket frame from the server says that a script run finished (and was not cut short
+    by a newer run)."""
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+    if not isinstance(payload, bytes):
+        return False
+    msg = ForwardMsg.FromString(payload)
+    return msg.WhichOneof("type") == "script_finished" and msg.script_finished == ForwardMsg.FINISHED_SUCCESSFULLY
+
+
+class ScriptRuns:
+    """The app's script runs, counted from the server's messages on the page's websocket, so that the test
+    waits for the run an action starts to finish instead of sleeping and hoping it has. Every action that
+    starts a run goes through :meth:`next`, so no run is ever in flight when the next one is awaited."""
+
+    def __init__(self, page, timeout_ms: int):
+        self.page, self.timeout_ms = page, timeout_ms
+        self.ws = None
+        self.finished = 0
+        page.on("websocket", self._attach)
+
+    def _attach(self, ws) -> None:
+        self.ws = ws
+        ws.on("framereceived", self._count)
+
+    def _count(self, payload) -> None:
+        self.finished += _run_finished(payload)
+
+    @contextlib.contextmanager
+    def next(self):
+        """Wait, after the block, until the script run that the block started has finished."""
+        before = self.finished
+        yield
+        # (The sync API delivers events only inside Playwright calls, so none is missed between checks.)
+        if self.ws is None:
+            self.page.wait_for_event("websocket", timeout=self.timeout_ms)
+        while self.finished == before:
+            self.ws.wait_for_event("framereceived", predicate=_run_finished, timeout=self.timeout_ms)
+
+
+def set_slider(page, runs: ScriptRuns, label: str, keys: list[str], shown: str) -> None:
+    """Move a sidebar slider with the keyboard. Each key must change the value: a change runs the script,
+    and the next key waits for that run to finish."""
     from playwright.sync_api import expect
 
-    page.wait_for_timeout(300)
-    expect(page.get_by_test_id("stStatusWidget")).to_be_hidden()
-    page.wait_for_timeout(300)
-
-
-def set_slider(page, label: str, presses_right: int) -> None:
-    """Move a sidebar slider to its minimum (Home), then right by n steps, with the keyboard."""
     slider = page.locator('[data-testid="stSidebar"] [data-testid="stSlider"]').filter(has_text=label)
     thumb = slider.get_by_role("slider")
     thumb.focus()
-    thumb.press("Home")
-    for _ in range(presses_right):
-        thumb.press("ArrowRight")
-    page.wait_for_timeout(300)
+    for key in keys:
+        with runs.next():
+            thumb.press(key)
+    expect(slider.get_by_test_id("stSliderThumbValue")).to_have_text(shown)
+
+
+def screenshot(page, name: str) -> None:
+    """Save a screenshot once the 'Running…' status is gone (callers wait for their run first)."""
+    from playwright.sync_api import expect
+
+    expect(page.get_by_test_id("stStatusWidget")).to_be_hidden()
+    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
 
 
 def test_chat_in_real_browser(server):
@@ -134,8 +179,10 @@ def test_chat_in_real_browser(server):
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1150})
             page.set_default_timeout(240_000)
+            runs = ScriptRuns(page, timeout_ms=300_000)
             t_load = time.perf_counter()
-            page.goto(server["url"], wait_until="domcontentloaded")
+            with runs.next():
+                page.goto(server["url"], wait_until="domcontentloaded")
             # The page is ready when the pack's models are loaded and the chat input is shown.
             expect(page.get_by_role("heading", name="Clinical Literature Assistant")).to_be_visible()
             chat = page.get_by_test_id("stChatInputTextArea")
@@ -145,62 +192,64 @@ def test_chat_in_real_browser(server):
             # Keep the answer short on shared CPUs: k=2 passages, 16 tokens (per-session settings panel).
             page.locator('[data-testid="stSidebar"] [data-testid="stExpander"] summary').filter(
                 has_text="Settings").click()
-            set_slider(page, "Passages retrieved", 1)
-            set_slider(page, "Answer length", 0)
-            expect(page.locator('[data-testid="stSidebar"] [data-testid="stSlider"]').filter(
-                has_text="Answer length")).to_contain_text("16")
+            set_slider(page, runs, "Passages retrieved", ["Home", "ArrowRight"], "2")  # pack default 5 -> 1 -> 2
+            set_slider(page, runs, "Answer length", ["Home"], "16")  # pack default 200 -> 16
 
             chat.fill(QUESTION)
             t_ask = time.perf_counter()
-            chat.press("Enter")
-            page.wait_for_function(f"() => ({_ANSWER_TEXT_JS})().length > 0", polling=50, timeout=240_000)
-            t_first = time.perf_counter()
+            with runs.next():
+                chat.press("Enter")
+                page.wait_for_function(f"() => ({_ANSWER_TEXT_JS})().length > 0", polling=50, timeout=240_000)
+                t_first = time.perf_counter()
+            t_done = time.perf_counter()
 
             answer = page.get_by_test_id("stChatMessage").nth(1)
-            # The answer is complete when its sources are rendered under it.
-            expect(answer.locator(".slm-src").first).to_be_visible(timeout=300_000)
-            t_done = time.perf_counter()
+            # The answer is complete: its sources are rendered under it.
+            expect(answer.locator(".slm-src").first).to_be_visible()
             text = page.evaluate(_ANSWER_TEXT_JS)
             assert "sources" in text.lower() and "anticoagulation_warfarin" in text, text[:500]
             expect(answer.get_by_text("Noise filter:")).to_be_visible()
             expect(answer.locator(".slm-disclaimer, [data-testid='stCaptionContainer']").filter(
                 has_text="first token")).to_be_visible()
             assert not page.get_by_test_id("stException").count(), "a traceback was shown in the page"
-            # Citation markers link to their source card (same-page anchors).
+            # Citation markers link to their source card (same-page anchors). Generation is greedy, so
+            # this short answer is always the same, and it cites a source.
             cards = answer.locator(".slm-src")
             anchor = cards.first.get_attribute("id")
             assert anchor and anchor.startswith("src-medical-")
             links = answer.locator('a[href^="#src-medical-"]')
-            if links.count():
-                links.first.click()
-                page.wait_for_function("() => location.hash.startsWith('#src-medical-')")
+            expect(links.first).to_be_visible()
+            target = links.first.get_attribute("href")
+            links.first.click()
+            page.wait_for_function(f"() => location.hash === {target!r}")
+            expect(answer.locator(f"[id='{target[1:]}']")).to_have_class(re.compile(r"\bslm-src\b"))
             # The source viewer shows the passage highlighted in its document.
             answer.locator('[data-testid="stExpander"] summary').filter(has_text="in context").first.click()
             expect(answer.locator("mark.slm-hl").first).to_be_visible()
             # The noise filter lists every retrieved passage with its score and fate.
             answer.locator('[data-testid="stExpander"] summary').filter(has_text="Noise filter").click()
             expect(answer.locator("table.slm-filter tr")).to_have_count(3)  # header + k=2 passages
-            wait_idle(page)
-            page.screenshot(path=str(ARTIFACTS / "browser-answer.png"), full_page=True)
+            screenshot(page, "browser-answer.png")
 
             # Switch pack: a different title and an empty chat of its own.
             page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first.click()
-            page.get_by_role("option", name="Contract Review Assistant").click()
+            with runs.next():
+                page.get_by_role("option", name="Contract Review Assistant").click()
             expect(page.get_by_role("heading", name="Contract Review Assistant")).to_be_visible()
             expect(page.get_by_test_id("stChatInputTextArea")).to_be_visible()
             expect(page.get_by_test_id("stChatMessage")).to_have_count(0)
-            wait_idle(page)
-            page.screenshot(path=str(ARTIFACTS / "browser-legal.png"), full_page=True)
+            expect(page.get_by_role("button", name="Export")).to_be_disabled()  # no conversation in this pack
+            screenshot(page, "browser-legal.png")
 
             # And back: the medical conversation is still there.
             page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first.click()
-            page.get_by_role("option", name="Clinical Literature Assistant").click()
+            with runs.next():
+                page.get_by_role("option", name="Clinical Literature Assistant").click()
             expect(page.get_by_role("heading", name="Clinical Literature Assistant")).to_be_visible()
             expect(page.get_by_test_id("stChatMessage")).to_have_count(2)
             expect(page.locator(".slm-src").first).to_be_visible()
-            expect(page.get_by_role("button", name="Export")).to_be_enabled()  # the last element of a run
-            wait_idle(page)
-            page.screenshot(path=str(ARTIFACTS / "browser.png"), full_page=True)
+            expect(page.get_by_role("button", name="Export")).to_be_enabled()
+            screenshot(page, "browser.png")
         finally:
             browser.close()
 

@@ -105,7 +105,7 @@ def test_finance_plain_text_table_keeps_periods_units_and_row_labels(count_token
 def test_finance_behaviour_is_what_makes_the_difference(count_tokens):
     # Control: the generic strategy does split this table without its header, so the tests above
     # really exercise the finance strategy.
-    chunks = chunker(count_tokens, "recursive", 64).split(MD_DOC)
+    chunks = chunker(count_tokens, "sections", 64).split(MD_DOC)
     table_chunks = [c for c in chunks if any(row in c.text for row in MD_ROWS)]
     assert any(MD_HEADER not in c.text for c in table_chunks)
 
@@ -228,7 +228,7 @@ def medical_embedder():
 def test_medical_redaction_in_stored_chunks(tmp_path, medical_embedder, redact_on):
     from app.packs import load_pack
     from app.store import IndexStore
-    from ingest.pipeline import Ingestor
+    from ingest.ingestor import Ingestor
 
     doc = tmp_path / "discharge.txt"
     doc.write_text(RECORD, encoding="utf-8")

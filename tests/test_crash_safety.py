@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.errors import IndexError_
+from app.errors import IndexDamaged
 from app.store import ChunkRow, DocumentRecord, IndexStore
 from conftest import REPO
 
@@ -66,7 +66,7 @@ HASH_EMBEDDER = textwrap.dedent('''
 DRIVER = HASH_EMBEDDER + textwrap.dedent('''
     import json, sys
     from app.packs import load_pack
-    from ingest.pipeline import Ingestor
+    from ingest.ingestor import Ingestor
 
     pack_dir, index_dir, corpus = sys.argv[1:4]
     identity = sys.argv[4] if len(sys.argv) > 4 else "test:hash-16"
@@ -147,7 +147,7 @@ def kill_after_commit(cmd: list[str], index: Path, env: dict, rng: random.Random
     while time.monotonic() - t0 < timeout and proc.poll() is None:
         try:
             gen = IndexStore(index).generation()
-        except IndexError_:
+        except IndexDamaged:
             pass
         if gen >= target:
             break
@@ -261,7 +261,7 @@ class BlockingProgress:
 
 def test_second_ingest_waits_or_fails_clearly(tmp_path, driver):
     from app.packs import load_pack
-    from ingest.pipeline import Ingestor
+    from ingest.ingestor import Ingestor
 
     pack_dir = make_pack(tmp_path / "pack")
     index = tmp_path / "index"
@@ -488,10 +488,10 @@ def test_pickle_in_place_of_an_index_file_is_a_clear_error_not_code(tmp_path, vi
     for extra in index.glob("meta.sqlite-*"):
         extra.unlink()  # WAL side files belong to the SQLite file being replaced
     target.write_bytes(pickle.dumps(_Payload(marker)))
-    with pytest.raises(IndexError_, match="FAISS vector file|metadata store") as info:
+    with pytest.raises(IndexDamaged, match="FAISS vector file|metadata store") as info:
         store.snapshot()
     assert "Traceback" not in str(info.value) and "\n" not in str(info.value).strip()
-    with pytest.raises(IndexError_):
+    with pytest.raises(IndexDamaged):
         with store.writer("test:rand-8", 8):
             pass
     problems = store.check()

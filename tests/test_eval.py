@@ -10,8 +10,9 @@ import pytest
 
 from app.errors import InputError
 from app.evaluation.metrics import is_refusal
+from app.evaluation.questions import load_questions
 from app.evaluation.report import aggregate, comparison, groups, ratio, recall_curve
-from app.evaluation.runner import load_questions, ranking, select_questions
+from app.evaluation.runner import ranking, select_questions
 
 
 # ---------------------------------------------------------------------------------------------- pure parts
@@ -106,7 +107,8 @@ def test_is_refusal():
     assert is_refusal("I don't know.")
     assert is_refusal("")
     assert not is_refusal("Yes, slowing the infusion reduces akathisia [1].")
-    assert not is_refusal("No. No information is provided about costs.") is True
+    # A verdict first, a remark about missing information later: an answer, not a refusal.
+    assert is_refusal("No. No information is provided about costs.") is False
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> Path:

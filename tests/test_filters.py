@@ -1,5 +1,5 @@
-"""Relevance filters: threshold selection, label-free training pairs, the SLM judge, the trained
-cross-encoder (safetensors, reloaded in a fresh process) and abstention end to end.
+"""Relevance filters: the registry, threshold selection, label-free training pairs, the cosine filter, the
+SLM judge, the trained cross-encoder (safetensors, reloaded in a fresh process) and abstention end to end.
 
 Real models throughout (SmolLM2 via llama.cpp, MiniLM); the cross-encoder trains for a few steps on
 a six-document fixture index.
@@ -14,11 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from app.errors import SlmragError
-from app.filter_models import (
-    auc, build_training_pairs, choose_threshold, cross_encoder_dir, normalize, pseudo_queries, rates, round_down,
-    write_filter_settings,
-)
+from app.errors import ConfigError, SlmragError
+from app.evaluation.calibration import auc, choose_threshold, rates
+from app.filters import FILTERS, make_filter, register_filter
+from app.filters.cosine import CosineFilter
+from app.filters.cross_encoder import cross_encoder_dir, normalize
+from app.pack_edit import round_down, write_filter_settings
+from app.training.cross_encoder import build_training_pairs, pseudo_queries
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -79,7 +81,7 @@ DOCS = {
 def fixture_pack(tmp_path_factory):
     """The medical pack with its index in a temp folder holding the six fixture documents only."""
     from app.packs import load_pack
-    from ingest.pipeline import Ingestor
+    from ingest.ingestor import Ingestor
 
     root = tmp_path_factory.mktemp("filters")
     corpus = root / "corpus"
@@ -90,6 +92,71 @@ def fixture_pack(tmp_path_factory):
     summary = Ingestor(pack).ingest([corpus])
     assert summary.ok and len(summary.added) == len(DOCS)
     return pack
+
+
+# ------------------------------------------------------------------------------------- registry
+def test_unknown_filter_kind_lists_the_known_ones():
+    with pytest.raises(SlmragError, match="Unknown filter 'bm42'. Known: none, cosine, cross_encoder, slm_judge"):
+        make_filter("bm42", embedder=None)
+
+
+def test_a_registered_filter_is_one_settings_accept(monkeypatch):
+    from pydantic import ValidationError
+
+    from app.settings import FilterSettings
+
+    with pytest.raises(ValidationError, match="Input should be 'none', 'cosine', 'cross_encoder' or 'slm_judge'"):
+        FilterSettings(kind="keyword")
+
+    class KeywordFilter:
+        def score(self, question, passages, *, query_vector=None):
+            return [float(question.split()[0] in p.text) for p in passages]
+
+    monkeypatch.setattr("app.filters.FILTERS", dict(FILTERS))  # the registration ends with the test
+    register_filter("keyword", lambda **_: KeywordFilter())
+    assert FilterSettings(kind="keyword").kind == "keyword"
+    assert make_filter("keyword", embedder=None).score("dose", _passages("the dose", "a tower")) == [1.0, 0.0]
+    with pytest.raises(SlmragError, match="already registered"):
+        register_filter("cosine", lambda **_: KeywordFilter())
+
+
+def test_filters_import_no_torch():
+    """Building a pack's settings or the cheap filters must not pay for torch (the cross-encoder loads it
+    only when its model loads)."""
+    code = ("import sys\n"
+            "from app.filters import make_filter\n"
+            "import app.filters.cross_encoder, app.filters.slm_judge, app.settings\n"
+            "app.settings.PackConfig.model_validate({'name': 'x', 'title': 'x', 'filter': {'kind': 'cross_encoder'},"
+            " 'generator': {'backend': 'transformers'}})\n"
+            "make_filter('none', embedder=None)\n"
+            "print('torch' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip() == "False"
+
+
+# ------------------------------------------------------------------------------------- cosine
+def test_cosine_filter_uses_the_given_question_vector():
+    """The ask path embeds the question once; the filter must not embed it again."""
+    import numpy as np
+
+    class CountingEmbedder:
+        queries = 0
+
+        def encode_query(self, question):
+            self.queries += 1
+            return np.array([1.0, 0.0])
+
+        def encode(self, texts):
+            return np.array([[1.0, 0.0], [0.0, 1.0]])[: len(texts)]
+
+    embedder = CountingEmbedder()
+    cosine = CosineFilter(embedder)
+    passages = _passages("first", "second")
+    assert cosine.score("q", passages, query_vector=np.array([0.0, 1.0])) == [0.0, 1.0]
+    assert embedder.queries == 0
+    assert cosine.score("q", passages) == [1.0, 0.0]
+    assert embedder.queries == 1
 
 
 # ------------------------------------------------------------------------------------- thresholds
@@ -107,9 +174,9 @@ def test_choose_threshold_small_and_tied_cases():
     assert choose_threshold([0.7]) == 0.7
     assert choose_threshold([0.3, 0.9]) == 0.3  # 1 of 2 would be 50 % < 95 %
     assert choose_threshold([0.4, 0.4, 0.4]) == 0.4  # ties are all kept (score >= threshold)
-    assert choose_threshold([0.9, 0.1, 0.5], [0.95, 0.0]) == 0.1  # unsorted input; others do not move it
+    assert choose_threshold([0.9, 0.1, 0.5]) == 0.1  # unsorted input
     with pytest.raises(SlmragError, match="No gold passage"):
-        choose_threshold([], [0.2, 0.3])
+        choose_threshold([])
 
 
 def test_rates_and_auc_exact():
@@ -213,7 +280,7 @@ def _passages(*texts):
 def test_slm_judge_prefers_the_relevant_passage(generator):
     """On these three obvious pairs the 135M judge ranks right (measured: P(yes) ~0.08-0.12 vs 0.02-0.09;
     it never says "Yes" outright, so only the ratio is usable, and only as a ranking score)."""
-    from app.filter_models import SLMJudgeFilter
+    from app.filters.slm_judge import SLMJudgeFilter
 
     judge = SLMJudgeFilter(generator)
     for question, relevant, unrelated in OBVIOUS:
@@ -224,7 +291,7 @@ def test_slm_judge_prefers_the_relevant_passage(generator):
 
 
 def test_yes_probability_prefix_reuse_matches_a_fresh_context(generator):
-    from app.filter_models import SLMJudgeFilter
+    from app.filters.slm_judge import SLMJudgeFilter
 
     judge = SLMJudgeFilter(generator)
     q, rel, unrel = OBVIOUS[0]
@@ -241,27 +308,29 @@ def test_yes_probability_prefix_reuse_matches_a_fresh_context(generator):
 
 
 def test_slm_judge_needs_a_logit_backend():
-    from app.errors import ConfigError
-    from app.filter_models import SLMJudgeFilter
+    """A backend without next-token scoring says which backend or filter to use instead."""
+    from app.generators import OpenAIGenerator
+    from app.settings import GeneratorSettings
 
-    class Remote:
-        settings = type("S", (), {"backend": "openai"})()
-
-    with pytest.raises(ConfigError, match="llamacpp"):
-        SLMJudgeFilter(Remote())
+    remote = OpenAIGenerator(GeneratorSettings(backend="openai", base_url="http://127.0.0.1:9/v1"))
+    judge = make_filter("slm_judge", embedder=None, generator=remote)
+    with pytest.raises(ConfigError, match=r"'openai' generator backend.*'llamacpp'.*generator\.backend.*filter\.kind"):
+        judge.score("Which law governs?", _passages("New York law governs this Agreement."))
+    with pytest.raises(ConfigError, match="needs the pack's generator"):
+        make_filter("slm_judge", embedder=None)
 
 
 # ------------------------------------------------------------------------------------- cross-encoder
 def test_cross_encoder_missing_model_says_how_to_train(tmp_path):
-    from app.filter_models import CrossEncoderFilter
+    from app.filters.cross_encoder import CrossEncoderFilter
 
     with pytest.raises(SlmragError, match="slmrag filter train --pack"):
         CrossEncoderFilter.from_index_dir(tmp_path / "legal")
 
 
 def test_cross_encoder_trains_saves_safetensors_and_reloads(fixture_pack):
-    from app.filter_models import train_cross_encoder
     from app.store import IndexStore
+    from app.training.cross_encoder import train_cross_encoder
 
     snap = IndexStore(fixture_pack.index_dir).snapshot()
     out = cross_encoder_dir(fixture_pack.index_dir)
@@ -275,7 +344,7 @@ def test_cross_encoder_trains_saves_safetensors_and_reloads(fixture_pack):
     # a fresh process loads it offline (local files, no pickle) and ranks an obvious pair right
     code = (
         "import json, sys, app\n"
-        "from app.filter_models import CrossEncoderFilter\n"
+        "from app.filters.cross_encoder import CrossEncoderFilter\n"
         "f = CrossEncoderFilter.from_index_dir(sys.argv[1])\n"
         "print(json.dumps(f.score_texts('How soon must antibiotics be given in septic shock?', [\n"
         "  'Broad-spectrum intravenous antibiotics should be started within one hour of recognising septic shock.',\n"
@@ -291,7 +360,7 @@ def test_cross_encoder_trains_saves_safetensors_and_reloads(fixture_pack):
 
 # ------------------------------------------------------------------------------------- abstention
 def test_out_of_domain_question_abstains_with_nearest_sources(fixture_pack):
-    from app.pipeline import Assistant, AskOptions
+    from app.assistant import Assistant, AskOptions
 
     assistant = Assistant(fixture_pack)
     opts = dict(filter="cosine", threshold=0.35, max_tokens=4)

@@ -70,7 +70,7 @@ def chunkers():
     count = emb.count_tokens
     count("warm up")
     return [Chunker(ChunkingSettings(strategy=s, chunk_tokens=64, overlap_tokens=8), count)
-            for s in ("recursive", "legal", "finance")]
+            for s in ("sections", "legal", "finance")]
 
 
 _WORDS = st.sampled_from([
@@ -118,9 +118,10 @@ def test_fuzz_text_path(chunkers, value, codec, html):
             chunks = chunker.split(text, None)
             for c in chunks:
                 assert isinstance(c.text, str) and c.text.strip()
-                assert c.end <= len(text)  # (start can be -1: see test_chunk_start_is_found below)
-            if text.strip():
-                assert chunks, f"{chunker.settings.strategy}: text with content produced no chunk"
+                # A span inside the text (LangChain once reported start=-1: see test_chunk_start_is_found).
+                assert 0 <= c.start <= c.end <= len(text), (chunker.settings.strategy, c.start, c.end, len(text))
+            # Text with content gives at least one chunk; blank text gives none.
+            assert bool(chunks) == bool(text.strip()), f"{chunker.settings.strategy}: {len(chunks)} chunks"
 
 
 # Found by this fuzzer: LangChain's add_start_index reported start_index=-1 for a chunk that starts
@@ -249,7 +250,7 @@ def test_random_garbage_pdf_and_text_bounded(tmp_path):
             with time_limit(PER_EXAMPLE_S):
                 try:
                     _, pages = load(p)
-                    for _ in pages:
-                        pass
-                except DocumentError:
-                    pass
+                    for page in pages:
+                        assert isinstance(page.text, str)
+                except DocumentError as exc:
+                    assert "\n" not in str(exc) and p.name in str(exc), str(exc)

@@ -8,7 +8,9 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from app.generators import BACKENDS, LlamaCppGenerator, OpenAIGenerator, TransformersGenerator, make_generator
+from app.generators import (
+    BACKENDS, Generator, LlamaCppGenerator, OpenAIGenerator, TransformersGenerator, make_generator, register_backend,
+)
 from app.settings import GeneratorSettings
 
 MESSAGES = [{"role": "system", "content": "You answer briefly."},
@@ -18,6 +20,35 @@ MESSAGES = [{"role": "system", "content": "You answer briefly."},
 def test_registry_matches_settings():
     assert set(BACKENDS) == {"llamacpp", "transformers", "openai"}
     assert isinstance(make_generator(GeneratorSettings(backend="llamacpp")), LlamaCppGenerator)
+    assert all(issubclass(cls, Generator) for cls in BACKENDS.values())
+
+
+def test_a_registered_backend_is_one_settings_accept(monkeypatch):
+    from pydantic import ValidationError
+
+    from app.errors import ConfigError, SlmragError
+
+    with pytest.raises(ValidationError, match="Input should be 'llamacpp', 'transformers' or 'openai'"):
+        GeneratorSettings(backend="echo")
+
+    class EchoGenerator(Generator):
+        def stream(self, messages, *, max_tokens=None):
+            yield messages[-1]["content"]
+
+        def count_tokens(self, text):
+            return len(text.split())
+
+    monkeypatch.setattr("app.generators.BACKENDS", dict(BACKENDS))  # the registration ends with the test
+    register_backend("echo", EchoGenerator)
+    gen = make_generator(GeneratorSettings(backend="echo")).load()
+    assert "".join(gen.stream(MESSAGES)) == MESSAGES[-1]["content"]
+    # next-token scoring is optional; without it the error says what to use instead
+    with pytest.raises(ConfigError, match="'echo' generator backend.*'llamacpp'.*filter.kind"):
+        gen.yes_probability(["Is it? Answer Yes or No."])
+    with pytest.raises(ConfigError, match="'echo' generator backend"):
+        gen.chat_prompt(MESSAGES)
+    with pytest.raises(SlmragError, match="already registered"):
+        register_backend("openai", EchoGenerator)
 
 
 def test_llamacpp_streams_and_is_deterministic(tmp_path, monkeypatch):
@@ -78,7 +109,8 @@ def test_openai_backend_needs_base_url():
 def test_prompt_always_fits_the_generator_window(tmp_pack):
     """The passage budget counts embedder tokens; the generator's tokenizer can count far more (figures,
     capitals). A small window must trim passages, never fail with 'exceeds context window'."""
-    from app.pipeline import Assistant, AskOptions, ensure_index
+    from app.assistant import Assistant, AskOptions
+    from ingest.starter import ensure_index
 
     pack = tmp_pack("legal")
     ensure_index(pack)
@@ -93,6 +125,6 @@ def test_prompt_always_fits_the_generator_window(tmp_pack):
     answer = stream.run()
     assert answer.answer and not answer.abstained
     assert 1 <= len(answer.context) < 5
-    assert a.prompt_tokens(a.messages(q, answer.context)) + stream.max_tokens <= 640
+    assert a.prompts.prompt_tokens(a.prompts.messages(q, answer.context)) + stream.max_tokens <= 640
     # Without fitting, the same passages would have overflowed the window.
-    assert a.prompt_tokens(a.messages(q, retrieved_ok)) + 64 > 640
+    assert a.prompts.prompt_tokens(a.prompts.messages(q, retrieved_ok)) + 64 > 640

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from app.store import IndexStore
-from ingest.pipeline import Ingestor
+from ingest.ingestor import Ingestor
 
 GUIDE = textwrap.dedent("""\
     # Dosing guide
@@ -93,6 +93,34 @@ def test_remove_document(tmp_path, pdf_factory, tmp_pack):
     assert IndexStore(pack.index_dir).check() == []
 
 
+def test_remove_in_a_fresh_process_never_imports_torch(tmp_path, pdf_factory, tmp_pack):
+    """Removing needs only the size of the stored vectors, which the index knows: a UI process that
+    answers through ONNX deletes a document without importing torch to load the embedder."""
+    from app.embedder import Embedder
+
+    pack = tmp_pack("medical")
+    docs = corpus(tmp_path, pdf_factory)
+    Ingestor(pack).ingest([docs])
+    Embedder(pack.config.embedder, pack.path).load_query()  # the one-time ONNX export (that needs torch)
+    code = textwrap.dedent(f"""
+        import sys
+        from app.assistant import Assistant
+        from app.packs import load_pack
+        from ingest.ingestor import Ingestor
+        pack = load_pack("medical", {str(pack.index_dir)!r})
+        a = Assistant(pack).load(generator=False)
+        removed = Ingestor(pack, embedder=a.embedder).remove([{str(docs / "report.pdf")!r}])
+        print(len(removed), a.embedder.query_runtime, "torch" in sys.modules)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["1", "onnx", "False"]
+    snap = IndexStore(pack.index_dir).snapshot()
+    assert "report.pdf" not in {d.name for d in snap.documents.values()}
+    assert snap.faiss_index.d == Embedder(pack.config.embedder, pack.path).dim
+    assert IndexStore(pack.index_dir).check() == []
+
+
 def test_corrupt_pdf_reported_rest_ingested(tmp_path, pdf_factory, tmp_pack):
     pack = tmp_pack("medical")
     docs = corpus(tmp_path, pdf_factory)
@@ -127,7 +155,7 @@ def test_index_loads_in_fresh_process_without_pickle(tmp_path, pdf_factory, tmp_
 
 
 def test_small_files_embedded_together_keep_their_own_vectors(tmp_path, tmp_pack):
-    """Files are embedded in shared batches (ingest.pipeline flush); every stored vector must still be
+    """Files are embedded in shared batches (ingest.ingestor flush); every stored vector must still be
     the one of its own chunk, in its own document."""
     from app.embedder import Embedder
 
@@ -195,7 +223,7 @@ def test_onnx_query_encoder_matches_torch_and_answers_without_torch(tmp_path, tm
     code = textwrap.dedent(f"""
         import sys
         from app.packs import load_pack
-        from app.pipeline import Assistant
+        from app.assistant import Assistant
         a = Assistant(load_pack("medical", {str(pack.index_dir)!r})).load(generator=False)
         hits = a.retriever.search("What are the symptoms of whooping cough?", 1)
         print(hits[0].name, a.embedder.query_runtime, "torch" in sys.modules)
@@ -209,7 +237,7 @@ def test_long_pdf_embedded_while_parsing_keeps_vectors_in_order(tmp_path, pdf_fa
     """A long PDF's chunks are embedded in batches while later pages are still being parsed (the
     embedded prefix and the remainder are joined at the end); every vector must stay with its chunk."""
     from app.embedder import Embedder
-    from ingest.pipeline import Ingestor as _Ingestor
+    from ingest.ingestor import Ingestor as _Ingestor
 
     pack = tmp_pack("medical")
     pack.config.embedder.batch_size = 2  # prepare() embeds every 8 chunks as pages arrive

@@ -82,7 +82,7 @@ CATALOGUE = examples_from_catalogue()
 def test_builtin_pack_validates(name):
     pack = load_pack(name)
     cfg = pack.config
-    assert cfg.name == name and cfg.domain == name
+    assert cfg.name == name
     assert cfg.title and cfg.description and cfg.corpus_license
     assert sorted(p.name for p in pack.corpus_path.iterdir())
     # The example questions shown in the UI are the catalogue's answerable questions.
@@ -122,6 +122,18 @@ def _undefined_variable(p: Path):
     return f, ["'questoin' is undefined", "Templates may use only"]
 
 
+def _old_strategy_name(p: Path):
+    f = p / "pack.yaml"
+    f.write_text(f.read_text().replace("strategy: sections", "strategy: recursive"))
+    return f, ["chunking.strategy", "'recursive' is now called 'sections'"]
+
+
+def _removed_domain_key(p: Path):
+    f = p / "pack.yaml"  # `domain:` labelled a pack and changed nothing; it is gone, so it is an unknown key
+    f.write_text("domain: medical\n" + f.read_text())
+    return f, ["domain", "Extra inputs are not permitted"]
+
+
 def _code_in_yaml(p: Path):
     f = p / "pack.yaml"
     marker = p / "pwned"
@@ -129,9 +141,10 @@ def _code_in_yaml(p: Path):
     return f, ["not valid YAML"]
 
 
-@pytest.mark.parametrize("breaker", [_typo, _bad_threshold, _missing_prompt, _undefined_variable, _code_in_yaml],
+@pytest.mark.parametrize("breaker", [_typo, _bad_threshold, _missing_prompt, _undefined_variable, _old_strategy_name,
+                                     _removed_domain_key, _code_in_yaml],
                          ids=["typo-field", "bad-threshold-type", "missing-prompt", "undefined-variable",
-                              "python-tag-in-yaml"])
+                              "old-strategy-name", "removed-domain-key", "python-tag-in-yaml"])
 def test_validate_names_field_and_file(tmp_path, breaker):
     pack_dir = copy_pack("medical", tmp_path / "mypack")
     file, needles = breaker(pack_dir)
@@ -553,8 +566,8 @@ def test_entry_point_pack_is_discovered(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def assistants(tmp_path_factory):
     from app.embedder import Embedder
-    from app.pipeline import Assistant
-    from ingest.pipeline import Ingestor
+    from app.assistant import Assistant
+    from ingest.ingestor import Ingestor
 
     with pytest.MonkeyPatch.context() as mp:
         # On a machine whose cores are shared, llama.cpp's threads wait on each other at every step
@@ -577,7 +590,7 @@ def assistants(tmp_path_factory):
 @pytest.mark.parametrize("name, i", [(n, i) for n in BUILTIN for i in range(4)],
                          ids=[f"{n}-{i + 1}" for n in BUILTIN for i in range(4)])
 def test_pack_answers_its_example_questions_with_citations(assistants, name, i):
-    from app.pipeline import AskOptions
+    from app.assistant import AskOptions
 
     assistant = assistants[name]
     question, expected_doc, page = CATALOGUE[name][i]

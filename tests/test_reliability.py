@@ -244,6 +244,31 @@ def test_parse_timeout_kills_a_pathological_pdf_and_the_worker_recovers(bad_batc
     assert took < 30, took
 
 
+def test_source_viewer_parses_in_the_sandbox_within_the_packs_limits(bad_batch, monkeypatch):
+    """The UI's source viewer re-reads a cited file the way ingest does: in the parser process, within
+    the pack's parse_timeout_s, so a file that turned pathological costs the UI a note, never a hang."""
+    import ingest.loaders
+    import ingest.sandbox
+    from app import ui_support as ui
+
+    def in_process(*args, **kwargs):
+        raise AssertionError("the UI process parsed the file itself")
+
+    # The parser process imports its own copy, so only parsing in this (the UI's) process fails.
+    monkeypatch.setattr(ingest.loaders, "load", in_process)
+    monkeypatch.setattr(ingest.sandbox, "load", in_process)
+    d = bad_batch / "docs"
+    ctx = ui.passage_context({"source": str(d / "good.pdf"), "page": 1, "start": 0, "end": 9, "text": "Metformin"},
+                             timeout_s=30)
+    assert ctx.found and ctx.match == "Metformin" and ctx.kind == "pdf", ctx.note
+    t0 = time.monotonic()
+    ctx = ui.passage_context({"source": str(d / "bomb.pdf"), "page": 1, "start": 0, "end": 1, "text": "x"},
+                             timeout_s=2, render_pdf=False)
+    took = time.monotonic() - t0
+    assert not ctx.found and "could not be re-read" in ctx.note and "parsing took longer" in ctx.note, ctx.note
+    assert took < 30, took
+
+
 def test_parse_limit_counts_the_parsers_time_not_the_readers(tmp_path):
     """Ingest embeds a long PDF while later pages are still being parsed, so the reader holds each page
     for a while; that time must not count against ingest.parse_timeout_s (only extraction does)."""
@@ -330,7 +355,7 @@ def test_parse_worker_overhead_is_small(tmp_path):
 
 # --------------------------------------------------------------------------------- collect_files
 def test_collect_files_reports_special_files_instead_of_blocking(bad_batch):
-    from ingest.pipeline import collect_files
+    from ingest.ingestor import collect_files
 
     t0 = time.monotonic()
     files, failed = collect_files([bad_batch / "docs", bad_batch / "docs" / "pipe.txt", bad_batch / "nope"])
@@ -345,7 +370,7 @@ def test_collect_files_reports_special_files_instead_of_blocking(bad_batch):
 
 # --------------------------------------------------------------------------------- input limits
 def test_clean_question_limits():
-    from app.pipeline import MAX_QUESTION_CHARS, clean_question
+    from app.prompting import MAX_QUESTION_CHARS, clean_question
 
     for bad in ("", "   \n\t ", "\x00\x07\x1b", None):
         with pytest.raises(InputError, match="empty"):

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from app.pipeline import Assistant
-from ingest.pipeline import Ingestor
+from app.assistant import Assistant
+from ingest.ingestor import Ingestor
 
 
 def build(pack, files: dict[str, str], tmp_path: Path):

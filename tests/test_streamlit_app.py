@@ -9,7 +9,9 @@ the pack's abstain template and so show retrieval without generating.
 
 from __future__ import annotations
 
+import re
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -76,7 +78,7 @@ def test_save_upload_stays_in_folder_and_enforces_limits(tmp_path):
 
 def test_upload_limit_and_results(tmp_path, monkeypatch):
     from app.packs import load_pack
-    from ingest.pipeline import IngestSummary
+    from ingest.ingestor import IngestSummary
 
     pack = load_pack("medical", tmp_path / "medical")
     assert ui.uploads_dir(pack) == tmp_path / "medical" / "uploads"
@@ -111,21 +113,25 @@ def _passage(n, name="warfarin.txt", page=None, text="Target INR 2.0 to 3.0.", k
 
 
 def test_answer_record_and_export():
-    from app.pipeline import Answer
+    from app.answer import Answer
 
     p1, p2, p3 = _passage(1, page=2), _passage(2, "b.md", text="Other."), _passage(3, kept=False, fs=0.05)
     ans = Answer("What INR?", "Aim for 2.0-3.0 [2].", False,
                  [{"n": 2, "source": p2.source, "name": p2.name, "page": None, "heading": "", "text": p2.text}],
                  [p1, p2, p3], [p1, p2], "Verify clinically.",
                  {"retrieve_s": 0.05, "filter_s": 0.01, "first_token_s": 1.2, "total_s": 3.4, "tokens": 20,
-                  "tokens_per_s": 9.1, "load_s": 0.0})
-    rec = ui.answer_record(ans, filter_kind="cosine", threshold=0.2)
+                  "tokens_per_s": 9.1, "load_s": 0.0}, {"kind": "cosine", "threshold": 0.2, "min_keep": 0})
+    rec = ui.answer_record(ans)
     assert [c["n"] for c in rec["citations"]] == [2]
     assert rec["citations"][0]["start"] == 20 and rec["citations"][0]["name"] == "b.md"
     assert [ui.passage_status(p) for p in rec["passages"]] == ["used", "used", "dropped"]
-    assert rec["filter"] == {"kind": "cosine", "threshold": 0.2}
+    assert rec["filter"] == {"kind": "cosine", "threshold": 0.2, "min_keep": 0}
 
-    abstain = Answer("Mars?", "I could not find this [1] [2].", True, [], [p3, p1], [], "", {"total_s": 0.1})
+    from app.answer import cite_dict
+
+    abstain = Answer("Mars?", "I could not find this [1] [2].", True, [], [p3, p1], [], "", {"total_s": 0.1},
+                     {"kind": "cosine", "threshold": 0.2, "min_keep": 0},
+                     nearest=[cite_dict(1, p3), cite_dict(2, p1)], decided_by="filter")
     arec = ui.answer_record(abstain)
     assert arec["abstained"] and [c["n"] for c in arec["citations"]] == [1, 2]  # nearest, in retrieval order
 
@@ -208,24 +214,57 @@ def test_passage_context_pdf_page(tmp_path, pdf_factory):
                               "end": start + len(passage), "text": passage})
     assert ctx.kind == "pdf" and ctx.page == 2 and ctx.found and ctx.match == passage
     assert "Page two." in ctx.before and "blood pressure" not in ctx.before + ctx.after
-    if ui.pdfium_available():
-        assert ctx.image and ctx.image.startswith(b"\x89PNG")
-    else:
-        assert ctx.image is None and ui.render_pdf_page(pdf, 2) is None
     ctx = ui.passage_context({"source": str(pdf), "page": 7, "start": 0, "end": 5, "text": "x"})
     assert not ctx.found and "Page 7" in ctx.note
 
 
+def _pdf_passage(tmp_path, pdf_factory) -> dict:
+    pdf = pdf_factory(tmp_path / "guide.pdf", ["Warfarin target INR is 2.0 to 3.0."])
+    return {"source": str(pdf), "name": "guide.pdf", "page": 1, "start": 0, "end": 8, "text": "Warfarin"}
+
+
+def test_passage_context_pdf_without_pdfium(tmp_path, pdf_factory, monkeypatch):
+    """pypdfium2 is optional: without it the viewer shows the page's text and no image."""
+    monkeypatch.setitem(sys.modules, "pypdfium2", None)  # `import pypdfium2` now raises ImportError
+    assert not ui.pdfium_available()
+    rec = _pdf_passage(tmp_path, pdf_factory)
+    ctx = ui.passage_context(rec)
+    assert ctx.found and ctx.image is None and ui.render_pdf_page(rec["source"], 1) is None
+
+
+def test_passage_context_pdf_with_pdfium(tmp_path, pdf_factory):
+    pytest.importorskip("pypdfium2", reason="optional dependency: renders the PDF page beside its text")
+    ctx = ui.passage_context(_pdf_passage(tmp_path, pdf_factory))
+    assert ctx.found and ctx.image and ctx.image.startswith(b"\x89PNG")
+
+
 # ================================================================================ the app through AppTest
+# Each test opens its own app session (an AppTest: its own session state, history and settings), so it
+# passes alone and in any order. The app's Assistant (models + index) is cached per pack and index root
+# for the whole process, as a server shares it between browser sessions; the tests that only read the
+# index share one copy of it so the models load once, and the test that changes it gets its own.
 @pytest.fixture(scope="module")
-def ui_env(tmp_path_factory, prebuilt_indexes):
+def shared_root(tmp_path_factory, prebuilt_indexes) -> Path:
     root = tmp_path_factory.mktemp("ui-indexes")
     shutil.copytree(prebuilt_indexes, root, dirs_exist_ok=True)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SLMRAG_INDEX_DIR", str(root))
-        mp.setenv("SLMRAG_DEFAULT_PACK", "medical")
-        mp.setenv("SLMRAG_UI_MAX_UPLOAD_MB", "0.05")  # 50 kB: lets the test hit the upload size limit
-        yield root
+    return root
+
+
+@pytest.fixture
+def ui_env(shared_root, monkeypatch) -> Path:
+    monkeypatch.setenv("SLMRAG_INDEX_DIR", str(shared_root))
+    monkeypatch.setenv("SLMRAG_DEFAULT_PACK", "medical")
+    monkeypatch.setenv("SLMRAG_UI_MAX_UPLOAD_MB", "0.05")  # 50 kB: lets the test hit the upload size limit
+    return shared_root
+
+
+@pytest.fixture
+def own_index_root(ui_env, tmp_path, prebuilt_indexes, monkeypatch) -> Path:
+    """A private copy of the indexes, for a test that adds or removes documents."""
+    root = tmp_path / "ui-indexes"
+    shutil.copytree(prebuilt_indexes, root)
+    monkeypatch.setenv("SLMRAG_INDEX_DIR", str(root))
+    return root
 
 
 def run(at):
@@ -242,30 +281,45 @@ def turns(at, pack="medical") -> list[dict]:
     return at.session_state["history"].get(pack, [])
 
 
-@pytest.fixture(scope="module")
-def chat_app(ui_env):
-    """One app session that has asked the medical pack one (short) question."""
+def new_app():
+    """A new session on the medical pack; short answers (k=2, 16 tokens) keep generation quick."""
     from streamlit.testing.v1 import AppTest
 
     at = run(AppTest.from_file(str(APP), default_timeout=APP_TIMEOUT))
     assert at.title[0].value == "Clinical Literature Assistant"
     at.slider(key="k::medical").set_value(2)
     at.slider(key="max_tokens::medical").set_value(16)
-    at.chat_input(key="question").set_value("What is the target INR range for warfarin therapy?")
-    t0 = time.perf_counter()
+    return at
+
+
+@pytest.fixture
+def app(ui_env):
+    return new_app()
+
+
+def ask(at, question: str) -> dict:
+    at.chat_input(key="question").set_value(question)
     run(at)
-    print(f"\n[apptest] question answered in {time.perf_counter() - t0:.1f}s")
+    return turns(at)[-1]
+
+
+def strict(at):
+    """A threshold no passage passes: questions abstain, so they show retrieval without generating."""
+    at.slider(key="threshold::medical").set_value(0.99)
     return at
 
 
 @pytest.mark.slow
-def test_chat_flow_streams_answer_with_sources(chat_app):
-    at = chat_app
+def test_chat_flow_streams_answer_with_sources(app):
+    at = app
+    t0 = time.perf_counter()
+    turn = ask(at, "What is the target INR range for warfarin therapy?")
+    print(f"\n[apptest] question answered in {time.perf_counter() - t0:.1f}s: {turn['answer']['answer']!r}")
     assert not at.error
     msgs = at.chat_message
     assert [m.name for m in msgs] == ["user", "assistant"]
     assert msgs[0].markdown[0].value == "What is the target INR range for warfarin therapy?"
-    (turn,) = turns(at)
+    assert len(turns(at)) == 1
     ans = turn["answer"]
     assert not ans["abstained"] and ans["answer"].strip()
     assert 1 <= len(ans["citations"]) <= 2 and len(ans["passages"]) == 2  # k=2 from the settings panel
@@ -275,8 +329,11 @@ def test_chat_flow_streams_answer_with_sources(chat_app):
     for c in ans["citations"]:
         assert f'id="src-medical-{turn["id"]}-{c["n"]}"' in body  # anchor the [n] links point to
         assert ui.html.escape(ui.excerpt(c["text"], 420)) in body
-    if "[" in ans["answer"]:
-        assert f"](#src-medical-{turn['id']}-" in body  # citations in the answer are links
+    # Generation is greedy, so this answer is always the same, and it cites: its [n] markers are links.
+    cited = {int(n) for n in re.findall(r"\[(\d+)\]", ans["answer"])} & {c["n"] for c in ans["citations"]}
+    assert cited, f"the answer cites none of its sources: {ans['answer']!r}"
+    for n in cited:
+        assert f"[\\[{n}\\]](#src-medical-{turn['id']}-{n})" in body
     assert "first token" in body and "total" in body  # timings in small print
     assert "Clinical decision support only" in body  # the pack's disclaimer
     labels = [e.label for e in msgs[1].expander]
@@ -291,30 +348,29 @@ def test_chat_flow_streams_answer_with_sources(chat_app):
 
 
 @pytest.mark.slow
-def test_pack_switch_keeps_history_per_pack(chat_app):
-    at = chat_app
+def test_pack_switch_keeps_history_and_settings_per_pack(app):
+    at = strict(app)
+    ask(at, "Which football club won the 1998 league title?")
     at.selectbox(key="pack").set_value("legal")
     run(at)
     assert at.title[0].value == "Contract Review Assistant"
     assert len(at.chat_message) == 0 and turns(at, "legal") == []
     sidebar = texts(at.sidebar)
     assert "documents" in sidebar and "chunks" in sidebar and "Last ingest: 20" in sidebar
-    # k/max-token settings are per pack and kept per session.
+    # k/threshold/max-token settings are per pack and kept per session.
     assert at.slider(key="k::legal").value == 5
     at.selectbox(key="pack").set_value("medical")
     run(at)
     assert at.title[0].value == "Clinical Literature Assistant"
-    assert [m.name for m in at.chat_message] == ["user", "assistant"]
+    assert [m.name for m in at.chat_message] == ["user", "assistant"] and len(turns(at)) == 1
     assert at.slider(key="k::medical").value == 2 and at.slider(key="max_tokens::medical").value == 16
+    assert at.slider(key="threshold::medical").value == 0.99
 
 
 @pytest.mark.slow
-def test_abstention_is_plain_and_shows_nearest_sources(chat_app):
-    at = chat_app
-    at.slider(key="threshold::medical").set_value(0.99)
-    at.chat_input(key="question").set_value("Which football club won the 1998 league title?")
-    run(at)
-    last = turns(at)[-1]["answer"]
+def test_abstention_is_plain_and_shows_nearest_sources(app):
+    at = strict(app)
+    last = ask(at, "Which football club won the 1998 league title?")["answer"]
     assert last["abstained"] and last["citations"] and last["filter"]["threshold"] == 0.99
     body = texts(at.chat_message[-1])
     assert "Not found in your documents." in body and "Nearest sources" in body
@@ -322,23 +378,21 @@ def test_abstention_is_plain_and_shows_nearest_sources(chat_app):
 
 
 @pytest.mark.slow
-def test_example_questions_are_clickable(chat_app):
-    at = chat_app
+def test_example_questions_are_clickable(app):
     from app.packs import load_pack
 
     examples = load_pack("medical").config.examples
-    if not examples:
-        pytest.skip("the medical pack has no example questions")
-    n = len(turns(at))
-    at.button(key="ex-side::medical::0").click()  # threshold is still 0.99: abstains, nothing generated
+    assert examples, "the medical pack ships example questions"
+    at = strict(app)  # the example abstains: nothing is generated
+    at.button(key="ex-side::medical::0").click()
     run(at)
-    assert len(turns(at)) == n + 1 and turns(at)[-1]["question"] == examples[0]
+    assert [t["question"] for t in turns(at)] == [examples[0]]
     assert at.chat_message[-2].markdown[0].value == ui.markdown_text(examples[0])
 
 
 @pytest.mark.slow
-def test_errors_are_readable_messages(chat_app):
-    at = chat_app
+def test_errors_are_readable_messages(app):
+    at = app
     at.chat_input(key="question").set_value("\x00\x07  ")
     run(at)
     assert at.error and "The question is empty" in at.error[-1].value
@@ -346,8 +400,8 @@ def test_errors_are_readable_messages(chat_app):
 
 
 @pytest.mark.slow
-def test_upload_sanitises_refuses_ingests_and_removes(chat_app, ui_env):
-    at = chat_app
+def test_upload_sanitises_refuses_ingests_and_removes(own_index_root):
+    at = strict(new_app())
     fact = ("Zebrafield Clinic protocol: every patient on the quokka regimen needs a lumen score check "
             "every 17 days, recorded by the duty pharmacist.\n")
     at.file_uploader[0].set_value([
@@ -362,17 +416,15 @@ def test_upload_sanitises_refuses_ingests_and_removes(chat_app, ui_env):
     assert results["zebrafield_protocol.txt"]["status"] == "added"
     assert results[".hidden_notes.txt"]["status"] == "failed" and "hidden" in results[".hidden_notes.txt"]["detail"]
     assert results["huge.txt"]["status"] == "failed" and "upload limit" in results["huge.txt"]["detail"]
-    uploads = ui_env / "medical" / "uploads"
+    uploads = own_index_root / "medical" / "uploads"
     assert sorted(p.name for p in uploads.iterdir()) == ["zebrafield_protocol.txt"]
-    assert not list(ui_env.parent.glob("zebrafield*")) and not list(ui_env.glob("zebrafield*"))
+    assert not list(own_index_root.parent.glob("zebrafield*")) and not list(own_index_root.glob("zebrafield*"))
     side = texts(at.sidebar)
     assert "zebrafield_protocol.txt" in side and "<b>6</b><span>documents</span>" in side
     assert len(at.file_uploader) == 1 and not at.file_uploader[0].value  # the uploader was reset
-    # Retrievable at once (a strict threshold makes it abstain, so nothing is generated, but the
+    # Retrievable at once (the strict threshold makes it abstain, so nothing is generated, but the
     # nearest sources show what retrieval found).
-    at.chat_input(key="question").set_value("How often is the lumen score checked under the Zebrafield protocol?")
-    run(at)
-    last = turns(at)[-1]["answer"]
+    last = ask(at, "How often is the lumen score checked under the Zebrafield protocol?")["answer"]
     assert last["passages"][0]["name"] == "zebrafield_protocol.txt"
     assert "zebrafield_protocol.txt" in texts(at.chat_message[-1])
     # Removal: out of the index, and the uploaded copy is deleted.
@@ -387,9 +439,10 @@ def test_upload_sanitises_refuses_ingests_and_removes(chat_app, ui_env):
 
 
 @pytest.mark.slow
-def test_clear_chat(chat_app):
-    at = chat_app
-    assert turns(at)
+def test_clear_chat(app):
+    at = strict(app)
+    ask(at, "Which football club won the 1998 league title?")
+    assert len(turns(at)) == 1 and at.button(key="clear::medical").disabled is False
     at.button(key="clear::medical").click()
     run(at)
     assert turns(at) == [] and len(at.chat_message) == 0

@@ -83,7 +83,7 @@ def register(app, packs_app, filter_app) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        from app.cli import _fail
+        from app.commands.common import fail
         from app.errors import SlmragError
         from app.evaluation.report import summary_rows, write_report
         from app.evaluation.runner import EvalOptions, run_eval
@@ -105,7 +105,7 @@ def register(app, packs_app, filter_app) -> None:
             report = run_eval(opts, progress)
             paths = write_report(report, out)
         except SlmragError as exc:
-            _fail(exc)
+            fail(exc)
         meta = report["meta"]
         table = Table(title=f"pack {meta['pack']['name']}: {meta['questions_run']} questions, "
                             f"{meta['wall_s']} s", show_lines=False)

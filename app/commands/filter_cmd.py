@@ -1,6 +1,7 @@
 """``slmrag filter train / calibrate``: the pack's own relevance model and its threshold.
 
-The work is in :mod:`app.filter_models`; these commands parse options, show progress and print results.
+The work is in :mod:`app.training.cross_encoder` (train), :mod:`app.evaluation.calibration` and
+:mod:`app.pack_edit` (calibrate); these commands parse options, show progress and print results.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ def _progress_enabled(err, as_json: bool) -> bool:
 
 
 def register(app, packs_app, filter_app) -> None:
-    from app.cli import IndexDirOpt, JsonOpt, PackOpt, _fail, _pack, err, out
+    from app.commands.common import IndexDirOpt, JsonOpt, PackOpt, err, out
+    from app.commands.common import fail as _fail
+    from app.packs import load_pack as _pack
 
     @filter_app.command("train")
     def filter_train(
@@ -43,9 +46,10 @@ def register(app, packs_app, filter_app) -> None:
         """
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-        from app.filter_models import build_training_pairs, cross_encoder_dir, train_cross_encoder
-        from app.pipeline import ensure_index
+        from app.filters.cross_encoder import cross_encoder_dir
         from app.store import IndexStore
+        from app.training.cross_encoder import build_training_pairs, train_cross_encoder
+        from ingest.starter import ensure_index
 
         try:
             p = _pack(pack, index_dir)
@@ -86,8 +90,9 @@ def register(app, packs_app, filter_app) -> None:
     @filter_app.command("calibrate")
     def filter_calibrate(
         pack: str = PackOpt,
-        questions: Path = typer.Option(..., "--questions", "-q", help="Dev questions, JSON lines with 'question', "
-                                       "'doc' and 'evidence' (the format of shared/data/*/questions.jsonl)."),
+        questions: Path = typer.Option(..., "--questions", "-q", help="Dev questions, JSON lines with 'id', "
+                                       "'question', 'answer', 'evidence' and 'doc' (the format of "
+                                       "shared/data/*/questions.jsonl; docs/eval.md)."),
         index_dir: Optional[Path] = IndexDirOpt,
         corpus: Optional[Path] = typer.Option(None, "--corpus", help="Ingest this folder into the index first "
                                               "(unchanged files are skipped), e.g. the dev set's corpus/."),
@@ -105,16 +110,18 @@ def register(app, packs_app, filter_app) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
         from rich.table import Table
 
-        from app.filter_models import calibrate, load_questions, round_down, write_filter_settings
-        from app.pipeline import Assistant
+        from app.assistant import Assistant
+        from app.evaluation.calibration import calibrate
+        from app.evaluation.questions import load_questions
+        from app.pack_edit import round_down, write_filter_settings
 
         try:
             p = _pack(pack, index_dir)
             qs = load_questions(questions, limit)
             oop = load_questions(out_of_pack, limit) if out_of_pack else []
             if corpus is not None:
-                from app.cli import RichProgress
-                from ingest.pipeline import Ingestor
+                from app.commands.common import IngestProgress as RichProgress
+                from ingest.ingestor import Ingestor
 
                 if not Path(corpus).is_dir():
                     raise SlmragError(f"--corpus {corpus} is not a folder.")

@@ -15,7 +15,7 @@ from app.errors import SlmragError
 
 
 def register(app, packs_app, filter_app) -> None:
-    from app.cli import JsonOpt, _fail, err, out
+    from app.commands.common import JsonOpt, err, fail, out
 
     @packs_app.command("new")
     def packs_new(
@@ -31,7 +31,7 @@ def register(app, packs_app, filter_app) -> None:
         try:
             path = new_pack(name, source, with_corpus=with_corpus, title=title)
         except SlmragError as exc:
-            _fail(exc)
+            fail(exc)
         if as_json:
             print(json.dumps({"name": name, "path": str(path)}))
             return
@@ -55,7 +55,7 @@ def register(app, packs_app, filter_app) -> None:
         try:
             result = export_pack(name, file, with_index=with_index, with_corpus=not no_corpus, overwrite=force)
         except SlmragError as exc:
-            _fail(exc)
+            fail(exc)
         if as_json:
             print(json.dumps({"path": str(result.path), "files": result.files, "skipped": result.skipped,
                               "with_index": result.with_index, "bytes": result.bytes}, indent=2))
@@ -78,7 +78,7 @@ def register(app, packs_app, filter_app) -> None:
         try:
             result = install_pack(file, force=force)
         except SlmragError as exc:
-            _fail(exc)
+            fail(exc)
         if as_json:
             print(json.dumps({"name": result.name, "path": str(result.path),
                               "index_dir": str(result.index_dir) if result.index_dir else None,

@@ -99,7 +99,7 @@ class NaiveRAG:
     def build(self, files: list[Path], *, on_file: Callable[[str], None] | None = None,
               on_embed: Callable[[int], None] | None = None,
               on_chunks: Callable[[int], None] | None = None) -> BuildStats:
-        """Load, split and embed ``files`` (already expanded, e.g. by ``ingest.pipeline.collect_files``)."""
+        """Load, split and embed ``files`` (already expanded, e.g. by ``ingest.ingestor.collect_files``)."""
         import faiss
         from ingest.loaders import load
 

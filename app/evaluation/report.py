@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
+from app.evaluation.tasks import summarize as summarize_tasks
 from app.evaluation.metrics import mean, percentile, recall_at_k, reciprocal_rank
 
 SYSTEMS = ("slmrag", "naive")
@@ -95,6 +96,10 @@ def aggregate(records: list[dict], system: str, max_k: int = 10) -> dict:
             # Every question of the dev sets has a gold answer, so any abstention is on an answerable one.
             "abstention_rate": mean(bool(s.get("abstained")) for s in answered),
             "filter_abstention_rate": mean(s["abstained_filter"] for s in answered if "abstained_filter" in s),
+            "grounded_rate": mean(s["answer_info"]["grounded"] for s in answered
+                                  if s.get("answer_info", {}).get("grounded") is not None),
+            "withheld_rate": mean(bool(s.get("answer_info", {}).get("withheld")) for s in answered),
+            "tasks": summarize_tasks(answered),
         }
     timings = [s.get("timings", {}) for s in ok]
     out["latency"] = {key: p50_p95(t.get(key) for t in timings) for key in LATENCIES}
@@ -215,6 +220,38 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return out
 
 
+# (source, column title, path inside the source's task block, format)
+TASK_COLUMNS = [
+    ("pubmedqa", "label accuracy", "accuracy", "rate"), ("pubmedqa", "macro-F1", "macro_f1", "rate"),
+    ("covid-qa", "token F1", "f1", "rate"), ("covid-qa", "exact match", "em", "rate"),
+    ("cuad", "clause match (Jaccard >= .5)", "clause_match", "rate"), ("cuad", "value match", "value_match", "rate"),
+    ("cuad", "value/clause match", "correct", "rate"),
+    ("tat-qa", "exact match", "em", "rate"), ("tat-qa", "numeric F1", "f1", "rate"),
+    ("financebench", "correct (1 % or phrase)", "correct", "rate"),
+    ("hygiene", "answers citing a kept passage", "valid_citation", "rate"),
+    ("hygiene", "sentences per answer", "sentences_per_answer", "num"),
+    ("hygiene", "answers with a repeated sentence", "repeated_sentence_answers", "num"),
+    ("hygiene", "quotes verbatim", "verbatim_quotes", "rate"),
+]
+
+
+def task_table(agg_all: dict) -> list[str]:
+    """The answer metrics by source and shape (issue 14), slmrag beside naive; empty without answers."""
+    s_tasks, n_tasks = _get(agg_all, "slmrag.answers.tasks"), _get(agg_all, "naive.answers.tasks")
+    if not s_tasks and not n_tasks:
+        return []
+    rows = []
+    for source, title, key, kind in TASK_COLUMNS:
+        sv, nv = _get(s_tasks, f"{source}.{key}"), _get(n_tasks, f"{source}.{key}")
+        if sv is None and nv is None:
+            continue
+        n = _get(s_tasks, f"{source}.n") if source != "hygiene" else _get(s_tasks, "hygiene.answered")
+        rows.append([source, title, n, fmt(sv, kind), fmt(nv, kind)])
+    rows.append(["all", "grounded (of answers checked)", "", fmt(_get(agg_all, "slmrag.answers.grounded_rate"), "rate"), "—"])
+    rows.append(["all", "withheld as unsupported", "", fmt(_get(agg_all, "slmrag.answers.withheld_rate"), "rate"), "—"])
+    return ["## Answers by task", ""] + _md_table(["source", "metric", "n", "slmrag", "naive"], rows) + [""]
+
+
 def render_markdown(report: dict, plots: list[str]) -> str:
     meta = report["meta"]
     pack = meta["pack"]
@@ -266,6 +303,7 @@ def render_markdown(report: dict, plots: list[str]) -> str:
                          f"{fmt(_get(s, 'answers.abstention_rate'), 'rate')} / {fmt(_get(n, 'answers.abstention_rate'), 'rate')}"])
         lines += _md_table(header, body) + [""]
 
+    lines += task_table(report["aggregates"]["all"])
     if plots:
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
 

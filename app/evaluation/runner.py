@@ -16,7 +16,6 @@ What is measured per question, for each system (details in ``docs/eval.md``):
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import resource
@@ -30,9 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import InputError, SlmragError
-from app.evaluation.metrics import answer_correct, is_refusal, passage_holds_evidence
+from app.evaluation.metrics import answer_correct, is_refusal
+from app.evaluation.tasks import hygiene, task_score
+from app.evaluation.questions import holds_evidence, load_questions, scope
 
-REQUIRED_FIELDS = ("id", "question", "answer", "evidence", "doc")
 PREVIEW_CHARS = 300
 
 
@@ -87,36 +87,6 @@ class _IngestSink:
 
 
 # ---------------------------------------------------------------------------------------------- questions
-def load_questions(path: Path) -> list[dict]:
-    """Read a question JSONL file (format: ``docs/eval.md``); raises InputError naming the bad line."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise InputError(f"{path}: no such question file; pass a .jsonl file with one question per line.")
-    questions: list[dict] = []
-    seen: set[str] = set()
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                q = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{lineno}: not valid JSON ({exc.msg}); each line must be one JSON object.")
-            if not isinstance(q, dict):
-                raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(q).__name__}.")
-            missing = [f for f in REQUIRED_FIELDS if not isinstance(q.get(f), str) or not q[f].strip()]
-            if missing:
-                raise InputError(f"{path}:{lineno}: missing or empty field(s) {', '.join(missing)}; every question "
-                                 f"needs {', '.join(REQUIRED_FIELDS)} (see docs/eval.md).")
-            if q["id"] in seen:
-                raise InputError(f"{path}:{lineno}: duplicate id '{q['id']}'; ids must be unique.")
-            seen.add(q["id"])
-            questions.append(q)
-    if not questions:
-        raise InputError(f"{path}: holds no questions.")
-    return questions
-
-
 def select_questions(questions: list[dict], limit: int | None) -> list[dict]:
     """The first ``limit`` questions taken round-robin across ``source`` values (in file order within each
     source), so a quick run of a file grouped by source still sees every source. ``None``: all of them."""
@@ -152,14 +122,6 @@ def ranking(hits: list[bool], ks: tuple[int, ...] = (1, 5, 10)) -> dict:
             "rr": reciprocal_rank(hits)}
 
 
-def _hit(p, q: dict) -> bool:
-    return passage_holds_evidence(p.text, p.source, p.page, q)
-
-
-def _scope(q: dict) -> str | None:
-    return q["doc"] if q.get("doc_scoped") else None
-
-
 def _run_questions(progress, stage: str, key: str, questions: list[dict], records: list[dict], ask) -> None:
     """Answer every question with one system, storing ``rec[key]``; one failing question is recorded as
     an error and the run goes on."""
@@ -179,14 +141,15 @@ def _error(exc: BaseException) -> str:
 
 # ---------------------------------------------------------------------------------------------- slmrag
 def slmrag_record(assistant, q: dict, opts: EvalOptions, max_tokens: int) -> dict:
-    from app.pipeline import AskOptions, clean_question
+    from app.assistant import AskOptions
+    from app.prompting import clean_question
 
     question = clean_question(q["question"])
-    doc = _scope(q)
+    doc = scope(q)
     # 1. Retrieval at depth k, with the filter's score and verdict on every passage.
-    probe: dict = {}
-    passages, _ = assistant.retrieve_and_filter(question, AskOptions(k=opts.k, doc=doc), probe)
-    hits = [_hit(p, q) for p in passages]
+    probe = assistant.retrieve(question, AskOptions(k=opts.k, doc=doc))
+    passages = probe.passages
+    hits = [holds_evidence(p, q) for p in passages]
     kept_hits = [h for p, h in zip(passages, hits) if p.kept]
     rec: dict[str, Any] = {
         "passages": [{"rank": p.rank, "name": p.name, "page": p.page, "score": round(float(p.score), 5),
@@ -203,7 +166,7 @@ def slmrag_record(assistant, q: dict, opts: EvalOptions, max_tokens: int) -> dic
             "nongold_kept": sum(1 for p, h in zip(passages, hits) if not h and p.kept),
             "nongold_dropped": sum(1 for p, h in zip(passages, hits) if not h and not p.kept),
         },
-        "probe_timings": probe,
+        "probe_timings": probe.timings,
     }
     # 2. What the pack itself does with the question (its own k, filter and token budget).
     if opts.answers:
@@ -213,17 +176,24 @@ def slmrag_record(assistant, q: dict, opts: EvalOptions, max_tokens: int) -> dic
         answer = stream.answer
         context, timings = answer.context, dict(answer.timings)
         refused = is_refusal(answer.answer)
+        abstained = bool(answer.abstained or refused)
+        info = {"shape": answer.shape, "label": answer.label, "grounded": answer.grounded,
+                "withheld": answer.withheld, "decided_by": answer.decided_by, "support": answer.support,
+                "details": answer.details}
         rec.update({
             "answer": answer.answer,
-            "abstained_filter": bool(answer.abstained),
+            "answer_info": info,
+            "abstained_filter": answer.decided_by == "filter",
             "refused": bool(refused),
-            "abstained": bool(answer.abstained or refused),
+            "abstained": abstained,
             "score": answer_correct(answer.answer, q),
+            "task": task_score(info, answer.answer, q, abstained),
+            "hygiene": hygiene(info, answer.answer, len(answer.context), abstained),
         })
     else:
-        timings = {}
-        _, context = assistant.retrieve_and_filter(question, AskOptions(doc=doc), timings)
-    context_hits = [_hit(p, q) for p in context]
+        found = assistant.retrieve(question, AskOptions(doc=doc))
+        timings, context = found.timings, found.kept
+    context_hits = [holds_evidence(p, q) for p in context]
     rec["context"] = [{"name": p.name, "page": p.page, "hit": h} for p, h in zip(context, context_hits)]
     rec["gold_in_context"] = any(context_hits)
     rec["timings"] = timings
@@ -232,13 +202,13 @@ def slmrag_record(assistant, q: dict, opts: EvalOptions, max_tokens: int) -> dic
 
 # ---------------------------------------------------------------------------------------------- naive
 def naive_record(naive, q: dict, opts: EvalOptions, max_tokens: int) -> dict:
-    from app.pipeline import clean_question
+    from app.prompting import clean_question
 
     question = clean_question(q["question"])
     t0 = time.perf_counter()
-    passages = naive.search(question, opts.k, doc=_scope(q))
+    passages = naive.search(question, opts.k, doc=scope(q))
     retrieve_s = time.perf_counter() - t0
-    hits = [_hit(p, q) for p in passages]
+    hits = [holds_evidence(p, q) for p in passages]
     rec: dict[str, Any] = {
         "passages": [{"rank": p.rank, "name": p.name, "page": p.page, "score": round(p.score, 5), "hit": h,
                       "text": p.text[:PREVIEW_CHARS]} for p, h in zip(passages, hits)],
@@ -263,7 +233,9 @@ def naive_record(naive, q: dict, opts: EvalOptions, max_tokens: int) -> dict:
                         "tokens": n_tokens,
                         "tokens_per_s": round((n_tokens - 1) / gen_s, 2) if n_tokens > 1 and gen_s > 0 else None})
         refused = is_refusal(text)
-        rec.update({"answer": text, "refused": refused, "abstained": refused, "score": answer_correct(text, q)})
+        rec.update({"answer": text, "refused": refused, "abstained": refused, "score": answer_correct(text, q),
+                    "task": task_score({}, text, q, refused),
+                    "hygiene": hygiene({}, text, len(context), refused)})
     else:
         context = passages[: naive.k]
     chosen = {id(p) for p in context}
@@ -276,7 +248,7 @@ def naive_record(naive, q: dict, opts: EvalOptions, max_tokens: int) -> dict:
 # ---------------------------------------------------------------------------------------------- run
 def _corpus_files(corpus: Path | None, pack) -> list[Path]:
     from app.store import IndexStore
-    from ingest.pipeline import collect_files
+    from ingest.ingestor import collect_files
 
     if corpus is not None:
         files, _ = collect_files([corpus])
@@ -302,7 +274,7 @@ def _prepare_filter_model(pack, user_index: Path, scratch: Path | None) -> str |
     """A trained cross-encoder filter lives in the pack's index folder; a scratch index gets a copy of it."""
     if scratch is None or pack.config.filter.kind != "cross_encoder":
         return None
-    from app.filter_models import cross_encoder_dir
+    from app.filters.cross_encoder import cross_encoder_dir
 
     src, dst = cross_encoder_dir(user_index), cross_encoder_dir(scratch)
     if not src.is_dir():
@@ -316,7 +288,7 @@ def run_eval(opts: EvalOptions, progress: EvalProgress | None = None) -> dict:
     from app.evaluation import report as report_mod
     from app.evaluation.baseline import NaiveRAG
     from app.packs import load_pack
-    from app.pipeline import Assistant
+    from app.assistant import Assistant
     from app.store import IndexStore
 
     progress = progress or EvalProgress()
@@ -355,7 +327,7 @@ def run_eval(opts: EvalOptions, progress: EvalProgress | None = None) -> dict:
         assistant = Assistant(pack)
         ingest_info = None
         if corpus is not None:
-            from ingest.pipeline import Ingestor
+            from ingest.ingestor import Ingestor
 
             # Load the embedder first: its one-time load is not ingest speed (the naive build reuses it too).
             assistant.embedder.load()

@@ -1,152 +1,35 @@
-"""The model-based relevance filters and their tooling.
+"""Training of the cross-encoder relevance filter (:mod:`app.filters.cross_encoder`) on a pack's own index.
 
-* :class:`SLMJudgeFilter` asks the pack's llama.cpp generator "is this passage relevant to the
-  question?" and scores P(yes) / (P(yes) + P(no)) from the next-token logits (no generation).
-* :class:`CrossEncoderFilter` is a MiniLM cross-encoder fine-tuned on the pack's *own* index by
-  :func:`train_cross_encoder`, from pairs that :func:`build_training_pairs` makes with no human labels:
-  a sentence, heading or keyword query taken out of a chunk, the rest of the chunk as the positive,
-  BM25 / dense neighbours at other positions as hard negatives, plus random negatives. It reads each
-  passage as "document name | heading" + text (:func:`model_passage`), and is stored with the index,
-  as safetensors, in ``<index_dir>/filter/cross_encoder/``.
-* Calibration: :func:`choose_threshold` picks the highest threshold that still keeps a target share
-  (95 %) of the gold passages; :func:`calibrate` runs a pack's retrieval over dev questions and labels
-  the candidates with :func:`app.evaluation.metrics.passage_holds_evidence`;
-  :func:`write_filter_settings` stores the result in the pack's ``pack.yaml``.
+Label-free: :func:`build_training_pairs` takes a sentence, heading or keyword query out of a chunk
+(:func:`pseudo_queries`), uses the rest of the chunk as the positive, BM25 / dense neighbours at other
+positions as hard negatives, plus random negatives. :func:`train_cross_encoder` fine-tunes the packaged
+MiniLM on them in a plain torch loop and saves it, as safetensors, where the filter loads it from.
 
-Measured on the team's dev sets (docs/filter.md, bench/bench_filter.py): neither model beats the cosine
-baseline overall on 2 CPU cores (and neither abstains on out-of-pack questions), so the shipped packs
-use ``cosine``; these stay available per pack.
+Measured on the team's dev sets (docs/filter.md, bench/bench_filter.py): the trained model does not beat
+the cosine baseline overall on 2 CPU cores, so the shipped packs use ``cosine``; it stays available per pack.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import random
 import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-from app.errors import ConfigError, SlmragError, require
-from app.retrieval import Passage
+from app.errors import SlmragError, require
+from app.filters.cross_encoder import doc_label, model_passage, normalize
+from app.training import replace_dir
 
-CE_SUBDIR = Path("filter") / "cross_encoder"
 TRAIN_INFO = "slmrag_training.json"
 
-
-def cross_encoder_dir(index_dir: Path | str) -> Path:
-    return Path(index_dir) / CE_SUBDIR
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-# ============================================================================ SLM judge
-JUDGE_INSTRUCTION = "Is this passage relevant to the question? Answer Yes or No."
-
-
-class SLMJudgeFilter:
-    """The generator judges each passage; the score is P(yes) / (P(yes) + P(no)) of its next token.
-
-    The prompt puts the question *before* the passage (``question_first``), so the prompts of one
-    question share the chat template and the question as a token prefix, which llama.cpp keeps in its
-    KV cache between the sequential evaluations (see ``LlamaCppGenerator.yes_probability``). Passages
-    are cut to ``max_passage_words`` so ten candidates stay affordable for a 135M model on 2 cores.
-    """
-
-    name = "slm_judge"
-
-    def __init__(self, generator, *, max_passage_words: int = 120, question_first: bool = True):
-        if generator is None or not hasattr(generator, "yes_probability") or not hasattr(generator, "chat_prompt"):
-            backend = getattr(getattr(generator, "settings", None), "backend", None)
-            raise ConfigError(
-                f"The 'slm_judge' filter scores yes/no from the generator's logits, which only the 'llamacpp' "
-                f"backend exposes (this pack uses '{backend}'). Set filter.kind to 'cosine' or "
-                "'cross_encoder' in pack.yaml, or generator.backend to 'llamacpp'."
-            )
-        self.generator = generator
-        self.max_passage_words = max_passage_words
-        self.question_first = question_first
-
-    def prompt(self, question: str, passage_text: str) -> str:
-        words = passage_text.split()
-        if len(words) > self.max_passage_words:
-            passage_text = " ".join(words[: self.max_passage_words]) + " ..."
-        if self.question_first:
-            user = f"Question: {question}\nPassage: {passage_text}\n{JUDGE_INSTRUCTION}"
-        else:
-            user = f"Passage: {passage_text}\nQuestion: {question}\n{JUDGE_INSTRUCTION}"
-        return self.generator.chat_prompt([{"role": "user", "content": user}])
-
-    def score(self, question: str, passages: Sequence[Passage]) -> list[float]:
-        if not passages:
-            return []
-        return self.generator.yes_probability([self.prompt(question, model_passage(p.text, p.name, p.heading))
-                                               for p in passages])
-
-
-# ============================================================================ cross-encoder
-class CrossEncoderFilter:
-    """A sentence-transformers CrossEncoder trained for this pack; scores are sigmoid(logit) in [0, 1]."""
-
-    name = "cross_encoder"
-
-    def __init__(self, model_dir: Path | str, *, batch_size: int = 16, max_length: int = 256):
-        self.model_dir = Path(model_dir)
-        self.batch_size = batch_size
-        self.max_length = max_length
-        self._model = None
-
-    @classmethod
-    def from_index_dir(cls, index_dir: Path | str | None, pack_name: str | None = None) -> "CrossEncoderFilter":
-        if index_dir is None:
-            raise SlmragError("The 'cross_encoder' filter needs the pack's index folder to find its trained model.")
-        model_dir = cross_encoder_dir(index_dir)
-        if not (model_dir / "model.safetensors").is_file() or not (model_dir / "config.json").is_file():
-            name = pack_name or Path(index_dir).name
-            raise SlmragError(
-                f"The pack's filter is 'cross_encoder' but no trained model is in {model_dir}. Train it from the "
-                f"pack's own documents with: slmrag filter train --pack {name}"
-                + ("" if pack_name else " (add --index-dir if the index is not the default one)")
-                + "; or set filter.kind to 'cosine' in pack.yaml."
-            )
-        return cls(model_dir).load()
-
-    def load(self) -> "CrossEncoderFilter":
-        if self._model is None:
-            require("sentence_transformers", "sentence-transformers")
-            from sentence_transformers import CrossEncoder
-
-            from app.env import threads
-
-            torch = require("torch")
-            torch.set_num_threads(threads())
-            self._model = CrossEncoder(str(self.model_dir), local_files_only=True, device="cpu",
-                                       max_length=self.max_length)
-            self._model.eval()
-        return self
-
-    def score(self, question: str, passages: Sequence[Passage]) -> list[float]:
-        if not passages:
-            return []
-        return self.score_texts(question, [model_passage(p.text, p.name, p.heading) for p in passages])
-
-    def score_texts(self, question: str, texts: Sequence[str]) -> list[float]:
-        self.load()
-        scores = self._model.predict([(question, t) for t in texts], batch_size=self.batch_size,
-                                     show_progress_bar=False, activation_fn=None, convert_to_numpy=True)
-        # predict applies the model's sigmoid already; make sure of the [0, 1] range either way.
-        arr = np.asarray(scores, dtype="float64").reshape(-1)
-        if arr.size and (arr.min() < 0 or arr.max() > 1):
-            arr = _sigmoid(arr)
-        return [float(x) for x in arr]
-
-
-# ---------------------------------------------------------------------------- training pairs
 _SENT_SPLIT = re.compile(r"(?<=[.!?;])\s+(?=[\"'(\[]?[A-Z0-9])|\n{2,}|\n(?=\s*(?:[-*•]|\d+[.)])\s)")
 _SECTION_LABEL = re.compile(r"^\s*[A-Z][A-Z /&-]{2,30}:\s*")
 _REF_WORD = re.compile(r"(?<![A-Za-z0-9])[A-Za-z][A-Za-z&']{2,}(?![A-Za-z0-9])")
@@ -172,27 +55,6 @@ class TrainingPair:
     kind: str  # "sentence" | "heading" | "keywords"; negatives: "bm25" | "dense" | "random"
     vid: int  # the chunk the passage text comes from
     query_vid: int  # the chunk the query was taken from
-
-
-def normalize(text: str) -> str:
-    return re.sub(r"\s+", " ", re.sub(r"[^\w]+", " ", text.lower())).strip()
-
-
-def doc_label(name: str) -> str:
-    """A file name as words: "MetLife_Inc._-_Remarketing_Agreement.pdf" -> "MetLife Inc. Remarketing Agreement"."""
-    base = Path(str(name)).name
-    stem = base.rsplit(".", 1)[0] if "." in base else base
-    return re.sub(r"\s+", " ", re.sub(r"[_\-]+", " ", stem)).strip()
-
-
-def model_passage(text: str, name: str = "", heading: str = "") -> str:
-    """What the cross-encoder reads for a passage: its document's name and section heading, then the text,
-    so questions that name a contract or a company can match the document as well as the content."""
-    head = heading.strip().splitlines()[-1].strip() if heading and heading.strip() else ""
-    if len(re.findall(r"[A-Za-z]{3,}", head)) < 2 or normalize(head) in normalize(text[:200]):
-        head = ""
-    parts = [p for p in (doc_label(name) if name else "", head) if p]
-    return (" | ".join(parts) + "\n" + text) if parts else text
 
 
 def split_sentences(text: str) -> list[str]:
@@ -446,8 +308,6 @@ def train_cross_encoder(snapshot, out_dir: Path | str, *, max_queries: int = 400
     if not pairs or not any(p.label > 0 for p in pairs):
         raise SlmragError("No training pairs could be built from this index (are its chunks very short?).")
     base = str(base_model or packaged_path("minilm"))
-    import logging
-
     logging.getLogger("sentence_transformers").setLevel(logging.ERROR)  # "Converting ... to CrossEncoder"
     ce = CrossEncoder(base, num_labels=1, max_length=max_length, local_files_only=True, device="cpu")
     model = ce.transformers_model
@@ -541,9 +401,6 @@ def train_cross_encoder(snapshot, out_dir: Path | str, *, max_queries: int = 400
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
-    import json
-    import shutil
-
     shutil.rmtree(tmp, ignore_errors=True)
     ce.save_pretrained(str(tmp), safe_serialization=True, create_model_card=False)
     kinds: dict[str, int] = {}
@@ -559,234 +416,5 @@ def train_cross_encoder(snapshot, out_dir: Path | str, *, max_queries: int = 400
     if unsafe:  # pragma: no cover - save_pretrained with safe_serialization writes none
         shutil.rmtree(tmp, ignore_errors=True)
         raise SlmragError(f"Refusing to store a model with pickle files: {unsafe}")
-    old = out_dir.with_name(out_dir.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out_dir.exists():
-        out_dir.rename(old)
-    tmp.rename(out_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, out_dir)
     return report
-
-
-# ============================================================================ calibration
-def choose_threshold(gold_scores: Sequence[float], other_scores: Sequence[float] = (), *,
-                     keep: float = 0.95) -> float:
-    """The highest threshold (``score >= t`` is kept) that keeps at least ``keep`` of the gold scores.
-
-    Any threshold in (g[i-1], g[i]] keeps the same gold passages, and the highest one drops the most
-    non-gold, so the answer is a gold score itself: with gold sorted ascending, g[floor((1-keep)*n)].
-    ``other_scores`` do not move it; they are accepted so callers read naturally.
-    """
-    g = sorted(float(x) for x in gold_scores)
-    if not g:
-        raise SlmragError("No gold passage was retrieved for any calibration question, so no threshold can be "
-                          "chosen; check that the questions' 'doc' files are in the pack's index.")
-    if not 0 < keep <= 1:
-        raise ValueError("keep must be in (0, 1]")
-    n = len(g)
-    idx = int(math.floor((1.0 - keep) * n + 1e-9))
-    return g[min(idx, n - 1)]
-
-
-def rates(gold_scores: Sequence[float], other_scores: Sequence[float], threshold: float) -> tuple[float, float]:
-    """(share of gold kept, share of non-gold dropped) at ``threshold`` (kept when score >= threshold)."""
-    g = np.asarray(gold_scores, dtype="float64")
-    o = np.asarray(other_scores, dtype="float64")
-    kept = float((g >= threshold).mean()) if g.size else float("nan")
-    dropped = float((o < threshold).mean()) if o.size else float("nan")
-    return kept, dropped
-
-
-def auc(gold_scores: Sequence[float], other_scores: Sequence[float]) -> float:
-    """Probability that a gold passage outscores a non-gold one (ties count half)."""
-    g = np.asarray(gold_scores, dtype="float64")
-    o = np.asarray(other_scores, dtype="float64")
-    if not g.size or not o.size:
-        return float("nan")
-    allv = np.concatenate([g, o])
-    order = allv.argsort(kind="mergesort")
-    ranks = np.empty(len(allv), dtype="float64")
-    sorted_v = allv[order]
-    i = 0
-    while i < len(allv):  # average ranks of ties
-        j = i
-        while j + 1 < len(allv) and sorted_v[j + 1] == sorted_v[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1
-        i = j + 1
-    r_g = ranks[: len(g)].sum()
-    return float((r_g - len(g) * (len(g) + 1) / 2.0) / (len(g) * len(o)))
-
-
-@dataclass
-class ScoredQuestion:
-    question: dict
-    scores: list[float]
-    gold: list[bool]
-
-    @property
-    def max_score(self) -> float:
-        return max(self.scores) if self.scores else float("-inf")
-
-
-@dataclass
-class Calibration:
-    kind: str
-    threshold: float
-    keep_target: float
-    questions: list[ScoredQuestion]
-    out_of_pack: list[ScoredQuestion] = field(default_factory=list)
-
-    @property
-    def gold_scores(self) -> list[float]:
-        return [s for q in self.questions for s, g in zip(q.scores, q.gold) if g]
-
-    @property
-    def other_scores(self) -> list[float]:
-        return [s for q in self.questions for s, g in zip(q.scores, q.gold) if not g]
-
-    def row(self, t: float) -> dict:
-        kept, dropped = rates(self.gold_scores, self.other_scores, t)
-        answerable = [q for q in self.questions if any(q.gold)]
-        row = {"threshold": t, "gold_kept": kept, "nongold_dropped": dropped,
-               "false_abstention": float(np.mean([q.max_score < t for q in answerable])) if answerable else float("nan")}
-        if self.out_of_pack:
-            row["oop_abstention"] = float(np.mean([q.max_score < t for q in self.out_of_pack]))
-        return row
-
-    def table(self) -> list[dict]:
-        g = sorted(self.gold_scores)
-        ts = {self.threshold}
-        for keep in (1.0, 0.99, 0.975, 0.95, 0.9, 0.8, 0.7):
-            ts.add(choose_threshold(g, keep=keep))
-        return [self.row(t) for t in sorted(ts)]
-
-    def summary(self) -> dict:
-        return {"kind": self.kind, "threshold": self.threshold, "keep_target": self.keep_target,
-                "questions": len(self.questions),
-                "answerable": sum(1 for q in self.questions if any(q.gold)),
-                "gold_passages": len(self.gold_scores), "nongold_passages": len(self.other_scores),
-                "auc": auc(self.gold_scores, self.other_scores), **self.row(self.threshold)}
-
-
-def load_questions(path: Path | str, limit: int | None = None) -> list[dict]:
-    import json
-
-    path = Path(path)
-    if not path.is_file():
-        raise SlmragError(f"Questions file {path} does not exist; give a .jsonl file with one question per line.")
-    out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            q = json.loads(line)
-        except ValueError as exc:
-            raise SlmragError(f"{path}:{n}: not valid JSON ({exc}).") from exc
-        if not isinstance(q, dict) or not q.get("question"):
-            raise SlmragError(f"{path}:{n}: each line needs a JSON object with a 'question' field.")
-        out.append(q)
-        if limit and len(out) >= limit:
-            break
-    return out
-
-
-def retrieve_candidates(retriever, question: dict, k: int, mode: str | None = None) -> list[Passage]:
-    """The pipeline's retrieval for one dev question (restricted to its document when doc_scoped)."""
-    doc = question.get("doc") if question.get("doc_scoped") else None
-    return retriever.search(question["question"], k, doc=doc, mode=mode)
-
-
-def label_candidates(question: dict, passages: Sequence[Passage]) -> list[bool]:
-    from app.evaluation.metrics import passage_holds_evidence
-
-    if not question.get("doc"):
-        return [False] * len(passages)
-    return [bool(passage_holds_evidence(p.text, p.source, p.page, question)) for p in passages]
-
-
-def score_questions(filt, retriever, questions: Iterable[dict], k: int, *, labelled: bool = True,
-                    progress: Callable[[], None] | None = None) -> list[ScoredQuestion]:
-    out = []
-    for q in questions:
-        passages = retrieve_candidates(retriever, q, k) if labelled else retriever.search(q["question"], k)
-        scores = filt.score(q["question"], passages) if passages else []
-        gold = label_candidates(q, passages) if labelled else [False] * len(passages)
-        out.append(ScoredQuestion(q, [float(s) for s in scores], gold))
-        if progress:
-            progress()
-    return out
-
-
-def calibrate(assistant, questions: Sequence[dict], *, kind: str | None = None, k: int | None = None,
-              keep: float = 0.95, out_of_pack: Sequence[dict] = (),
-              progress: Callable[[], None] | None = None) -> Calibration:
-    """Score the pack's retrieval candidates for dev questions and choose the filter threshold."""
-    pack = assistant.pack
-    kind = kind or pack.config.filter.kind
-    if kind == "none":
-        raise SlmragError("filter.kind is 'none': there is no threshold to calibrate. Pass --kind cosine (or "
-                          "cross_encoder / slm_judge).")
-    assistant.load(generator=kind == "slm_judge")
-    k = k or pack.config.retrieval.k
-    filt = assistant.relevance_filter(kind)
-    scored = score_questions(filt, assistant.retriever, questions, k, progress=progress)
-    gold = [s for q in scored for s, g in zip(q.scores, q.gold) if g]
-    threshold = choose_threshold(gold, keep=keep)
-    oop = score_questions(filt, assistant.retriever, out_of_pack, k, labelled=False, progress=progress) if out_of_pack else []
-    return Calibration(kind, threshold, keep, scored, oop)
-
-
-# ---------------------------------------------------------------------------- pack.yaml
-def round_down(threshold: float, places: int = 4) -> float:
-    """Round a threshold *down* so a stored value never drops the passage it was chosen to keep."""
-    f = 10 ** places
-    return math.floor(float(threshold) * f + 1e-9) / f
-
-
-def write_filter_settings(pack_yaml: Path | str, *, threshold: float, kind: str | None = None) -> str:
-    """Set ``filter.threshold`` (and ``filter.kind`` when given) in a pack.yaml, keeping its comments.
-
-    A targeted line edit inside the top-level ``filter:`` block (the block, or the key, is added when
-    missing); the threshold is rounded down to 4 decimals; the result is re-parsed and validated
-    before it replaces the file atomically. Returns the new text.
-    """
-    import os
-
-    import yaml
-
-    from app.settings import PackConfig
-
-    path = Path(pack_yaml)
-    lines = path.read_text(encoding="utf-8").splitlines()
-    value = f"{round_down(threshold):.4f}"
-    settings = {"threshold": value} | ({"kind": kind} if kind else {})
-    start = next((i for i, line in enumerate(lines) if re.match(r"^filter\s*:\s*(#.*)?$", line)), None)
-    if start is None:
-        lines += ["filter:"] + [f"  {k}: {v}" for k, v in settings.items()]
-    else:
-        end = start + 1  # the block: indented, blank or comment lines after "filter:"
-        while end < len(lines) and (not lines[end].strip() or lines[end].startswith((" ", "\t", "#"))):
-            end += 1
-        indent = next((m.group(1) for b in lines[start + 1:end] if (m := re.match(r"^(\s+)\w", b))), "  ")
-        for key, val in settings.items():
-            pat = re.compile(rf"^{re.escape(indent)}{key}\s*:[^#]*?(\s+#.*)?$")
-            for j in range(start + 1, end):
-                m = pat.match(lines[j])
-                if m:
-                    lines[j] = f"{indent}{key}: {val}{m.group(1) or ''}"
-                    break
-            else:
-                lines.insert(start + 1, f"{indent}{key}: {val}")
-                end += 1
-    new_text = "\n".join(lines) + "\n"
-    try:
-        cfg = PackConfig.model_validate(yaml.safe_load(new_text))
-    except Exception as exc:  # yaml.YAMLError or pydantic's ValidationError
-        raise ConfigError(f"Updating {path} would make it invalid ({exc}); set filter.threshold: {value} by hand.") from exc
-    if abs(cfg.filter.threshold - float(value)) > 1e-9 or (kind and cfg.filter.kind != kind):
-        raise ConfigError(f"Could not update the filter block of {path} safely; set filter.threshold: {value} by hand.")
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(new_text, encoding="utf-8")
-    os.replace(tmp, path)
-    return new_text

@@ -21,7 +21,7 @@ from app.errors import DocumentError, SlmragError
 from app.packs import Pack
 from app.store import ChunkRow, DocumentRecord, IndexStore, chunk_hash, doc_id_for, file_sha256
 from ingest.chunking import Chunker
-from ingest.loaders import SUPPORTED_SUFFIXES, load
+from ingest.loaders import SUPPORTED_SUFFIXES
 from ingest.metadata import document_metadata
 from ingest.redact import redact
 from ingest.sandbox import ParseWorker, isolation_enabled, load_bounded
@@ -283,8 +283,9 @@ class Ingestor:
             if not matches:
                 raise DocumentError(f"{raw}: no such document in pack '{self.pack.name}'; see slmrag status --pack {self.pack.name}.")
             targets.extend(matches)
-        self.embedder.load()
-        with self.store.writer(self.embedder.identity, self.embedder.dim) as writer:
+        # No embedder load: removing needs only the stored vectors' size, which the index knows (so a UI
+        # answering through ONNX never imports torch to delete a document).
+        with self.store.writer(self.embedder.identity) as writer:
             for doc in targets:
                 writer.remove_document(doc.doc_id)
                 removed.append(doc.path)

@@ -1,0 +1,136 @@
+"""The answer: generated in its shape, checked against its sources, then assembled with citations.
+
+:class:`AnswerStream` does no retrieval or prompt work (the :class:`~app.assistant.Assistant` did that
+before creating it). Iterating it runs the generation stage (:func:`app.answers.compose.compose`) and
+yields the answer's text once it has passed the grounding check - a small model's draft is never shown
+before it is checked - and :attr:`AnswerStream.answer` then holds the complete :class:`Answer`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+from app.answers.compose import compose
+from app.retrieval import Passage
+
+
+@dataclass
+class Answer:
+    question: str
+    answer: str
+    abstained: bool
+    citations: list[dict]
+    passages: list[Passage]
+    context: list[Passage]
+    disclaimer: str
+    timings: dict
+    filter: dict
+    index_generation: int = 0  # the index snapshot this answer was retrieved from
+    shape: str = "free"
+    label: str | None = None
+    grounded: bool | None = None  # None when nothing was generated (the filter kept no passage)
+    support: dict | None = None  # the grounding check's score, what it looked up, what it missed
+    decided_by: str = ""  # which check decided: filter, model, citation, verbatim, lexical, none
+    withheld: bool = False  # an unsupported answer replaced by the abstention
+    details: dict = field(default_factory=dict)  # label scores, the verbatim quote, the calculation
+    nearest: list[dict] = field(default_factory=list)  # an abstention's nearest sources, numbered as its text
+
+    def to_json(self) -> dict:
+        return {
+            "question": self.question,
+            "answer": self.answer,
+            "shape": self.shape,
+            "label": self.label,
+            "grounded": self.grounded,
+            "support": self.support,
+            "decided_by": self.decided_by,
+            "withheld": self.withheld,
+            "details": self.details,
+            "citations": self.citations,
+            "nearest": self.nearest,
+            "passages": [p.to_json() for p in self.passages],
+            "abstained": self.abstained,
+            "filter": self.filter,
+            "index_generation": self.index_generation,
+            "disclaimer": self.disclaimer,
+            "timings": self.timings,
+        }
+
+
+def cite_dict(n: int, p: Passage) -> dict:
+    return {"n": n, "source": p.source, "name": p.name, "page": p.page, "heading": p.heading, "text": p.text}
+
+
+class AnswerStream:
+    """Iterate for the answer's text; then :attr:`answer` holds the complete :class:`Answer`.
+
+    ``prompt`` is None when nothing passed the filter: the stream then yields the abstention once.
+    ``abstain(passages, reason)`` renders the pack's abstention naming those passages as the nearest sources.
+    """
+
+    def __init__(self, *, question: str, generator, prompt, passages: list[Passage],
+                 abstain: Callable[[list[Passage], str], str], answers, disclaimer: str, filter, timings: dict,
+                 t0: float, index_generation: int = 0, label_not_found: bool = False):
+        self.question = question
+        self.generator = generator
+        self.prompt = prompt
+        self.passages = passages
+        self.context: list[Passage] = list(prompt.context) if prompt is not None else []
+        self.max_tokens = prompt.max_tokens if prompt is not None else 0
+        self.shape = prompt.shape if prompt is not None else "free"
+        self.abstained = prompt is None
+        self.abstain = abstain
+        self.answers = answers
+        self.label_not_found = label_not_found
+        self.disclaimer = disclaimer
+        self.filter = filter
+        self.timings = dict(timings)
+        self.t0 = t0
+        self.index_generation = index_generation
+        self.answer: Answer | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        t = self.timings
+        fields: dict = {}
+        nearest: list[Passage] = []
+        if self.prompt is None:
+            nearest = self.passages[:3]
+            text, citations = self.abstain(nearest, "filter"), []
+            fields = {"decided_by": "filter"}
+            t.update(first_token_s=round(time.perf_counter() - self.t0, 4), tokens=0, tokens_per_s=None)
+        else:
+            gen_start = time.perf_counter()
+            c = compose(self.generator, self.prompt, self.question, self.answers,
+                        label_not_found=self.label_not_found)
+            s = c.shaped
+            gen = c.timings
+            t["first_token_s"] = round(gen_start - self.t0 + gen["first_token_s"], 4)
+            t["tokens"] = gen["tokens"]
+            decode_s = gen["generate_s"] - gen["first_token_s"]
+            t["tokens_per_s"] = round((gen["tokens"] - 1) / decode_s, 2) if gen["tokens"] > 1 and decode_s > 0 else None
+            fields = {"shape": s.shape, "label": s.label, "grounded": c.grounded, "decided_by": c.decided_by,
+                      "support": c.support.to_json() if c.support else None,
+                      "details": {k: v for k, v in s.to_json().items() if v is not None and k != "shape"}}
+            withhold = s.refused or (not c.grounded and self.answers.grounding.on_unsupported == "withhold")
+            if withhold:
+                # Grounded or silent: the user sees the abstention with the passages that were considered.
+                nearest = self.context[:3] or self.passages[:3]
+                text, citations = self.abstain(nearest, "model" if s.refused else "unsupported"), []
+                self.abstained = True
+                fields["withheld"] = not s.refused
+            else:
+                text = s.text
+                citations = [cite_dict(n, self.context[n - 1]) for n in s.cited]
+        t["total_s"] = round(time.perf_counter() - self.t0, 4)
+        yield text
+        self.answer = Answer(self.question, text, self.abstained, citations, self.passages, self.context,
+                             self.disclaimer, dict(t), self.filter.to_json(), self.index_generation,
+                             nearest=[cite_dict(i + 1, p) for i, p in enumerate(nearest)], **fields)
+
+    def run(self) -> Answer:
+        for _ in self:
+            pass
+        assert self.answer is not None
+        return self.answer

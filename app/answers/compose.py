@@ -1,0 +1,128 @@
+"""Write the answer in its shape, then check it against the passages it cites (grounded or silent).
+
+:func:`compose` is the generation stage: it asks the generator for the answer the question's shape calls
+for (:mod:`app.answers.shapes`), makes sure every answer cites a passage that exists, and runs the pack's
+grounding check (:mod:`app.answers.grounding`). It returns a :class:`Composed`; whether an unsupported
+answer is withheld or flagged is the pack's ``answers.grounding.on_unsupported``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from app.answers.grounding import Support, lexical_support
+from app.answers.shapes import (Shaped, best_sentence, finish_calculate, finish_extract, finish_free,
+                                finish_label)
+from app.evaluation.metrics import extract_label
+from app.settings import AnswerSettings
+
+# The answer ends at a blank line or where a small model starts a new "Question:"/"Passages" block.
+STOP = ["\n\n\n", "\nQuestion:", "\nPassages", "<|im_end|>"]
+NOT_FOUND_CHOICE = "__not_found__"
+# Most tokens per shape: a quote, a formula or a label's one supporting sentence is short; a small model
+# asked for more keeps going (rambling is its commonest failure).
+SHAPE_TOKENS = {"label": 60, "extract": 80, "calculate": 80}
+
+
+@dataclass
+class Composed:
+    shaped: Shaped
+    support: Support | None
+    grounded: bool
+    decided_by: str  # which check decided: "lexical", "verbatim", "none", "model" (the model said not found)
+    timings: dict = field(default_factory=dict)
+
+
+def _spellings(label: str) -> list[str]:
+    return [label, label.capitalize(), label.upper(), " " + label, " " + label.capitalize()]
+
+
+def _label_choice(generator, messages: list[dict], labels: list[str], with_not_found: bool) -> dict[str, float]:
+    choices = {lab: _spellings(lab) for lab in labels}
+    if with_not_found:
+        choices[NOT_FOUND_CHOICE] = ["I", " I"]  # "I could not find this in your documents."
+    return generator.next_token_choice(generator.chat_prompt(messages), choices)
+
+
+def compose(generator, prompt, question: str, settings: AnswerSettings, *, label_not_found: bool = False) -> Composed:
+    """Generate, shape and check one answer for ``prompt`` (an :class:`app.prompting.Prompt`)."""
+    texts = [p.text for p in prompt.context]
+    n = len(texts)
+    timings: dict = {"tokens": 0}
+    t0 = time.perf_counter()
+    first: list[float] = []
+
+    def run(**kwargs) -> str:
+        parts = []
+        for piece in generator.stream(prompt.messages, stop=STOP, **kwargs):
+            if not first:
+                first.append(time.perf_counter())
+            timings["tokens"] += 1
+            parts.append(piece)
+        return "".join(parts)
+
+    shape = prompt.shape
+    if shape == "label" and generator.scores_choices:
+        probs = _label_choice(generator, prompt.messages, list(settings.labels), label_not_found)
+        first.append(time.perf_counter())  # the label is the first thing the answer says
+        best = max(probs, key=probs.get)
+        if best == NOT_FOUND_CHOICE:
+            shaped = Shaped("label", "", refused=True, label_scores=probs)
+        else:
+            support = run(max_tokens=min(prompt.max_tokens, SHAPE_TOKENS["label"]), prefix=f"{best.capitalize()}.")
+            shaped = finish_label(best, {k: v for k, v in probs.items() if k != NOT_FOUND_CHOICE}, support, n)
+    else:
+        raw = run(max_tokens=min(prompt.max_tokens, SHAPE_TOKENS.get(shape, prompt.max_tokens)))
+        if shape == "extract":
+            shaped = finish_extract(raw, texts, question)
+        elif shape == "calculate":
+            shaped = finish_calculate(raw, texts, question)
+        else:
+            shaped = finish_free(raw, n, settings.max_sentences)
+            if shape == "label":  # a backend without logit scoring: read the label from the text
+                shaped.shape, shaped.label = "label", extract_label(raw)
+    end = time.perf_counter()
+    timings["first_token_s"] = (first[0] if first else end) - t0
+    timings["generate_s"] = end - t0
+    if shaped.refused:
+        return Composed(shaped, None, False, "model", timings)
+    return _check(shaped, texts, question, settings, timings)
+
+
+def _check(shaped: Shaped, texts: list[str], question: str, settings: AnswerSettings, timings: dict) -> Composed:
+    """Every shown answer cites an existing passage and, unless the pack turns the check off, is supported
+    by what it cites."""
+    g = settings.grounding
+    n = len(texts)
+    if not shaped.cited:
+        # An uncited answer is never shown as a plain answer: cite the passage that supports it best, if any.
+        scored = [(lexical_support(shaped.claim or shaped.text, [t], question).score, i + 1) for i, t in enumerate(texts)]
+        score, best = max(scored) if scored else (0.0, 0)
+        if best and (g.check == "none" or score >= g.min_support):
+            shaped.cited = [best]
+            shaped.text = f"{shaped.text} [{best}]".strip()
+    if not shaped.cited:
+        return Composed(shaped, Support(0.0, 0, []), False, "citation", timings)
+    if shaped.quote is not None and shaped.quote.get("verbatim"):
+        return Composed(shaped, Support(1.0, 1, []), True, "verbatim", timings)
+    if g.check == "none":
+        return Composed(shaped, None, True, "none", timings)
+    cited = [texts[i - 1] for i in shaped.cited if 1 <= i <= n]
+    claim = shaped.claim or shaped.text
+    if shaped.shape == "label":
+        # A label asserts something about what the question names: those words must be in the cited text
+        # too, or the passage is about something else (the question's premise restated as an answer).
+        label_check = lexical_support(question, cited, question)
+        if label_check.score < g.min_support:
+            return Composed(shaped, label_check, False, "lexical", timings)
+    support = lexical_support(claim, cited, question)
+    if shaped.shape == "label" and (support.score < g.min_support or not support.checked):
+        # The label came from the logits; its written support did not hold up, so the cited passage's own
+        # best sentence stands in for it (verbatim, hence supported).
+        quote = best_sentence(cited[0], f"{question} {shaped.claim}")
+        shaped.text = f"{shaped.label.capitalize()}. \u201c{quote}\u201d [{shaped.cited[0]}]"
+        shaped.claim = quote
+        shaped.quote = {"text": quote, "n": shaped.cited[0], "verbatim": True}
+        return Composed(shaped, Support(1.0, 1, []), True, "verbatim", timings)
+    return Composed(shaped, support, support.score >= g.min_support, "lexical", timings)

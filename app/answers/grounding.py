@@ -1,0 +1,98 @@
+"""Grounded or silent: is an answer supported by the passages it cites?
+
+A check that fits 2 cores and needs no model: the answer's content words and numbers are looked up in the
+text of the passages it cites. Words match on a short stem (``recommends`` ~ ``recommended``), numbers by
+value (``1,496.5`` = ``1496.5``). A word of the *question* that the answer repeats but the cited passages
+never mention weighs double: that is the signature of an answer that restates the question's premise
+("the protocol recommends aspirin for atrial fibrillation") over passages about something else.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from app.evaluation.metrics import parse_numbers
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z'-]+")
+_CITE = re.compile(r"\[\d{1,2}\]")
+# Function words and the words every answer uses about itself; they say nothing about support.
+_STOP = frozenset("""
+a about above after again against all also am an and any are as at be because been before being below
+between both but by can could did do does doing down during each either few for from further had has have
+having he her here hers him his how i if in into is it its itself just may me might more most must my
+neither no nor not now of off on once only or other our out over own per same shall she should so some
+such than that the their them then there these they this those through to too under until up upon very
+was we were what when where which while who whom why will with within without would you your yes
+according answer based cite cited documents document found information passage passages provided
+question states stated text mentioned shows show given says said one two three
+""".split())
+
+
+def stem(word: str) -> str:
+    w = word.lower().strip("'-")
+    for suffix in ("ations", "ation", "ings", "ing", "ied", "ies", "ed", "es", "s", "ly"):
+        if len(w) > len(suffix) + 3 and w.endswith(suffix):
+            w = w[: -len(suffix)]
+            break
+    return w[:7]
+
+
+def content_stems(text: str) -> list[str]:
+    return [stem(w) for w in _WORD.findall(_CITE.sub(" ", text)) if w.lower() not in _STOP and len(w) > 2]
+
+
+@dataclass
+class Support:
+    score: float  # 0..1: weighted share of the answer's content words and numbers found in the cited text
+    checked: int  # how many words and numbers were looked up
+    missing: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"score": round(self.score, 4), "checked": self.checked, "missing": self.missing[:10]}
+
+
+def _number_found(x: float, pool: list[float]) -> bool:
+    for y in pool:
+        if abs(x - y) <= 1e-6 * max(1.0, abs(y)):
+            return True
+        if abs(x * 100 - y) <= 1e-6 * max(1.0, abs(y)) or abs(x - y * 100) <= 1e-6 * max(1.0, abs(x)):
+            return True  # 0.47 vs 47 (%)
+    return False
+
+
+def lexical_support(answer: str, cited_texts: list[str], question: str = "") -> Support:
+    """How much of ``answer`` the ``cited_texts`` contain (see the module docstring)."""
+    body = _CITE.sub(" ", answer)
+    source = " ".join(cited_texts)
+    have = set(content_stems(source))
+    q_stems = set(content_stems(question))
+    weight_total = 0.0
+    weight_found = 0.0
+    missing: list[str] = []
+    seen: set[str] = set()
+    for w in _WORD.findall(body):
+        if w.lower() in _STOP or len(w) <= 2:
+            continue
+        s = stem(w)
+        if s in seen:
+            continue
+        seen.add(s)
+        weight = 2.0 if s in q_stems else 1.0
+        weight_total += weight
+        if s in have:
+            weight_found += weight
+        else:
+            missing.append(w)
+    pool = parse_numbers(source)
+    for x in parse_numbers(body):
+        if x in (1.0, 2.0, 3.0) and re.search(r"\[\s*%g\s*\]" % x, answer):
+            continue  # a citation number, not a claim
+        weight_total += 2.0  # a wrong figure is the costliest error an analyst can be shown
+        if _number_found(x, pool):
+            weight_found += 2.0
+        else:
+            missing.append(f"{x:g}")
+    checked = len(seen) + len(parse_numbers(body))
+    score = weight_found / weight_total if weight_total else 1.0
+    return Support(score, checked, missing)

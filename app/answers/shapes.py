@@ -1,0 +1,213 @@
+"""Task-shaped answers: which shape a question gets, and how the model's raw text becomes that shape.
+
+Shapes (a pack lists the ones it uses in ``answers.shapes`` and routes questions to them with its
+``answers.route`` rules, data in pack.yaml):
+
+* ``label``: yes/no/maybe (or the pack's labels). The label is chosen from the generator's next-token
+  log-probabilities after the passages, never by hoping the model writes it; then one sentence of
+  support with a citation is generated after it.
+* ``extract``: a date, a party, a clause, a dose: the answer quotes a kept passage verbatim. The quote is
+  checked to be a substring of a kept passage; when it is not, the best matching sentence of the cited
+  passage is quoted instead.
+* ``calculate``: the model writes the arithmetic over figures from the passages; slmrag evaluates it
+  (:mod:`app.answers.arithmetic`) and shows value, formula and the cited rows.
+* ``free``: at most a few sentences; repeated sentences dropped.
+
+Everything here is pure text processing (no model), so it is unit-tested exactly.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from app.answers.arithmetic import FormulaError, evaluate, find_formula, format_value
+from app.answers.grounding import content_stems
+
+SHAPES = ("label", "extract", "calculate", "free")
+NOT_FOUND = "I could not find this in your documents."
+
+_CITE = re.compile(r"\[(\d{1,2})\]")
+_SENT = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])|\n+")
+_NOT_FOUND = re.compile(r"\b(?:could not|couldn't|cannot|can't|did not|didn't|unable to)\s+find\b|"
+                        r"\bnot\s+(?:found|mentioned|stated|provided|in (?:the|your) (?:documents|passages))\b|"
+                        r"\bno (?:information|mention)\b", re.IGNORECASE)
+_SCALE = re.compile(r"\b(?:in|\()\s*(thousands|millions|billions)\b", re.IGNORECASE)
+
+
+@dataclass
+class Shaped:
+    """An answer in its shape, before the grounding check."""
+
+    shape: str
+    text: str  # what the user reads
+    cited: list[int] = field(default_factory=list)  # valid passage numbers, 1-based
+    label: str | None = None
+    label_scores: dict | None = None
+    quote: dict | None = None  # {"text", "n", "verbatim"}
+    calculation: dict | None = None  # {"formula", "value", "display", "scale", "inputs"}
+    refused: bool = False  # the model said the passages do not answer
+    claim: str = ""  # the part of the answer the grounding check reads
+
+    def to_json(self) -> dict:
+        out = {"shape": self.shape, "label": self.label, "quote": self.quote, "calculation": self.calculation,
+               "refused": self.refused}
+        if self.label_scores is not None:
+            out["label_scores"] = self.label_scores
+        return out
+
+
+# ---------------------------------------------------------------------------------------------- routing
+def route(question: str, rules: list, shapes: list[str], default: str) -> str:
+    """The first rule whose pattern matches the question (case-insensitive) and whose shape the pack uses."""
+    for rule in rules:
+        if rule.shape in shapes and re.search(rule.pattern, question, re.IGNORECASE):
+            return rule.shape
+    return default
+
+
+# ---------------------------------------------------------------------------------------------- text
+def sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENT.split(text) if s and s.strip()]
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"[^\w%.$-]+", " ", text.lower())).strip()
+
+
+def cited_numbers(text: str, n: int) -> list[int]:
+    return sorted({int(k) for k in _CITE.findall(text) if 1 <= int(k) <= n})
+
+
+def drop_invalid_citations(text: str, n: int) -> str:
+    return _CITE.sub(lambda m: m.group(0) if 1 <= int(m.group(1)) <= n else "", text)
+
+
+def is_not_found(text: str) -> bool:
+    head = " ".join(text.split()[:25])
+    return bool(_NOT_FOUND.search(head))
+
+
+def tidy(text: str, n_passages: int, max_sentences: int) -> str:
+    """At most ``max_sentences`` sentences, none repeated, citations only to passages that exist; a
+    sentence cut off by the token limit is dropped when a complete one precedes it."""
+    text = drop_invalid_citations(text, n_passages)
+    out: list[str] = []
+    seen: set[str] = set()
+    for s in sentences(text):
+        key = _norm(_CITE.sub("", s))
+        if not key or key in seen:
+            continue
+        seen.add(key)
+        out.append(s)
+        if len(out) >= max_sentences:
+            break
+    if len(out) > 1 and not re.search(r"[.!?)\]\"']$", out[-1]):
+        out.pop()
+    return " ".join(out).strip()
+
+
+def _cite_suffix(n: int | None) -> str:
+    return f" [{n}]" if n else ""
+
+
+def best_sentence(passage_text: str, probe: str) -> str:
+    """The sentence of a passage that shares most content words with ``probe`` (question + draft answer)."""
+    want = set(content_stems(probe))
+    best, best_score = "", -1.0
+    for s in sentences(passage_text):
+        have = content_stems(s)
+        if not have:
+            continue
+        score = len(want & set(have)) / (len(set(have)) ** 0.5)
+        if score > best_score:
+            best, best_score = s, score
+    return best or passage_text.strip()[:300]
+
+
+def locate(quote: str, texts: list[str]) -> tuple[int, str] | None:
+    """Find ``quote`` in one of ``texts`` ignoring case, spacing and punctuation; returns (index, the
+    passage's own words for it) so what is shown is verbatim from the passage."""
+    words = re.findall(r"\w+", quote.lower())
+    if not words:
+        return None
+    pattern = re.compile(r"\W+".join(re.escape(w) for w in words), re.IGNORECASE)
+    for i, t in enumerate(texts):
+        m = pattern.search(t)
+        if m:
+            return i, m.group(0)
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- shapes
+def finish_free(raw: str, n_passages: int, max_sentences: int) -> Shaped:
+    text = tidy(raw, n_passages, max_sentences)
+    return Shaped("free", text, cited_numbers(text, n_passages), refused=is_not_found(text), claim=text)
+
+
+def finish_label(label: str, scores: dict, raw_support: str, n_passages: int) -> Shaped:
+    support = tidy(raw_support, n_passages, 1)
+    support = re.sub(rf"^\W*{re.escape(label)}\b[\s,.:;-]*", "", support, flags=re.IGNORECASE)
+    text = f"{label.capitalize()}. {support}".strip()
+    return Shaped("label", text, cited_numbers(text, n_passages), label=label,
+                  label_scores={k: round(v, 4) for k, v in scores.items()}, claim=support)
+
+
+_QUOTED = re.compile(r"[\"“”](.{3,}?)[\"“”]", re.DOTALL)
+
+
+def finish_extract(raw: str, passages: list[str], question: str) -> Shaped:
+    """Quote a kept passage verbatim; fall back to the best matching sentence of the cited passage."""
+    n = len(passages)
+    text = drop_invalid_citations(raw.strip(), n)
+    if is_not_found(text):
+        return Shaped("extract", NOT_FOUND, [], refused=True)
+    cited = cited_numbers(text, n)
+    m = _QUOTED.search(text)
+    candidate = m.group(1) if m else _CITE.sub("", sentences(text)[0] if sentences(text) else text)
+    candidate = candidate.strip().strip("\"“”' ").rstrip(".")
+    order = cited + [i for i in range(1, n + 1) if i not in cited]
+    found = locate(candidate, [passages[i - 1] for i in order]) if len(candidate) >= 2 else None
+    if found is not None:
+        num = order[found[0]]
+        quote, verbatim = found[1], True
+    else:
+        num = cited[0] if cited else 1
+        quote, verbatim = best_sentence(passages[num - 1], f"{question} {candidate}"), False
+    shown = f"\u201c{quote}\u201d [{num}]"
+    return Shaped("extract", shown, [num], quote={"text": quote, "n": num, "verbatim": verbatim}, claim=quote)
+
+
+def finish_calculate(raw: str, passages: list[str], question: str) -> Shaped:
+    """Evaluate the formula the model wrote; show value, formula and the cited passages."""
+    n = len(passages)
+    text = drop_invalid_citations(raw.strip(), n)
+    if is_not_found(text):
+        return Shaped("calculate", NOT_FOUND, [], refused=True)
+    cited = cited_numbers(text, n)
+    formula = find_formula(_CITE.sub(" ", text))
+    if formula is None:
+        # No arithmetic: the model answered with a figure or words; keep it as a short free answer.
+        shaped = finish_free(text, n, 2)
+        shaped.shape = "calculate"
+        return shaped
+    try:
+        calc = evaluate(formula)
+    except FormulaError as exc:
+        shaped = finish_free(text, n, 2)
+        shaped.shape = "calculate"
+        shaped.calculation = {"formula": formula, "error": str(exc)}
+        return shaped
+    percent = bool(re.search(r"percent|%|proportion|share|rate|margin", question, re.IGNORECASE)) and (
+        "* 100" in calc.formula or "*100" in calc.formula)
+    source = " ".join(passages[i - 1] for i in (cited or range(1, n + 1)))
+    scale_m = _SCALE.search(source)
+    scale = scale_m.group(1).lower() if scale_m and not percent else ""
+    display = format_value(calc.value, percent=percent) + (f" {scale}" if scale else "")
+    cites = "".join(f" [{i}]" for i in cited)
+    shown = f"{display} = {calc.formula}{cites}"
+    inputs = " ".join(f"{x:g}" for x in calc.numbers)
+    return Shaped("calculate", shown, cited, calculation={"formula": calc.formula, "value": calc.value,
+                                                          "display": display, "scale": scale,
+                                                          "inputs": list(calc.numbers)},
+                  claim=inputs)

@@ -1,0 +1,201 @@
+"""The question-answering path of one pack, stage by stage: retrieve -> filter -> build prompt -> generate.
+
+:class:`Assistant` is built once per pack (cheap constructor, heavy loading in :meth:`Assistant.load`)
+and may be shared by many threads (the UI serves several browser sessions from one process).
+:meth:`Assistant.ask` runs the stages in order and returns an :class:`~app.answer.AnswerStream`, which
+only streams the generator's tokens and assembles the :class:`~app.answer.Answer`.
+
+Concurrency: the index is read through an immutable :class:`IndexView` (snapshot + retriever + the
+filters built on it). :meth:`Assistant.refresh` builds a new view and swaps it in under a lock; an ask
+takes the current view once at its start, so it sees one index snapshot from retrieval to citations even
+while an ingest lands and another session refreshes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from app.answer import AnswerStream
+from app.answers.shapes import route
+from app.embedder import Embedder
+from app.errors import IndexDamaged
+from app.filters import make_filter
+from app.generators import make_generator
+from app.packs import Pack
+from app.prompting import PromptBuilder, clean_question
+from app.retrieval import Passage, Retriever
+from app.store import IndexSnapshot, IndexStore
+
+
+@dataclass
+class AskOptions:
+    k: int | None = None
+    threshold: float | None = None
+    max_tokens: int | None = None
+    doc: str | None = None
+    filter: str | None = None  # override the pack's filter kind
+
+
+@dataclass(frozen=True)
+class FilterChoice:
+    """The relevance filter an ask uses: the pack's, unless the ask overrides kind or threshold."""
+
+    kind: str
+    threshold: float
+    min_keep: int
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "threshold": self.threshold, "min_keep": self.min_keep}
+
+
+@dataclass
+class Retrieval:
+    """Stages 1-2 for one question: every candidate (with its filter score and verdict) and the kept ones,
+    best first, trimmed to the pack's context budget."""
+
+    question: str
+    passages: list[Passage]
+    kept: list[Passage]
+    filter: FilterChoice
+    timings: dict = field(default_factory=dict)
+
+
+class IndexView:
+    """One index snapshot with the retriever and filters built on it; never changes once built."""
+
+    def __init__(self, snapshot: IndexSnapshot, retriever: Retriever):
+        self.snapshot = snapshot
+        self.retriever = retriever
+        self._filters: dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    def relevance_filter(self, kind: str, assistant: "Assistant"):
+        with self._lock:
+            if kind not in self._filters:
+                self._filters[kind] = make_filter(kind, embedder=assistant.embedder, snapshot=self.snapshot,
+                                                  generator=assistant.generator, index_dir=assistant.pack.index_dir)
+            return self._filters[kind]
+
+
+class Assistant:
+    def __init__(self, pack: Pack):
+        self.pack = pack
+        cfg = pack.config
+        self.embedder = Embedder(cfg.embedder, pack.path)
+        self.generator = make_generator(cfg.generator, pack.path)
+        self.store = IndexStore(pack.index_dir)
+        self.prompts = PromptBuilder(pack, self.generator, self.embedder)
+        self._view: IndexView | None = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ loading
+    def load(self, generator: bool = True) -> "Assistant":
+        self.embedder.load_query()
+        if self._view is None:
+            self.refresh()
+        if generator:
+            self.generator.load()
+        return self
+
+    def refresh(self) -> bool:
+        """Pick up a newer index generation written by an ingest since we loaded; True if it changed."""
+        with self._lock:
+            current = self._view
+            if current is not None and self.store.generation() == current.snapshot.generation:
+                return False
+            snapshot = self.store.snapshot()
+            if snapshot.embedder and snapshot.embedder != self.embedder.identity:
+                raise IndexDamaged(
+                    f"{self.store.path} was built with '{snapshot.embedder}' but pack '{self.pack.name}' uses "
+                    f"'{self.embedder.identity}'; delete the index folder and ingest again."
+                )
+            retriever = Retriever(snapshot, self.embedder, self.pack.config.retrieval, self.pack.expansions)
+            self._view = IndexView(snapshot, retriever)  # one assignment: readers see the old view or the new
+            return True
+
+    @property
+    def view(self) -> IndexView:
+        if self._view is None:
+            self.load(generator=False)
+        return self._view
+
+    @property
+    def snapshot(self) -> IndexSnapshot | None:
+        return self._view.snapshot if self._view is not None else None
+
+    @property
+    def retriever(self) -> Retriever:
+        return self.view.retriever
+
+    def relevance_filter(self, kind: str | None = None):
+        return self.view.relevance_filter(kind or self.pack.config.filter.kind, self)
+
+    def filter_choice(self, options: AskOptions | None = None) -> FilterChoice:
+        """The one place where the pack's filter settings and an ask's overrides are combined."""
+        cfg = self.pack.config.filter
+        options = options or AskOptions()
+        return FilterChoice(kind=options.filter or cfg.kind,
+                            threshold=cfg.threshold if options.threshold is None else float(options.threshold),
+                            min_keep=cfg.min_keep)
+
+    # ------------------------------------------------------------------ stages
+    def retrieve(self, question: str, options: AskOptions | None = None, *, view: IndexView | None = None) -> Retrieval:
+        """Stages 1-2: hybrid retrieval, then the relevance filter; ``question`` must be clean."""
+        options = options or AskOptions()
+        if view is None:
+            self.refresh()
+            view = self.view
+        choice = self.filter_choice(options)
+        timings: dict = {}
+        t = time.perf_counter()
+        qvec = self._query_vector(question, choice.kind, options)
+        passages = view.retriever.search(question, options.k, doc=options.doc, query_vector=qvec)
+        timings["retrieve_s"] = round(time.perf_counter() - t, 4)
+        t = time.perf_counter()
+        scores = view.relevance_filter(choice.kind, self).score(question, passages, query_vector=qvec) if passages else []
+        for p, s in zip(passages, scores):
+            p.filter_score = s
+            p.kept = choice.kind == "none" or s >= choice.threshold
+        if choice.min_keep and passages:
+            for p in sorted(passages, key=lambda p: -(p.filter_score or 0))[: choice.min_keep]:
+                p.kept = True
+        timings["filter_s"] = round(time.perf_counter() - t, 4)
+        kept = sorted((p for p in passages if p.kept), key=lambda p: -(p.filter_score or 0))
+        return Retrieval(question, passages, self.prompts.budget(kept), choice, timings)
+
+    def _query_vector(self, question: str, kind: str, options: AskOptions) -> np.ndarray | None:
+        """The question embedded once, for the dense retriever and the cosine filter alike (None when
+        neither needs it)."""
+        mode = self.pack.config.retrieval.mode
+        if mode == "bm25" and kind != "cosine":
+            return None
+        return self.embedder.encode_query(question)
+
+    def ask(self, question: str, options: AskOptions | None = None) -> AnswerStream:
+        """Run retrieve -> filter -> build prompt now; the returned stream generates when iterated."""
+        options = options or AskOptions()
+        question = clean_question(question)
+        t_load = time.perf_counter()
+        self.load()  # no-op once loaded; a cold start is reported apart from the answer's own time
+        load_s = round(time.perf_counter() - t_load, 4)
+        t0 = time.perf_counter()
+        self.refresh()
+        view = self.view  # one snapshot for the whole ask, whatever lands meanwhile
+        found = self.retrieve(question, options, view=view)
+        timings = {"load_s": load_s, **found.timings}
+        answers = self.pack.config.answers
+        shape = route(question, answers.route, answers.shapes, answers.default)
+        prompt = self.prompts.build(question, found.kept, options.max_tokens, shape) if found.kept else None
+
+        def abstain(nearest: list[Passage], reason: str) -> str:
+            return self.pack.prompts.render("abstain", question=question, reason=reason, nearest=[
+                {"n": i + 1, "source": p.name, "page": p.page, "text": p.text} for i, p in enumerate(nearest)])
+
+        return AnswerStream(question=question, generator=self.generator, prompt=prompt, passages=found.passages,
+                            abstain=abstain, answers=answers, disclaimer=self.pack.disclaimer, filter=found.filter,
+                            timings=timings, t0=t0, index_generation=view.snapshot.generation,
+                            label_not_found=answers.label_not_found)

@@ -1,0 +1,96 @@
+"""``slmrag adapt train``: a LoRA adapter for a pack's generator, trained on labelled rows on CPU."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from app.commands.common import IndexDirOpt, IngestProgress, JsonOpt, PackOpt, err, fail, out
+from app.errors import InputError, SlmragError
+
+
+def register(app, packs_app, filter_app) -> None:
+    adapt_app = typer.Typer(help="Domain adapters (LoRA) for a pack's generator.", no_args_is_help=True)
+    app.add_typer(adapt_app, name="adapt")
+
+    @adapt_app.command("train")
+    def adapt_train(
+        pack: str = PackOpt,
+        train: Path = typer.Option(..., "--train", help="A folder with questions.jsonl and corpus/ (the rows to learn from)."),
+        out_dir: Optional[Path] = typer.Option(None, "--out", help="Where the adapter goes (default: the pack's adapter/ folder, "
+                                               "and pack.yaml's generator.adapter is set to it)."),
+        index_dir: Optional[Path] = IndexDirOpt,
+        max_examples: int = typer.Option(400, "--max-examples", min=1, help="Most training examples."),
+        epochs: int = typer.Option(1, "--epochs", min=1, max=20),
+        rank: int = typer.Option(8, "--rank", min=1, max=128, help="LoRA rank."),
+        alpha: int = typer.Option(16, "--alpha", min=1, max=512, help="LoRA alpha (scale = alpha / rank)."),
+        lr: float = typer.Option(3e-4, "--lr", help="Learning rate."),
+        max_len: int = typer.Option(1024, "--max-len", min=128, max=4096, help="Longest training sequence in tokens."),
+        drop_gold: float = typer.Option(0.15, "--drop-gold", min=0.0, max=1.0,
+                                        help="Share of answerable examples shown without their gold passage (target: not found)."),
+        seed: int = typer.Option(0, "--seed"),
+        as_json: bool = JsonOpt,
+    ) -> None:
+        """Train a LoRA adapter (peft, CPU) on RAFT-style examples built with the pack's own retrieval and prompt."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        from app.assistant import Assistant
+        from app.env import cache_dir
+        from app.evaluation.questions import load_questions
+        from app.pack_edit import set_generator_adapter
+        from app.packs import load_pack
+        from app.training.adapter import build_examples, data_hash, file_sha256, train_adapter
+        from ingest.ingestor import Ingestor
+
+        try:
+            p = load_pack(pack)
+            train = train.expanduser()
+            if not (train / "questions.jsonl").is_file() or not (train / "corpus").is_dir():
+                raise InputError(f"{train} needs questions.jsonl and a corpus/ folder (the format of `slmrag eval`'s "
+                                 "question files, docs/eval.md).")
+            digest = data_hash(train)
+            idx = index_dir or cache_dir() / "train-index" / f"{p.name}-{digest[:12]}"
+            tp = p.with_index_dir(idx)
+            summary = Ingestor(tp).ingest([train / "corpus"], progress=IngestProgress(not as_json))
+            if summary.failed:
+                err.print(f"[yellow]{len(summary.failed)} training documents could not be read; going on without them.[/]")
+            rows = load_questions(train / "questions.jsonl")
+            assistant = Assistant(tp).load(generator=False)
+            columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
+            with Progress(*columns, console=err, disable=as_json) as bar:
+                task = bar.add_task("examples", total=min(max_examples, len(rows)), info="")
+                examples = build_examples(p, assistant, rows, seed=seed, max_examples=max_examples, drop_gold=drop_gold,
+                                          progress=lambda n, total: bar.update(task, completed=n, total=total))
+                train_task = bar.add_task("training", total=None, info="")
+
+                def on_step(step: int, total: int, loss: float) -> None:
+                    bar.update(train_task, completed=step, total=total, info=f"loss {loss:.3f}")
+
+                base = p.config.generator.model
+                target = out_dir or (p.path / "adapter")
+                from app.models import resolve_model
+
+                base_path = resolve_model(base, p.path)
+                info = {"base_model": base, "base_model_sha256": file_sha256(base_path) if isinstance(base_path, Path) else None,
+                        "pack": p.name, "train_data": str(train), "train_data_sha256": digest,
+                        "command": "slmrag " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+                        "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                report = train_adapter(base, examples, target, rank=rank, alpha=alpha, lr=lr, epochs=epochs,
+                                       max_len=max_len, seed=seed, base_dir=p.path, progress=on_step, info=info)
+            if out_dir is None:
+                set_generator_adapter(p.path / "pack.yaml", "adapter")
+        except SlmragError as exc:
+            fail(exc)
+        if as_json:
+            print(json.dumps(report.info, indent=2))
+        else:
+            r = report.to_json()
+            out.print(f"adapter: {report.out_dir} - {r['examples']} examples {r['shapes']}, {r['steps']} steps, "
+                      f"{r['seconds']} s ({r['tokens_per_s']} tok/s), final loss {r['final_loss']}", highlight=False)

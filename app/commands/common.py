@@ -1,0 +1,60 @@
+"""What the CLI's commands share: the consoles, the common options, the error exit and ingest progress.
+
+:mod:`app.cli` and every module of :mod:`app.commands` take these from here, never from each other
+(``app.cli`` imports the command modules to register them).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import NoReturn
+
+import typer
+from rich.console import Console
+
+from app.errors import ConfigError, InputError, PackNotFound, SlmragError
+
+err = Console(stderr=True)
+out = Console()
+
+PackOpt = typer.Option("medical", "--pack", "-p", help="Domain pack name (see `slmrag packs list`) or folder.")
+IndexDirOpt = typer.Option(None, "--index-dir", help="Use this folder as the pack's index (default: indexes/<pack>, or $SLMRAG_INDEX_DIR/<pack>).")
+JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
+
+
+def fail(exc: SlmragError) -> NoReturn:
+    """Print the error as one message (no traceback) and exit: 2 for usage errors, 1 otherwise."""
+    code = 2 if isinstance(exc, (ConfigError, PackNotFound, InputError)) else 1
+    err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+class IngestProgress:
+    """Progress bar on stderr for ingest (files and chunks); an :class:`ingest.ingestor.ProgressSink`."""
+
+    def __init__(self, enabled: bool = True):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.enabled = enabled and err.is_terminal or os.environ.get("SLMRAG_PROGRESS") == "1"
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[chunks]} chunks"), TextColumn("{task.fields[name]}"),
+                                 TimeElapsedColumn(), console=err, disable=not self.enabled, transient=False)
+        self.task = None
+        self.n_chunks = 0
+
+    def start(self, total_files: int) -> None:
+        self.progress.start()
+        self.task = self.progress.add_task("ingest", total=total_files, chunks=0, name="")
+
+    def file(self, name: str) -> None:
+        self.progress.update(self.task, name=name[-40:])
+
+    def chunks(self, n: int) -> None:
+        self.n_chunks += n
+        self.progress.update(self.task, chunks=self.n_chunks)
+
+    def advance(self) -> None:
+        self.progress.advance(self.task)
+
+    def finish(self) -> None:
+        self.progress.stop()

@@ -1,0 +1,152 @@
+"""Calibration of a relevance filter: the threshold that keeps a target share of the gold passages.
+
+:func:`calibrate` runs a pack's own retrieval over dev questions, labels each candidate gold or not with
+:func:`app.evaluation.questions.holds_evidence` (the rule ``slmrag eval`` uses), scores the candidates
+with the filter and picks the threshold with :func:`choose_threshold`: the highest one that still keeps
+``keep`` (95 %) of the gold passages. :func:`rates` and :func:`auc` describe how well a filter separates
+gold from the rest. ``slmrag filter calibrate`` stores the result with :mod:`app.pack_edit`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from app.errors import SlmragError
+from app.evaluation.questions import holds_evidence, scope
+
+
+def choose_threshold(gold_scores: Sequence[float], *, keep: float = 0.95) -> float:
+    """The highest threshold (``score >= t`` is kept) that keeps at least ``keep`` of the gold scores.
+
+    Any threshold in (g[i-1], g[i]] keeps the same gold passages, and the highest one drops the most
+    non-gold, so the answer is a gold score itself: with gold sorted ascending, g[floor((1-keep)*n)].
+    """
+    g = sorted(float(x) for x in gold_scores)
+    if not g:
+        raise SlmragError("No gold passage was retrieved for any calibration question, so no threshold can be "
+                          "chosen; check that the questions' 'doc' files are in the pack's index.")
+    if not 0 < keep <= 1:
+        raise ValueError("keep must be in (0, 1]")
+    n = len(g)
+    idx = int(math.floor((1.0 - keep) * n + 1e-9))
+    return g[min(idx, n - 1)]
+
+
+def rates(gold_scores: Sequence[float], other_scores: Sequence[float], threshold: float) -> tuple[float, float]:
+    """(share of gold kept, share of non-gold dropped) at ``threshold`` (kept when score >= threshold)."""
+    g = np.asarray(gold_scores, dtype="float64")
+    o = np.asarray(other_scores, dtype="float64")
+    kept = float((g >= threshold).mean()) if g.size else float("nan")
+    dropped = float((o < threshold).mean()) if o.size else float("nan")
+    return kept, dropped
+
+
+def auc(gold_scores: Sequence[float], other_scores: Sequence[float]) -> float:
+    """Probability that a gold passage outscores a non-gold one (ties count half)."""
+    g = np.asarray(gold_scores, dtype="float64")
+    o = np.asarray(other_scores, dtype="float64")
+    if not g.size or not o.size:
+        return float("nan")
+    allv = np.concatenate([g, o])
+    order = allv.argsort(kind="mergesort")
+    ranks = np.empty(len(allv), dtype="float64")
+    sorted_v = allv[order]
+    i = 0
+    while i < len(allv):  # average ranks of ties
+        j = i
+        while j + 1 < len(allv) and sorted_v[j + 1] == sorted_v[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1
+        i = j + 1
+    r_g = ranks[: len(g)].sum()
+    return float((r_g - len(g) * (len(g) + 1) / 2.0) / (len(g) * len(o)))
+
+
+@dataclass
+class ScoredQuestion:
+    question: dict
+    scores: list[float]
+    gold: list[bool]
+
+    @property
+    def max_score(self) -> float:
+        return max(self.scores) if self.scores else float("-inf")
+
+
+@dataclass
+class Calibration:
+    kind: str
+    threshold: float
+    keep_target: float
+    questions: list[ScoredQuestion]
+    out_of_pack: list[ScoredQuestion] = field(default_factory=list)
+
+    @property
+    def gold_scores(self) -> list[float]:
+        return [s for q in self.questions for s, g in zip(q.scores, q.gold) if g]
+
+    @property
+    def other_scores(self) -> list[float]:
+        return [s for q in self.questions for s, g in zip(q.scores, q.gold) if not g]
+
+    def row(self, t: float) -> dict:
+        kept, dropped = rates(self.gold_scores, self.other_scores, t)
+        answerable = [q for q in self.questions if any(q.gold)]
+        row = {"threshold": t, "gold_kept": kept, "nongold_dropped": dropped,
+               "false_abstention": float(np.mean([q.max_score < t for q in answerable])) if answerable else float("nan")}
+        if self.out_of_pack:
+            row["oop_abstention"] = float(np.mean([q.max_score < t for q in self.out_of_pack]))
+        return row
+
+    def table(self) -> list[dict]:
+        g = sorted(self.gold_scores)
+        ts = {self.threshold}
+        for keep in (1.0, 0.99, 0.975, 0.95, 0.9, 0.8, 0.7):
+            ts.add(choose_threshold(g, keep=keep))
+        return [self.row(t) for t in sorted(ts)]
+
+    def summary(self) -> dict:
+        return {"kind": self.kind, "threshold": self.threshold, "keep_target": self.keep_target,
+                "questions": len(self.questions),
+                "answerable": sum(1 for q in self.questions if any(q.gold)),
+                "gold_passages": len(self.gold_scores), "nongold_passages": len(self.other_scores),
+                "auc": auc(self.gold_scores, self.other_scores), **self.row(self.threshold)}
+
+
+def score_questions(filt, retriever, questions: Iterable[dict], k: int, *, labelled: bool = True,
+                    progress: Callable[[], None] | None = None) -> list[ScoredQuestion]:
+    """Retrieve ``k`` candidates per question, score them with ``filt`` and, when ``labelled``, mark the gold
+    ones; labelled questions are searched as ``slmrag eval`` does (within their document when doc-scoped),
+    unlabelled ones (out-of-pack) across the whole index."""
+    out = []
+    for q in questions:
+        passages = retriever.search(q["question"], k, doc=scope(q) if labelled else None)
+        scores = filt.score(q["question"], passages) if passages else []
+        gold = [labelled and holds_evidence(p, q) for p in passages]
+        out.append(ScoredQuestion(q, [float(s) for s in scores], gold))
+        if progress:
+            progress()
+    return out
+
+
+def calibrate(assistant, questions: Sequence[dict], *, kind: str | None = None, k: int | None = None,
+              keep: float = 0.95, out_of_pack: Sequence[dict] = (),
+              progress: Callable[[], None] | None = None) -> Calibration:
+    """Score the pack's retrieval candidates for dev questions and choose the filter threshold."""
+    pack = assistant.pack
+    kind = kind or pack.config.filter.kind
+    if kind == "none":
+        raise SlmragError("filter.kind is 'none': there is no threshold to calibrate. Pass --kind cosine (or "
+                          "cross_encoder / slm_judge).")
+    assistant.load(generator=kind == "slm_judge")
+    k = k or pack.config.retrieval.k
+    filt = assistant.relevance_filter(kind)
+    scored = score_questions(filt, assistant.retriever, questions, k, progress=progress)
+    gold = [s for q in scored for s, g in zip(q.scores, q.gold) if g]
+    threshold = choose_threshold(gold, keep=keep)
+    oop = score_questions(filt, assistant.retriever, out_of_pack, k, labelled=False, progress=progress) if out_of_pack else []
+    return Calibration(kind, threshold, keep, scored, oop)

@@ -1,0 +1,64 @@
+"""Dev questions: the one loader, the one doc-scoping rule and the one evidence rule.
+
+``slmrag eval`` (:mod:`app.evaluation.runner`), ``slmrag filter calibrate``
+(:mod:`app.evaluation.calibration`) and the benchmarks all read question files and judge retrieved
+passages through these, so a passage is "gold" by the same rule everywhere. The file format is in
+``docs/eval.md``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from app.errors import InputError
+from app.evaluation.metrics import passage_holds_evidence
+
+REQUIRED_FIELDS = ("id", "question", "answer", "evidence", "doc")
+
+
+def load_questions(path: Path | str, limit: int | None = None) -> list[dict]:
+    """Read a question JSONL file, the first ``limit`` questions when given (the whole file is still
+    validated); raises InputError naming the bad line."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise InputError(f"{path}: no such question file; pass a .jsonl file with one question per line.")
+    if limit is not None and limit < 1:
+        raise InputError(f"the question limit must be at least 1, got {limit}.")
+    questions: list[dict] = []
+    seen: set[str] = set()
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                q = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path}:{lineno}: not valid JSON ({exc.msg}); each line must be one JSON object.")
+            if not isinstance(q, dict):
+                raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(q).__name__}.")
+            missing = [f for f in REQUIRED_FIELDS if not isinstance(q.get(f), str) or not q[f].strip()]
+            if missing:
+                raise InputError(f"{path}:{lineno}: missing or empty field(s) {', '.join(missing)}; every question "
+                                 f"needs {', '.join(REQUIRED_FIELDS)} (see docs/eval.md).")
+            if q["id"] in seen:
+                raise InputError(f"{path}:{lineno}: duplicate id '{q['id']}'; ids must be unique.")
+            seen.add(q["id"])
+            questions.append(q)
+    if not questions:
+        raise InputError(f"{path}: holds no questions.")
+    return questions if limit is None else questions[:limit]
+
+
+def scope(q: dict) -> str | None:
+    """The document a question is searched in: its own when it is ``doc_scoped`` (its wording only makes
+    sense within that document, e.g. TAT-QA), else None (the whole index)."""
+    return q.get("doc") if q.get("doc_scoped") else None
+
+
+def holds_evidence(passage, q: dict) -> bool:
+    """Whether a retrieved passage holds the question's gold evidence (the rule of
+    :func:`app.evaluation.metrics.passage_holds_evidence`); never for a question without a ``doc``."""
+    if not q.get("doc"):
+        return False
+    return bool(passage_holds_evidence(passage.text, passage.source, passage.page, q))

@@ -1,0 +1,86 @@
+"""Relevance filters: between the retriever and the generator, keep only passages that bear on the question.
+
+Every filter has ``score(question, passages, *, query_vector=None) -> list[float]``, one score per
+passage, higher = more relevant; the assistant compares them with the pack's calibrated threshold.
+``query_vector`` is the question's embedding when the caller already has it (the cosine filter uses it
+instead of embedding the question again; the others ignore it).
+
+:data:`FILTERS` is the one list of filter kinds: pack.yaml's ``filter.kind`` is validated against it and
+:func:`make_filter` builds from it. A factory takes the keyword arguments ``embedder``, ``snapshot``,
+``generator`` and ``index_dir`` (accept ``**_`` for those it does not need) and returns the filter; it
+imports its module itself, so that a kind's heavy libraries (torch for the cross-encoder) load only when
+that kind is used. A third-party filter needs this one registration, run before packs are loaded::
+
+    from app.filters import register_filter
+
+    def keyword_filter(*, snapshot, **_):
+        from my_plugin.keyword import KeywordFilter
+        return KeywordFilter(snapshot)
+
+    register_filter("keyword", keyword_filter)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Sequence
+
+from app.errors import SlmragError
+
+if TYPE_CHECKING:
+    from app.embedder import Embedder
+    from app.retrieval import Passage
+
+FilterFactory = Callable[..., object]
+
+
+class NoFilter:
+    """Keeps every passage (score 1.0): retrieval alone decides."""
+
+    def score(self, question: str, passages: Sequence[Passage], *, query_vector=None) -> list[float]:
+        return [1.0] * len(passages)
+
+
+def _none(**_) -> NoFilter:
+    return NoFilter()
+
+
+def _cosine(*, embedder, snapshot=None, **_):
+    from app.filters.cosine import CosineFilter
+
+    return CosineFilter(embedder, snapshot)
+
+
+def _cross_encoder(*, index_dir=None, **_):
+    from app.filters.cross_encoder import CrossEncoderFilter
+
+    return CrossEncoderFilter.from_index_dir(index_dir)
+
+
+def _slm_judge(*, generator=None, **_):
+    from app.filters.slm_judge import SLMJudgeFilter
+
+    return SLMJudgeFilter(generator)
+
+
+FILTERS: dict[str, FilterFactory] = {
+    "none": _none,
+    "cosine": _cosine,
+    "cross_encoder": _cross_encoder,
+    "slm_judge": _slm_judge,
+}
+
+
+def register_filter(name: str, factory: FilterFactory) -> FilterFactory:
+    """Add a filter kind; refuses a name already taken, so a plugin cannot silently replace a built-in."""
+    if name in FILTERS:
+        raise SlmragError(f"A filter named '{name}' is already registered; register yours under another name.")
+    FILTERS[name] = factory
+    return factory
+
+
+def make_filter(kind: str, *, embedder: Embedder, snapshot=None, generator=None, index_dir: Path | None = None):
+    factory = FILTERS.get(kind)
+    if factory is None:
+        raise SlmragError(f"Unknown filter '{kind}'. Known: {', '.join(FILTERS)}.")
+    return factory(embedder=embedder, snapshot=snapshot, generator=generator, index_dir=index_dir)

@@ -1,0 +1,80 @@
+"""Targeted edits of a pack's ``pack.yaml`` that keep its comments and layout.
+
+:func:`write_filter_settings` stores a calibrated filter threshold (``slmrag filter calibrate --write``),
+:func:`set_generator_adapter` a trained adapter (``slmrag adapt train``); both go through
+:func:`set_block_values`. A YAML round trip would drop the comments that document a pack, so the file
+is edited line by line and the result is validated as a :class:`~app.settings.PackConfig` before it
+replaces the file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+
+import yaml
+
+from app.errors import ConfigError
+from app.settings import PackConfig
+
+
+def round_down(threshold: float, places: int = 4) -> float:
+    """Round a threshold *down* so a stored value never drops the passage it was chosen to keep."""
+    f = 10 ** places
+    return math.floor(float(threshold) * f + 1e-9) / f
+
+
+def set_block_values(pack_yaml: Path | str, block: str, values: dict[str, str], check) -> str:
+    """Set ``block.key: value`` for each of ``values`` in a pack.yaml, keeping its comments.
+
+    A targeted line edit inside the top-level ``block:`` (the block, or the key, is added when missing);
+    the result is re-parsed and validated, and ``check(config)`` must confirm the new values, before it
+    replaces the file atomically. Returns the new text.
+    """
+    path = Path(pack_yaml)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    start = next((i for i, line in enumerate(lines) if re.match(rf"^{block}\s*:\s*(#.*)?$", line)), None)
+    if start is None:
+        lines += [f"{block}:"] + [f"  {k}: {v}" for k, v in values.items()]
+    else:
+        end = start + 1  # the block: indented, blank or comment lines after "block:"
+        while end < len(lines) and (not lines[end].strip() or lines[end].startswith((" ", "\t", "#"))):
+            end += 1
+        indent = next((m.group(1) for b in lines[start + 1:end] if (m := re.match(r"^(\s+)\w", b))), "  ")
+        for key, val in values.items():
+            pat = re.compile(rf"^{re.escape(indent)}{key}\s*:[^#]*?(\s+#.*)?$")
+            for j in range(start + 1, end):
+                m = pat.match(lines[j])
+                if m:
+                    lines[j] = f"{indent}{key}: {val}{m.group(1) or ''}"
+                    break
+            else:
+                lines.insert(start + 1, f"{indent}{key}: {val}")
+                end += 1
+    new_text = "\n".join(lines) + "\n"
+    wanted = ", ".join(f"{block}.{k}: {v}" for k, v in values.items())
+    try:
+        cfg = PackConfig.model_validate(yaml.safe_load(new_text))
+    except Exception as exc:  # yaml.YAMLError or pydantic's ValidationError
+        raise ConfigError(f"Updating {path} would make it invalid ({exc}); set {wanted} by hand.") from exc
+    if not check(cfg):
+        raise ConfigError(f"Could not update the {block} block of {path} safely; set {wanted} by hand.")
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(new_text, encoding="utf-8")
+    os.replace(tmp, path)
+    return new_text
+
+
+def write_filter_settings(pack_yaml: Path | str, *, threshold: float, kind: str | None = None) -> str:
+    """Set ``filter.threshold`` (rounded down to 4 decimals) and ``filter.kind`` when given."""
+    value = f"{round_down(threshold):.4f}"
+    values = {"threshold": value} | ({"kind": kind} if kind else {})
+    return set_block_values(pack_yaml, "filter", values,
+                            lambda cfg: abs(cfg.filter.threshold - float(value)) <= 1e-9 and (not kind or cfg.filter.kind == kind))
+
+
+def set_generator_adapter(pack_yaml: Path | str, folder: str) -> str:
+    """Point ``generator.adapter`` at a pack-relative adapter folder (``slmrag adapt train``)."""
+    return set_block_values(pack_yaml, "generator", {"adapter": folder}, lambda cfg: cfg.generator.adapter == folder)

@@ -1,0 +1,99 @@
+"""A tiny LoRA adapter trained in seconds on generated rows, exported to GGUF, loaded by both backends.
+
+Real components: the packaged SmolLM2 (transformers for training and the peft backend, llama.cpp for the
+GGUF LoRA), the packaged MiniLM, a real index over files the test writes. The rows all answer "maybe", so
+after training both backends must give "maybe" more probability than the base model does - which also
+checks that the GGUF export (tensor names, shapes, the q/k row order llama.cpp uses) matches peft's.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from app.assistant import Assistant
+from app.generators import make_generator
+from app.packs import load_pack_dir
+from app.settings import GeneratorSettings
+from app.training.adapter import GGUF_FILE, build_examples, train_adapter
+from ingest.ingestor import Ingestor
+
+pytestmark = pytest.mark.slow
+
+DOCS = {
+    "statin_trial.txt": "Statin trial. In 120 adults, statins lowered LDL by 30 percent. Whether events fell stayed unclear.",
+    "sleep_study.txt": "Sleep study. Shift workers slept 40 minutes less. Effects on errors were mixed across sites.",
+    "diet_cohort.txt": "Diet cohort. A Mediterranean diet cohort of 900 people showed lower weight; heart effects were uncertain.",
+}
+ROWS = [
+    {"id": "r1", "question": "Do statins reduce cardiac events?", "answer": "maybe", "doc": "statin_trial.txt",
+     "evidence": "Whether events fell stayed unclear.", "long_answer": "Whether events fell stayed unclear."},
+    {"id": "r2", "question": "Does shift work increase errors?", "answer": "maybe", "doc": "sleep_study.txt",
+     "evidence": "Effects on errors were mixed across sites.", "long_answer": "Effects on errors were mixed across sites."},
+    {"id": "r3", "question": "Does a Mediterranean diet protect the heart?", "answer": "maybe", "doc": "diet_cohort.txt",
+     "evidence": "heart effects were uncertain.", "long_answer": "A Mediterranean diet cohort of 900 people showed lower weight; heart effects were uncertain."},
+]
+PROBE = "Do statins lower LDL cholesterol in adults?"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("adapter")
+    pack_dir = root / "pack"
+    shutil.copytree(load_pack_dir_path("medical"), pack_dir, ignore=shutil.ignore_patterns("corpus", "adapter"))
+    (pack_dir / "corpus").mkdir()
+    text = (pack_dir / "pack.yaml").read_text(encoding="utf-8").replace("name: medical", "name: tinyadapt")
+    (pack_dir / "pack.yaml").write_text("\n".join(l for l in text.splitlines() if not l.strip().startswith("adapter:")) + "\n")
+    corpus = root / "train" / "corpus"
+    corpus.mkdir(parents=True)
+    for name, body in DOCS.items():
+        (corpus / name).write_text(body, encoding="utf-8")
+    pack = load_pack_dir(pack_dir).with_index_dir(root / "index")
+    Ingestor(pack).ingest([corpus])
+    assistant = Assistant(pack).load(generator=False)
+    examples = build_examples(pack, assistant, ROWS, seed=0, drop_gold=0.0)
+    assert len(examples) == 3 and all(e.has_gold and e.target.startswith("Maybe.") for e in examples)
+    out = pack_dir / "adapter"
+    report = train_adapter("packaged:smollm2", examples * 2, out, rank=4, alpha=32, lr=5e-3, grad_accum=2, seed=0,
+                           info={"test": True})
+    return pack, assistant, out, report
+
+
+def load_pack_dir_path(name: str):
+    from app.packs import load_pack
+
+    return load_pack(name).path
+
+
+def _maybe_probability(backend: str, adapter: str | None, pack, messages) -> float:
+    gen = make_generator(GeneratorSettings(backend=backend, adapter=adapter), pack.path)
+    return gen.next_token_choice(gen.chat_prompt(messages), {"yes": ["Yes"], "no": ["No"], "maybe": ["Maybe"]})["maybe"]
+
+
+def test_adapter_files_and_metadata(trained):
+    pack, _, out, report = trained
+    assert sorted(p.name for p in out.iterdir()) == ["adapter.gguf", "adapter.json", "adapter_config.json",
+                                                     "adapter_model.safetensors"]
+    meta = json.loads((out / "adapter.json").read_text())
+    assert meta["examples"] == 6 and meta["seed"] == 0 and meta["test"] is True and meta["steps"] == 3
+    assert not any(p.suffix in (".bin", ".pt", ".pkl") for p in out.iterdir())
+    assert report.tokens > 0 and (out / GGUF_FILE).stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("backend", ["llamacpp", "transformers"])
+def test_both_backends_load_the_adapter_and_answers_change(trained, backend):
+    pack, assistant, out, _ = trained
+    passages = assistant.retriever.search(PROBE, 3)
+    messages = assistant.prompts.messages(PROBE, passages, "label")
+    base = _maybe_probability(backend, None, pack, messages)
+    adapted = _maybe_probability(backend, "adapter", pack, messages)
+    assert adapted > base + 0.05, (backend, base, adapted)
+
+
+def test_a_missing_adapter_is_a_clear_error(trained):
+    pack, *_ = trained
+    gen = make_generator(GeneratorSettings(backend="llamacpp", adapter="no-such-adapter"), pack.path)
+    with pytest.raises(Exception, match="adapt train"):
+        gen.load()

@@ -1,0 +1,194 @@
+"""Task-shaped answers, the grounding check and the task metrics: pure logic, checked by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.answers.arithmetic import FormulaError, evaluate, find_formula, format_value
+from app.answers.compose import compose
+from app.answers.grounding import lexical_support
+from app.answers.shapes import (NOT_FOUND, finish_calculate, finish_extract, finish_free, finish_label, locate,
+                                route, tidy)
+from app.evaluation.tasks import cuad_value_match, jaccard, numeric_f1, summarize, task_score
+from app.prompting import Prompt
+from app.retrieval import Passage
+from app.settings import AnswerSettings, RouteRule
+
+# ---------------------------------------------------------------------------------------------- arithmetic
+
+
+def test_formula_is_evaluated_exactly():
+    c = evaluate("(36,274 / 77,147) * 100")
+    assert round(c.value, 2) == 47.02 and c.numbers == (36274.0, 77147.0, 100.0)
+    assert evaluate("1,496.5 - 1,202.9").value == pytest.approx(293.6)
+    assert evaluate("12 x 3").value == 36 and evaluate("12 x 3").formula == "12 * 3"
+    assert evaluate("-(4 - 6) / 4").value == 0.5
+    assert evaluate("50% * 300").value == 150
+
+
+@pytest.mark.parametrize("bad", ['__import__("os").system("x")', "2 ** 10", "a + 1", "5 / 0", "1 +", "", "9" * 400])
+def test_anything_but_arithmetic_is_refused(bad):
+    with pytest.raises(FormulaError):
+        evaluate(bad)
+
+
+def test_formula_is_found_in_model_text():
+    assert find_formula("The change is 1,496.5 - 1,202.9 [1], an increase.") == "1,496.5 - 1,202.9"
+    assert find_formula("(7838-442)/4756 [2]") == "(7838-442)/4756"
+    assert find_formula("Revenue was $1,496.5 million in 2019 [1].") is None  # no operator, no formula
+    assert format_value(293.6) == "293.60" and format_value(47.0) == "47" and format_value(1234.5) == "1,234.50"
+    assert format_value(47.019, percent=True) == "47.02%"
+
+
+# ---------------------------------------------------------------------------------------------- shapes
+RULES = [RouteRule(shape="label", pattern=r"^(is|does)\b"), RouteRule(shape="extract", pattern=r"^(what|when)\b")]
+
+
+def test_route_takes_the_first_matching_rule_of_a_shape_the_pack_uses():
+    assert route("Is aspirin indicated?", RULES, ["label", "extract", "free"], "free") == "label"
+    assert route("When does it start?", RULES, ["label", "extract", "free"], "free") == "extract"
+    assert route("Explain the protocol.", RULES, ["label", "extract", "free"], "free") == "free"
+    assert route("Is aspirin indicated?", RULES, ["extract", "free"], "free") == "free"  # label not used
+
+
+def test_tidy_keeps_few_sentences_no_repeats_and_real_citations():
+    raw = "INR is 2.5 [1]. INR is 2.5 [1]. Check weekly [2]. Check weekly [2]. More [9]. Extra"
+    assert tidy(raw, n_passages=2, max_sentences=3) == "INR is 2.5 [1]. Check weekly [2]. More ."
+    assert tidy("One. Two. Three and a cut-off", 1, 3) == "One. Two."
+
+
+def test_extract_quotes_verbatim_or_falls_back_to_the_best_sentence():
+    passages = ["Warfarin is given daily. The target INR is 2.5 to 3.5 for mechanical valves.", "Other text."]
+    s = finish_extract('"the target inr is 2.5 to 3.5" [1]', passages, "What is the target INR?")
+    assert s.quote == {"text": "The target INR is 2.5 to 3.5", "n": 1, "verbatim": True}
+    assert s.text == "\u201cThe target INR is 2.5 to 3.5\u201d [1]" and s.cited == [1]
+    s = finish_extract('"an INR of three" [1]', passages, "What is the target INR?")
+    assert not s.quote["verbatim"] and s.quote["text"] == "The target INR is 2.5 to 3.5 for mechanical valves."
+    assert finish_extract("I could not find this in your documents.", passages, "q").refused
+
+
+def test_calculate_evaluates_and_keeps_citations():
+    passages = ["(in millions) | Total sales | $1,496.5 | $1,202.9 |"]
+    s = finish_calculate("1,496.5 - 1,202.9 [1]", passages, "What was the change in total sales?")
+    assert s.calculation["value"] == pytest.approx(293.6) and s.calculation["scale"] == "millions"
+    assert s.text == "293.60 millions = 1,496.5 - 1,202.9 [1]" and s.cited == [1]
+    pct = finish_calculate("(1,496.5 - 1,202.9) / 1,202.9 * 100 [1]", passages, "What was the percentage change?")
+    assert pct.calculation["display"] == "24.41%"
+    plain = finish_calculate("$1,496.5 million [1]", passages, "What was the change?")
+    assert plain.calculation is None and plain.text == "$1,496.5 million [1]"
+
+
+def test_label_answer_leads_with_the_label():
+    s = finish_label("no", {"yes": 0.2, "no": 0.8}, " No, the trial found no effect [2]. Also [2].", 2)
+    assert s.text == "No. the trial found no effect [2]." and s.label == "no" and s.cited == [2]
+    free = finish_free("Yes it does [1]. Yes it does [1].", 1, 3)
+    assert free.text == "Yes it does [1]." and not free.refused
+    assert finish_free(NOT_FOUND, 1, 3).refused
+
+
+def test_locate_ignores_case_spacing_and_punctuation():
+    assert locate("section 4.2 , the term", ["See Section 4.2, the Term of this..."]) == (0, "Section 4.2, the Term")
+    assert locate("absent words", ["nothing here"]) is None
+
+
+# ---------------------------------------------------------------------------------------------- grounding
+P = ("Stage 1 hypertension is a systolic pressure of 130-139 mmHg or diastolic 80-89 mmHg. "
+     "The protocol recommends lifestyle changes for all patients.")
+
+
+def test_an_answer_restating_the_questions_premise_is_not_supported():
+    q = "Does the protocol recommend aspirin for all patients with atrial fibrillation?"
+    s = lexical_support("The protocol recommends taking aspirin for all patients with atrial fibrillation.", [P], q)
+    assert s.score < 0.6 and {"aspirin", "atrial", "fibrillation"} <= set(s.missing)
+    ok = lexical_support("Stage 1 hypertension is a systolic pressure of 130-139 mmHg [1].", [P], "What is stage 1?")
+    assert ok.score == 1.0
+    wrong_number = lexical_support("It is 150 mmHg [1].", [P], "What defines stage 1 hypertension?")
+    assert wrong_number.missing == ["150"] and wrong_number.score < 0.5
+
+
+class FakeGenerator:
+    """Unit-test stand-in for a backend: fixed label probabilities and a fixed generated text."""
+
+    scores_choices = True
+
+    def __init__(self, text: str, probs: dict | None = None):
+        self.text, self.probs, self.calls = text, probs or {}, []
+
+    def chat_prompt(self, messages):
+        return "PROMPT"
+
+    def next_token_choice(self, prompt, choices):
+        return {k: self.probs.get(k, 0.0) for k in choices}
+
+    def stream(self, messages, *, max_tokens=None, prefix="", stop=None):
+        self.calls.append(prefix)
+        yield self.text
+
+
+def _prompt(shape: str, texts: list[str]) -> Prompt:
+    ps = [Passage(vid=i, doc_id="d", source="/d.txt", name="d.txt", page=None, text=t, heading="", start=0, end=len(t))
+          for i, t in enumerate(texts)]
+    return Prompt([{"role": "user", "content": "x"}], ps, 64, shape)
+
+
+def test_compose_label_from_logits_then_support_after_the_label():
+    settings = AnswerSettings(shapes=["label", "free"], labels=["yes", "no"], default="free")
+    gen = FakeGenerator(" Lifestyle changes are recommended for all patients [1].", {"yes": 0.7, "no": 0.3})
+    c = compose(gen, _prompt("label", [P]), "Does the protocol recommend lifestyle changes for patients?", settings)
+    assert gen.calls == ["Yes."] and c.shaped.label == "yes" and c.grounded
+    assert c.shaped.text == "Yes. Lifestyle changes are recommended for all patients [1]."
+
+
+def test_compose_withholds_a_label_about_what_the_passages_never_mention():
+    settings = AnswerSettings(shapes=["label", "free"], labels=["yes", "no"], default="free")
+    gen = FakeGenerator(" The protocol recommends aspirin [1].", {"yes": 0.9, "no": 0.1})
+    c = compose(gen, _prompt("label", [P]), "Does the protocol recommend aspirin for atrial fibrillation?", settings)
+    assert not c.grounded and c.decided_by == "lexical"
+
+
+def test_compose_cites_an_uncited_but_supported_answer_and_refuses_an_unsupported_one():
+    settings = AnswerSettings()
+    c = compose(FakeGenerator("Stage 1 hypertension is 130-139 mmHg systolic."), _prompt("free", ["Other.", P]),
+                "What is stage 1 hypertension?", settings)
+    assert c.grounded and c.shaped.cited == [2] and c.shaped.text.endswith("[2]")
+    c = compose(FakeGenerator("Aspirin 75 mg for atrial fibrillation."), _prompt("free", [P]), "What dose?", settings)
+    assert not c.grounded and c.decided_by == "citation"
+
+
+def test_compose_not_found_choice_wins_means_refused():
+    settings = AnswerSettings(shapes=["label", "free"], labels=["yes", "no"], default="free")
+    gen = FakeGenerator("unused", {"yes": 0.2, "no": 0.1, "__not_found__": 0.7})
+    c = compose(gen, _prompt("label", [P]), "Is it?", settings, label_not_found=True)
+    assert c.shaped.refused and c.decided_by == "model" and gen.calls == []
+
+
+# ---------------------------------------------------------------------------------------------- task metrics
+def test_cuad_value_and_clause_rules():
+    assert cuad_value_match("made as of the 26th day of August, 2014", "8/26/14")
+    assert cuad_value_match("August 26, 2014", "8/26/14") and not cuad_value_match("August 27, 2014", "8/26/14")
+    assert cuad_value_match("the laws of the State of New York", "New York")
+    assert cuad_value_match("within ninety (90) days", "90 days") and not cuad_value_match("30 days", "90 days")
+    # articles are dropped (SQuAD normalisation): {party may not assign} vs {... this} -> 4 / 5
+    assert jaccard("the party may not assign", "party may not assign this") == pytest.approx(4 / 5)
+
+
+def test_task_scores_by_source():
+    pqa = {"source": "pubmedqa", "answer": "yes"}
+    assert task_score({"label": "yes"}, "Yes. ...", pqa, False)["correct"]
+    assert not task_score({"label": "yes"}, "x", pqa, True)["correct"]  # abstained: no label
+    tat = {"source": "tat-qa", "answer": "47.02%", "answer_raw": "47.02", "scale": "percent"}
+    info = {"details": {"calculation": {"value": 47.0193}}}
+    assert task_score(info, "47.02% = ...", tat, False)["em"]
+    cqa = {"source": "covid-qa", "answer": "15-45%"}
+    s = task_score({"details": {"quote": {"text": "approximately 15-45%"}}}, "x", cqa, False)
+    assert s["f1"] == pytest.approx(2 * 0.5 * 1 / 1.5)
+    assert numeric_f1("1,496.50", "1496.5") == 1.0
+    runs = [{"task": task_score({"label": lab}, "", {"source": "pubmedqa", "answer": gold}, False),
+             "hygiene": {"answered": True, "valid_citation": True, "sentences": 1, "repeated_sentence": False,
+                         "verbatim_quote": None}}
+            for lab, gold in [("yes", "yes"), ("no", "yes"), ("no", "no"), ("maybe", "no")]]
+    block = summarize(runs)
+    assert block["pubmedqa"]["accuracy"] == 0.5
+    # yes: tp1 fp0 fn1 -> 2/3; no: tp1 fp1 fn1 -> 1/2; maybe: 0 -> macro (2/3 + 1/2 + 0) / 3
+    assert block["pubmedqa"]["macro_f1"] == pytest.approx((2 / 3 + 1 / 2) / 3)
+    assert block["hygiene"]["valid_citation"] == 1.0
