@@ -43,10 +43,13 @@ MANIFEST = "MANIFEST.json"
 PACK_PREFIX = "pack"
 INDEX_PREFIX = "index"
 
-#: The only file types an archive may carry. Everything here is data that slmrag parses itself; there
-#: is deliberately no pickle, Python, native library or model-weight format in this list.
+#: The only file types an archive may carry. Everything here is data that is parsed, never executed or
+#: unpickled: adapters and trained filters travel as safetensors (a header and raw tensors, by design no
+#: code) and GGUF (read by llama.cpp's own parser); there is deliberately no pickle, Python or native
+#: library format in this list.
 ALLOWED_SUFFIXES = frozenset(
-    {".yaml", ".yml", ".j2", ".md", ".txt", ".html", ".htm", ".pdf", ".json", ".sqlite", ".faiss"}
+    {".yaml", ".yml", ".j2", ".md", ".txt", ".html", ".htm", ".pdf", ".json", ".sqlite", ".faiss",
+     ".safetensors", ".gguf"}
 )
 #: Suffixes that would be code or pickles if anything ever loaded them; named specially in errors.
 DANGEROUS_SUFFIXES = frozenset(

@@ -174,7 +174,6 @@ class Retriever:
               doc_id: str | None) -> tuple[list[tuple[int, float]], dict[int, float], dict[int, float]]:
         """Weighted reciprocal rank fusion of the dense and BM25 rankings (within ``doc_id`` if given)."""
         s = self.settings
-        positions = self.snap.vid_to_pos
         fused: dict[int, float] = {}
         dense_score: dict[int, float] = {}
         bm25_score: dict[int, float] = {}

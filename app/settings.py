@@ -181,6 +181,12 @@ class FilterSettings(_Strict):
         "app.filters.register_filter.",
     )
     _known_kind = _registered_in("kind", "app.filters", "FILTERS")
+    model: str | None = Field(
+        None,
+        description="For kind 'cross_encoder': the pack-relative folder of a relevance model trained on labelled "
+        "rows (`slmrag filter train --train DIR`), shipped with the pack. Unset: the model trained on the "
+        "pack's own index (`slmrag filter train` without --train) is used.",
+    )
     threshold: float = Field(
         0.2, description="Passages scoring below this are dropped; set by `slmrag filter calibrate`."
     )

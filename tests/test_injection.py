@@ -11,7 +11,6 @@ runs a few dozen variants and reports the rates.
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
 

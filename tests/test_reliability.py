@@ -20,7 +20,6 @@ import subprocess
 import sys
 import time
 import tracemalloc
-import zlib
 from pathlib import Path
 
 import pytest
@@ -186,7 +185,6 @@ def _find(entries: list[dict], name: str) -> dict | None:
 def test_bad_files_reported_rest_ingested_no_traceback(bad_batch, tmp_path):
     pack = make_pack(tmp_path / "pack", max_file_mb=0.6, max_pages=1000, parse_timeout_s=5)
     index = tmp_path / "index"
-    d = bad_batch / "docs"
     t0 = time.monotonic()
     # "../docs" from a sibling folder and an absolute path: path-like arguments are just paths.
     proc = run_cli(["ingest", "../docs", str(bad_batch / "notes.docx"), str(bad_batch / "missing.pdf"),

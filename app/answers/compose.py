@@ -93,6 +93,8 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
 def _check(shaped: Shaped, texts: list[str], question: str, settings: AnswerSettings, timings: dict) -> Composed:
     """Every shown answer cites an existing passage and, unless the pack turns the check off, is supported
     by what it cites."""
+    if shaped.shape == "label" and shaped.label:
+        return _check_label(shaped, texts, question, settings, timings)
     g = settings.grounding
     n = len(texts)
     if not shaped.cited:
@@ -109,20 +111,31 @@ def _check(shaped: Shaped, texts: list[str], question: str, settings: AnswerSett
     if g.check == "none":
         return Composed(shaped, None, True, "none", timings)
     cited = [texts[i - 1] for i in shaped.cited if 1 <= i <= n]
-    claim = shaped.claim or shaped.text
-    if shaped.shape == "label":
-        # A label asserts something about what the question names: those words must be in the cited text
-        # too, or the passage is about something else (the question's premise restated as an answer).
-        label_check = lexical_support(question, cited, question)
-        if label_check.score < g.min_support:
-            return Composed(shaped, label_check, False, "lexical", timings)
-    support = lexical_support(claim, cited, question)
-    if shaped.shape == "label" and (support.score < g.min_support or not support.checked):
-        # The label came from the logits; its written support did not hold up, so the cited passage's own
-        # best sentence stands in for it (verbatim, hence supported).
-        quote = best_sentence(cited[0], f"{question} {shaped.claim}")
-        shaped.text = f"{shaped.label.capitalize()}. \u201c{quote}\u201d [{shaped.cited[0]}]"
-        shaped.claim = quote
-        shaped.quote = {"text": quote, "n": shaped.cited[0], "verbatim": True}
-        return Composed(shaped, Support(1.0, 1, []), True, "verbatim", timings)
+    support = lexical_support(shaped.claim or shaped.text, cited, question)
     return Composed(shaped, support, support.score >= g.min_support, "lexical", timings)
+
+
+def _check_label(shaped: Shaped, texts: list[str], question: str, settings: AnswerSettings,
+                 timings: dict) -> Composed:
+    """A label asserts something about what the question names: those words must be in the cited passage,
+    or the passage is about something else (the question's premise restated as an answer). Its written
+    support must hold up too; when it does not (or the model wrote none), the cited passage's own best
+    sentence is quoted instead - verbatim, hence supported."""
+    g = settings.grounding
+    if not shaped.cited:  # cite the passage that covers the question best
+        shaped.cited = [max(range(1, len(texts) + 1),
+                            key=lambda i: lexical_support(question, [texts[i - 1]], question).score)]
+    n = shaped.cited[0]
+    cited = texts[n - 1]
+    if g.check != "none":
+        covered = lexical_support(question, [cited], question)
+        if covered.score < g.min_support:
+            return Composed(shaped, covered, False, "lexical", timings)
+    support = lexical_support(shaped.claim, [cited], question) if shaped.claim else None
+    if support is not None and support.checked and (g.check == "none" or support.score >= g.min_support):
+        return Composed(shaped, support, True, "lexical" if g.check != "none" else "none", timings)
+    quote = best_sentence(cited, f"{question} {shaped.claim}")
+    shaped.text = f"{shaped.label.capitalize()}. \u201c{quote}\u201d [{n}]"
+    shaped.claim = quote
+    shaped.quote = {"text": quote, "n": n, "verbatim": True}
+    return Composed(shaped, Support(1.0, 1, []), True, "verbatim", timings)

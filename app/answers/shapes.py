@@ -148,6 +148,8 @@ def finish_free(raw: str, n_passages: int, max_sentences: int) -> Shaped:
 def finish_label(label: str, scores: dict, raw_support: str, n_passages: int) -> Shaped:
     support = tidy(raw_support, n_passages, 1)
     support = re.sub(rf"^\W*{re.escape(label)}\b[\s,.:;-]*", "", support, flags=re.IGNORECASE)
+    if is_not_found(support):
+        support = ""  # the label came from the logits; a passage's own sentence will support it instead
     text = f"{label.capitalize()}. {support}".strip()
     return Shaped("label", text, cited_numbers(text, n_passages), label=label,
                   label_scores={k: round(v, 4) for k, v in scores.items()}, claim=support)
@@ -156,13 +158,18 @@ def finish_label(label: str, scores: dict, raw_support: str, n_passages: int) ->
 _QUOTED = re.compile(r"[\"“”](.{3,}?)[\"“”]", re.DOTALL)
 
 
+def _opening(raw: str, n: int) -> tuple[str, list[int], bool]:
+    """The model's text with citations only to passages 1..n, the ones it cites, and whether it said not found."""
+    text = drop_invalid_citations(raw.strip(), n)
+    return text, cited_numbers(text, n), is_not_found(text)
+
+
 def finish_extract(raw: str, passages: list[str], question: str) -> Shaped:
     """Quote a kept passage verbatim; fall back to the best matching sentence of the cited passage."""
     n = len(passages)
-    text = drop_invalid_citations(raw.strip(), n)
-    if is_not_found(text):
+    text, cited, not_found = _opening(raw, n)
+    if not_found:
         return Shaped("extract", NOT_FOUND, [], refused=True)
-    cited = cited_numbers(text, n)
     m = _QUOTED.search(text)
     candidate = m.group(1) if m else _CITE.sub("", sentences(text)[0] if sentences(text) else text)
     candidate = candidate.strip().strip("\"“”' ").rstrip(".")
@@ -181,10 +188,9 @@ def finish_extract(raw: str, passages: list[str], question: str) -> Shaped:
 def finish_calculate(raw: str, passages: list[str], question: str) -> Shaped:
     """Evaluate the formula the model wrote; show value, formula and the cited passages."""
     n = len(passages)
-    text = drop_invalid_citations(raw.strip(), n)
-    if is_not_found(text):
+    text, cited, not_found = _opening(raw, n)
+    if not_found:
         return Shaped("calculate", NOT_FOUND, [], refused=True)
-    cited = cited_numbers(text, n)
     formula = find_formula(_CITE.sub(" ", text))
     if formula is None:
         # No arithmetic: the model answered with a figure or words; keep it as a short free answer.

@@ -11,8 +11,8 @@ from typing import Optional
 
 import typer
 
-from app.commands.common import IndexDirOpt, IngestProgress, JsonOpt, PackOpt, err, fail, out
-from app.errors import InputError, SlmragError
+from app.commands.common import IndexDirOpt, JsonOpt, PackOpt, err, fail, out, training_assistant
+from app.errors import SlmragError
 
 
 def register(app, packs_app, filter_app) -> None:
@@ -40,28 +40,13 @@ def register(app, packs_app, filter_app) -> None:
         """Train a LoRA adapter (peft, CPU) on RAFT-style examples built with the pack's own retrieval and prompt."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-        from app.assistant import Assistant
-        from app.env import cache_dir
-        from app.evaluation.questions import load_questions
         from app.pack_edit import set_generator_adapter
         from app.packs import load_pack
-        from app.training.adapter import build_examples, data_hash, file_sha256, train_adapter
-        from ingest.ingestor import Ingestor
+        from app.training.adapter import build_examples, file_sha256, train_adapter
 
         try:
             p = load_pack(pack)
-            train = train.expanduser()
-            if not (train / "questions.jsonl").is_file() or not (train / "corpus").is_dir():
-                raise InputError(f"{train} needs questions.jsonl and a corpus/ folder (the format of `slmrag eval`'s "
-                                 "question files, docs/eval.md).")
-            digest = data_hash(train)
-            idx = index_dir or cache_dir() / "train-index" / f"{p.name}-{digest[:12]}"
-            tp = p.with_index_dir(idx)
-            summary = Ingestor(tp).ingest([train / "corpus"], progress=IngestProgress(not as_json))
-            if summary.failed:
-                err.print(f"[yellow]{len(summary.failed)} training documents could not be read; going on without them.[/]")
-            rows = load_questions(train / "questions.jsonl")
-            assistant = Assistant(tp).load(generator=False)
+            assistant, rows, digest = training_assistant(p, train, index_dir, not as_json)
             columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
             with Progress(*columns, console=err, disable=as_json) as bar:

@@ -58,3 +58,31 @@ class IngestProgress:
 
     def finish(self) -> None:
         self.progress.stop()
+
+
+def training_assistant(pack, train, index_dir=None, show_progress: bool = True):
+    """An Assistant of ``pack`` over a training folder's corpus (``questions.jsonl`` + ``corpus/``), for
+    building training examples with the pack's own retrieval; returns (assistant, rows, data hash).
+
+    The corpus is ingested once into ``index_dir`` (default: a cache folder named by the data's hash, so
+    adapter and filter training share it and a rerun skips the ingest)."""
+    from pathlib import Path
+
+    from app.assistant import Assistant
+    from app.env import cache_dir
+    from app.evaluation.questions import load_questions
+    from app.training.adapter import data_hash
+    from ingest.ingestor import Ingestor
+
+    train = Path(train).expanduser()
+    if not (train / "questions.jsonl").is_file() or not (train / "corpus").is_dir():
+        raise InputError(f"{train} needs questions.jsonl and a corpus/ folder (the format of `slmrag eval`'s "
+                         "question files, docs/eval.md).")
+    digest = data_hash(train)
+    idx = index_dir or cache_dir() / "train-index" / f"{pack.name}-{digest[:12]}"
+    tp = pack.with_index_dir(idx)
+    summary = Ingestor(tp).ingest([train / "corpus"], progress=IngestProgress(show_progress))
+    if summary.failed:
+        err.print(f"[yellow]{len(summary.failed)} training documents could not be read; going on without them.[/]")
+    rows = load_questions(train / "questions.jsonl")
+    return Assistant(tp).load(generator=False), rows, digest

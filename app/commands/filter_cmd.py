@@ -35,9 +35,21 @@ def register(app, packs_app, filter_app) -> None:
         epochs: int = typer.Option(1, "--epochs", min=1, max=10, help="Passes over the pairs."),
         max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop after this many batches."),
         seed: int = typer.Option(0, "--seed", help="Random seed (pair sampling, shuffling, initialisation)."),
+        train: Optional[Path] = typer.Option(None, "--train", help="Labelled rows to learn from (a folder with "
+                                             "questions.jsonl and corpus/): trains the pack's shipped relevance "
+                                             "model instead of the label-free one."),
+        out_of_pack: list[Path] = typer.Option([], "--out-of-pack", help="With --train: question files of other "
+                                               "domains (JSON lines), used as negatives. Repeatable."),
+        max_rows: Optional[int] = typer.Option(None, "--max-rows", min=1, help="With --train: use at most this many rows."),
         as_json: bool = JsonOpt,
     ) -> None:
-        """Train the pack's cross-encoder relevance filter on its own index (no labels needed).
+        """Train the pack's cross-encoder relevance filter: on labelled rows (--train), or on its own index.
+
+        With --train: pairs of each row's question with its gold passage (positive) and the other
+        candidates the pack's own retrieval returns over that corpus (negatives, from the same document
+        and others), plus other domains' questions (--out-of-pack); a LoRA adapter and scoring head on the
+        packaged MiniLM, saved in the pack's filter/ folder (safetensors, a few MB) and set as
+        filter.model with filter.kind: cross_encoder in pack.yaml. Then run `slmrag filter calibrate`.
 
         Pseudo-questions are taken out of the indexed chunks (a sentence, a heading or key words); the
         chunk is the positive, BM25/dense neighbours and random chunks are negatives. The model is saved
@@ -51,6 +63,9 @@ def register(app, packs_app, filter_app) -> None:
         from app.training.cross_encoder import build_training_pairs, train_cross_encoder
         from ingest.starter import ensure_index
 
+        if train is not None:
+            _train_labelled(pack, train, out_of_pack, index_dir, epochs, max_rows, seed, as_json)
+            return
         try:
             p = _pack(pack, index_dir)
             if ensure_index(p):
@@ -85,6 +100,49 @@ def register(app, packs_app, filter_app) -> None:
         out.print(f"saved to {report.model_dir} (safetensors)", highlight=False)
         out.print(f"next: set filter.kind: cross_encoder in {p.path / 'pack.yaml'} and run "
                   f"slmrag filter calibrate --pack {p.name} --questions DEV.jsonl --kind cross_encoder --write",
+                  highlight=False, markup=False)
+
+    def _train_labelled(pack: str, train: Path, out_of_pack: list[Path], index_dir: Optional[Path], epochs: int,
+                        max_rows: Optional[int], seed: int, as_json: bool) -> None:
+        import shlex
+        import sys
+
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        from app.commands.common import training_assistant
+        from app.evaluation.questions import load_questions
+        from app.pack_edit import set_block_values
+        from app.training.relevance import build_pairs, train_relevance
+
+        try:
+            p = _pack(pack)
+            assistant, rows, digest = training_assistant(p, train, index_dir, not as_json)
+            oop = [q for f in out_of_pack for q in load_questions(f)]
+            progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                                console=err, disable=not _progress_enabled(err, as_json), transient=False)
+            with progress:
+                task = progress.add_task("building pairs", total=None, loss="-")
+                pairs = build_pairs(assistant, rows, out_of_pack=oop, seed=seed, max_rows=max_rows,
+                                    progress=lambda n, total: progress.update(task, completed=n, total=total))
+                progress.update(task, description="training", total=1, completed=0)
+                info = {"pack": p.name, "train_data": str(train), "train_data_sha256": digest,
+                        "out_of_pack": [str(f) for f in out_of_pack],
+                        "command": "slmrag " + " ".join(shlex.quote(a) for a in sys.argv[1:])}
+                meta = train_relevance(pairs, p.path / "filter", epochs=epochs, seed=seed,
+                                       progress=lambda s, t, loss: progress.update(task, total=t, completed=s,
+                                                                                   loss=f"{loss:.3f}"), info=info)
+            set_block_values(p.path / "pack.yaml", "filter", {"kind": "cross_encoder", "model": "filter"},
+                             lambda cfg: cfg.filter.kind == "cross_encoder" and cfg.filter.model == "filter")
+        except SlmragError as exc:
+            _fail(exc)
+        if as_json:
+            print(json.dumps(meta, indent=2))
+            return
+        out.print(f"trained the relevance model of '{p.name}' on {meta['pairs']} pairs {meta['pair_kinds']} in "
+                  f"{meta['steps']} steps, {meta['seconds']:.0f}s; final loss {meta['final_loss']:.3f}", highlight=False)
+        out.print(f"saved to {p.path / 'filter'}; pack.yaml now uses it (filter.kind: cross_encoder, filter.model: "
+                  f"filter). Next: slmrag filter calibrate --pack {p.name} --questions DEV.jsonl --write",
                   highlight=False, markup=False)
 
     @filter_app.command("calibrate")

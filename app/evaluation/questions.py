@@ -14,7 +14,7 @@ from pathlib import Path
 from app.errors import InputError
 from app.evaluation.metrics import passage_holds_evidence
 
-REQUIRED_FIELDS = ("id", "question", "answer", "evidence", "doc")
+REQUIRED_FIELDS = ("id", "question", "answer", "evidence", "doc")  # evidence may be "", answer too when answerable: false
 
 
 def load_questions(path: Path | str, limit: int | None = None) -> list[dict]:
@@ -37,7 +37,11 @@ def load_questions(path: Path | str, limit: int | None = None) -> list[dict]:
                 raise InputError(f"{path}:{lineno}: not valid JSON ({exc.msg}); each line must be one JSON object.")
             if not isinstance(q, dict):
                 raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(q).__name__}.")
-            missing = [f for f in REQUIRED_FIELDS if not isinstance(q.get(f), str) or not q[f].strip()]
+            # A row marked answerable: false has no answer by definition (legal training rows: the clause
+            # is absent from that contract), and an arithmetic answer may have no single evidence snippet.
+            optional = {"evidence"} | ({"answer"} if q.get("answerable") is False else set())
+            missing = [f for f in REQUIRED_FIELDS
+                       if not isinstance(q.get(f), str) or (f not in optional and not q[f].strip())]
             if missing:
                 raise InputError(f"{path}:{lineno}: missing or empty field(s) {', '.join(missing)}; every question "
                                  f"needs {', '.join(REQUIRED_FIELDS)} (see docs/eval.md).")

@@ -266,7 +266,9 @@ def render_markdown(report: dict, plots: list[str]) -> str:
         f"- started {meta['started']}, wall time {meta['wall_s']} s; {meta['machine']['cpus']} CPUs; "
         f"answers {'generated' if meta['answers'] else 'skipped (--no-answers)'}"
         + (f", max {meta['max_tokens']} tokens" if meta["answers"] else ""),
-        f"- slmrag: {pack['generator']['model']} ({pack['generator']['backend']}), embedder {pack['embedder']}, "
+        f"- slmrag: {pack['generator']['model']} ({pack['generator']['backend']}"
+        f"{', adapter ' + pack['generator']['adapter'] if pack['generator'].get('adapter') else ', no adapter'}), "
+        f"embedder {pack['embedder']}, "
         f"chunking {pack['chunking'].get('strategy')} {pack['chunking'].get('chunk_tokens')} tokens, retrieval "
         f"{pack['retrieval'].get('mode')} k={pack['retrieval'].get('k')}, filter {pack['filter'].get('kind')} "
         f"threshold {pack['filter'].get('threshold')}, context budget {pack['filter'].get('max_context_tokens')} tokens",

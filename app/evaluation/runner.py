@@ -50,6 +50,7 @@ class EvalOptions:
     naive_k: int = 4  # passages the naive baseline stuffs (LangChain's retriever default)
     keep_index: bool = False  # keep the scratch index (in <out>/index) instead of a deleted temp folder
     command: str = ""
+    adapter: bool = True  # False: slmrag answers with the base model (the pack's generator.adapter unset)
 
 
 class EvalProgress:
@@ -261,7 +262,7 @@ def _pack_info(pack) -> dict:
     return {
         "name": pack.name, "path": str(pack.path), "version": c.version,
         "generator": {"backend": c.generator.backend, "model": c.generator.model, "n_ctx": c.generator.n_ctx,
-                      "max_tokens": c.generator.max_tokens},
+                      "max_tokens": c.generator.max_tokens, "adapter": c.generator.adapter},
         "embedder": c.embedder.model,
         "chunking": c.chunking.model_dump(),
         "retrieval": c.retrieval.model_dump(),
@@ -300,6 +301,8 @@ def run_eval(opts: EvalOptions, progress: EvalProgress | None = None) -> dict:
         raise InputError(f"--k must be at least 1, got {opts.k}.")
 
     pack = load_pack(opts.pack)
+    if not opts.adapter:
+        pack.config.generator.adapter = None
     user_index = pack.index_dir
     corpus = None
     scratch: Path | None = None

@@ -12,8 +12,18 @@ import shutil
 from pathlib import Path
 
 
+PICKLE_SUFFIXES = (".bin", ".pkl", ".pickle", ".pt", ".pth")
+
+
 def replace_dir(built: Path, target: Path) -> None:
-    """Move the finished folder ``built`` to ``target``, replacing the model that was there."""
+    """Move the finished folder ``built`` to ``target``, replacing the model that was there. A folder holding
+    a pickle file is deleted instead: nothing slmrag stores may run code when loaded."""
+    from app.errors import SlmragError
+
+    unsafe = [p.name for p in built.rglob("*") if p.suffix in PICKLE_SUFFIXES]
+    if unsafe:  # pragma: no cover - every trainer saves safetensors only
+        shutil.rmtree(built, ignore_errors=True)
+        raise SlmragError(f"Refusing to store a model with pickle files: {unsafe}")
     old = target.with_name(target.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if target.exists():

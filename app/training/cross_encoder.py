@@ -412,9 +412,5 @@ def train_cross_encoder(snapshot, out_dir: Path | str, *, max_queries: int = 400
                                "max_length": max_length, "train_max_length": train_len, "lr": lr, "batch_size": batch_size,
                                "epochs": epochs, "layers": model.config.num_hidden_layers, "loss": loss}
     (tmp / TRAIN_INFO).write_text(json.dumps(info, indent=2), encoding="utf-8")
-    unsafe = [p.name for p in tmp.rglob("*") if p.suffix in (".bin", ".pkl", ".pickle", ".pt", ".pth")]
-    if unsafe:  # pragma: no cover - save_pretrained with safe_serialization writes none
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise SlmragError(f"Refusing to store a model with pickle files: {unsafe}")
     replace_dir(tmp, out_dir)
     return report

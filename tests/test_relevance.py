@@ -1,0 +1,92 @@
+"""The relevance model trained on labelled rows: real MiniLM, real index, generated rows; small and fast.
+
+Checks that training on labels teaches the filter which passage answers (gold above the others), that
+what is saved is a few MB of safetensors the pack can ship, and that the pack's ``filter.model`` loads it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from app.assistant import Assistant, AskOptions
+from app.packs import load_pack, load_pack_dir
+from app.training.relevance import build_pairs, train_relevance
+from ingest.ingestor import Ingestor
+
+pytestmark = pytest.mark.slow
+
+DOCS = {
+    "anticoag.txt": "Anticoagulation. Warfarin dosing aims at an INR of 2.0 to 3.0. Mechanical mitral valves need an "
+                    "INR of 2.5 to 3.5. Vitamin K reverses warfarin.",
+    "sepsis.txt": "Sepsis bundle. Give broad-spectrum antibiotics within one hour. Norepinephrine is the first "
+                  "vasopressor. Target a mean arterial pressure of 65 mmHg.",
+    "asthma.txt": "Asthma plan. Inhaled corticosteroids control symptoms. A spacer improves inhaler delivery. "
+                  "Step up treatment when symptoms occur more than twice a week.",
+}
+ROWS = [
+    {"id": "a", "question": "What INR is targeted for a mechanical mitral valve?", "doc": "anticoag.txt",
+     "answer": "2.5 to 3.5", "evidence": "Mechanical mitral valves need an INR of 2.5 to 3.5."},
+    {"id": "b", "question": "Which vasopressor comes first in sepsis?", "doc": "sepsis.txt",
+     "answer": "Norepinephrine", "evidence": "Norepinephrine is the first vasopressor."},
+    {"id": "c", "question": "When should asthma treatment be stepped up?", "doc": "asthma.txt",
+     "answer": "more than twice a week", "evidence": "Step up treatment when symptoms occur more than twice a week."},
+]
+OUT_OF_PACK = [{"id": "x", "question": "Which state's law governs the supply agreement?"}]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("relevance")
+    pack_dir = root / "pack"
+    shutil.copytree(load_pack("medical").path, pack_dir, ignore=shutil.ignore_patterns("corpus", "adapter", "filter"))
+    (pack_dir / "corpus").mkdir()
+    text = (pack_dir / "pack.yaml").read_text(encoding="utf-8").replace("name: medical", "name: tinyfilter")
+    (pack_dir / "pack.yaml").write_text("\n".join(l for l in text.splitlines()
+                                                  if not l.strip().startswith(("adapter:", "model: filter"))) + "\n")
+    for name, body in DOCS.items():
+        (pack_dir / "corpus" / name).write_text(body, encoding="utf-8")
+    pack = load_pack_dir(pack_dir).with_index_dir(root / "index")
+    Ingestor(pack).ingest([pack_dir / "corpus"])
+    assistant = Assistant(pack).load(generator=False)
+    pairs = build_pairs(assistant, ROWS, out_of_pack=OUT_OF_PACK, k=3)
+    meta = train_relevance(pairs * 10, pack_dir / "filter", epochs=3, batch_size=8, lr=1e-3, seed=0)
+    return pack_dir, root, pairs, meta
+
+
+def test_pairs_have_gold_same_and_other_document_negatives(trained):
+    _, _, pairs, _ = trained
+    kinds = {p.kind for p in pairs}
+    assert {"gold", "out_of_pack"} <= kinds and kinds & {"same_doc", "other_doc"}
+    assert sum(p.label for p in pairs) == 3  # one gold passage per row
+
+
+def test_saved_model_is_small_safetensors_with_metadata(trained):
+    pack_dir, _, _, meta = trained
+    files = sorted(p.name for p in (pack_dir / "filter").iterdir())
+    assert files == ["adapter_config.json", "adapter_model.safetensors", "filter.json", "head.safetensors"]
+    assert (pack_dir / "filter" / "adapter_model.safetensors").stat().st_size < 5_000_000
+    assert json.loads((pack_dir / "filter" / "filter.json").read_text())["seed"] == 0 and meta["steps"] > 0
+
+
+def test_pack_filter_model_ranks_gold_first(trained):
+    pack_dir, root, _, _ = trained
+    text = (pack_dir / "pack.yaml").read_text()
+    text = text.replace("filter:\n", "filter:\n  model: filter\n", 1).replace("kind: cosine", "kind: cross_encoder")
+    (pack_dir / "pack.yaml").write_text(text)
+    pack = load_pack_dir(pack_dir).with_index_dir(root / "index")
+    assistant = Assistant(pack).load(generator=False)
+    for row in ROWS:
+        found = assistant.retrieve(row["question"], AskOptions(k=3, threshold=0.0)).passages
+        best = max(found, key=lambda p: p.filter_score)
+        assert best.name == row["doc"], (row["question"], [(p.name, p.filter_score) for p in found])
+
+
+def test_missing_filter_model_is_a_clear_error(tmp_path):
+    from app.filters.cross_encoder import RelevanceModel
+    from app.errors import SlmragError
+
+    with pytest.raises(SlmragError, match="filter train"):
+        RelevanceModel.from_folder(tmp_path / "nothing")
