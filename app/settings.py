@@ -248,6 +248,12 @@ class GroundingSettings(_Strict):
         description="Least share of the answer's content (words, numbers; question words and numbers count "
         "double) found in its cited passages for the answer to count as grounded.",
     )
+    min_question_coverage: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="Least share of the question's content words found in the cited passage (with its "
+        "document name and heading) for a label, or a sentence slmrag quotes on the model's behalf, to stand: "
+        "below it the passage is about something else.",
+    )
     on_unsupported: Literal["withhold", "flag"] = Field(
         "withhold",
         description="What happens to an answer that fails the check: 'withhold' (replaced by the abstention "

@@ -96,6 +96,10 @@ def check_note(rec: dict) -> str:
         missing = ", ".join(support.get("missing", [])[:5])
         return f"Not supported by the cited passages{score}" + (f"; not found there: {missing}" if missing else "") + "."
     if rec.get("decided_by") == "verbatim":
+        quote = (rec.get("details") or {}).get("quote") or {}
+        if quote.get("by_model") is False:
+            return ("The model's own answer did not hold up against the sources, so the cited passage's best "
+                    "matching sentence is shown instead, word for word.")
         return "Quoted word for word from the cited passage."
     if rec.get("decided_by") == "lexical":
         return f"Checked against the cited passages{score}."

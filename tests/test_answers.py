@@ -8,7 +8,7 @@ from app.answers.arithmetic import FormulaError, evaluate, find_formula, format_
 from app.answers.compose import compose
 from app.answers.grounding import lexical_support
 from app.answers.shapes import (NOT_FOUND, finish_calculate, finish_extract, finish_free, finish_label, locate,
-                                route, tidy)
+                                read_label, route, tidy)
 from app.evaluation.tasks import cuad_value_match, jaccard, numeric_f1, summarize, task_score
 from app.prompting import Prompt
 from app.retrieval import Passage
@@ -60,11 +60,13 @@ def test_tidy_keeps_few_sentences_no_repeats_and_real_citations():
 def test_extract_quotes_verbatim_or_falls_back_to_the_best_sentence():
     passages = ["Warfarin is given daily. The target INR is 2.5 to 3.5 for mechanical valves.", "Other text."]
     s = finish_extract('"the target inr is 2.5 to 3.5" [1]', passages, "What is the target INR?")
-    assert s.quote == {"text": "The target INR is 2.5 to 3.5", "n": 1, "verbatim": True}
+    assert s.quote == {"text": "The target INR is 2.5 to 3.5", "n": 1, "verbatim": True, "by_model": True}
     assert s.text == "\u201cThe target INR is 2.5 to 3.5\u201d [1]" and s.cited == [1]
     s = finish_extract('"an INR of three" [1]', passages, "What is the target INR?")
-    assert not s.quote["verbatim"] and s.quote["text"] == "The target INR is 2.5 to 3.5 for mechanical valves."
-    assert finish_extract("I could not find this in your documents.", passages, "q").refused
+    assert not s.quote["by_model"] and s.quote["text"] == "The target INR is 2.5 to 3.5 for mechanical valves."
+    # a "not found" over passages the filter kept: the best passage's best sentence, checked later
+    s = finish_extract("I could not find this in your documents.", passages, "What INR for valves?")
+    assert not s.refused and s.quote["text"].startswith("The target INR") and not s.quote["by_model"]
 
 
 def test_calculate_evaluates_and_keeps_citations():
@@ -84,6 +86,9 @@ def test_label_answer_leads_with_the_label():
     free = finish_free("Yes it does [1]. Yes it does [1].", 1, 3)
     assert free.text == "Yes it does [1]." and not free.refused
     assert finish_free(NOT_FOUND, 1, 3).refused
+    # without logit scoring the label is read from the text: whole words of the pack's labels only
+    assert read_label("**Maybe**: the trial was small", ["yes", "no", "maybe"]) == "maybe"
+    assert read_label("Nothing known; yesterday's data", ["yes", "no"]) is None
 
 
 def test_locate_ignores_case_spacing_and_punctuation():
@@ -153,6 +158,17 @@ def test_compose_cites_an_uncited_but_supported_answer_and_refuses_an_unsupporte
     assert c.grounded and c.shaped.cited == [2] and c.shaped.text.endswith("[2]")
     c = compose(FakeGenerator("Aspirin 75 mg for atrial fibrillation."), _prompt("free", [P]), "What dose?", settings)
     assert not c.grounded and c.decided_by == "citation"
+
+
+def test_compose_keeps_slmrags_own_quote_only_when_its_passage_covers_the_question():
+    settings = AnswerSettings(shapes=["extract", "free"], default="free")
+    nf = "I could not find this in your documents."
+    c = compose(FakeGenerator(nf), _prompt("extract", [P]), "What systolic pressure defines stage 1 hypertension?",
+                settings)
+    assert c.grounded and c.decided_by == "verbatim" and "130-139" in c.shaped.text
+    c = compose(FakeGenerator(nf), _prompt("extract", [P]), "What aspirin dose is used in atrial fibrillation?",
+                settings)
+    assert not c.grounded and c.decided_by == "lexical"
 
 
 def test_compose_not_found_choice_wins_means_refused():

@@ -313,9 +313,9 @@ def test_slm_judge_needs_a_logit_backend():
     from app.settings import GeneratorSettings
 
     remote = OpenAIGenerator(GeneratorSettings(backend="openai", base_url="http://127.0.0.1:9/v1"))
-    judge = make_filter("slm_judge", embedder=None, generator=remote)
+    # refused when the filter is built (no model is loaded to find out), not at the first question
     with pytest.raises(ConfigError, match=r"'openai' generator backend.*'llamacpp'.*generator\.backend.*filter\.kind"):
-        judge.score("Which law governs?", _passages("New York law governs this Agreement."))
+        make_filter("slm_judge", embedder=None, generator=remote)
     with pytest.raises(ConfigError, match="needs the pack's generator"):
         make_filter("slm_judge", embedder=None)
 

@@ -12,9 +12,9 @@ import time
 from dataclasses import dataclass, field
 
 from app.answers.grounding import Support, lexical_support
+from app.filters.cross_encoder import doc_label
 from app.answers.shapes import (Shaped, best_sentence, finish_calculate, finish_extract, finish_free,
-                                finish_label)
-from app.evaluation.metrics import extract_label
+                                finish_label, quote_for_model, read_label)
 from app.settings import AnswerSettings
 
 # The answer ends at a blank line or where a small model starts a new "Question:"/"Passages" block.
@@ -48,6 +48,9 @@ def _label_choice(generator, messages: list[dict], labels: list[str], with_not_f
 def compose(generator, prompt, question: str, settings: AnswerSettings, *, label_not_found: bool = False) -> Composed:
     """Generate, shape and check one answer for ``prompt`` (an :class:`app.prompting.Prompt`)."""
     texts = [p.text for p in prompt.context]
+    # What the question's words are looked up in: the passage with its document's name and section heading
+    # (a question names "the Riverbend protocol"; the passage under that title need not repeat it).
+    scopes = [f"{doc_label(p.name)} {p.heading} {p.text}" for p in prompt.context]
     n = len(texts)
     timings: dict = {"tokens": 0}
     t0 = time.perf_counter()
@@ -80,21 +83,24 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
             shaped = finish_calculate(raw, texts, question)
         else:
             shaped = finish_free(raw, n, settings.max_sentences)
-            if shape == "label":  # a backend without logit scoring: read the label from the text
-                shaped.shape, shaped.label = "label", extract_label(raw)
+            if shaped.refused:
+                shaped = quote_for_model(shape, texts, question)
+            elif shape == "label":  # a backend without logit scoring: read the label from the text
+                shaped.shape, shaped.label = "label", read_label(raw, list(settings.labels))
     end = time.perf_counter()
     timings["first_token_s"] = (first[0] if first else end) - t0
     timings["generate_s"] = end - t0
     if shaped.refused:
         return Composed(shaped, None, False, "model", timings)
-    return _check(shaped, texts, question, settings, timings)
+    return _check(shaped, texts, scopes, question, settings, timings)
 
 
-def _check(shaped: Shaped, texts: list[str], question: str, settings: AnswerSettings, timings: dict) -> Composed:
+def _check(shaped: Shaped, texts: list[str], scopes: list[str], question: str, settings: AnswerSettings,
+           timings: dict) -> Composed:
     """Every shown answer cites an existing passage and, unless the pack turns the check off, is supported
     by what it cites."""
     if shaped.shape == "label" and shaped.label:
-        return _check_label(shaped, texts, question, settings, timings)
+        return _check_label(shaped, texts, scopes, question, settings, timings)
     g = settings.grounding
     n = len(texts)
     if not shaped.cited:
@@ -105,17 +111,40 @@ def _check(shaped: Shaped, texts: list[str], question: str, settings: AnswerSett
             shaped.cited = [best]
             shaped.text = f"{shaped.text} [{best}]".strip()
     if not shaped.cited:
-        return Composed(shaped, Support(0.0, 0, []), False, "citation", timings)
+        return _evidence_instead(shaped, texts, scopes, question, settings, timings,
+                                 Composed(shaped, Support(0.0, 0, []), False, "citation", timings))
     if shaped.quote is not None and shaped.quote.get("verbatim"):
+        if not shaped.quote.get("by_model", True) and g.check != "none":
+            # slmrag chose this sentence, not the model: it stands only if its passage covers the question
+            covered = lexical_support(question, [scopes[shaped.quote["n"] - 1]], question)
+            if covered.score < g.min_question_coverage:
+                return Composed(shaped, covered, False, "lexical", timings)
         return Composed(shaped, Support(1.0, 1, []), True, "verbatim", timings)
     if g.check == "none":
         return Composed(shaped, None, True, "none", timings)
     cited = [texts[i - 1] for i in shaped.cited if 1 <= i <= n]
     support = lexical_support(shaped.claim or shaped.text, cited, question)
-    return Composed(shaped, support, support.score >= g.min_support, "lexical", timings)
+    if support.score >= g.min_support:
+        return Composed(shaped, support, True, "lexical", timings)
+    return _evidence_instead(shaped, texts, scopes, question, settings, timings,
+                             Composed(shaped, support, False, "lexical", timings))
 
 
-def _check_label(shaped: Shaped, texts: list[str], question: str, settings: AnswerSettings,
+def _evidence_instead(shaped: Shaped, texts: list[str], scopes: list[str], question: str,
+                      settings: AnswerSettings, timings: dict, failed: Composed) -> Composed:
+    """The model's answer did not hold up. Rather than show it, quote the best passage's best sentence -
+    when that passage covers what the question names; otherwise the failed check stands (withheld)."""
+    if shaped.quote is not None and not shaped.quote.get("by_model", True):
+        return failed  # already slmrag's own quote
+    quoted = quote_for_model(shaped.shape, texts, question)
+    covered = lexical_support(question, [scopes[0]], question)
+    if covered.score < settings.grounding.min_question_coverage:
+        return failed
+    quoted.calculation, quoted.label = None, shaped.label
+    return Composed(quoted, Support(1.0, 1, []), True, "verbatim", timings)
+
+
+def _check_label(shaped: Shaped, texts: list[str], scopes: list[str], question: str, settings: AnswerSettings,
                  timings: dict) -> Composed:
     """A label asserts something about what the question names: those words must be in the cited passage,
     or the passage is about something else (the question's premise restated as an answer). Its written
@@ -124,12 +153,12 @@ def _check_label(shaped: Shaped, texts: list[str], question: str, settings: Answ
     g = settings.grounding
     if not shaped.cited:  # cite the passage that covers the question best
         shaped.cited = [max(range(1, len(texts) + 1),
-                            key=lambda i: lexical_support(question, [texts[i - 1]], question).score)]
+                            key=lambda i: lexical_support(question, [scopes[i - 1]], question).score)]
     n = shaped.cited[0]
     cited = texts[n - 1]
     if g.check != "none":
-        covered = lexical_support(question, [cited], question)
-        if covered.score < g.min_support:
+        covered = lexical_support(question, [scopes[n - 1]], question)
+        if covered.score < g.min_question_coverage:
             return Composed(shaped, covered, False, "lexical", timings)
     support = lexical_support(shaped.claim, [cited], question) if shaped.claim else None
     if support is not None and support.checked and (g.check == "none" or support.score >= g.min_support):

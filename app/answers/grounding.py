@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from app.evaluation.metrics import parse_numbers
+from app.numbers import parse_numbers
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]+")
 _CITE = re.compile(r"\[\d{1,2}\]")
@@ -26,6 +26,7 @@ such than that the their them then there these they this those through to too un
 was we were what when where which while who whom why will with within without would you your yes
 according answer based cite cited documents document found information passage passages provided
 question states stated text mentioned shows show given says said one two three
+much many need needed needs use used uses using define defines defined describe described kind type
 """.split())
 
 

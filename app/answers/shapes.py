@@ -145,6 +145,15 @@ def finish_free(raw: str, n_passages: int, max_sentences: int) -> Shaped:
     return Shaped("free", text, cited_numbers(text, n_passages), refused=is_not_found(text), claim=text)
 
 
+def read_label(text: str, labels: list[str]) -> str | None:
+    """The first of the pack's labels written as a whole word in ``text`` (for backends that cannot score
+    the label from their logits)."""
+    for word in re.findall(r"[a-z]+", text.lower()):
+        if word in labels:
+            return word
+    return None
+
+
 def finish_label(label: str, scores: dict, raw_support: str, n_passages: int) -> Shaped:
     support = tidy(raw_support, n_passages, 1)
     support = re.sub(rf"^\W*{re.escape(label)}\b[\s,.:;-]*", "", support, flags=re.IGNORECASE)
@@ -164,12 +173,21 @@ def _opening(raw: str, n: int) -> tuple[str, list[int], bool]:
     return text, cited_numbers(text, n), is_not_found(text)
 
 
+def quote_for_model(shape: str, passages: list[str], question: str) -> Shaped:
+    """The relevance filter kept these passages, so a small model's "not found" is not the last word: the
+    best passage's best sentence is quoted instead, and the grounding check then asks whether that passage
+    covers what the question names (else the answer is withheld all the same)."""
+    quote = best_sentence(passages[0], question)
+    return Shaped(shape, f"\u201c{quote}\u201d [1]", [1], claim=quote,
+                  quote={"text": quote, "n": 1, "verbatim": True, "by_model": False})
+
+
 def finish_extract(raw: str, passages: list[str], question: str) -> Shaped:
     """Quote a kept passage verbatim; fall back to the best matching sentence of the cited passage."""
     n = len(passages)
     text, cited, not_found = _opening(raw, n)
     if not_found:
-        return Shaped("extract", NOT_FOUND, [], refused=True)
+        return quote_for_model("extract", passages, question)
     m = _QUOTED.search(text)
     candidate = m.group(1) if m else _CITE.sub("", sentences(text)[0] if sentences(text) else text)
     candidate = candidate.strip().strip("\"“”' ").rstrip(".")
@@ -177,12 +195,14 @@ def finish_extract(raw: str, passages: list[str], question: str) -> Shaped:
     found = locate(candidate, [passages[i - 1] for i in order]) if len(candidate) >= 2 else None
     if found is not None:
         num = order[found[0]]
-        quote, verbatim = found[1], True
+        quote, by_model = found[1], True
     else:
         num = cited[0] if cited else 1
-        quote, verbatim = best_sentence(passages[num - 1], f"{question} {candidate}"), False
+        quote, by_model = best_sentence(passages[num - 1], f"{question} {candidate}"), False
     shown = f"\u201c{quote}\u201d [{num}]"
-    return Shaped("extract", shown, [num], quote={"text": quote, "n": num, "verbatim": verbatim}, claim=quote)
+    # Either way the quote is the passage's own words (verbatim); by_model says whether the model found it.
+    return Shaped("extract", shown, [num], quote={"text": quote, "n": num, "verbatim": True, "by_model": by_model},
+                  claim=quote)
 
 
 def finish_calculate(raw: str, passages: list[str], question: str) -> Shaped:

@@ -24,9 +24,10 @@ import string
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from difflib import SequenceMatcher
 from typing import Any, TypedDict
+
+from app.numbers import SCALE_WORDS, parse_numbers, scan_numbers
 
 __all__ = [
     "AnswerScore",
@@ -350,19 +351,6 @@ def extract_label(answer_text: str) -> str | None:
 # Numbers (FinanceBench, TAT-QA)
 # ---------------------------------------------------------------------------------------------
 
-_SCALE_WORDS: dict[str, float] = {
-    "thousand": 1e3,
-    "k": 1e3,
-    "million": 1e6,
-    "mn": 1e6,
-    "m": 1e6,
-    "billion": 1e9,
-    "bn": 1e9,
-    "b": 1e9,
-    "trillion": 1e12,
-    "tn": 1e12,
-}
-
 # TAT-QA `scale` field -> multiplier for the gold value. "percent" keeps the value as is: both
 # the gold and a model state percentages as e.g. 12.5, not 0.125.
 _TATQA_SCALES: dict[str, float] = {
@@ -373,78 +361,12 @@ _TATQA_SCALES: dict[str, float] = {
     "percent": 1.0,
 }
 
-_CURRENCY = r"(?:US\$|[$€£¥₹])"
-# Thousands-grouped numbers first so "1,234.5" is one number; plain runs next; then ".5".
-_UNSIGNED = r"(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
-_NUMBER_RE = re.compile(
-    rf"""
-    (?<![\w.])                      # not glued to a word or a decimal point: skip "FY2022", "Q2"
-    (?P<sign>[-+\u2212\u2013])?      # sign right before: ASCII minus/plus, Unicode minus, en dash
-    (?:{_CURRENCY}\s*)?              # "$5", "$ 65,646", "US$5"
-    (?:
-        # accounting negative, only when the parentheses hold just the number: "(1,234)", "(0.5%)"
-        \(\s*(?:{_CURRENCY}\s*)?(?P<paren>{_UNSIGNED})\s*(?P<ppct>%)?\s*\)
-      | (?P<sign2>[-\u2212])?(?P<num>{_UNSIGNED})      # plain, or "$-5"
-    )
-    (?!\d)                           # never stop inside a digit run ("1,2345" is not "1,234")
-    (?:\s*(?P<pct>%|percent\b|per\s+cent\b))?
-    (?:\s*(?P<scale>thousand|trillion|billion|million|tn|bn|mn|k|m|b)\b)?
-    """,
-    re.VERBOSE | re.IGNORECASE,
-)
-
-
-@dataclass(frozen=True)
-class _Number:
-    value: float
-    # A bare 4-digit integer between 1900 and 2100 (no currency, decimals, %, scale, sign or
-    # grouping): almost always a year. Kept so numeric matching can ignore years when the gold
-    # answer has real quantities ("from 36.8% in FY 2021 to 34.6% in FY2022").
-    year_like: bool
-
-
-def _scan_numbers(text: str) -> list[_Number]:
-    found: list[_Number] = []
-    for m in _NUMBER_RE.finditer(unicodedata.normalize("NFKC", text)):
-        raw = m.group("paren") or m.group("num")
-        value = float(raw.replace(",", ""))
-        negative = bool(m.group("paren")) or bool(m.group("sign2"))
-        if m.group("sign") and m.group("sign") != "+":
-            negative = not negative  # "-(5)" is odd, but flipping is the literal reading
-        is_pct = bool(m.group("pct") or m.group("ppct"))
-        scale = m.group("scale")
-        if scale and not is_pct:
-            value *= _SCALE_WORDS[scale.lower()]
-        if negative:
-            value = -value
-        plain = m.group(0).strip()
-        year_like = bool(re.fullmatch(r"\d{4}", plain)) and 1900 <= value <= 2100
-        found.append(_Number(value, year_like))
-    return found
-
-
-def parse_numbers(text: str) -> list[float]:
-    """All numbers in ``text``, in order, as floats.
-
-    Handles thousands separators ("1,234.5" -> 1234.5), accounting negatives in parentheses
-    ("(1,234)" -> -1234.0), signs ("-5", "−5"), percentages ("12.5%" or "12.5 percent" -> 12.5,
-    the number as written), currency signs ("$", "US$", "€", "£", "¥", "₹"), and a scale word
-    right after the number multiplying it (thousand/k, million/m/mn, billion/bn/b, trillion/tn):
-    "$(1,234.5) million" -> -1234500000.0.
-
-    Digits glued to letters are not numbers ("FY2022", "Q2", "COVID-19"'s "19" is kept since a
-    hyphen separates it), because they are labels rather than quantities; dates like "8/26/14"
-    come out as their parts.
-    """
-    return [n.value for n in _scan_numbers(text)]
-
-
 def _quantities(text: str) -> list[float]:
     """Numbers for answer matching: years are dropped when other numbers exist, because
     FinanceBench answers mention fiscal years next to the actual figures and a prediction that
     merely repeats "2022" must not count as a numeric match (nor can a year scaled by 1e6 be
     allowed to hit "$2,018mn"). If the numbers are all years, the years are the answer."""
-    nums = _scan_numbers(text)
+    nums = scan_numbers(text)
     quantities = [n.value for n in nums if not n.year_like]
     return quantities if quantities else [n.value for n in nums]
 
@@ -481,7 +403,7 @@ def numbers_match(
         return False
     key = (scale or "").strip().lower()
     # Also accept the short scale words ("k", "mn", ...) so callers need not translate them.
-    factor = _TATQA_SCALES.get(key, _SCALE_WORDS.get(key))
+    factor = _TATQA_SCALES.get(key, SCALE_WORDS.get(key))
     if factor is None:
         # Fail loudly: silently treating an unknown scale as 1 would under-count correct answers.
         raise ValueError(f"unknown scale {scale!r}; expected one of {sorted(_TATQA_SCALES)}")
