@@ -70,6 +70,8 @@ def register(app, packs_app, filter_app) -> None:
         out: Path = typer.Option(Path("ev-out"), "--out", "-o",
                                  help="Folder for report.json, report.md and the PNG plots."),
         no_answers: bool = typer.Option(False, "--no-answers", help="Skip generation: retrieval metrics only (fast)."),
+        no_naive: bool = typer.Option(False, "--no-naive", help="Skip the naive baseline (a second run that only "
+                                      "varies slmrag, e.g. with --no-adapter)."),
         no_adapter: bool = typer.Option(False, "--no-adapter", help="Answer with the base model, without the pack's "
                                         "LoRA adapter (to measure what the adapter adds)."),
         max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1, max=4096,
@@ -98,12 +100,13 @@ def register(app, packs_app, filter_app) -> None:
                        + (f" --corpus {shlex.quote(str(corpus))}" if corpus else "")
                        + (f" --limit {limit}" if limit else "") + f" --out {shlex.quote(str(out))}"
                        + (" --no-answers" if no_answers else "") + (f" --max-tokens {max_tokens}" if max_tokens else "")
-                       + (" --no-adapter" if no_adapter else ""))
+                       + (" --no-adapter" if no_adapter else "") + (" --no-naive" if no_naive else ""))
         enabled = not quiet and (err.is_terminal or os.environ.get("SLMRAG_PROGRESS") == "1")
         progress = _RichEvalProgress(err, enabled)
         opts = EvalOptions(pack=pack, questions=questions, corpus=corpus, limit=limit, out=out,
                            answers=not no_answers, max_tokens=max_tokens, k=k, naive_k=naive_k,
-                           keep_index=keep_index, command=command, adapter=not no_adapter)
+                           keep_index=keep_index, command=command, adapter=not no_adapter,
+                           naive=not no_naive)
         try:
             report = run_eval(opts, progress)
             paths = write_report(report, out)

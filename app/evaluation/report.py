@@ -272,9 +272,10 @@ def render_markdown(report: dict, plots: list[str]) -> str:
         f"chunking {pack['chunking'].get('strategy')} {pack['chunking'].get('chunk_tokens')} tokens, retrieval "
         f"{pack['retrieval'].get('mode')} k={pack['retrieval'].get('k')}, filter {pack['filter'].get('kind')} "
         f"threshold {pack['filter'].get('threshold')}, context budget {pack['filter'].get('max_context_tokens')} tokens",
-        f"- naive: LangChain tutorial pattern — RecursiveCharacterTextSplitter({meta['naive']['chunk_size']}, "
-        f"{meta['naive']['chunk_overlap']}), same embedder, faiss.IndexFlatIP, top-{meta['naive']['k']} stuffed "
-        f"into the same SLM with the rlm/rag-prompt; no BM25, no filter",
+        (f"- naive: LangChain tutorial pattern — RecursiveCharacterTextSplitter({meta['naive']['chunk_size']}, "
+         f"{meta['naive']['chunk_overlap']}), same embedder, faiss.IndexFlatIP, top-{meta['naive']['k']} stuffed "
+         f"into the same SLM with the rlm/rag-prompt; no BM25, no filter") if meta.get("naive")
+        else "- naive: not run (--no-naive)",
         f"- retrieval metrics at depth k={meta['k']}; questions flagged `doc_scoped` are retrieved within their "
         "own document by both systems",
     ]

@@ -51,6 +51,7 @@ class EvalOptions:
     keep_index: bool = False  # keep the scratch index (in <out>/index) instead of a deleted temp folder
     command: str = ""
     adapter: bool = True  # False: slmrag answers with the base model (the pack's generator.adapter unset)
+    naive: bool = True  # False: skip the naive baseline (a second run that only varies slmrag)
 
 
 class EvalProgress:
@@ -364,18 +365,20 @@ def run_eval(opts: EvalOptions, progress: EvalProgress | None = None) -> dict:
         memory["after_slmrag_mb"] = peak_rss_mb()
 
         # ------------------------------------------------------------ naive baseline, same questions
-        files = _corpus_files(corpus, pack)
-        naive = NaiveRAG(assistant.embedder, assistant.generator if opts.answers else None, k=opts.naive_k,
-                         n_ctx=pack.config.generator.n_ctx, max_pages=pack.config.ingest.max_pages,
-                         timeout_s=pack.config.ingest.parse_timeout_s)
-        progress.stage("naive: load + split", len(files))
-        build = naive.build(files, on_file=lambda name: progress.advance(),
-                            on_embed=lambda n: progress.stage("naive: embed", n), on_chunks=progress.advance)
-        naive_ingest = build.to_json()
-        progress.note(f"naive ingest: {build.documents} documents, {build.pages} pages, {build.chunks} chunks in "
-                      f"{build.seconds:.1f}s ({naive_ingest['chunks_per_s']} chunks/s)")
-        _run_questions(progress, "naive questions", "naive", questions, records,
-                       lambda q: naive_record(naive, q, opts, max_tokens))
+        naive, naive_ingest = None, None
+        if opts.naive:
+            files = _corpus_files(corpus, pack)
+            naive = NaiveRAG(assistant.embedder, assistant.generator if opts.answers else None, k=opts.naive_k,
+                             n_ctx=pack.config.generator.n_ctx, max_pages=pack.config.ingest.max_pages,
+                             timeout_s=pack.config.ingest.parse_timeout_s)
+            progress.stage("naive: load + split", len(files))
+            build = naive.build(files, on_file=lambda name: progress.advance(),
+                                on_embed=lambda n: progress.stage("naive: embed", n), on_chunks=progress.advance)
+            naive_ingest = build.to_json()
+            progress.note(f"naive ingest: {build.documents} documents, {build.pages} pages, {build.chunks} chunks in "
+                          f"{build.seconds:.1f}s ({naive_ingest['chunks_per_s']} chunks/s)")
+            _run_questions(progress, "naive questions", "naive", questions, records,
+                           lambda q: naive_record(naive, q, opts, max_tokens))
         memory["peak_mb"] = peak_rss_mb()
     finally:
         progress.finish()
@@ -398,7 +401,7 @@ def run_eval(opts: EvalOptions, progress: EvalProgress | None = None) -> dict:
         "k": opts.k,
         "pack": _pack_info(pack),
         "filter_model": filter_note,
-        "naive": naive.settings(),
+        "naive": naive.settings() if naive is not None else None,
         "ingest": {"slmrag": ingest_info, "naive": naive_ingest},
         "memory": memory,
         "missing_docs": missing_docs,
