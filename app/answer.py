@@ -72,7 +72,7 @@ class AnswerStream:
 
     def __init__(self, *, question: str, generator, prompt, passages: list[Passage],
                  abstain: Callable[[list[Passage], str], str], answers, disclaimer: str, filter, timings: dict,
-                 t0: float, index_generation: int = 0, label_not_found: bool = False):
+                 t0: float, index_generation: int = 0, label_not_found: bool = False, label_prior=None):
         self.question = question
         self.generator = generator
         self.prompt = prompt
@@ -84,6 +84,7 @@ class AnswerStream:
         self.abstain = abstain
         self.answers = answers
         self.label_not_found = label_not_found
+        self.label_prior = label_prior  # a callable giving the content-free label probabilities, or None
         self.disclaimer = disclaimer
         self.filter = filter
         self.timings = dict(timings)
@@ -103,7 +104,8 @@ class AnswerStream:
         else:
             gen_start = time.perf_counter()
             c = compose(self.generator, self.prompt, self.question, self.answers,
-                        label_not_found=self.label_not_found)
+                        label_not_found=self.label_not_found,
+                        label_prior=self.label_prior() if self.label_prior and self.shape == "label" else None)
             s = c.shaped
             gen = c.timings
             t["first_token_s"] = round(gen_start - self.t0 + gen["first_token_s"], 4)

@@ -92,6 +92,7 @@ class Assistant:
         self.store = IndexStore(pack.index_dir)
         self.prompts = PromptBuilder(pack, self.generator, self.embedder)
         self._view: IndexView | None = None
+        self._label_prior: dict[str, float] | None = None
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ loading
@@ -143,6 +144,21 @@ class Assistant:
         return FilterChoice(kind=options.filter or cfg.kind,
                             threshold=cfg.threshold if options.threshold is None else float(options.threshold),
                             min_keep=cfg.min_keep)
+
+    def label_prior(self) -> dict[str, float] | None:
+        """The labels' probabilities for a content-free prompt (computed once; see
+        :func:`app.answers.compose.calibrated`); None when the backend cannot score labels."""
+        with self._lock:
+            if self._label_prior is None and self.generator.scores_choices:
+                from app.answers.compose import label_choices
+                from app.retrieval import Passage
+
+                answers = self.pack.config.answers
+                blank = Passage(vid=-1, doc_id="", source="", name="N/A", page=None, text="N/A", heading="", start=0, end=3)
+                messages = self.prompts.messages("N/A", [blank], "label")
+                self._label_prior = self.generator.next_token_choice(
+                    self.generator.chat_prompt(messages), label_choices(list(answers.labels), answers.label_not_found))
+            return self._label_prior
 
     # ------------------------------------------------------------------ stages
     def retrieve(self, question: str, options: AskOptions | None = None, *, view: IndexView | None = None) -> Retrieval:
@@ -200,4 +216,5 @@ class Assistant:
         return AnswerStream(question=question, generator=self.generator, prompt=prompt, passages=found.passages,
                             abstain=abstain, answers=answers, disclaimer=self.pack.disclaimer, filter=found.filter,
                             timings=timings, t0=t0, index_generation=view.snapshot.generation,
-                            label_not_found=answers.label_not_found)
+                            label_not_found=answers.label_not_found,
+                            label_prior=self.label_prior if answers.label_calibration == "content_free" else None)

@@ -278,6 +278,12 @@ class AnswerSettings(_Strict):
         description="The labels a 'label' answer chooses from (each must start with a different token).",
     )
     max_sentences: int = Field(3, ge=1, le=20, description="Most sentences in a 'free' answer.")
+    label_calibration: Literal["content_free", "none"] = Field(
+        "content_free",
+        description="How a 'label' answer's probabilities are corrected before the label is chosen: "
+        "'content_free' divides them by those of the same prompt with 'N/A' for question and passages "
+        "(contextual calibration), so the model's standing preference for one label does not decide; 'none'.",
+    )
     label_not_found: bool = Field(
         False,
         description="For 'label' answers, also score the start of 'I could not find this in your documents' "

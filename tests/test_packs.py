@@ -345,8 +345,13 @@ def test_export_without_corpus_or_index(dirs, tmp_path):
     result = export_pack("slim", tmp_path / "slim.tgz", with_corpus=False)
     files, manifest = read_archive(result.path)
     assert not manifest["with_index"] and manifest["index"] is None
-    assert sorted(files) == ["pack/expansions.yaml", "pack/pack.yaml", "pack/prompts/abstain.j2",
-                             "pack/prompts/answer.j2", "pack/prompts/disclaimer.md", "pack/prompts/system.j2"]
+    # the pack's trained parts travel with it: the LoRA adapter and the relevance model (data files only)
+    trained = ["pack/adapter/adapter.gguf", "pack/adapter/adapter.json", "pack/adapter/adapter_config.json",
+               "pack/adapter/adapter_model.safetensors", "pack/filter/adapter_config.json",
+               "pack/filter/adapter_model.safetensors", "pack/filter/filter.json", "pack/filter/head.safetensors"]
+    assert sorted(files) == sorted(trained + ["pack/expansions.yaml", "pack/pack.yaml", "pack/prompts/abstain.j2",
+                                              "pack/prompts/answer.j2", "pack/prompts/disclaimer.md",
+                                              "pack/prompts/system.j2"])
     assert invoke("packs", "export", "slim", str(tmp_path / "slim.tgz")).exit_code == 2  # no silent overwrite
     res = invoke("packs", "export", "slim", str(tmp_path / "x.tgz"), "--with-index")
     assert res.exit_code == 2 and "has no index" in res.output

@@ -38,14 +38,27 @@ def _spellings(label: str) -> list[str]:
     return [label, label.capitalize(), label.upper(), " " + label, " " + label.capitalize()]
 
 
-def _label_choice(generator, messages: list[dict], labels: list[str], with_not_found: bool) -> dict[str, float]:
+def label_choices(labels: list[str], with_not_found: bool) -> dict[str, list[str]]:
     choices = {lab: _spellings(lab) for lab in labels}
     if with_not_found:
         choices[NOT_FOUND_CHOICE] = ["I", " I"]  # "I could not find this in your documents."
-    return generator.next_token_choice(generator.chat_prompt(messages), choices)
+    return choices
 
 
-def compose(generator, prompt, question: str, settings: AnswerSettings, *, label_not_found: bool = False) -> Composed:
+def calibrated(probs: dict[str, float], prior: dict[str, float] | None) -> dict[str, float]:
+    """Contextual calibration (Zhao et al., 2021, "Calibrate before use"): divide each label's probability
+    by the probability the model gives it for a content-free prompt (the same template with "N/A" for the
+    question and passages), then renormalise - a small model's standing preference for one label ("no")
+    no longer decides the answer."""
+    if not prior:
+        return probs
+    raw = {k: v / max(prior.get(k, 0.0), 1e-4) for k, v in probs.items()}
+    total = sum(raw.values()) or 1.0
+    return {k: v / total for k, v in raw.items()}
+
+
+def compose(generator, prompt, question: str, settings: AnswerSettings, *, label_not_found: bool = False,
+            label_prior: dict[str, float] | None = None) -> Composed:
     """Generate, shape and check one answer for ``prompt`` (an :class:`app.prompting.Prompt`)."""
     texts = [p.text for p in prompt.context]
     # What the question's words are looked up in: the passage with its document's name and section heading
@@ -67,7 +80,8 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
 
     shape = prompt.shape
     if shape == "label" and generator.scores_choices:
-        probs = _label_choice(generator, prompt.messages, list(settings.labels), label_not_found)
+        choices = label_choices(list(settings.labels), label_not_found)
+        probs = calibrated(generator.next_token_choice(generator.chat_prompt(prompt.messages), choices), label_prior)
         first.append(time.perf_counter())  # the label is the first thing the answer says
         best = max(probs, key=probs.get)
         if best == NOT_FOUND_CHOICE:
@@ -136,10 +150,11 @@ def _evidence_instead(shaped: Shaped, texts: list[str], scopes: list[str], quest
     when that passage covers what the question names; otherwise the failed check stands (withheld)."""
     if shaped.quote is not None and not shaped.quote.get("by_model", True):
         return failed  # already slmrag's own quote
-    quoted = quote_for_model(shaped.shape, texts, question)
-    covered = lexical_support(question, [scopes[0]], question)
-    if covered.score < settings.grounding.min_question_coverage:
+    # the kept passage that covers what the question names best (ties: the better filter score, first)
+    score, n = max((lexical_support(question, [sc], question).score, -i) for i, sc in enumerate(scopes))
+    if score < settings.grounding.min_question_coverage:
         return failed
+    quoted = quote_for_model(shaped.shape, texts, question, -n + 1)
     quoted.calculation, quoted.label = None, shaped.label
     return Composed(quoted, Support(1.0, 1, []), True, "verbatim", timings)
 

@@ -173,13 +173,13 @@ def _opening(raw: str, n: int) -> tuple[str, list[int], bool]:
     return text, cited_numbers(text, n), is_not_found(text)
 
 
-def quote_for_model(shape: str, passages: list[str], question: str) -> Shaped:
+def quote_for_model(shape: str, passages: list[str], question: str, n: int = 1) -> Shaped:
     """The relevance filter kept these passages, so a small model's "not found" is not the last word: the
-    best passage's best sentence is quoted instead, and the grounding check then asks whether that passage
+    best sentence of passage ``n`` is quoted instead, and the grounding check then asks whether that passage
     covers what the question names (else the answer is withheld all the same)."""
-    quote = best_sentence(passages[0], question)
-    return Shaped(shape, f"\u201c{quote}\u201d [1]", [1], claim=quote,
-                  quote={"text": quote, "n": 1, "verbatim": True, "by_model": False})
+    quote = best_sentence(passages[n - 1], question)
+    return Shaped(shape, f"\u201c{quote}\u201d [{n}]", [n], claim=quote,
+                  quote={"text": quote, "n": n, "verbatim": True, "by_model": False})
 
 
 def finish_extract(raw: str, passages: list[str], question: str) -> Shaped:
