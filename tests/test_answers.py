@@ -144,6 +144,14 @@ def test_compose_label_from_logits_then_support_after_the_label():
     assert c.shaped.text == "Yes. Lifestyle changes are recommended for all patients [1]."
 
 
+def test_compose_label_support_without_a_citation_gets_one():
+    settings = AnswerSettings(shapes=["label", "free"], labels=["yes", "no"], default="free")
+    gen = FakeGenerator(" Lifestyle changes are recommended for all patients.", {"yes": 0.7, "no": 0.3})
+    c = compose(gen, _prompt("label", ["Other text about nothing.", P]),
+                "Does the protocol recommend lifestyle changes for patients?", settings)
+    assert c.grounded and c.shaped.cited == [2] and c.shaped.text.endswith("[2]")
+
+
 def test_compose_withholds_a_label_about_what_the_passages_never_mention():
     settings = AnswerSettings(shapes=["label", "free"], labels=["yes", "no"], default="free")
     gen = FakeGenerator(" The protocol recommends aspirin [1].", {"yes": 0.9, "no": 0.1})

@@ -171,6 +171,8 @@ def _check_label(shaped: Shaped, texts: list[str], scopes: list[str], question: 
                             key=lambda i: lexical_support(question, [scopes[i - 1]], question).score)]
     n = shaped.cited[0]
     cited = texts[n - 1]
+    if f"[{n}]" not in shaped.text:  # a shown answer always carries its citation
+        shaped.text = f"{shaped.text.rstrip()} [{n}]"
     if g.check != "none":
         covered = lexical_support(question, [scopes[n - 1]], question)
         if covered.score < g.min_question_coverage:
