@@ -94,6 +94,7 @@ class Assistant:
         self._view: IndexView | None = None
         self._label_prior: dict[str, float] | None = None
         self._lock = threading.Lock()
+        self._prior_lock = threading.Lock()
 
     # ------------------------------------------------------------------ loading
     def load(self, generator: bool = True) -> "Assistant":
@@ -148,7 +149,7 @@ class Assistant:
     def label_prior(self) -> dict[str, float] | None:
         """The labels' probabilities for a content-free prompt (computed once; see
         :func:`app.answers.compose.calibrated`); None when the backend cannot score labels."""
-        with self._lock:
+        with self._prior_lock:  # not the refresh lock: scoring takes a model evaluation
             if self._label_prior is None and self.generator.scores_choices:
                 from app.answers.compose import label_choices
                 from app.retrieval import Passage

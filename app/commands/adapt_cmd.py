@@ -42,7 +42,8 @@ def register(app, packs_app, filter_app) -> None:
 
         from app.pack_edit import set_generator_adapter
         from app.packs import load_pack
-        from app.training.adapter import build_examples, file_sha256, train_adapter
+        from app.store import file_sha256
+        from app.training.adapter import build_examples, train_adapter
 
         try:
             p = load_pack(pack)

@@ -30,3 +30,21 @@ def replace_dir(built: Path, target: Path) -> None:
         target.rename(old)
     built.rename(target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def warmup_then_decay(opt, total: int, floor: float = 0.0):
+    """The learning-rate schedule every trainer here uses: linear warm-up over the first tenth of the
+    ``total`` steps, then linear decay, never below ``floor`` times the base rate."""
+    import torch
+
+    warm = max(1, total // 10)
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warm if s < warm else max(floor, (total - s) / max(1, total - warm)))
+
+
+def balanced_bce(labels):
+    """BCE on logits with the positives weighted up to the negatives' count (pairs are mostly negative)."""
+    import torch
+
+    n_pos = sum(1 for y in labels if y > 0)
+    return torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor([max(1.0, (len(labels) - n_pos) / max(1, n_pos))]))

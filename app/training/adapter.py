@@ -28,7 +28,8 @@ from typing import Callable
 
 from app.answers.shapes import NOT_FOUND, locate, route, sentences
 from app.errors import SlmragError, require
-from app.training import replace_dir
+from app.store import file_sha256
+from app.training import replace_dir, warmup_then_decay
 
 ADAPTER_INFO = "adapter.json"
 GGUF_FILE = "adapter.gguf"
@@ -67,14 +68,6 @@ class AdapterReport:
 
 
 # ---------------------------------------------------------------------------------------------- data
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def data_hash(train_dir: Path) -> str:
     """One hash over the questions file and every corpus file (names and bytes), in a fixed order."""
     h = hashlib.sha256()
@@ -240,9 +233,7 @@ def train_adapter(base_model: str, examples: list[Example], out_dir: Path | str,
     rng = random.Random(seed)
     order = [i for _ in range(epochs) for i in rng.sample(range(len(encoded)), len(encoded))]
     steps = math.ceil(len(order) / grad_accum)
-    warm = max(1, steps // 10)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else max(0.05, (steps - s) / max(1, steps - warm)))
+    sched = warmup_then_decay(opt, steps, floor=0.05)
     from app.embedder import native_bf16
 
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=native_bf16())

@@ -26,7 +26,7 @@ import numpy as np
 
 from app.errors import SlmragError, require
 from app.filters.cross_encoder import doc_label, model_passage, normalize
-from app.training import replace_dir
+from app.training import balanced_bce, replace_dir, warmup_then_decay
 
 TRAIN_INFO = "slmrag_training.json"
 
@@ -358,12 +358,9 @@ def train_cross_encoder(snapshot, out_dir: Path | str, *, max_queries: int = 400
     head_ids = {id(p) for p in head}
     body = [p for p in params if id(p) not in head_ids]
     opt = torch.optim.AdamW([{"params": body, "lr": lr}, {"params": head, "lr": lr * head_lr_mult}], weight_decay=0.01)
-    warm = max(1, int(0.1 * total))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (total - s) / max(1, total - warm)))
+    sched = warmup_then_decay(opt, total)
     n_pos = sum(p.label > 0 for p in pairs)
-    pos_weight = torch.tensor([max(1.0, (len(pairs) - n_pos) / max(1, n_pos))])
-    bce = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+    bce = balanced_bce([p.label for p in pairs])
     model.train()
     ema = None
     for step, idx in enumerate(batches, start=1):

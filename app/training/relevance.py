@@ -26,7 +26,7 @@ from typing import Callable
 
 from app.errors import SlmragError, require
 from app.filters.cross_encoder import HEAD_FILE, base_model_dir, model_passage, relevance_logits
-from app.training import replace_dir
+from app.training import balanced_bce, replace_dir, warmup_then_decay
 
 INFO = "filter.json"
 LORA_TARGETS = ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"]
@@ -109,11 +109,8 @@ def train_relevance(pairs: list[Pair], out_dir: Path | str, *, epochs: int = 1, 
     # The head starts from nothing: it needs a far larger step than the low-rank updates of the encoder.
     opt = torch.optim.AdamW([{"params": params, "lr": lr}, {"params": head.parameters(), "lr": lr * 10}],
                             weight_decay=0.01)
-    warm = max(1, len(batches) // 10)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (len(batches) - s) / max(1, len(batches) - warm)))
-    n_pos = sum(1 for p in pairs if p.label > 0)
-    bce = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor([max(1.0, (len(pairs) - n_pos) / max(1, n_pos))]))
+    sched = warmup_then_decay(opt, len(batches))
+    bce = balanced_bce([p.label for p in pairs])
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=native_bf16())
     model.train()
     t0 = time.perf_counter()
