@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.answers.arithmetic import FormulaError, evaluate, find_formula, format_value
-from app.answers.compose import compose
+from app.answers.compose import calibrated, compose
 from app.answers.grounding import lexical_support
 from app.answers.shapes import (NOT_FOUND, finish_calculate, finish_extract, finish_free, finish_label, locate,
                                 read_label, route, tidy)
@@ -177,6 +177,13 @@ def test_compose_keeps_slmrags_own_quote_only_when_its_passage_covers_the_questi
     c = compose(FakeGenerator(nf), _prompt("extract", [P]), "What aspirin dose is used in atrial fibrillation?",
                 settings)
     assert not c.grounded and c.decided_by == "lexical"
+
+
+def test_contextual_calibration_divides_by_the_content_free_prior():
+    # prior favours "no" 3:1; the question's probabilities 0.4 / 0.6 -> 0.4/0.25 : 0.6/0.75 = 1.6 : 0.8
+    out = calibrated({"yes": 0.4, "no": 0.6}, {"yes": 0.25, "no": 0.75})
+    assert out == pytest.approx({"yes": 2 / 3, "no": 1 / 3})
+    assert calibrated({"yes": 0.4, "no": 0.6}, None) == {"yes": 0.4, "no": 0.6}
 
 
 def test_compose_not_found_choice_wins_means_refused():
