@@ -128,7 +128,7 @@ class AnswerStream:
         t["total_s"] = round(time.perf_counter() - self.t0, 4)
         yield text
         self.answer = Answer(self.question, text, self.abstained, citations, self.passages, self.context,
-                             self.disclaimer, dict(t), self.filter.to_json(), self.index_generation,
+                             self.disclaimer, dict(t), dict(self.filter), self.index_generation,
                              nearest=[cite_dict(i + 1, p) for i, p in enumerate(nearest)], **fields)
 
     def run(self) -> Answer:

@@ -47,9 +47,10 @@ class FilterChoice:
     kind: str
     threshold: float
     min_keep: int
+    gate: float | None = None  # question-level cosine floor (FilterSettings.gate); None: no gate
 
     def to_json(self) -> dict:
-        return {"kind": self.kind, "threshold": self.threshold, "min_keep": self.min_keep}
+        return {"kind": self.kind, "threshold": self.threshold, "min_keep": self.min_keep, "gate": self.gate}
 
 
 @dataclass
@@ -62,6 +63,14 @@ class Retrieval:
     kept: list[Passage]
     filter: FilterChoice
     timings: dict = field(default_factory=dict)
+    gate_score: float | None = None  # the best cosine among the candidates, when the pack has a gate
+
+    def filter_json(self) -> dict:
+        """What the answer reports of its filtering: the choice, and the gate's verdict when there is one."""
+        out = self.filter.to_json()
+        if self.gate_score is not None:
+            out |= {"gate_score": self.gate_score, "gated": self.gate_score < (self.filter.gate or 0.0)}
+        return out
 
 
 class IndexView:
@@ -142,9 +151,10 @@ class Assistant:
         """The one place where the pack's filter settings and an ask's overrides are combined."""
         cfg = self.pack.config.filter
         options = options or AskOptions()
-        return FilterChoice(kind=options.filter or cfg.kind,
+        kind = options.filter or cfg.kind
+        return FilterChoice(kind=kind,
                             threshold=cfg.threshold if options.threshold is None else float(options.threshold),
-                            min_keep=cfg.min_keep)
+                            min_keep=cfg.min_keep, gate=None if kind == "none" else cfg.gate)
 
     def label_prior(self) -> dict[str, float] | None:
         """The labels' probabilities for a content-free prompt (computed once; see
@@ -171,7 +181,7 @@ class Assistant:
         choice = self.filter_choice(options)
         timings: dict = {}
         t = time.perf_counter()
-        qvec = self._query_vector(question, choice.kind, options)
+        qvec = self._query_vector(question, choice, options)
         passages = view.retriever.search(question, options.k, doc=options.doc, query_vector=qvec)
         timings["retrieve_s"] = round(time.perf_counter() - t, 4)
         t = time.perf_counter()
@@ -179,18 +189,26 @@ class Assistant:
         for p, s in zip(passages, scores):
             p.filter_score = s
             p.kept = choice.kind == "none" or s >= choice.threshold
-        if choice.min_keep and passages:
+        gate_score = None
+        if choice.gate is not None and passages:
+            topical = scores if choice.kind == "cosine" else view.relevance_filter("cosine", self).score(
+                question, passages, query_vector=qvec)
+            gate_score = round(float(max(topical)), 4)
+        if gate_score is not None and gate_score < choice.gate:  # the question is not about these documents: no passage may stand, min_keep included
+            for p in passages:
+                p.kept = False
+        elif choice.min_keep and passages:
             for p in sorted(passages, key=lambda p: -(p.filter_score or 0))[: choice.min_keep]:
                 p.kept = True
         timings["filter_s"] = round(time.perf_counter() - t, 4)
         kept = sorted((p for p in passages if p.kept), key=lambda p: -(p.filter_score or 0))
-        return Retrieval(question, passages, self.prompts.budget(kept), choice, timings)
+        return Retrieval(question, passages, self.prompts.budget(kept), choice, timings, gate_score)
 
-    def _query_vector(self, question: str, kind: str, options: AskOptions) -> np.ndarray | None:
-        """The question embedded once, for the dense retriever and the cosine filter alike (None when
-        neither needs it)."""
+    def _query_vector(self, question: str, choice: FilterChoice, options: AskOptions) -> np.ndarray | None:
+        """The question embedded once, for the dense retriever, the cosine filter and the gate alike (None
+        when none of them needs it)."""
         mode = self.pack.config.retrieval.mode
-        if mode == "bm25" and kind != "cosine":
+        if mode == "bm25" and choice.kind != "cosine" and choice.gate is None:
             return None
         return self.embedder.encode_query(question)
 
@@ -215,7 +233,7 @@ class Assistant:
                 {"n": i + 1, "source": p.name, "page": p.page, "text": p.text} for i, p in enumerate(nearest)])
 
         return AnswerStream(question=question, generator=self.generator, prompt=prompt, passages=found.passages,
-                            abstain=abstain, answers=answers, disclaimer=self.pack.disclaimer, filter=found.filter,
+                            abstain=abstain, answers=answers, disclaimer=self.pack.disclaimer, filter=found.filter_json(),
                             timings=timings, t0=t0, index_generation=view.snapshot.generation,
                             label_not_found=answers.label_not_found,
                             label_prior=self.label_prior if answers.label_calibration == "content_free" else None)

@@ -67,12 +67,15 @@ def set_block_values(pack_yaml: Path | str, block: str, values: dict[str, str], 
     return new_text
 
 
-def write_filter_settings(pack_yaml: Path | str, *, threshold: float, kind: str | None = None) -> str:
-    """Set ``filter.threshold`` (rounded down to 4 decimals) and ``filter.kind`` when given."""
+def write_filter_settings(pack_yaml: Path | str, *, threshold: float, kind: str | None = None,
+                          gate: float | None = None) -> str:
+    """Set ``filter.threshold`` (rounded down to 4 decimals), and ``filter.kind`` and ``filter.gate`` when given."""
     value = f"{round_down(threshold):.4f}"
-    values = {"threshold": value} | ({"kind": kind} if kind else {})
+    gate_value = None if gate is None else f"{round_down(gate):.4f}"
+    values = {"threshold": value} | ({"kind": kind} if kind else {}) | ({"gate": gate_value} if gate_value else {})
     return set_block_values(pack_yaml, "filter", values,
-                            lambda cfg: abs(cfg.filter.threshold - float(value)) <= 1e-9 and (not kind or cfg.filter.kind == kind))
+                            lambda cfg: abs(cfg.filter.threshold - float(value)) <= 1e-9 and (not kind or cfg.filter.kind == kind)
+                            and (gate_value is None or abs((cfg.filter.gate or 0) - float(gate_value)) <= 1e-9))
 
 
 def set_generator_adapter(pack_yaml: Path | str, folder: str) -> str:

@@ -190,6 +190,16 @@ class FilterSettings(_Strict):
     threshold: float = Field(
         0.2, description="Passages scoring below this are dropped; set by `slmrag filter calibrate`."
     )
+    gate: float | None = Field(
+        None,
+        ge=-1.0,
+        le=1.0,
+        description="A question-level floor on cosine similarity, checked before any filter kind: when no retrieved "
+        "passage's embedding reaches it, nothing is kept and the answer is 'not found' (questions the pack's "
+        "documents are not about). Lets a trained filter choose passages while cosine, which separates topics "
+        "well, decides whether the question belongs here at all. Set by `slmrag filter calibrate --gate`; "
+        "unset: no gate.",
+    )
     min_keep: int = Field(
         0,
         ge=0,

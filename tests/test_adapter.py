@@ -97,3 +97,19 @@ def test_a_missing_adapter_is_a_clear_error(trained):
     gen = make_generator(GeneratorSettings(backend="llamacpp", adapter="no-such-adapter"), pack.path)
     with pytest.raises(Exception, match="adapt train"):
         gen.load()
+
+
+def test_same_data_and_seed_train_the_same_adapter(trained, tmp_path):
+    """Reproducible training: a second run with the same examples and seed writes identical weights
+    (safetensors and GGUF alike); another seed does not."""
+    from safetensors.numpy import load_file
+
+    pack, assistant, out, _ = trained
+    examples = build_examples(pack, assistant, ROWS, seed=0, drop_gold=0.0)
+    kwargs = dict(rank=4, alpha=32, lr=5e-3, grad_accum=2, info={"test": True})
+    train_adapter("packaged:smollm2", examples * 2, tmp_path / "again", seed=0, **kwargs)
+    train_adapter("packaged:smollm2", examples * 2, tmp_path / "other", seed=1, **kwargs)
+    first, again, other = (load_file(str(d / "adapter_model.safetensors")) for d in (out, tmp_path / "again", tmp_path / "other"))
+    assert first.keys() == again.keys() and all((first[k] == again[k]).all() for k in first)
+    assert (out / GGUF_FILE).read_bytes() == (tmp_path / "again" / GGUF_FILE).read_bytes()
+    assert any(not (first[k] == other[k]).all() for k in first)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from app.errors import ConfigError, SlmragError
-from app.evaluation.calibration import auc, choose_threshold, rates
+from app.evaluation.calibration import Calibration, ScoredQuestion, auc, choose_gate, choose_threshold, rates
 from app.filters import FILTERS, make_filter, register_filter
 from app.filters.cosine import CosineFilter
 from app.filters.cross_encoder import cross_encoder_dir, normalize
@@ -177,6 +177,29 @@ def test_choose_threshold_small_and_tied_cases():
     assert choose_threshold([0.9, 0.1, 0.5]) == 0.1  # unsorted input
     with pytest.raises(SlmragError, match="No gold passage"):
         choose_threshold([])
+
+
+def test_choose_gate_gates_at_most_the_allowed_share():
+    best = [0.9, 0.2, 0.5, 0.7, 0.4, 0.6, 0.8, 0.3, 0.55, 0.65]  # ten answerable questions' best cosines
+    assert choose_gate(best, max_false=0.0) == 0.2  # gates none: the lowest question still passes
+    assert choose_gate(best, max_false=0.1) == 0.3  # gates exactly one (0.2)
+    assert choose_gate(best, max_false=0.25) == 0.4  # floor(2.5) = 2 gated: 0.2 and 0.3
+    with pytest.raises(SlmragError, match="answerable"):
+        choose_gate([])
+
+
+def test_calibration_rates_count_gated_questions_as_abstaining():
+    # Two answerable questions (the second's best cosine is under the gate) and one out-of-pack question.
+    a = ScoredQuestion({}, [0.9, 0.1], [True, False], best_cosine=0.6)
+    b = ScoredQuestion({}, [0.8, 0.7], [True, False], best_cosine=0.3)
+    oop = ScoredQuestion({}, [0.95], [False], best_cosine=0.2)
+    cal = Calibration("cross_encoder", 0.5, 0.95, [a, b], [oop], gate=0.4)
+    row = cal.row(0.5)
+    assert row["gold_kept"] == 0.5  # a's gold kept; b's gold lost to the gate
+    assert row["nongold_dropped"] == 1.0  # a's 0.1 under the threshold, b's 0.7 gated
+    assert row["false_abstention"] == 0.5 and row["oop_abstention"] == 1.0
+    assert Calibration("cross_encoder", 0.5, 0.95, [a, b], [oop]).row(0.5) == {
+        "threshold": 0.5, "gold_kept": 1.0, "nongold_dropped": 0.5, "false_abstention": 0.0, "oop_abstention": 0.0}
 
 
 def test_rates_and_auc_exact():

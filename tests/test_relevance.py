@@ -90,3 +90,33 @@ def test_missing_filter_model_is_a_clear_error(tmp_path):
 
     with pytest.raises(SlmragError, match="filter train"):
         RelevanceModel.from_folder(tmp_path / "nothing")
+
+
+def test_gate_abstains_on_out_of_pack_questions_the_trained_filter_would_keep(trained, tmp_path):
+    """filter.gate: cosine decides whether the question belongs here, the trained model which passages."""
+    pack_dir, root, _, _ = trained
+    own = tmp_path / "pack"
+    shutil.copytree(pack_dir, own)
+    text = (own / "pack.yaml").read_text()
+    if "model: filter" not in text:
+        text = text.replace("filter:\n", "filter:\n  model: filter\n", 1)
+    (own / "pack.yaml").write_text(text.replace("kind: cosine", "kind: cross_encoder"))
+
+    def retrieve(gate, question):
+        yaml_text = (own / "pack.yaml").read_text()
+        lines = [l for l in yaml_text.splitlines() if not l.strip().startswith("gate:")]
+        (own / "pack.yaml").write_text("\n".join(lines).replace("filter:", f"filter:\n  gate: {gate}", 1) + "\n")
+        assistant = Assistant(load_pack_dir(own).with_index_dir(root / "index")).load(generator=False)
+        return assistant.retrieve(question, AskOptions(k=3, threshold=0.0))
+
+    inside, outside = ROWS[1]["question"], OUT_OF_PACK[0]["question"]
+    probe_in, probe_out = retrieve(-1.0, inside), retrieve(-1.0, outside)
+    assert all(p.kept for p in probe_out.passages)  # threshold 0: the trained filter alone keeps everything
+    assert probe_in.gate_score > probe_out.gate_score + 0.05, (probe_in.gate_score, probe_out.gate_score)
+
+    gate = round((probe_in.gate_score + probe_out.gate_score) / 2, 4)
+    gated, kept = retrieve(gate, outside), retrieve(gate, inside)
+    assert gated.kept == [] and not any(p.kept for p in gated.passages)
+    assert gated.filter_json() == {"kind": "cross_encoder", "threshold": 0.0, "min_keep": 0, "gate": gate,
+                               "gate_score": probe_out.gate_score, "gated": True}
+    assert kept.kept and kept.kept[0].name == ROWS[1]["doc"] and kept.filter_json()["gated"] is False

@@ -161,6 +161,9 @@ def register(app, packs_app, filter_app) -> None:
         out_of_pack: Optional[Path] = typer.Option(None, "--out-of-pack", help="Questions this pack cannot answer "
                                                    "(e.g. another domain's); reports how often they abstain."),
         limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use only the first N questions of each file."),
+        gate: Optional[float] = typer.Option(None, "--gate", min=0.0, max=0.5, help="Also choose filter.gate, the "
+                                             "question-level cosine floor, so that at most this share of answerable "
+                                             "questions is gated (e.g. 0.02); the threshold is then chosen given the gate."),
         write: bool = typer.Option(False, "--write", help="Store the threshold (and --kind) in the pack's pack.yaml."),
         as_json: bool = JsonOpt,
     ) -> None:
@@ -193,17 +196,19 @@ def register(app, packs_app, filter_app) -> None:
                                 TimeElapsedColumn(), console=err, disable=not _progress_enabled(err, as_json))
             with progress:
                 task = progress.add_task("scoring", total=len(qs) + len(oop))
-                cal = calibrate(assistant, qs, kind=kind, k=k, keep=keep, out_of_pack=oop,
+                cal = calibrate(assistant, qs, kind=kind, k=k, keep=keep, out_of_pack=oop, gate_max_false=gate,
                                 progress=lambda: progress.advance(task))
             written = None
             if write:
                 write_filter_settings(p.path / "pack.yaml", threshold=cal.threshold,
-                                      kind=kind if kind and kind != p.config.filter.kind else None)
+                                      kind=kind if kind and kind != p.config.filter.kind else None, gate=cal.gate)
                 written = str(p.path / "pack.yaml")
         except SlmragError as exc:
             _fail(exc)
         summary = cal.summary()
         summary["threshold"] = round_down(cal.threshold)
+        if cal.gate is not None:
+            summary["gate"] = round_down(cal.gate)
         if as_json:
             print(json.dumps({"pack": p.name, **summary, "table": cal.table(), "written": written}, indent=2))
             return
@@ -226,6 +231,9 @@ def register(app, packs_app, filter_app) -> None:
         out.print(f"AUC {summary['auc']:.3f} over {summary['gold_passages']} gold / {summary['nongold_passages']} "
                   f"other passages; chosen threshold {summary['threshold']:.4f} (keeps >= {keep:.0%} of gold)",
                   highlight=False)
+        if cal.gate is not None:
+            out.print(f"gate {summary['gate']:.4f}: a question whose best candidate's cosine is below it keeps nothing "
+                      f"(at most {gate:.0%} of answerable questions); rates above include it", highlight=False)
         if written:
             out.print(f"wrote filter.threshold: {summary['threshold']:.4f} to {written}", highlight=False)
         else:

@@ -5,6 +5,10 @@
 with the filter and picks the threshold with :func:`choose_threshold`: the highest one that still keeps
 ``keep`` (95 %) of the gold passages. :func:`rates` and :func:`auc` describe how well a filter separates
 gold from the rest. ``slmrag filter calibrate`` stores the result with :mod:`app.pack_edit`.
+
+With a *gate* (``filter.gate``), a question keeps nothing unless one of its candidates reaches the gate in
+cosine similarity, whatever the filter's scores: :func:`choose_gate` sets it from the answerable questions'
+best cosine (at most ``max_false`` of them gated), and every rate is then reported for gate + filter.
 """
 
 from __future__ import annotations
@@ -34,6 +38,19 @@ def choose_threshold(gold_scores: Sequence[float], *, keep: float = 0.95) -> flo
     n = len(g)
     idx = int(math.floor((1.0 - keep) * n + 1e-9))
     return g[min(idx, n - 1)]
+
+
+def choose_gate(best_cosines: Sequence[float], *, max_false: float = 0.02) -> float:
+    """The highest gate that abstains on at most ``max_false`` of answerable questions, given each one's
+    best cosine among its candidates: with them sorted ascending, a[floor(max_false * n)] (the questions
+    below it are exactly the floor(max_false * n) lowest)."""
+    a = sorted(float(x) for x in best_cosines)
+    if not a:
+        raise SlmragError("No answerable calibration question (none had a gold passage among its candidates), so "
+                          "no gate can be chosen.")
+    if not 0 <= max_false < 1:
+        raise ValueError("max_false must be in [0, 1)")
+    return a[min(int(math.floor(max_false * len(a) + 1e-9)), len(a) - 1)]
 
 
 def rates(gold_scores: Sequence[float], other_scores: Sequence[float], threshold: float) -> tuple[float, float]:
@@ -71,10 +88,17 @@ class ScoredQuestion:
     question: dict
     scores: list[float]
     gold: list[bool]
+    best_cosine: float | None = None  # the gate's score: the best cosine among the candidates
 
     @property
     def max_score(self) -> float:
         return max(self.scores) if self.scores else float("-inf")
+
+    def passes(self, gate: float | None) -> bool:
+        return gate is None or (self.best_cosine is not None and self.best_cosine >= gate)
+
+    def abstains(self, threshold: float, gate: float | None) -> bool:
+        return not self.passes(gate) or self.max_score < threshold
 
 
 @dataclass
@@ -84,6 +108,7 @@ class Calibration:
     keep_target: float
     questions: list[ScoredQuestion]
     out_of_pack: list[ScoredQuestion] = field(default_factory=list)
+    gate: float | None = None
 
     @property
     def gold_scores(self) -> list[float]:
@@ -93,13 +118,19 @@ class Calibration:
     def other_scores(self) -> list[float]:
         return [s for q in self.questions for s, g in zip(q.scores, q.gold) if not g]
 
+    def _gated(self, gold: bool) -> list[float]:
+        """Scores of gold (or non-gold) passages, a gated question's counting as -inf (never kept)."""
+        return [s if q.passes(self.gate) else float("-inf")
+                for q in self.questions for s, g in zip(q.scores, q.gold) if g == gold]
+
     def row(self, t: float) -> dict:
-        kept, dropped = rates(self.gold_scores, self.other_scores, t)
+        kept, dropped = rates(self._gated(True), self._gated(False), t)
         answerable = [q for q in self.questions if any(q.gold)]
         row = {"threshold": t, "gold_kept": kept, "nongold_dropped": dropped,
-               "false_abstention": float(np.mean([q.max_score < t for q in answerable])) if answerable else float("nan")}
+               "false_abstention": float(np.mean([q.abstains(t, self.gate) for q in answerable]))
+               if answerable else float("nan")}
         if self.out_of_pack:
-            row["oop_abstention"] = float(np.mean([q.max_score < t for q in self.out_of_pack]))
+            row["oop_abstention"] = float(np.mean([q.abstains(t, self.gate) for q in self.out_of_pack]))
         return row
 
     def table(self) -> list[dict]:
@@ -110,7 +141,7 @@ class Calibration:
         return [self.row(t) for t in sorted(ts)]
 
     def summary(self) -> dict:
-        return {"kind": self.kind, "threshold": self.threshold, "keep_target": self.keep_target,
+        return {"kind": self.kind, "threshold": self.threshold, "keep_target": self.keep_target, "gate": self.gate,
                 "questions": len(self.questions),
                 "answerable": sum(1 for q in self.questions if any(q.gold)),
                 "gold_passages": len(self.gold_scores), "nongold_passages": len(self.other_scores),
@@ -118,25 +149,29 @@ class Calibration:
 
 
 def score_questions(filt, retriever, questions: Iterable[dict], k: int, *, labelled: bool = True,
-                    progress: Callable[[], None] | None = None) -> list[ScoredQuestion]:
+                    cosine=None, progress: Callable[[], None] | None = None) -> list[ScoredQuestion]:
     """Retrieve ``k`` candidates per question, score them with ``filt`` and, when ``labelled``, mark the gold
     ones; labelled questions are searched as ``slmrag eval`` does (within their document when doc-scoped),
-    unlabelled ones (out-of-pack) across the whole index."""
+    unlabelled ones (out-of-pack) across the whole index. With a ``cosine`` filter, each question's best
+    cosine (the gate's score) is recorded too."""
     out = []
     for q in questions:
         passages = retriever.search(q["question"], k, doc=scope(q) if labelled else None)
         scores = filt.score(q["question"], passages) if passages else []
         gold = [labelled and holds_evidence(p, q) for p in passages]
-        out.append(ScoredQuestion(q, [float(s) for s in scores], gold))
+        best = max(cosine.score(q["question"], passages)) if cosine is not None and passages else None
+        out.append(ScoredQuestion(q, [float(s) for s in scores], gold, best))
         if progress:
             progress()
     return out
 
 
 def calibrate(assistant, questions: Sequence[dict], *, kind: str | None = None, k: int | None = None,
-              keep: float = 0.95, out_of_pack: Sequence[dict] = (),
+              keep: float = 0.95, out_of_pack: Sequence[dict] = (), gate_max_false: float | None = None,
               progress: Callable[[], None] | None = None) -> Calibration:
-    """Score the pack's retrieval candidates for dev questions and choose the filter threshold."""
+    """Score the pack's retrieval candidates for dev questions and choose the filter threshold; with
+    ``gate_max_false``, first the gate (at most that share of answerable questions gated), then the
+    threshold that keeps ``keep`` of all gold passages given the gate."""
     pack = assistant.pack
     kind = kind or pack.config.filter.kind
     if kind == "none":
@@ -145,8 +180,15 @@ def calibrate(assistant, questions: Sequence[dict], *, kind: str | None = None, 
     assistant.load(generator=kind == "slm_judge")
     k = k or pack.config.retrieval.k
     filt = assistant.relevance_filter(kind)
-    scored = score_questions(filt, assistant.retriever, questions, k, progress=progress)
-    gold = [s for q in scored for s, g in zip(q.scores, q.gold) if g]
-    threshold = choose_threshold(gold, keep=keep)
-    oop = score_questions(filt, assistant.retriever, out_of_pack, k, labelled=False, progress=progress) if out_of_pack else []
-    return Calibration(kind, threshold, keep, scored, oop)
+    cosine = assistant.relevance_filter("cosine") if gate_max_false is not None else None
+    scored = score_questions(filt, assistant.retriever, questions, k, cosine=cosine, progress=progress)
+    gate = None
+    if gate_max_false is not None:
+        gate = choose_gate([q.best_cosine for q in scored if any(q.gold)], max_false=gate_max_false)
+    gold = [s for q in scored if q.passes(gate) for s, g in zip(q.scores, q.gold) if g]
+    n_gold = sum(sum(q.gold) for q in scored)
+    # Gold passages lost to the gate count against ``keep``: ask the rest for the share still missing.
+    threshold = choose_threshold(gold, keep=min(1.0, keep * n_gold / max(len(gold), 1)))
+    oop = score_questions(filt, assistant.retriever, out_of_pack, k, labelled=False, cosine=cosine,
+                          progress=progress) if out_of_pack else []
+    return Calibration(kind, threshold, keep, scored, oop, gate)
