@@ -21,6 +21,8 @@ OFFLINE_VARS = {
     "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
     # Streamlit phones home for usage stats unless told not to.
     "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
+    # ...and on a first, non-headless `slmrag ui` it would stop to ask for an e-mail address.
+    "STREAMLIT_SERVER_SHOW_EMAIL_PROMPT": "false",
 }
 
 
