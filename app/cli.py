@@ -177,10 +177,16 @@ def ui(
     """Start the chat UI in your browser (ingests a pack's starter corpus on first use)."""
     import subprocess
 
-    script = Path(__file__).resolve().parent.parent / "streamlit_app.py"
+    from app.env import checkout_root
+
+    # The page inside the package (not the checkout's streamlit_app.py), so an installed wheel runs it too.
+    script = Path(__file__).resolve().parent / "ui" / "streamlit_app.py"
     env = dict(os.environ)
     if pack:
         env["SLMRAG_DEFAULT_PACK"] = pack
+    root = checkout_root()
+    if root:  # the page imports this checkout's app, not another install's (Streamlit puts only app/ui/ on the path)
+        env["PYTHONPATH"] = str(root) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     cmd = [sys.executable, "-m", "streamlit", "run", str(script), "--server.address", "127.0.0.1",
            "--server.port", str(port), "--browser.gatherUsageStats", "false",
            "--server.headless", "true" if headless else "false",

@@ -21,6 +21,8 @@ OFFLINE_VARS = {
     "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
     # Streamlit phones home for usage stats unless told not to.
     "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
+    # ...and on a first, non-headless `slmrag ui` it would stop to ask for an e-mail address.
+    "STREAMLIT_SERVER_SHOW_EMAIL_PROMPT": "false",
 }
 
 
@@ -29,16 +31,24 @@ def apply_offline_defaults() -> None:
         os.environ.setdefault(key, value)
 
 
-def project_root() -> Path:
-    """The checkout (or install prefix) that holds ``domains/`` and ``indexes/``.
+def checkout_root() -> Path | None:
+    """The source checkout slmrag runs from, or None when it runs from an installed wheel.
 
-    ``SLMRAG_HOME`` wins; otherwise the folder above the ``app`` package (an editable install or a
-    checkout), which is where the design card puts ``domains/`` and ``indexes/``.
+    A checkout (``pip install -e .``, or ``python -m app`` inside the repository) keeps the design card's
+    layout: built-in packs in ``domains/``, indexes in ``indexes/``. An installed wheel has no checkout
+    around its ``app`` package: its built-in packs ship inside the package and what it writes (indexes,
+    new packs) goes to the user's data folder, :func:`data_dir`.
     """
-    home = os.environ.get("SLMRAG_HOME")
-    if home:
-        return Path(home).expanduser().resolve()
-    return Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "pyproject.toml").is_file() and (root / "domains").is_dir() else None
+
+
+def data_dir() -> Path:
+    """Where an installed slmrag keeps its data: ``$XDG_DATA_HOME/slmrag``, by default ~/.local/share/slmrag."""
+    base = os.environ.get("XDG_DATA_HOME", "")
+    # The XDG spec says a relative value is invalid and must be ignored.
+    root = Path(base) if base and Path(base).is_absolute() else Path.home() / ".local" / "share"
+    return root / "slmrag"
 
 
 def cache_dir() -> Path:

@@ -1,7 +1,8 @@
 """Domain packs: discovery, loading and validation.
 
 A pack is a folder with ``pack.yaml`` (validated by :class:`app.settings.PackConfig`), prompt templates
-and a starter corpus. Packs are found in ``domains/`` of the project, in the folders listed in
+and a starter corpus. Packs are found in the packs folder (:func:`packs_dir`), among the built-in packs
+(:func:`builtin_packs_dir`: ``domains/`` of a checkout, or the copy inside the wheel), in the folders listed in
 ``SLMRAG_PACKS_PATH``, and in Python packages that register the ``slmrag.packs`` entry point group (the
 entry point's value names a package whose folder holds pack folders, e.g. ``mypkg.packs``; the folder is
 located with importlib.resources, nothing in it is imported or executed).
@@ -17,7 +18,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from app.env import project_root
+from app.env import checkout_root, data_dir
 from app.errors import ConfigError, PackNotFound
 from app.prompts import PromptSet, load_prompts
 from app.settings import PackConfig
@@ -26,19 +27,35 @@ PACK_FILE = "pack.yaml"
 ENTRY_POINT_GROUP = "slmrag.packs"
 
 
+def builtin_packs_dir() -> Path:
+    """The built-in packs (medical, legal, finance): ``domains/`` of a checkout, else the copy the wheel
+    ships inside the ``app`` package (pyproject.toml maps ``domains/`` to ``app/domains``)."""
+    root = checkout_root()
+    return root / "domains" if root else Path(__file__).resolve().parent / "domains"
+
+
 def packs_dir() -> Path:
-    """The folder new and installed packs are written to."""
+    """The folder new and installed packs are written to: ``$SLMRAG_PACKS_DIR``, else ``domains/`` of a
+    checkout, else the user's data folder (an installed package is no place to write)."""
     value = os.environ.get("SLMRAG_PACKS_DIR")
-    return Path(value).expanduser().resolve() if value else project_root() / "domains"
+    if value:
+        return Path(value).expanduser().resolve()
+    root = checkout_root()
+    return root / "domains" if root else data_dir() / "packs"
 
 
 def index_root() -> Path:
+    """The folder that holds one index folder per pack: ``$SLMRAG_INDEX_DIR``, else ``indexes/`` of a
+    checkout, else the user's data folder."""
     value = os.environ.get("SLMRAG_INDEX_DIR")
-    return Path(value).expanduser().resolve() if value else project_root() / "indexes"
+    if value:
+        return Path(value).expanduser().resolve()
+    root = checkout_root()
+    return root / "indexes" if root else data_dir() / "indexes"
 
 
 def _search_dirs() -> list[Path]:
-    dirs = [packs_dir(), project_root() / "domains"]
+    dirs = [packs_dir(), builtin_packs_dir()]
     for part in os.environ.get("SLMRAG_PACKS_PATH", "").split(os.pathsep):
         if part.strip():
             dirs.append(Path(part).expanduser().resolve())
@@ -160,6 +177,21 @@ def discover() -> dict[str, Path]:
 
 def list_packs() -> list[str]:
     return sorted(discover())
+
+
+def writable_pack(pack: Pack) -> Pack:
+    """``pack``, if slmrag may change its folder (train its adapter or filter, store a threshold).
+
+    A built-in pack of an installed wheel lives inside the package: changing it there would be lost on the
+    next upgrade (or fail for want of permission), so the user is told to make an own copy first.
+    """
+    if checkout_root() is None and pack.path.is_relative_to(builtin_packs_dir().resolve()):
+        raise ConfigError(
+            f"'{pack.name}' is a built-in pack of the installed slmrag ({pack.path}) and is not changed in "
+            f"place. Make your own copy and use it instead: slmrag packs new my-{pack.name} --from {pack.name} "
+            "--with-corpus"
+        )
+    return pack
 
 
 def load_pack(name_or_path: str | Path, index_dir: Path | str | None = None) -> Pack:

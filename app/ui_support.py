@@ -1,4 +1,4 @@
-"""Testable, Streamlit-free logic behind the chat UI (``streamlit_app.py``).
+"""Testable, Streamlit-free logic behind the chat UI (``app/ui/streamlit_app.py``).
 
 Everything here is plain Python so it can be unit-tested without a browser: turning an
 :class:`~app.answer.Answer` into a record the UI keeps in the session, linking citations ``[n]`` to

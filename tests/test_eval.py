@@ -186,10 +186,10 @@ def test_eval_end_to_end_on_a_fixture_corpus(tmp_path, monkeypatch):
 
     import yaml
 
-    from app.env import project_root
+    from app.packs import builtin_packs_dir
 
     pack_dir = tmp_path / "pack"
-    shutil.copytree(project_root() / "domains" / "medical", pack_dir, ignore=shutil.ignore_patterns("corpus"))
+    shutil.copytree(builtin_packs_dir() / "medical", pack_dir, ignore=shutil.ignore_patterns("corpus"))
     (pack_dir / "corpus").mkdir()
     cfg = yaml.safe_load((pack_dir / "pack.yaml").read_text())
     cfg["filter"] = {"kind": "cosine", "threshold": 0.2}

@@ -41,12 +41,14 @@ def register(app, packs_app, filter_app) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         from app.pack_edit import set_generator_adapter
-        from app.packs import load_pack
+        from app.packs import load_pack, writable_pack
         from app.store import file_sha256
         from app.training.adapter import build_examples, train_adapter
 
         try:
             p = load_pack(pack)
+            if out_dir is None:  # the adapter goes into the pack
+                writable_pack(p)
             assistant, rows, digest = training_assistant(p, train, index_dir, not as_json)
             columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())

@@ -18,7 +18,7 @@ err = Console(stderr=True)
 out = Console()
 
 PackOpt = typer.Option("medical", "--pack", "-p", help="Domain pack name (see `slmrag packs list`) or folder.")
-IndexDirOpt = typer.Option(None, "--index-dir", help="Use this folder as the pack's index (default: indexes/<pack>, or $SLMRAG_INDEX_DIR/<pack>).")
+IndexDirOpt = typer.Option(None, "--index-dir", help="Use this folder as the pack's index (default: $SLMRAG_INDEX_DIR/<pack>, else indexes/<pack> of a checkout, else ~/.local/share/slmrag/indexes/<pack>).")
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
 
 

@@ -24,6 +24,7 @@ def register(app, packs_app, filter_app) -> None:
     from app.commands.common import IndexDirOpt, JsonOpt, PackOpt, err, out
     from app.commands.common import fail as _fail
     from app.packs import load_pack as _pack
+    from app.packs import writable_pack
 
     @filter_app.command("train")
     def filter_train(
@@ -115,7 +116,7 @@ def register(app, packs_app, filter_app) -> None:
         from app.training.relevance import build_pairs, train_relevance
 
         try:
-            p = _pack(pack)
+            p = writable_pack(_pack(pack))
             assistant, rows, digest = training_assistant(p, train, index_dir, not as_json)
             oop = [q for f in out_of_pack for q in load_questions(f)]
             progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -178,6 +179,8 @@ def register(app, packs_app, filter_app) -> None:
 
         try:
             p = _pack(pack, index_dir)
+            if write:
+                writable_pack(p)
             qs = load_questions(questions, limit)
             oop = load_questions(out_of_pack, limit) if out_of_pack else []
             if corpus is not None:
