@@ -699,8 +699,9 @@ class OpenAIGenerator(Generator):
             "The 'openai' generator backend scores choices from the server's next-token log-probabilities only "
             "with a local copy of the served model's tokenizer (for its chat template): set generator.tokenizer in "
             "pack.yaml to the served model's .gguf file or HF directory ('packaged:smollm2' for the packaged model). "
-            "'slm_judge' filtering and logit-scored 'label' answers need it; without it, set filter.kind to "
-            "'cosine' or 'cross_encoder', and labels are read from the answer's text.")
+            "'slm_judge' filtering and logit-scored 'label' answers need it. Otherwise run the model embedded "
+            "('llamacpp' or 'transformers' as generator.backend), or set filter.kind to 'cosine' or "
+            "'cross_encoder'; 'label' answers are then read from the answer's text.")
 
 
 def _server_message(exc) -> str:
