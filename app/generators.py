@@ -20,11 +20,9 @@ from __future__ import annotations
 import abc
 import contextlib
 import hashlib
-import json
+import math
 import os
 import threading
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -269,14 +267,21 @@ class LlamaCppGenerator(Generator):
 
     def chat_prompt(self, messages: list[Message]) -> str:
         """The chat template applied as text, with the assistant turn opened (for logit scoring)."""
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+        llm = self.llm
+        return _gguf_chat_prompt(llm.metadata, llm.detokenize([llm.token_bos()]), llm.detokenize([llm.token_eos()]),
+                                 messages)
 
-        meta = self.llm.metadata
-        template = meta.get("tokenizer.chat_template")
-        eos = self.llm.detokenize([self.llm.token_eos()]).decode("utf-8", errors="ignore")
-        bos = self.llm.detokenize([self.llm.token_bos()]).decode("utf-8", errors="ignore")
-        fmt = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos, add_generation_prompt=True)
-        return fmt(messages=messages).prompt
+
+def _gguf_chat_prompt(metadata: dict, bos: bytes, eos: bytes, messages: list[Message]) -> str:
+    """The chat template stored in a GGUF file's metadata, applied as text with the assistant turn opened."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    template = metadata.get("tokenizer.chat_template")
+    if not template:
+        raise ModelNotFound("The GGUF file has no chat template (tokenizer.chat_template); use an instruct model.")
+    fmt = Jinja2ChatFormatter(template=template, eos_token=eos.decode("utf-8", errors="ignore"),
+                              bos_token=bos.decode("utf-8", errors="ignore"), add_generation_prompt=True)
+    return fmt(messages=messages).prompt
 
 
 # ============================================================================ transformers
@@ -419,48 +424,297 @@ class TransformersGenerator(Generator):
 
 
 # ============================================================================ OpenAI-compatible
+class _ServedTokenizer:
+    """A local copy of the tokenizer of the model a server serves (``generator.tokenizer``): a GGUF file
+    (read vocabulary-only by llama.cpp, well under a second) or an HF directory. It applies the chat
+    template, which an OpenAI-compatible server keeps to itself, so that a prompt can be scored and an
+    assistant turn continued through /v1/completions, and it counts tokens exactly."""
+
+    def __init__(self, spec: str, base_dir: Path | None):
+        target = resolve_model(spec, base_dir)
+        self._lock = threading.Lock()  # one llama.cpp vocabulary object, shared by the app's threads
+        self._vocab = self._hf = None
+        if isinstance(target, Path) and target.suffix == ".gguf":
+            llama_cpp = require("llama_cpp", "llama-cpp-python")
+            from llama_cpp._internals import LlamaModel  # pinned llama-cpp-python: the vocabulary without a
+            # context (a Llama object would allocate one, and warn that a vocabulary has no training context)
+
+            params = llama_cpp.llama_model_default_params()
+            params.vocab_only = True
+            self._vocab = LlamaModel(path_model=str(target), params=params, verbose=False)
+            self._metadata = self._vocab.metadata()
+        else:
+            transformers = require("transformers")
+            try:
+                self._hf = transformers.AutoTokenizer.from_pretrained(str(target), local_files_only=True)
+            except OSError as exc:
+                raise ModelNotFound(
+                    f"generator.tokenizer '{spec}' is not a .gguf file or a local HF model directory with a "
+                    f"tokenizer ({exc}). Point it at the served model's own files, or remove it.") from exc
+
+    def encode(self, text: str, special: bool = False) -> list[int]:
+        if self._hf is not None:
+            return self._hf.encode(text, add_special_tokens=False)
+        with self._lock:
+            return self._vocab.tokenize(text.encode("utf-8"), False, special)
+
+    def first_token_text(self, word: str) -> str | None:
+        """The text of the first token of ``word``: what a server's top_logprobs name it by."""
+        ids = self.encode(word)
+        if not ids:
+            return None
+        if self._hf is not None:
+            return self._hf.decode(ids[:1])
+        with self._lock:
+            return self._vocab.detokenize(ids[:1], False).decode("utf-8", errors="ignore")
+
+    def chat_prompt(self, messages: list[Message]) -> str:
+        if self._hf is not None:
+            return self._hf.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        v = self._vocab
+        with self._lock:
+            return _gguf_chat_prompt(self._metadata, v.detokenize([v.token_bos()], False),
+                                     v.detokenize([v.token_eos()], False), messages)
+
+
 class OpenAIGenerator(Generator):
-    """Any OpenAI-compatible chat endpoint (vLLM, Ollama, llama.cpp server, LM Studio...), streamed."""
+    """Any OpenAI-compatible server - vLLM, llama.cpp's server, llama-cpp-python's server, Ollama, LM Studio -
+    through the official ``openai`` client: timeouts, bounded retries with backoff, streaming.
+
+    ``load()`` asks the server which models it serves (GET /models), so a server that is not running, a
+    wrong ``base_url``, a missing API key or a model name the server does not know is reported when the pack
+    loads, with how to fix it, rather than at the first question. Answers stream from /chat/completions.
+    With ``generator.tokenizer`` set, next-token choices (label answers, the slm_judge filter) are scored from
+    /completions log-probabilities over the locally applied chat template, and an assistant turn that starts
+    with a chosen label is continued the same way.
+    """
 
     def __init__(self, settings: GeneratorSettings, base_dir: Path | None = None):
         super().__init__(settings, base_dir)
         if not settings.base_url:
-            raise SlmragError("generator.base_url is required for backend 'openai' (e.g. http://127.0.0.1:8000/v1).")
+            raise ConfigError("generator.base_url is required for backend 'openai' (e.g. http://127.0.0.1:8000/v1).")
+        if settings.adapter:
+            raise ConfigError(
+                f"generator.adapter ('{settings.adapter}') cannot be sent to a server: backend 'openai' uses the "
+                "model the server loaded. Start the server with the adapter (llama.cpp: --lora PATH/adapter.gguf; "
+                "llama-cpp-python: --lora_path PATH/adapter.gguf; vLLM: --enable-lora --lora-modules NAME=DIR and "
+                "generator.model: NAME), and remove generator.adapter from pack.yaml.")
+        self._client = None
+        self._tokenizer: _ServedTokenizer | None = None
+        self._tokenizer_checked = False
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ connection
+    def _api_key(self) -> str:
+        name = self.settings.api_key_env
+        if not name:
+            # Local servers accept any key; the client insists on one. OPENAI_API_KEY is deliberately not
+            # read: a cloud key is not sent to a server the pack did not ask to authenticate with.
+            return "not-needed"
+        key = os.environ.get(name, "")
+        if not key:
+            raise ConfigError(f"generator.api_key_env names the environment variable {name}, which is not set. "
+                              f"Set it to the server's API key (export {name}=...), or remove api_key_env.")
+        return key
+
+    def load(self) -> "OpenAIGenerator":
+        with self._lock:
+            if self._client is None:
+                openai = require("openai")
+                s = self.settings
+                client = openai.OpenAI(
+                    base_url=s.base_url, api_key=self._api_key(), max_retries=s.max_retries,
+                    timeout=openai.Timeout(s.timeout_s, connect=s.connect_timeout_s))
+                served = self._served_models(client)
+                if served and s.model not in served:
+                    raise ConfigError(self._unknown_model(served))
+                self._client = client
+        return self
+
+    @property
+    def client(self):
+        return self.load()._client
+
+    def _served_models(self, client) -> list[str]:
+        try:
+            return [m.id for m in client.models.list()]
+        except Exception as exc:  # _explained turns the client's errors into actionable ones
+            raise self._explained(exc) from exc
+
+    def _unknown_model(self, served: list[str]) -> str:
+        return (f"The server at {self.settings.base_url} does not serve the model '{self.settings.model}' "
+                f"(generator.model in pack.yaml). It serves: {', '.join(served) or 'nothing'}. Set generator.model "
+                "to one of them (llama.cpp servers name a model by --model_alias, else by its path).")
+
+    def _explained(self, exc: BaseException) -> BaseException:
+        """The ``openai`` client's error as a message that says what to change; other errors unchanged."""
+        openai = require("openai")
+        s = self.settings
+        url = s.base_url
+        tries = f"{s.max_retries + 1} attempt{'s' if s.max_retries else ''}"
+        if isinstance(exc, openai.APITimeoutError):
+            return SlmragError(
+                f"The generator server at {url} did not answer within {s.timeout_s:g} s ({tries}). It may be "
+                "overloaded or still loading its model: check it, or raise generator.timeout_s in pack.yaml.")
+        if isinstance(exc, openai.APIConnectionError):
+            cause = exc.__cause__ or exc
+            return SlmragError(
+                f"Could not connect to the generator server at {url} ({tries}: {cause}). Start it - e.g. "
+                "`python -m llama_cpp.server --model MODEL.gguf --model_alias NAME --host 127.0.0.1 --port 8000` "
+                "or `vllm serve MODEL --port 8000` - or fix generator.base_url in pack.yaml.")
+        if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
+            where = (f"the environment variable {s.api_key_env} (generator.api_key_env)" if s.api_key_env else
+                     "no key: set generator.api_key_env in pack.yaml to the name of an environment variable that "
+                     "holds it")
+            return ConfigError(f"The generator server at {url} refused the API key ({exc.status_code}); the key "
+                               f"comes from {where}.")
+        if isinstance(exc, openai.NotFoundError):
+            served = self._served_models_quietly()
+            if served is not None and s.model not in served:
+                return ConfigError(self._unknown_model(served))
+            return ConfigError(f"The generator server at {url} answered 404 Not Found ({_server_message(exc)}). "
+                               "Does generator.base_url end in /v1, and does the server implement this endpoint?")
+        if isinstance(exc, openai.BadRequestError):
+            return SlmragError(
+                f"The generator server at {url} rejected the request: {_server_message(exc)}. If the prompt is too "
+                "long, set generator.n_ctx to the server's context size (and generator.tokenizer for exact counts); "
+                "if it refuses that many logprobs, lower generator.logprobs or raise the server's limit (vLLM: "
+                "--max-logprobs).")
+        if isinstance(exc, openai.APIStatusError):
+            return SlmragError(f"The generator server at {url} failed with HTTP {exc.status_code} ({tries}): "
+                               f"{_server_message(exc)}")
+        return exc
+
+    def _served_models_quietly(self) -> list[str] | None:
+        try:
+            return [m.id for m in self._client.models.list()] if self._client is not None else None
+        except Exception:  # noqa: BLE001 - only used to improve another error's message
+            return None
+
+    @contextlib.contextmanager
+    def _errors(self):
+        openai = require("openai")
+        try:
+            yield
+        except openai.OpenAIError as exc:
+            raise self._explained(exc) from exc
+
+    # ------------------------------------------------------------------ tokens
+    @property
+    def tokenizer(self) -> _ServedTokenizer | None:
+        if self.settings.tokenizer and self._tokenizer is None:
+            with self._lock:
+                if self._tokenizer is None:
+                    self._tokenizer = _ServedTokenizer(self.settings.tokenizer, self.base_dir)
+        return self._tokenizer
 
     def count_tokens(self, text: str) -> int:
-        return max(1, len(text) // 4)  # the server tokenizes; a rough estimate suffices for budgeting
+        if self.tokenizer is not None:
+            return len(self.tokenizer.encode(text))
+        # No local tokenizer: ~3 characters a token overestimates English prose (~4) a little, so a prompt
+        # is trimmed rather than overflowing the server's window; figures and codes run nearer 3.
+        return max(1, math.ceil(len(text) / 3))
+
+    # ------------------------------------------------------------------ generation
+    def _request(self, max_tokens: int | None, stop: list[str] | None) -> dict:
+        s = self.settings
+        body = dict(model=s.model, max_tokens=max_tokens or s.max_tokens, temperature=s.temperature,
+                    extra_body=s.extra_body)
+        if stop:
+            body["stop"] = list(stop)[:4]  # the OpenAI API takes at most 4; the answer is cut at these again
+        return body
 
     def stream(self, messages: list[Message], *, max_tokens: int | None = None, prefix: str = "",
                stop: list[str] | None = None) -> Iterator[str]:
-        # A chat server cannot continue an assistant turn portably, so a prefix is not sent: the answer
-        # is generated whole (its label is then read from the text).
-        s = self.settings
-        payload = {"model": s.model, "messages": messages, "stream": True,
-                   "max_tokens": max_tokens or s.max_tokens, "temperature": s.temperature}
-        if stop:
-            payload["stop"] = list(stop)[:4]  # the OpenAI API accepts at most 4
-        body = json.dumps(payload).encode()
-        headers = {"Content-Type": "application/json"}
-        if s.api_key_env and os.environ.get(s.api_key_env):
-            headers["Authorization"] = f"Bearer {os.environ[s.api_key_env]}"
-        req = urllib.request.Request(s.base_url.rstrip("/") + "/chat/completions", data=body, headers=headers)
-        try:
-            with urllib.request.urlopen(req, timeout=s.timeout_s) as resp:
-                for raw in resp:
-                    line = raw.decode("utf-8", errors="replace").strip()
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        break
-                    try:
-                        delta = json.loads(data)["choices"][0].get("delta", {}).get("content")
-                    except (ValueError, KeyError, IndexError):
-                        continue
+        client = self.client
+        body = self._request(max_tokens, stop)
+        with self._errors():
+            if prefix:  # continue an assistant turn that starts with text already decided: a plain completion
+                prompt = self.chat_prompt(messages) + prefix
+                with client.completions.create(prompt=prompt, stream=True, **body) as chunks:
+                    for chunk in chunks:
+                        if chunk.choices and chunk.choices[0].text:
+                            yield chunk.choices[0].text
+                return
+            with client.chat.completions.create(messages=messages, stream=True, **body) as chunks:
+                for chunk in chunks:
+                    delta = chunk.choices[0].delta.content if chunk.choices else None
                     if delta:
                         yield delta
-        except urllib.error.URLError as exc:
-            raise SlmragError(f"Could not reach the generator server at {s.base_url}: {exc.reason}. Is it running?") from exc
+
+    # ------------------------------------------------------------------ next-token scoring
+    @property
+    def scores_choices(self) -> bool:
+        return bool(self.settings.tokenizer)
+
+    def chat_prompt(self, messages: list[Message]) -> str:
+        if self.tokenizer is None:
+            raise self._no_logit_scoring()
+        return self.tokenizer.chat_prompt(messages)
+
+    def next_token_choice(self, prompt: str, choices: dict[str, list[str]]) -> dict[str, float]:
+        """See :meth:`Generator.next_token_choice`: one /completions request for one token with the
+        ``generator.logprobs`` likeliest next tokens. A choice's probability is the mass of those tokens that
+        are the first token of one of its spellings (named by their text, as servers return them); a spelling
+        outside the returned tokens counts as 0, hence the large default."""
+        tok = self.tokenizer
+        if tok is None:
+            raise self._no_logit_scoring()
+        firsts = {name: {t for t in (tok.first_token_text(w) for w in spellings) if t}
+                  for name, spellings in choices.items()}
+        with self._errors():
+            resp = self.client.completions.create(
+                prompt=prompt, logprobs=self.settings.logprobs, stream=False,
+                **{**self._request(1, None), "temperature": 0.0})
+        self._check_tokenizer(prompt, resp)
+        lp = resp.choices[0].logprobs if resp.choices else None
+        top = (lp.top_logprobs or [None])[0] if lp is not None else None
+        if not top:
+            raise SlmragError(
+                f"The generator server at {self.settings.base_url} returned no log-probabilities for "
+                "/v1/completions with logprobs; it cannot score choices. Remove generator.tokenizer from pack.yaml "
+                "('label' answers are then read from the text), or use a server that returns them (llama-cpp-python's "
+                "server, vLLM).")
+        mass = {name: sum(math.exp(v) for text, v in top.items() if text in texts) for name, texts in firsts.items()}
+        total = sum(mass.values())
+        if total <= 0:  # none of the choices among the likeliest tokens: no preference to report
+            return {name: 1.0 / len(mass) for name in mass}
+        return {name: v / total for name, v in mass.items()}
+
+    def _check_tokenizer(self, prompt: str, resp) -> None:
+        """Once: the server's count of the prompt's tokens must match generator.tokenizer's, or the scored
+        token texts and the prompt budget would be another model's."""
+        if self._tokenizer_checked or resp.usage is None:
+            return
+        local = len(self.tokenizer.encode(prompt, special=True))
+        if abs(resp.usage.prompt_tokens - local) > 1:  # 1: a BOS token the server adds
+            raise ConfigError(
+                f"generator.tokenizer ('{self.settings.tokenizer}') does not tokenize like the model served at "
+                f"{self.settings.base_url}: {local} tokens here, {resp.usage.prompt_tokens} there for the same prompt. "
+                "Point generator.tokenizer at the served model's own GGUF file or HF directory.")
+        self._tokenizer_checked = True
+
+    def _no_logit_scoring(self) -> ConfigError:
+        return ConfigError(
+            "The 'openai' generator backend scores choices from the server's next-token log-probabilities only "
+            "with a local copy of the served model's tokenizer (for its chat template): set generator.tokenizer in "
+            "pack.yaml to the served model's .gguf file or HF directory ('packaged:smollm2' for the packaged model). "
+            "'slm_judge' filtering and logit-scored 'label' answers need it. Otherwise run the model embedded "
+            "('llamacpp' or 'transformers' as generator.backend), or set filter.kind to 'cosine' or "
+            "'cross_encoder'; 'label' answers are then read from the answer's text.")
+
+
+def _server_message(exc) -> str:
+    """The server's own error text from an ``openai.APIStatusError``."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        msg = inner.get("message") if isinstance(inner, dict) else inner
+        if msg:
+            return str(msg)
+        if body.get("detail"):
+            return str(body["detail"])
+    return str(getattr(exc, "message", exc))
 
 
 def _stop_at(text: str, stop: list[str] | None) -> int | None:

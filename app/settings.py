@@ -65,7 +65,33 @@ class GeneratorSettings(_Strict):
         None, description="For backend 'openai': the server's base URL, e.g. http://127.0.0.1:8000/v1."
     )
     api_key_env: str | None = Field(
-        None, description="For backend 'openai': the environment variable holding the API key, if any."
+        None,
+        description="For backend 'openai': the environment variable holding the API key, if the server wants "
+        "one (OPENAI_API_KEY is never read unless named here).",
+    )
+    tokenizer: str | None = Field(
+        None,
+        description="For backend 'openai': a local copy of the served model's tokenizer - 'packaged:smollm2', a "
+        ".gguf file or an HF model directory. With it prompts are counted exactly, and 'label' answers and the "
+        "'slm_judge' filter score choices from the server's next-token log-probabilities (/v1/completions with "
+        "logprobs, as llama-cpp-python's server and vLLM return them). Without it tokens are estimated and "
+        "labels are read from the answer's text.",
+    )
+    logprobs: int = Field(
+        2000,
+        ge=1,
+        le=50000,
+        description="For backend 'openai' with a tokenizer: how many of the likeliest next tokens the server "
+        "returns when choices are scored; a label whose tokens are not among them counts as 0. After a long "
+        "prompt a small model's labels can rank in the hundreds (medical dev: 'maybe' missing at 200, label "
+        "scores within ~0.05 of the embedded model's at 2000). vLLM caps it at --max-logprobs (20 unless "
+        "raised).",
+    )
+    extra_body: dict[str, object] | None = Field(
+        None,
+        description="For backend 'openai': fields added to every request, for a server's own sampling options, "
+        "e.g. {repeat_penalty: 1.1} (llama.cpp servers) or {repetition_penalty: 1.1} (vLLM); repeat_penalty "
+        "above is not sent, since servers name it differently.",
     )
     n_ctx: int = Field(2048, ge=256, le=131072, description="Context window in tokens.")
     max_tokens: int = Field(200, ge=1, le=4096, description="Most tokens generated per answer.")
@@ -76,7 +102,20 @@ class GeneratorSettings(_Strict):
         description="llamacpp only: requantize the GGUF once into the cache (Q4_0 prefills ~2x faster on "
         "CPU than the shipped Q4_1).",
     )
-    timeout_s: float = Field(120.0, gt=0, description="For backend 'openai': request timeout in seconds.")
+    timeout_s: float = Field(
+        120.0, gt=0,
+        description="For backend 'openai': seconds to wait for the server's response (for each streamed piece).",
+    )
+    connect_timeout_s: float = Field(
+        5.0, gt=0, description="For backend 'openai': seconds to wait for a connection to the server."
+    )
+    max_retries: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description="For backend 'openai': retries, with backoff, of a request that failed to connect, timed "
+        "out or got 408/409/429/5xx, before the error is shown.",
+    )
 
 
 class EmbedderSettings(_Strict):

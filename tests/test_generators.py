@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
-
 import pytest
 
 from app.generators import (
-    BACKENDS, Generator, LlamaCppGenerator, OpenAIGenerator, TransformersGenerator, make_generator, register_backend,
+    BACKENDS, Generator, LlamaCppGenerator, TransformersGenerator, make_generator, register_backend,
 )
 from app.settings import GeneratorSettings
 
@@ -75,35 +71,7 @@ def test_transformers_backend_loads_gguf_and_caches_conversion(tmp_path, monkeyp
     assert where == str(converted[0]) and extra == {}
 
 
-class _SSE(BaseHTTPRequestHandler):
-    def do_POST(self):  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.server.seen = body  # type: ignore[attr-defined]
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.end_headers()
-        for piece in ["Par", "is"]:
-            self.wfile.write(f"data: {json.dumps({'choices': [{'delta': {'content': piece}}]})}\n\n".encode())
-        self.wfile.write(b"data: [DONE]\n\n")
-
-    def log_message(self, *args):
-        pass
-
-
-def test_openai_compatible_backend_streams_from_a_local_server():
-    server = HTTPServer(("127.0.0.1", 0), _SSE)
-    threading.Thread(target=server.handle_request, daemon=True).start()
-    gen = OpenAIGenerator(GeneratorSettings(backend="openai", model="m", base_url=f"http://127.0.0.1:{server.server_port}/v1"))
-    assert "".join(gen.stream(MESSAGES, max_tokens=5)) == "Paris"
-    assert server.seen["stream"] is True and server.seen["max_tokens"] == 5 and server.seen["messages"] == MESSAGES
-    server.server_close()
-
-
-def test_openai_backend_needs_base_url():
-    from app.errors import SlmragError
-
-    with pytest.raises(SlmragError, match="base_url"):
-        OpenAIGenerator(GeneratorSettings(backend="openai"))
+# The 'openai' backend is tested against a real server in tests/test_serving.py.
 
 
 def test_prompt_always_fits_the_generator_window(tmp_pack):
