@@ -81,3 +81,18 @@ def write_filter_settings(pack_yaml: Path | str, *, threshold: float, kind: str 
 def set_generator_adapter(pack_yaml: Path | str, folder: str) -> str:
     """Point ``generator.adapter`` at a pack-relative adapter folder (``slmrag adapt train``)."""
     return set_block_values(pack_yaml, "generator", {"adapter": folder}, lambda cfg: cfg.generator.adapter == folder)
+
+
+def record_dev_figures(info_file: Path | str, figures: dict, command: str) -> None:
+    """Add the dev figures a calibration measured to a trained model's metadata file (``filter/filter.json``),
+    under ``"dev"``, with the command that measured them; the rest of the file is kept."""
+    import datetime
+    import json
+
+    path = Path(info_file)
+    info = json.loads(path.read_text(encoding="utf-8"))
+    info["dev"] = {**figures, "command": command,
+                   "measured": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)

@@ -402,3 +402,15 @@ def test_out_of_domain_question_abstains_with_nearest_sources(fixture_pack):
     assert inside.context and inside.context[0].name == "sepsis.txt"
     answer = inside.run()
     assert answer.abstained is False and answer.citations
+
+
+def test_record_dev_figures_keeps_the_training_metadata(tmp_path):
+    from app.pack_edit import record_dev_figures
+
+    info = tmp_path / "filter.json"
+    info.write_text(json.dumps({"seed": 0, "pairs": 12}))
+    record_dev_figures(info, {"auc": 0.87, "gate": 0.33}, "slmrag filter calibrate --pack p --write")
+    data = json.loads(info.read_text())
+    assert data["seed"] == 0 and data["pairs"] == 12
+    assert data["dev"]["auc"] == 0.87 and data["dev"]["gate"] == 0.33
+    assert data["dev"]["command"] == "slmrag filter calibrate --pack p --write" and len(data["dev"]["measured"]) == 10

@@ -206,6 +206,16 @@ def register(app, packs_app, filter_app) -> None:
                 write_filter_settings(p.path / "pack.yaml", threshold=cal.threshold,
                                       kind=kind if kind and kind != p.config.filter.kind else None, gate=cal.gate)
                 written = str(p.path / "pack.yaml")
+                info = p.path / (p.config.filter.model or "-") / "filter.json"
+                if cal.kind == "cross_encoder" and p.config.filter.model and info.is_file():
+                    import shlex
+                    import sys
+
+                    from app.pack_edit import record_dev_figures
+
+                    figures = {key: value for key, value in cal.summary().items() if key != "kind"}
+                    record_dev_figures(info, figures | {"questions_file": str(questions), "k": k or p.config.retrieval.k},
+                                       "slmrag " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
         except SlmragError as exc:
             _fail(exc)
         summary = cal.summary()
