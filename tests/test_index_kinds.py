@@ -23,6 +23,7 @@ import pytest
 from app.errors import IndexDamaged
 from app.settings import IndexSettings
 from app.store import ChunkRow, DocumentRecord, IndexStore, chunk_hash, doc_id_for
+from app.vector_index import Float16Rows
 
 REPO = Path(__file__).resolve().parent.parent
 D = 32
@@ -144,7 +145,9 @@ def test_add_and_remove_documents_for_every_kind(tmp_path, kind):
 def test_snapshots_are_memory_mapped(tmp_path):
     ivf = _build(tmp_path / "ivf", range(12), "ivfpq").snapshot()
     assert isinstance(faiss.downcast_InvertedLists(ivf.dense.index.invlists), faiss.OnDiskInvertedLists)
-    assert isinstance(ivf.dense.exact, np.memmap) and ivf.dense.exact.dtype == np.float16
+    # The float16 vectors are read row by row from the file (see Float16Rows), not loaded.
+    assert isinstance(ivf.dense.exact, Float16Rows) and ivf.dense.exact.shape == (1200, D)
+    assert np.array_equal(ivf.dense.exact[[5, 3, 4, 900]], np.load(ivf.dense.exact.file)[[5, 3, 4, 900]])
     flat = _build(tmp_path / "flat", range(3), "flat").snapshot()
     assert not faiss.downcast_index(flat.faiss_index.index).codes.is_owned  # a view of the mapped file
     hnsw = _build(tmp_path / "hnsw", range(3), "hnsw").snapshot()
@@ -211,6 +214,9 @@ def test_a_pickle_in_place_of_the_exact_vectors_is_refused_not_loaded(tmp_path):
     with pytest.raises(IndexDamaged, match="f16.npy: not a valid vector file"):
         store.snapshot()
     np.save(f16, np.zeros((3, D), dtype="float32"))
+    with pytest.raises(IndexDamaged, match="f16.npy: not a valid vector file.*float16"):
+        store.snapshot()
+    np.save(f16, np.zeros((3, D), dtype="float16"))
     with pytest.raises(IndexDamaged, match="expected 1200 float16 vectors"):
         store.snapshot()
 
