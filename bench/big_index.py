@@ -209,7 +209,7 @@ def cmd_query(a) -> list[dict]:
 def cmd_table(a) -> None:
     rows = [json.loads(line) for line in (Path(a.work) / "results.jsonl").read_text().splitlines() if line.strip()]
     builds = {(r["size"], r["kind"]): r for r in rows if r["step"] == "build"}
-    print("| size | kind | params | search | recall@10 | p50 ms | p95 ms | index RSS MB | flat MB | on disk MB | build s |")
+    print("| size | kind | params | search | recall@10 | p50 ms | p95 ms | index RSS MiB | flat MiB | on disk MiB | build s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if r["step"] != "query":
