@@ -171,9 +171,9 @@ class Float16Rows:
         return out
 
 
-def _load_npy(file: Path, mmap: bool) -> np.ndarray:
+def _load_npy(file: Path) -> np.ndarray:
     try:
-        return np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
+        return np.load(file, allow_pickle=False)
     except FileNotFoundError:
         raise
     except (ValueError, OSError) as exc:
@@ -283,11 +283,10 @@ class DenseIndex:
             cand, rows = cand[rows >= 0], rows[rows >= 0]
             if not len(cand):
                 continue
-            order = np.argsort(rows)  # ascending rows: the memory-mapped file is read forwards
-            exact = np.asarray(self.exact[rows[order]], dtype="float32") @ q[r]
+            exact = np.asarray(self.exact[rows], dtype="float32") @ q[r]
             best = np.argsort(-exact)[:k]
             out_s[r, :len(best)] = exact[best]
-            out_i[r, :len(best)] = cand[order][best]
+            out_i[r, :len(best)] = cand[best]
         return out_s, out_i
 
 
@@ -298,8 +297,7 @@ class DenseIndex:
         if self.kind == "ivfpq":
             rows = self._rows(vids)
             vids, rows = vids[rows >= 0], rows[rows >= 0]
-            order = np.argsort(rows)
-            vids, vecs = vids[order], np.asarray(self.exact[rows[order]], dtype="float32")
+            vecs = np.asarray(self.exact[rows], dtype="float32")
         else:
             vecs = self.index.reconstruct_batch(vids)
         scores = vecs @ q.T  # (len(vids), n queries)
@@ -327,7 +325,7 @@ def read(folder: Path, generation: int, kind: str, params: dict, *, mmap: bool =
     if kind != "ivfpq":
         return DenseIndex(kind, params, index)
     exact = _exact_rows(files[1])
-    ids = np.asarray(_load_npy(files[2], False))
+    ids = np.asarray(_load_npy(files[2]))
     if exact.dtype != np.float16 or exact.ndim != 2 or exact.shape != (index.ntotal, index.d) \
             or ids.dtype != np.int64 or ids.shape != (index.ntotal,) or (len(ids) > 1 and not np.all(ids[1:] > ids[:-1])):
         raise IndexDamaged(f"{files[1].name}/{files[2].name}: expected {index.ntotal} float16 vectors of "
@@ -530,7 +528,7 @@ class DenseWriter:
         # The written generation is the new base for further changes in this writer (its FAISS index is
         # the one in memory; ivfpq's exact vectors are mapped from the file just written).
         if kind == "ivfpq":
-            self.base = DenseIndex(kind, params, index, _exact_rows(files[1]), np.asarray(_load_npy(files[2], False)))
+            self.base = DenseIndex(kind, params, index, _exact_rows(files[1]), np.asarray(_load_npy(files[2])))
         else:
             self.base = DenseIndex(kind, params, index)
         self.kind, self.params = kind, params
