@@ -311,8 +311,8 @@ class IndexSettings(_Strict):
         "auto",
         description="The dense index: 'flat' (exact; every vector in RAM, or mapped from the file), 'hnsw' "
         "(a graph over the float32 vectors: fastest queries, more RAM than flat, a removal rebuilds the graph), "
-        "'ivfpq' (inverted lists of PQ codes, 1/18 of flat's RAM at 1M vectors in bench/big_index.py, with a shortlist re-scored exactly "
-        "from float16 vectors kept on disk), or 'auto' (flat until auto_threshold vectors, then ivfpq). "
+        "'ivfpq' (inverted lists of PQ codes, 1/18 of flat's RAM at 1M vectors in bench/big_index.py, with a "
+        "shortlist re-scored exactly from float16 vectors kept on disk), or 'auto' (flat until auto_threshold vectors, then ivfpq). "
         "`slmrag ingest --index-kind` overrides it for that index.",
     )
     auto_threshold: int = Field(
