@@ -120,7 +120,7 @@ class Assistant:
             current = self._view
             if current is not None and self.store.generation() == current.snapshot.generation:
                 return False
-            snapshot = self.store.snapshot()
+            snapshot = self.store.snapshot(settings=self.pack.config.index)
             if snapshot.embedder and snapshot.embedder != self.embedder.identity:
                 raise IndexDamaged(
                     f"{self.store.path} was built with '{snapshot.embedder}' but pack '{self.pack.name}' uses "

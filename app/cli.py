@@ -31,14 +31,22 @@ def ingest(
     index_dir: Optional[Path] = IndexDirOpt,
     as_json: bool = JsonOpt,
     no_wait: bool = typer.Option(False, "--no-wait", help="Fail at once if another ingest holds the index."),
+    index_kind: Optional[str] = typer.Option(
+        None, "--index-kind", help="Dense index kind for this index: flat, hnsw, ivfpq, or auto (the pack's "
+        "index.kind and threshold). Remembered by the index; an existing index is converted when this ingest "
+        "commits."),
 ) -> None:
     """Add documents to a pack's index (unchanged files are skipped, changed ones replaced)."""
     try:
+        from app.errors import InputError
         from app.packs import load_pack
+        from app.vector_index import KINDS
         from ingest.ingestor import Ingestor
 
+        if index_kind is not None and index_kind not in ("auto", *KINDS):
+            raise InputError(f"--index-kind {index_kind!r} is not a kind; use one of: auto, {', '.join(KINDS)}.")
         p = load_pack(pack, index_dir)
-        summary = Ingestor(p).ingest(paths, progress=IngestProgress(not as_json),
+        summary = Ingestor(p, index_kind=index_kind).ingest(paths, progress=IngestProgress(not as_json),
                                      on_wait=lambda m: err.print(m, markup=False, highlight=False), wait=not no_wait)
     except SlmragError as exc:
         fail(exc)
@@ -92,11 +100,12 @@ def status(
         store = IndexStore(p.index_dir)
         docs = store.documents()
         problems = store.check() if check else []
+        index = store.index_info()
     except SlmragError as exc:
         fail(exc)
     info = {
         "pack": p.name, "index_dir": str(p.index_dir), "exists": store.exists(), "generation": store.generation(),
-        "documents": len(docs), "chunks": sum(d.n_chunks for d in docs.values()),
+        "documents": len(docs), "chunks": sum(d.n_chunks for d in docs.values()), "index": index,
         "files": [{"name": d.name, "path": d.path, "pages": d.pages, "chunks": d.n_chunks} for d in sorted(docs.values(), key=lambda d: d.name)],
     }
     if check:
@@ -107,6 +116,9 @@ def status(
     else:
         out.print(f"pack {p.name}: {info['documents']} documents, {info['chunks']} chunks in {p.index_dir} "
                   f"(generation {info['generation']})", highlight=False)
+        params = ", ".join(f"{k} {v}" for k, v in index["params"].items())
+        out.print(f"dense index: {index['kind']}{f' ({params})' if params else ''}, {index['bytes'] / 1e6:.1f} MB in "
+                  f"{', '.join(index['files']) or 'no files'}", highlight=False)
         for f in info["files"]:
             pages = f" {f['pages']} pages," if f["pages"] else ""
             out.print(f"  {f['name']}:{pages} {f['chunks']} chunks", highlight=False)

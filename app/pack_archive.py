@@ -3,7 +3,8 @@
 * :func:`new_pack` scaffolds a pack from an existing one (``slmrag packs new NAME --from medical``).
 * :func:`export_pack` writes one ``.tar.gz``: ``MANIFEST.json`` (every file with its sha256 and size),
   ``pack/`` (pack.yaml, prompts, optionally the corpus) and, on request, ``index/`` (``meta.sqlite`` and
-  the current ``vectors.<gen>.faiss``).
+  the current generation's vector files: ``vectors.<gen>.faiss``, plus ``vectors.<gen>.f16.npy`` and
+  ``vectors.<gen>.ids.npy`` for an ivfpq index).
 * :func:`install_pack` installs such an archive. An archive is untrusted input: nothing in it is ever
   imported, executed or unpickled, and it is refused as a whole (with the offending member named) if it
   holds anything unexpected: a path that is absolute or climbs out with ``..``, a link or device, a
@@ -56,7 +57,11 @@ DANGEROUS_SUFFIXES = frozenset(
     {".pkl", ".pickle", ".joblib", ".npy", ".npz", ".pt", ".pth", ".bin", ".ckpt", ".py", ".pyc", ".pyo",
      ".pyd", ".so", ".dll", ".dylib", ".sh", ".exe", ".pth", ".whl", ".egg"}
 )
-INDEX_FILES = re.compile(r"(meta\.sqlite|vectors\.[0-9]{1,12}\.faiss)")
+INDEX_FILES = re.compile(r"(meta\.sqlite|vectors\.[0-9]{1,12}\.(faiss|f16\.npy|ids\.npy))")
+#: The one exception to DANGEROUS_SUFFIXES: an ivfpq index's exact vectors and ids, at exactly these names
+#: under index/. They are read with np.load(allow_pickle=False) (an object array, the only way an .npy can
+#: hold a pickle, is refused) and must be float16 / int64 of the index's size.
+INDEX_NPY = re.compile(r"index/vectors\.[0-9]{1,12}\.(f16|ids)\.npy")
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # the same rule as PackConfig.name
 
 MAX_FILE_BYTES = 512 * 1024 * 1024
@@ -229,9 +234,7 @@ def _index_copy(index_dir: Path, staging: Path) -> tuple[list[tuple[Path, str]],
         raise ArchiveError(str(exc)) from exc
     copy = IndexStore(staging)
     files = [(copy.db_path, f"{INDEX_PREFIX}/{DB_NAME}")]
-    if generation:
-        vec = copy.faiss_file(generation)
-        files.append((vec, f"{INDEX_PREFIX}/{vec.name}"))
+    files += [(vec, f"{INDEX_PREFIX}/{vec.name}") for vec in copy.generation_files(generation, copy.index_info()["kind"])]
     return files, {"generation": generation, "embedder": embedder}
 
 
@@ -354,6 +357,8 @@ def _check_kind(archive: Path, name: str, member: tarfile.TarInfo) -> None:
 
 
 def _check_suffix(archive: Path, name: str) -> None:
+    if INDEX_NPY.fullmatch(name):
+        return
     suffix = PurePosixPath(name).suffix.lower()
     if suffix in DANGEROUS_SUFFIXES:
         raise _refuse(archive, name, f"'{suffix}' files (pickles, code, native libraries, model weights) are "
@@ -371,7 +376,8 @@ def _check_place(archive: Path, name: str) -> None:
         return
     if top == INDEX_PREFIX and rest:
         if not INDEX_FILES.fullmatch(rest):
-            raise _refuse(archive, name, "only index/meta.sqlite and index/vectors.<generation>.faiss may be in index/")
+            raise _refuse(archive, name, "only index/meta.sqlite and the vector files of one generation "
+                                         "(vectors.<generation>.faiss, .f16.npy, .ids.npy) may be in index/")
         return
     raise _refuse(archive, name, f"unexpected location; members must be {MANIFEST}, pack/... or index/...")
 
@@ -409,10 +415,10 @@ def _validate_index(archive: Path, index_tmp: Path, vector_files: list[str]) -> 
     if not store.exists():
         raise _refuse(archive, f"{INDEX_PREFIX}/{DB_NAME}", "an index needs meta.sqlite")
     try:
-        generation, embedder = store.validate_foreign()
+        generation, embedder, kind = store.validate_foreign()
     except IndexDamaged as exc:
         raise _refuse(archive, f"{INDEX_PREFIX}/{DB_NAME}", str(exc)) from exc
-    expected = [f"vectors.{generation}.faiss"] if generation else []
+    expected = sorted(f.name for f in store.generation_files(generation, kind))
     if sorted(vector_files) != expected:
         raise _refuse(archive, f"{INDEX_PREFIX}/", f"the index records generation {generation}, so it must hold "
                                                    f"exactly {expected or 'no vector file'}, not {sorted(vector_files)}")
@@ -619,7 +625,7 @@ def install_pack(archive: str | Path, *, force: bool = False, max_file_bytes: in
             raise ArchiveError(f"A pack named '{name}' already exists at {existing}; {how}. Nothing was installed.")
         pack.corpus_path.mkdir(parents=True, exist_ok=True)  # an empty corpus folder is not archived
         if staged_index is not None:
-            vectors = [p.name for p in staged_index.iterdir() if p.name.endswith(".faiss")]
+            vectors = [p.name for p in staged_index.iterdir() if p.name.startswith("vectors.")]
             built_with = _validate_index(archive, staged_index, vectors)
             if built_with and built_with != pack.config.embedder.model:
                 raise _refuse(archive, f"{INDEX_PREFIX}/", f"the index was built with embedder '{built_with}' but the "

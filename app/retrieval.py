@@ -103,19 +103,12 @@ class Retriever:
 
     # ------------------------------------------------------------------ dense
     def dense_search(self, qvec: np.ndarray, n: int, doc_id: str | None = None) -> list[tuple[int, float]]:
-        import faiss
-
-        index = self.snap.faiss_index
-        if index is None or index.ntotal == 0:
-            return []
-        params = None
+        vids = None
         if doc_id is not None:
             vids = self._doc_vids.get(doc_id)
             if vids is None:
                 return []
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(vids))
-        scores, ids = index.search(qvec.reshape(1, -1).astype("float32"), min(n, index.ntotal), params=params)
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i != -1]
+        return self.snap.search(qvec, n, vids)
 
     # ------------------------------------------------------------------ fused search
     def search(self, question: str, k: int | None = None, *, doc: str | None = None,

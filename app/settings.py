@@ -355,6 +355,37 @@ class AnswerSettings(_Strict):
         return self
 
 
+class IndexSettings(_Strict):
+    kind: Literal["auto", "flat", "hnsw", "ivfpq"] = Field(
+        "auto",
+        description="The dense index: 'flat' (exact; every vector in RAM, or mapped from the file), 'hnsw' "
+        "(a graph over the float32 vectors: fastest queries, more RAM than flat, a removal rebuilds the graph), "
+        "'ivfpq' (inverted lists of PQ codes, 1/18 of flat's RAM at 1M vectors in bench/big_index.py, with a "
+        "shortlist re-scored exactly from float16 vectors kept on disk), or 'auto' (flat until auto_threshold vectors, then ivfpq). "
+        "`slmrag ingest --index-kind` overrides it for that index.",
+    )
+    auto_threshold: int = Field(
+        200_000, ge=1024,
+        description="With kind 'auto': the vector count at which a flat index becomes ivfpq (flat at 200,000 "
+        "MiniLM vectors is 300 MB of RAM and about 10 ms a query on 2 cores).",
+    )
+    hnsw_m: int = Field(32, ge=4, le=128, description="hnsw: graph neighbours per vector (more: better recall, "
+                        "more RAM, slower build).")
+    hnsw_ef_construction: int = Field(80, ge=8, le=1024, description="hnsw: candidate list size while building.")
+    hnsw_ef_search: int = Field(64, ge=8, le=4096, description="hnsw: candidate list size while searching "
+                                "(more: better recall, slower queries).")
+    ivf_nlist: int = Field(0, ge=0, le=65536, description="ivfpq: coarse lists; 0 picks about 2*sqrt(vectors), a "
+                           "power of two, when the index is trained.")
+    ivf_nprobe: int = Field(32, ge=1, le=65536, description="ivfpq: lists scanned per query (more: better recall, "
+                            "slower queries).")
+    pq_m: int = Field(0, ge=0, le=512, description="ivfpq: PQ sub-quantizers (bytes per vector); 0 means one per 8 "
+                      "dimensions (48 for MiniLM's 384).")
+    rerank: int = Field(100, ge=0, le=10000, description="ivfpq: candidates taken from the PQ codes and re-scored "
+                        "exactly from the float16 vectors (at least the number asked for); 0 returns PQ scores.")
+    retrain_growth: float = Field(2.0, gt=1.0, description="ivfpq: retrain the lists and codebooks (and re-encode "
+                                  "every vector) when the index has grown this many times since it was trained.")
+
+
 class PackConfig(_Strict):
     name: str = Field(description="Short identifier, used for --pack and the index folder.")
     title: str = Field(description="Human title shown in the UI.")
@@ -365,6 +396,7 @@ class PackConfig(_Strict):
     embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    index: IndexSettings = Field(default_factory=IndexSettings)
     filter: FilterSettings = Field(default_factory=FilterSettings)
     answers: AnswerSettings = Field(default_factory=AnswerSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)

@@ -2,12 +2,16 @@
 
 Layout of ``indexes/<pack>/``::
 
-    meta.sqlite            documents, chunks (text + metadata), and the current generation number
-    vectors.<gen>.faiss    FAISS IndexIDMap2(IndexFlatIP) written with faiss.write_index
+    meta.sqlite            documents, chunks (text + metadata), the current generation number, and the
+                           dense index's kind and parameters (index_kind, index_params)
+    vectors.<gen>.faiss    the FAISS index, written with faiss.write_index: IndexIDMap2(IndexFlatIP) for
+                           kind flat, IndexIDMap2(IndexHNSWFlat) for hnsw, IndexIVFPQ for ivfpq
+    vectors.<gen>.f16.npy  ivfpq only: the exact vectors (float16) and their ids, for re-ranking
+    vectors.<gen>.ids.npy  (see app.vector_index)
     .lock                  advisory lock held by a writer
 
-Crash safety: a writer builds the next generation's FAISS file under a temporary name, fsyncs it,
-renames it into place, and only then commits the SQLite transaction that changes the chunk rows *and*
+Crash safety: a writer builds the next generation's files under temporary names, fsyncs them,
+renames them into place, and only then commits the SQLite transaction that changes the chunk rows *and*
 the generation number together. A crash before that commit leaves the previous generation current
 (SQLite rolls back, the orphan file is swept later); a crash after it leaves the new one complete. The
 previous generation's file is kept one round so a reader that has just read the old number can still
@@ -35,7 +39,10 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from app import vector_index
 from app.errors import IndexDamaged
+from app.settings import IndexSettings
+from app.vector_index import DenseIndex, DenseWriter
 
 SCHEMA_VERSION = 1
 DB_NAME = "meta.sqlite"
@@ -130,6 +137,8 @@ class IndexSnapshot:
     chunks: list[ChunkRow]
     documents: dict[str, DocumentRecord]
     last_ingest: float | None
+    dense: DenseIndex | None = None
+    settings: IndexSettings | None = None  # search knobs (nprobe, efSearch, rerank); None: the defaults
     vid_to_pos: dict[int, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -139,14 +148,19 @@ class IndexSnapshot:
     def n_chunks(self) -> int:
         return len(self.chunks)
 
+    @property
+    def kind(self) -> str:
+        return self.dense.kind if self.dense is not None else "flat"
+
     def vector(self, vid: int) -> np.ndarray:
-        return self.faiss_index.reconstruct(int(vid))
+        return self.dense.vector(vid)
 
-
-def _faiss():
-    from app.errors import require
-
-    return require("faiss", "faiss-cpu")
+    def search(self, qvec: np.ndarray, n: int, vids: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """The ``n`` nearest chunks to one query vector as (vid, inner product), restricted to ``vids``."""
+        if self.dense is None or self.dense.ntotal == 0:
+            return []
+        scores, ids = self.dense.search(qvec, n, vids=vids, settings=self.settings)
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i != -1]
 
 
 def _fsync_dir(path: Path) -> None:
@@ -185,8 +199,14 @@ class IndexStore:
     def faiss_file(self, generation: int) -> Path:
         return self.path / f"vectors.{generation}.faiss"
 
+    def generation_files(self, generation: int, kind: str) -> list[Path]:
+        """Every file of one generation (the FAISS file first; ivfpq adds its exact vectors)."""
+        return vector_index.files_for(self.path, generation, kind) if generation else []
+
     # ------------------------------------------------------------------ reading
-    def snapshot(self, retries: int = 5) -> IndexSnapshot:
+    def snapshot(self, retries: int = 5, settings: IndexSettings | None = None) -> IndexSnapshot:
+        """The current generation, read-only and memory-mapped where FAISS allows; ``settings`` are the
+        pack's ``index`` block (its search knobs apply to this snapshot's searches)."""
         if not self.exists():
             raise IndexDamaged(
                 f"No index at {self.path}. Build it with: slmrag ingest PATH --pack NAME "
@@ -195,7 +215,7 @@ class IndexStore:
         last_exc: Exception | None = None
         for _ in range(retries):
             try:
-                return self._read_snapshot()
+                return self._read_snapshot(settings)
             except FileNotFoundError as exc:  # a writer swept the generation we read; read again
                 last_exc = exc
                 time.sleep(0.05)
@@ -203,7 +223,7 @@ class IndexStore:
                 raise self._damaged(exc) from exc
         raise IndexDamaged(f"{self.path}: the index's vector file is missing ({last_exc}); run slmrag status --check.")
 
-    def _read_snapshot(self) -> IndexSnapshot:
+    def _read_snapshot(self, settings: IndexSettings | None) -> IndexSnapshot:
         conn = _connect(self.db_path, readonly=True)
         try:
             conn.execute("BEGIN")  # one read transaction: rows and generation from the same commit
@@ -212,9 +232,11 @@ class IndexStore:
             if version > SCHEMA_VERSION:
                 raise IndexDamaged(f"{self.path} was written by a newer slmrag (schema {version}); upgrade slmrag.")
             generation = int(meta.get("generation", 0))
-            index = None
+            dense = None
             if generation > 0:
-                index = _read_faiss(self.faiss_file(generation))
+                kind = vector_index.check_kind(self.path, meta.get("index_kind", "flat"))
+                dense = vector_index.read(self.path, generation, kind,
+                                          vector_index.parse_params(self.path, meta.get("index_params")))
             chunks = [ChunkRow(*row) for row in conn.execute(
                 'SELECT vid, chunk_id, doc_id, ord, page, start, "end", heading, text FROM chunks ORDER BY doc_id, ord'
             )]
@@ -225,8 +247,8 @@ class IndexStore:
         finally:
             conn.close()
         last = meta.get("last_ingest")
-        return IndexSnapshot(self.path, generation, meta.get("embedder", ""), index, chunks, documents,
-                             float(last) if last else None)
+        return IndexSnapshot(self.path, generation, meta.get("embedder", ""), dense.index if dense else None, chunks,
+                             documents, float(last) if last else None, dense, settings)
 
     def documents(self) -> dict[str, DocumentRecord]:
         if not self.exists():
@@ -242,16 +264,31 @@ class IndexStore:
             conn.close()
 
     def generation(self) -> int:
+        return int(self.meta().get("generation", 0))
+
+    def meta(self) -> dict[str, str]:
+        """The meta table (generation, embedder, dim, index_kind, index_params...); empty without an index."""
         if not self.exists():
-            return 0
+            return {}
         conn = _connect(self.db_path, readonly=True)
         try:
-            row = conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
-            return int(row[0]) if row else 0
+            return dict(conn.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.DatabaseError as exc:
             raise self._damaged(exc) from exc
         finally:
             conn.close()
+
+    def index_info(self) -> dict:
+        """What `slmrag status` reports about the dense index: kind, parameters, vectors, files and bytes."""
+        meta = self.meta()
+        generation = int(meta.get("generation", 0))
+        kind = meta.get("index_kind", "flat")
+        files = [f for f in self.generation_files(generation, kind) if f.exists()] if kind in vector_index.KINDS else []
+        info = {"kind": kind, "params": vector_index.parse_params(self.path, meta.get("index_params")),
+                "files": [f.name for f in files], "bytes": sum(f.stat().st_size for f in files)}
+        if meta.get("index_request"):
+            info["requested"] = meta["index_request"]
+        return info
 
     def _damaged(self, exc: Exception) -> IndexDamaged:
         # Reliability fix: a damaged or foreign meta.sqlite ("file is not a database") is reported as an
@@ -269,15 +306,17 @@ class IndexStore:
         except Exception as exc:  # report, don't crash: this is the diagnostic command
             return [f"cannot load index: {exc}"]
         vids = {c.vid for c in snap.chunks}
-        if snap.faiss_index is None:
+        if snap.dense is None:
             if vids:
                 problems.append(f"{len(vids)} chunk rows but no vector file (generation 0)")
         else:
-            ids = set(_faiss().vector_to_array(snap.faiss_index.id_map).tolist())
-            if snap.faiss_index.ntotal != len(vids):
-                problems.append(f"vector count {snap.faiss_index.ntotal} != chunk rows {len(vids)}")
+            ids = set(snap.dense.ids().tolist())
+            if snap.dense.ntotal != len(vids):
+                problems.append(f"vector count {snap.dense.ntotal} != chunk rows {len(vids)}")
             if ids != vids:
                 problems.append(f"{len(ids - vids)} vector ids without rows, {len(vids - ids)} rows without vectors")
+            if snap.dense.exact_ids is not None and set(snap.dense.exact_ids.tolist()) != vids:
+                problems.append("the exact (float16) vectors do not cover the same ids as the chunk rows")
         per_doc: dict[str, int] = {}
         for c in snap.chunks:
             per_doc[c.doc_id] = per_doc.get(c.doc_id, 0) + 1
@@ -294,7 +333,7 @@ class IndexStore:
         """Copy the current generation into ``folder`` (an empty one); returns (generation, embedder).
 
         meta.sqlite is copied through SQLite's backup API (so nothing waiting in the WAL is lost) as one
-        self-contained file, then the FAISS file of the generation that copy records.
+        self-contained file, then the vector files of the generation (and kind) that copy records.
         """
         copy = IndexStore(folder)
         for _ in range(retries):
@@ -303,26 +342,29 @@ class IndexStore:
             try:
                 src.backup(dst)
                 dst.execute("PRAGMA journal_mode=DELETE")  # a single self-contained file
-                meta = dict(dst.execute("SELECT key, value FROM meta WHERE key IN ('generation', 'embedder')"))
+                meta = dict(dst.execute("SELECT key, value FROM meta WHERE key IN ('generation', 'embedder', 'index_kind')"))
             finally:
                 dst.close()
                 src.close()
             generation, embedder = int(meta.get("generation", 0)), meta.get("embedder", "")
             if generation == 0:
                 return generation, embedder
+            kind = meta.get("index_kind", "flat")
             try:
-                shutil.copyfile(self.faiss_file(generation), copy.faiss_file(generation))
+                for f_src, f_dst in zip(self.generation_files(generation, kind), copy.generation_files(generation, kind)):
+                    shutil.copyfile(f_src, f_dst)
                 return generation, embedder
             except FileNotFoundError:  # a writer committed and swept meanwhile: copy again
-                copy.db_path.unlink(missing_ok=True)
+                for f in [copy.db_path, *copy.generation_files(generation, kind)]:
+                    f.unlink(missing_ok=True)
                 time.sleep(0.1)
         raise IndexDamaged(f"{self.path}: the index kept changing while it was exported; try again when no "
                            "ingest runs.")
 
-    def validate_foreign(self) -> tuple[int, str]:
+    def validate_foreign(self) -> tuple[int, str, str]:
         """Check a meta.sqlite that comes from elsewhere (a pack archive) before anything else opens it:
-        exactly this schema's objects (no trigger or view that would run on a write), SQLite's quick_check
-        and a numeric generation. Returns (generation, embedder).
+        exactly this schema's objects (no trigger or view that would run on a write), SQLite's quick_check,
+        a numeric generation and a known index kind. Returns (generation, embedder, kind).
 
         Raises :class:`IndexDamaged` whose message is the reason alone; the caller says where the file
         came from (the archive member).
@@ -341,7 +383,7 @@ class IndexStore:
                 ok = conn.execute("PRAGMA quick_check").fetchone()[0]
                 if ok != "ok":
                     raise IndexDamaged(f"database is damaged ({ok})")
-                meta = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('generation', 'embedder')"))
+                meta = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('generation', 'embedder', 'index_kind')"))
             finally:
                 conn.close()
         except sqlite3.Error as exc:
@@ -350,7 +392,10 @@ class IndexStore:
             generation = int(meta.get("generation", 0))
         except ValueError as exc:
             raise IndexDamaged("generation is not a number") from exc
-        return generation, str(meta.get("embedder", ""))
+        kind = str(meta.get("index_kind", "flat"))
+        if kind not in vector_index.KINDS:
+            raise IndexDamaged(f"unknown vector index kind '{kind}' (known: {', '.join(vector_index.KINDS)})")
+        return generation, str(meta.get("embedder", "")), kind
 
     def relink_documents(self, new_paths: dict[tuple[str, str], Path]) -> int:
         """Point documents at new copies of their files, found by (file name, sha256) in ``new_paths``;
@@ -378,9 +423,12 @@ class IndexStore:
     # ------------------------------------------------------------------ writing
     @contextlib.contextmanager
     def writer(self, embedder_identity: str, dim: int | None = None, *, wait: bool = True,
-               on_wait: Callable[[str], None] | None = None) -> Iterator["IndexWriter"]:
+               on_wait: Callable[[str], None] | None = None, settings: IndexSettings | None = None,
+               kind: str | None = None) -> Iterator["IndexWriter"]:
         """Lock the index for writing. ``dim`` is the embedder's vector size; None takes it from the
-        stored vectors, so removing documents needs no embedder (and never loads torch)."""
+        stored vectors, so removing documents needs no embedder (and never loads torch). ``settings`` is
+        the pack's ``index`` block; ``kind`` an explicit kind asked for this index (``--index-kind``:
+        remembered, so later writes keep it; 'auto' forgets it)."""
         self.path.mkdir(parents=True, exist_ok=True)
         lock_fh = (self.path / ".lock").open("a+")
         try:
@@ -399,7 +447,7 @@ class IndexStore:
             lock_fh.write(str(os.getpid()))
             lock_fh.flush()
             try:
-                writer = IndexWriter(self, embedder_identity, dim)
+                writer = IndexWriter(self, embedder_identity, dim, settings, kind)
             except sqlite3.DatabaseError as exc:  # reliability fix: see _damaged
                 raise self._damaged(exc) from exc
             try:
@@ -409,23 +457,6 @@ class IndexStore:
         finally:
             fcntl.flock(lock_fh, fcntl.LOCK_UN)
             lock_fh.close()
-
-
-def _read_faiss(file: Path):
-    """faiss.read_index with clear errors (reliability fix).
-
-    faiss raises RuntimeError for a missing file too, so a generation swept by a writer between our
-    reading its number and opening its file surfaced as a RuntimeError instead of the FileNotFoundError
-    that :meth:`IndexStore.snapshot` retries on; and a damaged or foreign file (say, a pickle planted in
-    its place - faiss never unpickles, it only parses its own format) gave a C++ traceback.
-    """
-    try:
-        return _faiss().read_index(str(file))
-    except RuntimeError as exc:
-        if not file.exists():
-            raise FileNotFoundError(str(file)) from exc
-        raise IndexDamaged(f"{file}: not a valid FAISS vector file ({str(exc).strip().splitlines()[-1][:160]}); "
-                           "the index is damaged - delete the folder and ingest again.") from exc
 
 
 def _lock_holder(fh) -> str:
@@ -441,7 +472,8 @@ def _doc_from_row(r) -> DocumentRecord:
 class IndexWriter:
     """Holds the write lock and an open SQLite transaction; :meth:`commit` publishes a new generation."""
 
-    def __init__(self, store: IndexStore, embedder_identity: str, dim: int | None):
+    def __init__(self, store: IndexStore, embedder_identity: str, dim: int | None,
+                 settings: IndexSettings | None = None, kind: str | None = None):
         self.store = store
         self.conn = _connect(store.db_path)
         self.conn.executescript(_SCHEMA)
@@ -455,31 +487,47 @@ class IndexWriter:
                 "and ingest again."
             )
         self.generation = int(meta.get("generation", 0))
-        faiss = _faiss()
-        if self.generation > 0:
-            try:
-                self.index = _read_faiss(store.faiss_file(self.generation))
-            except (FileNotFoundError, IndexDamaged) as exc:
-                self.conn.close()
-                if isinstance(exc, IndexDamaged):
-                    raise
-                raise IndexDamaged(f"{store.path}: the current vector file {exc} is missing; the index is damaged - "
-                                   "delete the folder and ingest again.") from exc
-            if dim is not None and self.index.d != dim:
-                self.conn.close()
-                raise IndexDamaged(f"{store.path}: stored vectors have {self.index.d} dimensions, the embedder gives {dim}.")
-            dim = self.index.d
-        elif dim is None:  # no vectors yet, so nothing to take the size from
+        if kind is not None and kind not in ("auto", *vector_index.KINDS):
+            self.conn.close()
+            raise ValueError(f"unknown index kind '{kind}' (use auto, {', '.join(vector_index.KINDS)})")
+        self.settings = settings or IndexSettings()
+        # An explicit kind asked for now is remembered for later writes; 'auto' forgets an earlier one.
+        self.requested = (None if kind == "auto" else kind) if kind is not None else (meta.get("index_request") or None)
+        if self.generation == 0 and dim is None:  # no vectors yet, so nothing to take the size from
             self.conn.close()
             raise ValueError("an index without vectors needs the embedder's dim")
-        else:
-            self.index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-        self.dim = dim
+        try:
+            self.dense = DenseWriter(store.path, self.generation, vector_index.check_kind(
+                store.path, meta.get("index_kind", "flat")), vector_index.parse_params(store.path, meta.get("index_params")),
+                dim or 0)
+        except (FileNotFoundError, IndexDamaged) as exc:
+            self.conn.close()
+            if isinstance(exc, IndexDamaged):
+                raise
+            raise IndexDamaged(f"{store.path}: the current vector file {exc} is missing; the index is damaged - "
+                               "delete the folder and ingest again.") from exc
+        if dim is not None and self.dense.d != dim:
+            self.conn.close()
+            raise IndexDamaged(f"{store.path}: stored vectors have {self.dense.d} dimensions, the embedder gives {dim}.")
+        self.dim = self.dense.d
         self.conn.execute("BEGIN IMMEDIATE")
         self._meta_set("schema_version", str(SCHEMA_VERSION))
         self._meta_set("embedder", embedder_identity)
-        self._meta_set("dim", str(dim))
-        self.dirty = False
+        self._meta_set("dim", str(self.dim))
+        if kind is not None:
+            self._meta_set("index_request", self.requested or "")
+        # A kind change (a flag, an edited pack) is a change to write even when no document changes.
+        # (so is a newly asked kind, so that it is remembered even when the index cannot take it yet).
+        self.dirty = self.generation > 0 and (self._target_kind() != self.dense.kind
+                                              or (kind is not None and self.requested != (meta.get("index_request") or None)))
+
+    def _target_kind(self) -> str:
+        return vector_index.decide_kind(self.dense.kind, self.dense.ntotal, self.settings, self.requested)
+
+    @property
+    def index(self):
+        """The FAISS index being written (flat and hnsw: with changes so far; ivfpq: changes wait for commit)."""
+        return self.dense.index
 
     def _meta_set(self, key: str, value: str) -> None:
         self.conn.execute("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
@@ -511,7 +559,7 @@ class IndexWriter:
             self.conn.execute("DELETE FROM chunks WHERE doc_id=?", (doc_id,))
             self.conn.execute("DELETE FROM documents WHERE doc_id=?", (doc_id,))
             if vids:
-                self.index.remove_ids(np.asarray(vids, dtype="int64"))
+                self.dense.remove(vids)
         self.dirty = True
         return len(vids)
 
@@ -539,33 +587,30 @@ class IndexWriter:
                 'INSERT INTO chunks(vid, chunk_id, doc_id, ord, page, start, "end", heading, text) VALUES(?,?,?,?,?,?,?,?,?)',
                 [(c.vid, c.chunk_id, c.doc_id, c.ord, c.page, c.start, c.end, c.heading, c.text) for c in chunks])
             if len(chunks):
-                self.index.add_with_ids(np.ascontiguousarray(vectors, dtype="float32"),
-                                        np.asarray([c.vid for c in chunks], dtype="int64"))
+                self.dense.add([c.vid for c in chunks], vectors)
         self.dirty = True
 
     def commit(self) -> None:
         if not self.dirty:
             return
-        faiss = _faiss()
         new_gen = self.generation + 1
-        final = self.store.faiss_file(new_gen)
-        tmp = final.with_name(final.name + f".tmp{os.getpid()}")
-        faiss.write_index(self.index, str(tmp))
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
+        old_kind = self.dense.kind
+        kind, params, _ = self.dense.write(new_gen, self.settings, self.requested)
         _fsync_dir(self.store.path)
+        self._meta_set("index_kind", kind)
+        self._meta_set("index_params", json.dumps(params, sort_keys=True))
         self._meta_set("generation", str(new_gen))
         self._meta_set("last_ingest", str(time.time()))
         self.conn.execute("COMMIT")  # the moment the new generation becomes visible
         self.generation = new_gen
         self.dirty = False
-        self._sweep()
+        self._sweep(old_kind)
         self.conn.execute("BEGIN IMMEDIATE")
 
-    def _sweep(self) -> None:
-        keep = {self.store.faiss_file(self.generation).name, self.store.faiss_file(self.generation - 1).name}
-        for f in self.store.path.glob("vectors.*.faiss*"):
+    def _sweep(self, previous_kind: str) -> None:
+        keep = {f.name for f in self.store.generation_files(self.generation, self.dense.kind)}
+        keep |= {f.name for f in self.store.generation_files(self.generation - 1, previous_kind)}
+        for f in self.store.path.glob("vectors.*"):
             if f.name not in keep:
                 with contextlib.suppress(OSError):
                     f.unlink()

@@ -119,8 +119,9 @@ class PreparedDocument:
 class Ingestor:
     """Ingests into one pack's index. Construct cheaply; the embedder loads on first use."""
 
-    def __init__(self, pack: Pack, embedder: Embedder | None = None):
+    def __init__(self, pack: Pack, embedder: Embedder | None = None, index_kind: str | None = None):
         self.pack = pack
+        self.index_kind = index_kind  # `slmrag ingest --index-kind`: overrides (and is remembered over) index.kind
         self.embedder = embedder or Embedder(pack.config.embedder, pack.path)
         self.store = IndexStore(pack.index_dir)
         self.chunker = Chunker(pack.config.chunking, self.embedder.count_tokens)
@@ -189,7 +190,8 @@ class Ingestor:
             self._worker = ParseWorker().start()  # boots while the embedder loads
         try:
             self.embedder.load()
-            with self.store.writer(self.embedder.identity, self.embedder.dim, wait=wait, on_wait=on_wait) as writer:
+            with self.store.writer(self.embedder.identity, self.embedder.dim, wait=wait, on_wait=on_wait,
+                                   settings=self.pack.config.index, kind=self.index_kind) as writer:
                 self._ingest_files(files, writer, summary, progress, max_bytes, every)
         finally:
             if self._worker is not None:
@@ -285,7 +287,7 @@ class Ingestor:
             targets.extend(matches)
         # No embedder load: removing needs only the stored vectors' size, which the index knows (so a UI
         # answering through ONNX never imports torch to delete a document).
-        with self.store.writer(self.embedder.identity) as writer:
+        with self.store.writer(self.embedder.identity, settings=self.pack.config.index) as writer:
             for doc in targets:
                 writer.remove_document(doc.doc_id)
                 removed.append(doc.path)

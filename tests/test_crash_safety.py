@@ -384,7 +384,7 @@ def test_reader_always_sees_a_consistent_snapshot_while_a_writer_commits(tmp_pat
 def test_snapshot_retries_when_its_generation_was_swept(tmp_path, monkeypatch):
     """The race the reader test hunts for, made deterministic: the generation read from SQLite is swept
     before its FAISS file is opened (faiss reports that as RuntimeError, not FileNotFoundError)."""
-    import app.store as store_mod
+    import faiss
 
     index = tmp_path / "index"
     store = IndexStore(index)
@@ -393,7 +393,7 @@ def test_snapshot_retries_when_its_generation_was_swept(tmp_path, monkeypatch):
         for i in range(3):
             w.add_document(*_doc(i, 2, 8, rng))
             w.commit()
-    real = store_mod._faiss().read_index
+    real = faiss.read_index
     state = {"armed": True, "calls": 0}
 
     def racing_read_index(path, *a):
@@ -409,7 +409,7 @@ def test_snapshot_retries_when_its_generation_was_swept(tmp_path, monkeypatch):
             assert not os.path.exists(path)
         return real(path, *a)
 
-    monkeypatch.setattr(store_mod._faiss(), "read_index", racing_read_index)
+    monkeypatch.setattr(faiss, "read_index", racing_read_index)
     snap = IndexStore(index).snapshot()
     assert snap.generation == 5 and snap.n_chunks == 10 and not state["armed"]
 

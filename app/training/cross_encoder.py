@@ -222,9 +222,8 @@ def build_training_pairs(snapshot, *, max_queries: int = 400, hard_negatives: in
                 bm.append(all_chunks[int(pos)])
         dn = []
         if faiss_index is not None and faiss_index.ntotal > 1:
-            vec = snapshot.vector(src.vid).reshape(1, -1).astype("float32")
-            _, ids = faiss_index.search(vec, min(neighbours + 3, faiss_index.ntotal))
-            dn = [all_chunks[pos_of[int(i)]] for i in ids[0] if int(i) in pos_of]
+            found = snapshot.search(snapshot.vector(src.vid), neighbours + 3)
+            dn = [all_chunks[pos_of[vid]] for vid, _ in found if vid in pos_of]
         # other documents first: a neighbour from the query's own document is often relevant to it too
         bm.sort(key=lambda c: c.doc_id == src.doc_id)
         dn.sort(key=lambda c: c.doc_id == src.doc_id)
