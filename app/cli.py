@@ -35,8 +35,10 @@ def ingest(
     """Add documents to a pack's index (unchanged files are skipped, changed ones replaced)."""
     try:
         from app.packs import load_pack
+        from app.pacing import lower_process_priority
         from ingest.ingestor import Ingestor
 
+        lower_process_priority()  # answers (UI, `slmrag ask`) get the cores first; see app/pacing.py
         p = load_pack(pack, index_dir)
         summary = Ingestor(p).ingest(paths, progress=IngestProgress(not as_json),
                                      on_wait=lambda m: err.print(m, markup=False, highlight=False), wait=not no_wait)
@@ -132,12 +134,14 @@ def ask(
     """Answer a question from a pack's documents, streaming, with citations."""
     from app.assistant import Assistant, AskOptions
     from app.packs import load_pack
+    from app.queueing import ahead_message
 
     try:
         p = load_pack(pack, index_dir)
         assistant = Assistant(p)
         stream = assistant.ask(question, AskOptions(k=k, threshold=threshold, max_tokens=max_tokens, doc=doc,
-                                                    filter=filter_kind))
+                                                    filter=filter_kind),
+                               on_position=lambda ahead: err.print(f"[dim]{ahead_message(ahead)}[/]", highlight=False))
         for piece in stream:
             if not as_json:
                 sys.stdout.write(piece)

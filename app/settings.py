@@ -77,6 +77,12 @@ class GeneratorSettings(_Strict):
         "CPU than the shipped Q4_1).",
     )
     timeout_s: float = Field(120.0, gt=0, description="For backend 'openai': request timeout in seconds.")
+    concurrency: int = Field(
+        1, ge=1, le=256,
+        description="Answers generated at once; further questions wait their turn in a queue and are shown "
+        "their place. 1 suits a model in this process on a small CPU (one answer already uses every core); "
+        "raise it for a server backend that batches requests (e.g. vLLM).",
+    )
 
 
 class EmbedderSettings(_Strict):
