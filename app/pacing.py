@@ -25,7 +25,8 @@ from __future__ import annotations
 import os
 import queue as queue_module
 import threading
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from app.queueing import AnswerQueue
 

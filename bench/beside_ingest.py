@@ -91,7 +91,7 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     print("\n| run | ingest nice | ask wall (each) | first token (each) | answer total (each) |\n|---|---|---|---|---|")
     for r in result["runs"]:
-        fmt = lambda key: ", ".join("-" if a.get(key) is None else f"{a[key]:.1f} s" for a in r["asks"])  # noqa: E731
+        fmt = lambda key: ", ".join("-" if a.get(key) is None else f"{a[key]:.1f} s" for a in r["asks"])
         print(f"| {r['run']} | {r['ingest_nice'] if r['ingest_nice'] is not None else '-'} | {fmt('wall_s')} | "
               f"{fmt('first_token_s')} | {fmt('total_s')} |")
     if args.out:

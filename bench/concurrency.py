@@ -37,7 +37,6 @@ import json
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,13 +48,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import app  # noqa: E402,F401
-from app.assistant import Assistant, AskOptions  # noqa: E402
-from app.env import threads  # noqa: E402
-from app.generators import LlamaCppGenerator  # noqa: E402
-from app.packs import load_pack  # noqa: E402
-from app.store import IndexStore  # noqa: E402
-from ingest.starter import ensure_index  # noqa: E402
+import app  # noqa: F401
+from app.assistant import AskOptions, Assistant
+from app.env import threads
+from app.generators import LlamaCppGenerator
+from app.packs import load_pack
+from app.store import IndexStore
+from ingest.starter import ensure_index
 
 FINANCE = Path("/work/shared/data/finance/corpus")
 QUESTIONS = [
@@ -330,8 +329,8 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
     rows = ([result["reference"]] if "reference" in result else []) + result["levels"]
-    print(f"\n| askers | backend | ingest | latency p50 | latency p95 | first token p50 | queue wait p50 | "
-          f"answers/min | errors | problems |\n|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| askers | backend | ingest | latency p50 | latency p95 | first token p50 | queue wait p50 | "
+          "answers/min | errors | problems |\n|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['askers']} | {r['backend']} | {r['ingest']} | {r['latency_p50_s']} s | {r['latency_p95_s']} s | "
               f"{r['first_token_p50_s']} s | {r['queue_p50_s']} s | {r['answers_per_min']} | {r['errors']} | "

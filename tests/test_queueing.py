@@ -116,9 +116,8 @@ def test_capacity_above_one_admits_that_many_and_queues_the_rest():
 
 def test_an_exception_inside_releases_the_place():
     q = AnswerQueue(1)
-    with pytest.raises(RuntimeError, match="generation failed"):
-        with q.admit():
-            raise RuntimeError("generation failed")
+    with pytest.raises(RuntimeError, match="generation failed"), q.admit():
+        raise RuntimeError("generation failed")
     assert (q.running, q.waiting) == (0, 0)
     with q.admit() as admission:  # the next request gets in at once
         assert admission.ahead == 0
@@ -305,7 +304,7 @@ def test_ingest_in_background_lowers_its_thread_only_and_relays_progress():
 # ================================================================================ the real Assistant
 @pytest.mark.slow
 def test_concurrent_asks_wait_in_order_and_see_their_places(tmp_pack):
-    from app.assistant import Assistant, AskOptions
+    from app.assistant import AskOptions, Assistant
     from app.store import IndexStore
     from ingest.starter import ensure_index
 
