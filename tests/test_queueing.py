@@ -362,3 +362,12 @@ def test_concurrent_asks_wait_in_order_and_see_their_places(tmp_pack):
     assert (assistant.queue.running, assistant.queue.waiting) == (0, 0)
     first = next(iter(unread))
     assert first and (assistant.queue.running, assistant.queue.waiting) == (0, 0)
+
+
+def test_the_answer_line_says_how_long_it_waited():
+    from app.ui_support import format_timings
+
+    line = format_timings({"retrieve_s": 0.02, "filter_s": 0.0, "first_token_s": 7.5, "total_s": 8.0,
+                           "queue_s": 6.2, "queue_ahead": 2})
+    assert line.startswith("waited 6.2 s for the model (2 questions ahead) · retrieve 20 ms")
+    assert "waited" not in format_timings({"total_s": 2.0, "queue_s": 0.1, "queue_ahead": 1})
