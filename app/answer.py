@@ -1,18 +1,20 @@
 """The answer: generated in its shape, checked against its sources, then assembled with citations.
 
 :class:`AnswerStream` does no retrieval or prompt work (the :class:`~app.assistant.Assistant` did that
-before creating it). Iterating it runs the generation stage (:func:`app.answers.compose.compose`) and
-yields the answer's text once it has passed the grounding check - a small model's draft is never shown
+before creating it). Iterating it waits for its turn in the :class:`~app.queueing.AnswerQueue` (when
+given one), runs the generation stage (:func:`app.answers.compose.compose`) holding its place, and yields the answer's text once it has passed the grounding check - a small model's draft is never shown
 before it is checked - and :attr:`AnswerStream.answer` then holds the complete :class:`Answer`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from app.answers.compose import compose
+from app.queueing import HEARTBEAT_S, AnswerQueue, PositionCallback
 from app.retrieval import Passage
 
 
@@ -72,7 +74,8 @@ class AnswerStream:
 
     def __init__(self, *, question: str, generator, prompt, passages: list[Passage],
                  abstain: Callable[[list[Passage], str], str], answers, disclaimer: str, filter, timings: dict,
-                 t0: float, index_generation: int = 0, label_not_found: bool = False, label_prior=None):
+                 t0: float, index_generation: int = 0, label_not_found: bool = False, label_prior=None,
+                 queue: AnswerQueue | None = None, on_position: PositionCallback | None = None):
         self.question = question
         self.generator = generator
         self.prompt = prompt
@@ -90,6 +93,8 @@ class AnswerStream:
         self.timings = dict(timings)
         self.t0 = t0
         self.index_generation = index_generation
+        self.queue = queue  # generation waits for a place here; retrieval already ran outside it
+        self.on_position = on_position  # told how many questions are ahead while this one waits
         self.answer: Answer | None = None
 
     def __iter__(self) -> Iterator[str]:
@@ -102,10 +107,14 @@ class AnswerStream:
             fields = {"decided_by": "filter"}
             t.update(first_token_s=round(time.perf_counter() - self.t0, 4), tokens=0, tokens_per_s=None)
         else:
-            gen_start = time.perf_counter()
-            c = compose(self.generator, self.prompt, self.question, self.answers,
-                        label_not_found=self.label_not_found,
-                        label_prior=self.label_prior() if self.label_prior and self.shape == "label" else None)
+            gate = self.queue.admit(self.on_position, heartbeat_s=HEARTBEAT_S) if self.queue is not None else contextlib.nullcontext()
+            with gate as admission:  # the place is released before the answer is handed out
+                if admission is not None:
+                    t["queue_s"], t["queue_ahead"] = admission.waited_s, admission.ahead
+                gen_start = time.perf_counter()
+                c = compose(self.generator, self.prompt, self.question, self.answers,
+                            label_not_found=self.label_not_found,
+                            label_prior=self.label_prior() if self.label_prior and self.shape == "label" else None)
             s = c.shaped
             gen = c.timings
             t["first_token_s"] = round(gen_start - self.t0 + gen["first_token_s"], 4)

@@ -8,7 +8,9 @@ only streams the generator's tokens and assembles the :class:`~app.answer.Answer
 Concurrency: the index is read through an immutable :class:`IndexView` (snapshot + retriever + the
 filters built on it). :meth:`Assistant.refresh` builds a new view and swaps it in under a lock; an ask
 takes the current view once at its start, so it sees one index snapshot from retrieval to citations even
-while an ingest lands and another session refreshes.
+while an ingest lands and another session refreshes. Generation goes through :attr:`Assistant.queue`
+(:mod:`app.queueing`): ``generator.concurrency`` answers at a time, the others wait in arrival order and
+learn their place through ``ask(..., on_position=)``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from app.filters import make_filter
 from app.generators import make_generator
 from app.packs import Pack
 from app.prompting import PromptBuilder, clean_question
+from app.queueing import AnswerQueue, PositionCallback
 from app.retrieval import Passage, Retriever
 from app.store import IndexSnapshot, IndexStore
 
@@ -93,9 +96,12 @@ class IndexView:
 
 
 class Assistant:
-    def __init__(self, pack: Pack):
+    def __init__(self, pack: Pack, queue: AnswerQueue | None = None):
+        """``queue``: where answers wait for the generator; by default one of the pack's
+        ``generator.concurrency``. Pass a shared one when several packs' models share the same cores."""
         self.pack = pack
         cfg = pack.config
+        self.queue = queue or AnswerQueue(cfg.generator.concurrency)
         self.embedder = Embedder(cfg.embedder, pack.path)
         self.generator = make_generator(cfg.generator, pack.path)
         self.store = IndexStore(pack.index_dir)
@@ -212,8 +218,10 @@ class Assistant:
             return None
         return self.embedder.encode_query(question)
 
-    def ask(self, question: str, options: AskOptions | None = None) -> AnswerStream:
-        """Run retrieve -> filter -> build prompt now; the returned stream generates when iterated."""
+    def ask(self, question: str, options: AskOptions | None = None, *,
+            on_position: PositionCallback | None = None) -> AnswerStream:
+        """Run retrieve -> filter -> build prompt now; the returned stream waits for its turn in
+        :attr:`queue` and generates when iterated (``on_position(ahead)`` is called while it waits)."""
         options = options or AskOptions()
         question = clean_question(question)
         t_load = time.perf_counter()
@@ -236,4 +244,5 @@ class Assistant:
                             abstain=abstain, answers=answers, disclaimer=self.pack.disclaimer, filter=found.filter_json(),
                             timings=timings, t0=t0, index_generation=view.snapshot.generation,
                             label_not_found=answers.label_not_found,
-                            label_prior=self.label_prior if answers.label_calibration == "content_free" else None)
+                            label_prior=self.label_prior if answers.label_calibration == "content_free" else None,
+                            queue=self.queue, on_position=on_position)

@@ -41,10 +41,13 @@ def ingest(
         from app.errors import InputError
         from app.packs import load_pack
         from app.vector_index import KINDS
+        from app.pacing import lower_process_priority
         from ingest.ingestor import Ingestor
 
         if index_kind is not None and index_kind not in ("auto", *KINDS):
             raise InputError(f"--index-kind {index_kind!r} is not a kind; use one of: auto, {', '.join(KINDS)}.")
+
+        lower_process_priority()  # answers (UI, `slmrag ask`) get the cores first; see app/pacing.py
         p = load_pack(pack, index_dir)
         summary = Ingestor(p, index_kind=index_kind).ingest(paths, progress=IngestProgress(not as_json),
                                      on_wait=lambda m: err.print(m, markup=False, highlight=False), wait=not no_wait)
@@ -144,12 +147,14 @@ def ask(
     """Answer a question from a pack's documents, streaming, with citations."""
     from app.assistant import Assistant, AskOptions
     from app.packs import load_pack
+    from app.queueing import ahead_message
 
     try:
         p = load_pack(pack, index_dir)
         assistant = Assistant(p)
         stream = assistant.ask(question, AskOptions(k=k, threshold=threshold, max_tokens=max_tokens, doc=doc,
-                                                    filter=filter_kind))
+                                                    filter=filter_kind),
+                               on_position=lambda ahead: err.print(f"[dim]{ahead_message(ahead)}[/]", highlight=False))
         for piece in stream:
             if not as_json:
                 sys.stdout.write(piece)

@@ -197,6 +197,8 @@ class LlamaCppGenerator(Generator):
         return dst
 
     def load(self) -> "LlamaCppGenerator":
+        if self._llm is not None:  # no lock once loaded: tokenizing (prompt budgets) never waits for a generation
+            return self
         with self._lock:
             if self._llm is None:
                 llama_cpp = require("llama_cpp", "llama-cpp-python")

@@ -116,6 +116,12 @@ class GeneratorSettings(_Strict):
         description="For backend 'openai': retries, with backoff, of a request that failed to connect, timed "
         "out or got 408/409/429/5xx, before the error is shown.",
     )
+    concurrency: int = Field(
+        1, ge=1, le=256,
+        description="Answers generated at once; further questions wait their turn in a queue and are shown "
+        "their place. 1 suits a model in this process on a small CPU (one answer already uses every core); "
+        "raise it for a server backend that batches requests (e.g. vLLM).",
+    )
 
 
 class EmbedderSettings(_Strict):

@@ -168,6 +168,9 @@ def format_timings(t: dict | None) -> str:
         parts.append(f"{t['tokens']} tokens{rate}")
     if (t.get("load_s") or 0) >= 0.5:
         parts.insert(0, f"model load {s('load_s')}")
+    if (t.get("queue_s") or 0) >= 0.5:  # waited for other questions' answers (first token and total include it)
+        ahead = t.get("queue_ahead") or 0
+        parts.insert(0, f"waited {s('queue_s')} for the model ({ahead} question{'s' if ahead != 1 else ''} ahead)")
     return " · ".join(parts)
 
 

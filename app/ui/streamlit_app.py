@@ -3,6 +3,9 @@
 The work is done by :class:`app.assistant.Assistant` (one per pack, built once per server process with
 ``st.cache_resource``) and by the Streamlit-free helpers in :mod:`app.ui_support`; this file only lays
 out the page and keeps the per-session state (chat history per pack, settings, upload results).
+All browser sessions share the Assistants and their :class:`~app.queueing.AnswerQueue` (packs whose
+models run on this machine's cores share one): a question asked while others are being answered waits
+its turn and shows its place in the chat. Uploads are ingested at low priority (:mod:`app.pacing`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from app.errors import SlmragError
 from app.packs import index_root, list_packs, load_pack
 from app.settings import IngestSettings
 from app.assistant import Assistant, AskOptions
+from app.pacing import ingest_in_background
+from app.queueing import AnswerQueue, ahead_message, resource_key
 from ingest.starter import ensure_index
 
 log = logging.getLogger("slmrag.ui")
@@ -85,7 +90,14 @@ def get_assistant(pack_name: str, root: str) -> Assistant:
     """One Assistant (models + index) per pack and index root, shared by all sessions; built once."""
     pack = load_pack(pack_name, Path(root) / pack_name)
     ensure_index(pack)
-    return Assistant(pack).load()
+    gen = pack.config.generator
+    return Assistant(pack, queue=answer_queue(resource_key(gen), gen.concurrency)).load()
+
+
+@st.cache_resource(show_spinner=False)
+def answer_queue(resource: str, capacity: int) -> AnswerQueue:
+    """One queue per thing answers compete for (this machine's cores, or one server), for all sessions."""
+    return AnswerQueue(capacity)
 
 
 @st.cache_data(show_spinner=False, ttl=300)
@@ -268,11 +280,20 @@ def ask(assistant: Assistant, pack: str, question: str, options: AskOptions, ing
         st.markdown(ui.markdown_text(question))
     with st.chat_message("assistant"):
         try:
+            waiting = st.empty()
+
+            def show_place(ahead: int) -> None:  # runs in this session's thread while it waits its turn
+                if ahead:
+                    waiting.info(ahead_message(ahead), icon=":material/hourglass_top:")
+                else:
+                    waiting.empty()
+
             with st.spinner("Searching your documents…"):
-                stream = assistant.ask(question, options)
+                stream = assistant.ask(question, options, on_position=show_place)
             body = st.empty()
             with st.spinner("Writing the answer and checking it against the sources…"):
                 stream.run()  # the answer is shown only once it has passed the grounding check
+            waiting.empty()
             ans = ui.answer_record(stream.answer)
             turn["answer"] = ans
             with body.container():
@@ -330,8 +351,11 @@ def add_uploads(assistant: Assistant, files: list) -> list[dict]:
             refused.append({"name": f.name, "error": f"'{f.name}': could not be saved ({exc.strerror or exc})."})
     summary = None
     if saved:
-        progress = _BarProgress(bar, len(saved))
-        summary = Ingestor(pack, embedder=assistant.embedder).ingest(list(saved.values()), progress=progress)
+        ingestor = Ingestor(pack, embedder=assistant.embedder)
+        # In a low-priority thread that pauses while answers are being written: other sessions keep
+        # getting answers during the upload (app/pacing.py).
+        summary = ingest_in_background(lambda sink: ingestor.ingest(list(saved.values()), progress=sink),
+                                       _BarProgress(bar, len(saved)), assistant.queue)
         assistant.refresh()
     bar.empty()
     return ui.upload_results(saved, refused, summary)
