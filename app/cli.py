@@ -38,7 +38,8 @@ def ingest(
         from ingest.ingestor import Ingestor
 
         p = load_pack(pack, index_dir)
-        summary = Ingestor(p).ingest(paths, progress=IngestProgress(not as_json),
+        # Progress goes to stderr (and only to a terminal), so --json output on stdout stays parseable.
+        summary = Ingestor(p).ingest(paths, progress=IngestProgress(),
                                      on_wait=lambda m: err.print(m, markup=False, highlight=False), wait=not no_wait)
     except SlmragError as exc:
         fail(exc)
