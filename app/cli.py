@@ -49,7 +49,8 @@ def ingest(
 
         lower_process_priority()  # answers (UI, `slmrag ask`) get the cores first; see app/pacing.py
         p = load_pack(pack, index_dir)
-        summary = Ingestor(p, index_kind=index_kind).ingest(paths, progress=IngestProgress(not as_json),
+        # Progress goes to stderr (and only to a terminal), so --json output on stdout stays parseable.
+        summary = Ingestor(p, index_kind=index_kind).ingest(paths, progress=IngestProgress(),
                                      on_wait=lambda m: err.print(m, markup=False, highlight=False), wait=not no_wait)
     except SlmragError as exc:
         fail(exc)

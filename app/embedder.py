@@ -24,7 +24,7 @@ class Embedder:
         self.settings = settings
         self.base_dir = base_dir
         self._model = None
-        self._tokenizer = None
+        self._counter: Callable[[str], int] | None = None  # count_tokens (see _token_counter)
         self._bf16 = False
         self._onnx = None  # the torch-free query encoder (app.onnx_query), when in use
         self._lock = threading.Lock()
@@ -47,7 +47,6 @@ class Embedder:
                 torch.set_num_threads(threads())
                 self._model = st.SentenceTransformer(self.model_path, device="cpu", local_files_only=True)
                 self._model.max_seq_length = self.settings.max_seq_tokens
-                self._tokenizer = self._model.tokenizer
                 precision = self.settings.precision
                 self._bf16 = precision == "bf16" or (precision == "auto" and native_bf16())
         return self
@@ -88,14 +87,27 @@ class Embedder:
         """'onnx' or 'torch': what encode_query uses now."""
         return "onnx" if self._onnx is not None else "torch"
 
-    @property
-    def tokenizer(self):
-        if self._tokenizer is None:
-            with self._lock:
-                if self._tokenizer is None:
+    def _token_counter(self) -> Callable[[str], int]:
+        """A tokenizer of its own for counting: the model's tokenizer is reconfigured (padding,
+        truncation) by every encode() call, so counting with it from the ingest's parsing thread while the
+        main thread embeds is unsafe. The ``tokenizers`` library reads tokenizer.json directly (no
+        transformers import; the same counts as transformers' tokenizer on 21,000 finance-filing texts);
+        other models get a separate transformers tokenizer. Both count without special tokens."""
+        with self._lock:
+            if self._counter is None:
+                spec = Path(self.model_path) / "tokenizer.json"
+                if spec.is_file():
+                    from tokenizers import Tokenizer
+
+                    tok = Tokenizer.from_file(str(spec))
+                    tok.no_padding()
+                    tok.no_truncation()
+                    self._counter = lambda text: len(tok.encode(text, add_special_tokens=False).ids)
+                else:
                     transformers = require("transformers")
-                    self._tokenizer = transformers.AutoTokenizer.from_pretrained(self.model_path, local_files_only=True)
-        return self._tokenizer
+                    fallback = transformers.AutoTokenizer.from_pretrained(self.model_path, local_files_only=True)
+                    self._counter = lambda text: len(fallback.encode(text, add_special_tokens=False))
+        return self._counter
 
     @property
     def dim(self) -> int:
@@ -105,9 +117,7 @@ class Embedder:
 
     # ------------------------------------------------------------------ use
     def count_tokens(self, text: str) -> int:
-        if self._tokenizer is None and self._onnx is not None:  # same tokenizer.json, no transformers import
-            return self._onnx.count_tokens(text)
-        return len(self.tokenizer.encode(text, add_special_tokens=False))
+        return (self._counter or self._token_counter())(text)
 
     def encode(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
         """L2-normalised float32 vectors, so inner product is cosine similarity."""

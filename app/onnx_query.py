@@ -95,14 +95,13 @@ def export(model_dir: Path, target: Path) -> None:
 
 
 class OnnxQueryEncoder:
-    """Embeds short texts (questions) with ONNX Runtime; counts tokens with the same tokenizer."""
+    """Embeds short texts (questions) with ONNX Runtime. (Token counting is the embedder's own.)"""
 
     def __init__(self, model_dir: Path, max_seq_tokens: int):
         self.model_dir = Path(model_dir)
         self.max_seq_tokens = max_seq_tokens
         self._session = None
         self._tokenizer = None
-        self._counter = None
 
     def load(self) -> "OnnxQueryEncoder":
         import onnxruntime as ort
@@ -118,9 +117,6 @@ class OnnxQueryEncoder:
         self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         tok = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
         tok.no_padding()
-        self._counter = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
-        self._counter.no_padding()
-        self._counter.no_truncation()
         tok.enable_truncation(self.max_seq_tokens)
         self._tokenizer = tok
         return self
@@ -131,6 +127,3 @@ class OnnxQueryEncoder:
                 "attention_mask": np.asarray([enc.attention_mask], dtype="int64"),
                 "token_type_ids": np.asarray([enc.type_ids], dtype="int64")}
         return np.asarray(self._session.run(None, feed)[0][0], dtype="float32")
-
-    def count_tokens(self, text: str) -> int:
-        return len(self._counter.encode(text, add_special_tokens=False).ids)

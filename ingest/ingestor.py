@@ -8,7 +8,9 @@ generations (see :mod:`app.store`), so a crash loses at most the uncommitted tai
 from __future__ import annotations
 
 import os
+import queue
 import stat
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -103,21 +105,46 @@ def collect_files(paths: list[Path | str]) -> tuple[list[Path], list[dict]]:
 
 @dataclass
 class PreparedDocument:
+    """A parsed and chunked file, waiting for its vectors."""
+
+    path: Path
+    existing: DocumentRecord | None  # the version in the index that this one replaces
     record: DocumentRecord
     rows: list[ChunkRow]
     embed_texts: list[str]
     pages: int
-    # Vectors of the first chunks, embedded while the parser was still reading later pages (long PDFs);
-    # the rest are embedded with other files' chunks in the next shared batch.
-    vectors: list = field(default_factory=list)
 
-    @property
-    def embedded(self) -> int:
-        return sum(len(v) for v in self.vectors)
+
+@dataclass
+class _Job:
+    """A file to parse: checked against the index (size limit, unchanged content) before parsing starts."""
+
+    path: Path
+    size: int
+    sha: str
+    existing: DocumentRecord | None
+
+
+@dataclass
+class _Failed:
+    path: Path
+    error: str
+
+
+_DONE = object()  # end of the parsing thread's output
 
 
 class Ingestor:
-    """Ingests into one pack's index. Construct cheaply; the embedder loads on first use."""
+    """Ingests into one pack's index. Construct cheaply; the embedder loads on first use.
+
+    Two things run at once during an ingest: a parsing thread (the sandboxed parser process reads each file,
+    the thread chunks its pages) and the embedding loop in the calling thread, which embeds the prepared
+    documents batch by batch and writes them in file order. Parsing the next files while the current ones are
+    embedded keeps both CPU cores busy instead of alternating between the two stages.
+    """
+
+    # Prepared documents waiting for the embedding loop, at most: bounds the memory held ahead of it.
+    AHEAD = 4
 
     def __init__(self, pack: Pack, embedder: Embedder | None = None, index_kind: str | None = None):
         self.pack = pack
@@ -130,13 +157,13 @@ class Ingestor:
     # ------------------------------------------------------------------ one document
     @property
     def embed_batch(self) -> int:
-        """Chunks embedded together: a few of the embedder's batches, so batches run full."""
+        """Chunks embedded together: a few of the embedder's batches, so batches run full (and sorting a
+        batch by length leaves little padding)."""
         return 4 * self.pack.config.embedder.batch_size
 
-    def prepare(self, path: Path, sha: str, size: int, progress: "ProgressSink | None" = None) -> PreparedDocument:
+    def prepare(self, path: Path, sha: str, size: int, existing: DocumentRecord | None = None) -> PreparedDocument:
+        """Parse (in the sandbox) and chunk one file; no embedding."""
         cfg = self.pack.config
-        vectors: list = []
-        done = 0  # chunks already embedded
         # Parsed in a worker process, bounded in time (ingest.parse_timeout_s) and memory.
         info, pages = load_bounded(path, max_pages=cfg.ingest.max_pages, timeout_s=cfg.ingest.parse_timeout_s,
                                    worker=self._worker)
@@ -160,12 +187,6 @@ class Ingestor:
                 rows.append(ChunkRow(vid, cid, doc_id, len(rows), chunk.page, chunk.start, chunk.end,
                                      chunk.heading, chunk.text))
                 texts.append(chunk.embed_text(info.title, cfg.chunking.contextual_header))
-            # A long PDF: embed full batches as pages arrive. The parser runs in its own process and keeps
-            # reading ahead (into the pipe) meanwhile, so parsing and embedding overlap instead of adding up.
-            if len(texts) - done >= self.embed_batch:
-                vectors.append(self.embedder.encode(texts[done:done + self.embed_batch],
-                                                    progress=progress.chunks if progress else None))
-                done += self.embed_batch
         if not rows:
             raise DocumentError(f"{path}: no text could be extracted; nothing to index.")
         meta = document_metadata(path.name, info.title, "\n".join(sample))
@@ -173,7 +194,7 @@ class Ingestor:
             meta["redactions"] = redactions
         record = DocumentRecord(doc_id, key, path.name, sha, size, info.kind, info.title,
                                 info.pages, len(rows), meta, time.time())
-        return PreparedDocument(record, rows, texts, n_pages, vectors)
+        return PreparedDocument(path, existing, record, rows, texts, n_pages)
 
     # ------------------------------------------------------------------ batch
     def ingest(self, paths: list[Path | str], *, progress: "ProgressSink | None" = None,
@@ -184,7 +205,6 @@ class Ingestor:
         summary.failed.extend(failed)
         progress = progress or NullProgress()
         progress.start(len(files))
-        max_bytes = int(self.pack.config.ingest.max_file_mb * 1024 * 1024)
         every = commit_every()
         if files and isolation_enabled():
             self._worker = ParseWorker().start()  # boots while the embedder loads
@@ -192,7 +212,8 @@ class Ingestor:
             self.embedder.load()
             with self.store.writer(self.embedder.identity, self.embedder.dim, wait=wait, on_wait=on_wait,
                                    settings=self.pack.config.index, kind=self.index_kind) as writer:
-                self._ingest_files(files, writer, summary, progress, max_bytes, every)
+                jobs = self._plan(files, writer, summary, progress)
+                self._ingest_jobs(jobs, writer, summary, progress, every)
         finally:
             if self._worker is not None:
                 self._worker.close()
@@ -201,48 +222,12 @@ class Ingestor:
         summary.seconds = round(time.perf_counter() - t0, 3)
         return summary
 
-    def _ingest_files(self, files: list[Path], writer, summary: IngestSummary, progress: "ProgressSink",
-                      max_bytes: int, every: int) -> None:
-        # Small files (an abstract, a short contract) make a handful of chunks each; embedding them one file
-        # at a time wastes most of each batch. Prepared files wait here until a few full batches' worth of
-        # chunks is ready, then embed together and go into the index in file order.
-        waiting: list[tuple[Path, object, PreparedDocument]] = []
-        waiting_chunks = 0
-        pending = 0
-        flush_at = min(self.embed_batch, every)
-
-        def flush() -> None:
-            nonlocal waiting, waiting_chunks, pending
-            batch, waiting, waiting_chunks = waiting, [], 0
-            if not batch:
-                return
-            try:
-                vectors = self.embedder.encode([t for _, _, prep in batch for t in prep.embed_texts[prep.embedded:]],
-                                               progress=progress.chunks)
-            except Exception as exc:  # the embedder failing is reported against every file it held
-                for path, _, _ in batch:
-                    summary.failed.append({"path": str(path), "error": _one_line(
-                        DocumentError(f"{path}: could not be embedded ({type(exc).__name__}: {exc})"))})
-                return
-            at = 0
-            for path, existing, prep in batch:
-                n = len(prep.embed_texts) - prep.embedded
-                doc_vectors = np.concatenate([*prep.vectors, vectors[at:at + n]]) if prep.vectors else vectors[at:at + n]
-                # Only now, with the new version fully parsed and embedded, drop the old one.
-                if existing:
-                    writer.remove_document(existing.doc_id)
-                writer.add_document(prep.record, prep.rows, doc_vectors)
-                at += n
-                (summary.updated if existing else summary.added).append(str(path))
-                summary.chunks += prep.record.n_chunks
-                summary.pages += prep.pages
-                pending += prep.record.n_chunks
-            if pending >= every:
-                writer.commit()
-                pending = 0
-
+    def _plan(self, files: list[Path], writer, summary: IngestSummary, progress: "ProgressSink") -> list[_Job]:
+        """What needs parsing: files over the size limit fail, unchanged ones (same content hash as in the
+        index) are skipped - which is also how a killed ingest resumes: what it committed is skipped."""
+        max_bytes = int(self.pack.config.ingest.max_file_mb * 1024 * 1024)
+        jobs: list[_Job] = []
         for path in files:
-            progress.file(path.name)
             try:
                 size = path.stat().st_size
                 if size > max_bytes:
@@ -250,28 +235,154 @@ class Ingestor:
                         f"{path}: {size / 1e6:.1f} MB is over the limit of {self.pack.config.ingest.max_file_mb:g} MB "
                         "(ingest.max_file_mb in the pack); split the file or raise the limit.")
                 sha = file_sha256(path)
-                existing = writer.document(str(path))
-                if existing and existing.sha256 == sha:  # (collect_files already dropped duplicate paths)
-                    summary.skipped.append(str(path))
-                    continue
-                prepared = self.prepare(path, sha, size, progress)
-                waiting.append((path, existing, prepared))
-                waiting_chunks += len(prepared.embed_texts) - prepared.embedded
-                if waiting_chunks >= flush_at:
-                    flush()
             except DocumentError as exc:
                 summary.failed.append({"path": str(path), "error": _one_line(exc)})
             except OSError as exc:  # name the file: "[Errno 5] Input/output error" alone says nothing
                 summary.failed.append({"path": str(path), "error": _one_line(
                     DocumentError(f"{path}: cannot read the file ({exc.strerror or exc}); skipped."))})
-            except SlmragError:
-                raise
+            else:
+                existing = writer.document(str(path))
+                if existing and existing.sha256 == sha:  # (collect_files already dropped duplicate paths)
+                    summary.skipped.append(str(path))
+                else:
+                    jobs.append(_Job(path, size, sha, existing))
+                    continue
+            progress.advance()
+        return jobs
+
+    def _parse_ahead(self, jobs: list[_Job], out: queue.Queue, stop: threading.Event) -> None:
+        """The parsing thread: prepares the files in order and hands them (or their failures) to ``out``."""
+
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    out.put(item, timeout=0.2)
+                    return True
+                except queue.Full:
+                    pass
+            return False
+
+        for job in jobs:
+            if stop.is_set():
+                return
+            path = job.path
+            try:
+                item = self.prepare(path, job.sha, job.size, job.existing)
+            except DocumentError as exc:
+                item = _Failed(path, _one_line(exc))
+            except OSError as exc:
+                item = _Failed(path, _one_line(DocumentError(f"{path}: cannot read the file ({exc.strerror or exc}); skipped.")))
+            except SlmragError as exc:  # not about this file (configuration, index): stops the ingest
+                item = exc
             except Exception as exc:  # a parser bug on one file must not sink the batch
-                summary.failed.append({"path": str(path), "error": _one_line(
-                    DocumentError(f"{path}: could not be processed ({type(exc).__name__}: {exc})"))})
-            finally:
+                item = _Failed(path, _one_line(DocumentError(f"{path}: could not be processed ({type(exc).__name__}: {exc})")))
+            if not put(item) or isinstance(item, SlmragError):
+                return
+        put(_DONE)
+
+    def _ingest_jobs(self, jobs: list[_Job], writer, summary: IngestSummary, progress: "ProgressSink",
+                     every: int) -> None:
+        """The embedding loop: takes prepared documents in file order, embeds them in batches of
+        :attr:`embed_batch` chunks (small files share a batch, a long one spans several), writes each
+        document once all its vectors are in, and commits every ``every`` chunks (so a kill loses at most
+        that much work; the rerun skips what was committed)."""
+        batch_size = min(self.embed_batch, every)  # a commit never waits for a bigger batch
+        if not jobs:
+            writer.commit()
+            return
+        ahead: queue.Queue = queue.Queue(maxsize=self.AHEAD)
+        stop = threading.Event()
+        parser = threading.Thread(target=self._parse_ahead, args=(jobs, ahead, stop), name="slmrag-parse", daemon=True)
+        parser.start()
+        waiting: list[PreparedDocument] = []  # in file order; the first ones may be partly embedded
+        vectors: list[np.ndarray] = []  # vectors of the waiting documents' first chunks, in order
+        n_vectors = 0  # rows in ``vectors``
+        queued = 0  # chunks of the waiting documents not embedded yet
+        pending = 0  # chunks written since the last commit
+        done = False
+
+        def take():
+            while True:
+                try:
+                    return ahead.get(timeout=1.0)
+                except queue.Empty:
+                    if not parser.is_alive() and ahead.empty():  # it cannot have ended without _DONE, but never hang
+                        return _DONE
+
+        def store_ready() -> None:
+            """Write the waiting documents whose vectors are all in (joined only then: a long document's
+            batches are not copied again and again)."""
+            nonlocal waiting, vectors, n_vectors, pending
+            if not waiting or n_vectors < len(waiting[0].rows):
+                return
+            have = np.concatenate(vectors) if len(vectors) > 1 else vectors[0]
+            at = 0
+            while waiting and len(have) - at >= len(waiting[0].rows):
+                prep = waiting.pop(0)
+                n = len(prep.rows)
+                if prep.existing:  # only now, with the new version fully parsed and embedded, drop the old one
+                    writer.remove_document(prep.existing.doc_id)
+                writer.add_document(prep.record, prep.rows, have[at:at + n])
+                at += n
+                (summary.updated if prep.existing else summary.added).append(str(prep.path))
+                summary.chunks += prep.record.n_chunks
+                summary.pages += prep.pages
+                pending += prep.record.n_chunks
                 progress.advance()
-        flush()
+            vectors = [have[at:]] if at < len(have) else []
+            n_vectors = len(have) - at
+            if pending >= every:
+                writer.commit()
+                pending = 0
+
+        try:
+            while not done or queued:
+                # Take prepared documents until a batch is full (or the parser is done).
+                while not done and queued < batch_size:
+                    item = take()
+                    if item is _DONE:
+                        done = True
+                    elif isinstance(item, SlmragError):
+                        raise item
+                    elif isinstance(item, _Failed):
+                        summary.failed.append({"path": str(item.path), "error": item.error})
+                        progress.advance()
+                    else:
+                        progress.file(item.path.name)
+                        waiting.append(item)
+                        queued += len(item.rows)
+                if not queued:
+                    break
+                # One embedding batch: the next chunks of the waiting documents, in order. (A hook that
+                # yields the CPU between batches belongs here.)
+                texts: list[str] = []
+                skip = n_vectors
+                for prep in waiting:
+                    if skip >= len(prep.rows):
+                        skip -= len(prep.rows)
+                        continue
+                    texts.extend(prep.embed_texts[skip:skip + batch_size - len(texts)])
+                    skip = 0
+                    if len(texts) >= batch_size:
+                        break
+                try:
+                    batch = self.embedder.encode(texts, progress=progress.chunks)
+                except Exception as exc:  # the embedder failing is reported against every file it held
+                    for prep in waiting:
+                        summary.failed.append({"path": str(prep.path), "error": _one_line(
+                            DocumentError(f"{prep.path}: could not be embedded ({type(exc).__name__}: {exc})"))})
+                        progress.advance()
+                    waiting, vectors, n_vectors, queued = [], [], 0, 0
+                    continue
+                vectors.append(batch)
+                n_vectors += len(batch)
+                queued -= len(texts)
+                store_ready()
+        finally:
+            stop.set()
+            if parser.is_alive() and self._worker is not None:
+                self._worker.close()  # unblocks a parse in progress (the thread sees the worker gone)
+            parser.join(timeout=30)
         writer.commit()
 
     def remove(self, paths: list[Path | str]) -> list[str]:

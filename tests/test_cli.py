@@ -67,9 +67,11 @@ def test_ingest_json_status_and_ask_cites_file_and_page(env, docs, tmp_path):
 
 def test_exit_codes(env, docs, tmp_path):
     (docs / "broken.pdf").write_bytes(b"not a pdf at all")
-    res = run(["ingest", str(docs), "--pack", "finance", "--json"], env)
+    # The progress bar (forced on, as in a terminal) goes to stderr: stdout stays one JSON document.
+    res = run(["ingest", str(docs), "--pack", "finance", "--json"], {**env, "SLMRAG_PROGRESS": "1", "COLUMNS": "200"})
     assert res.returncode == 1
     summary = json.loads(res.stdout)
+    assert "3/3 files" in res.stderr and "ETA" in res.stderr, res.stderr
     assert [Path(f["path"]).name for f in summary["failed"]] == ["broken.pdf"]
     assert "Traceback" not in res.stderr
 

@@ -241,6 +241,77 @@ def test_sigkill_real_cli_ingest_then_status_check(tmp_path):
     assert killed == CLI_TRIALS
 
 
+def _index_rows(index: Path) -> tuple[dict[str, int], dict[int, np.ndarray]]:
+    """{file name: chunks} and {chunk id: vector} of an index."""
+    snap = IndexStore(index).snapshot()
+    names = {d.doc_id: d.name for d in snap.documents.values()}
+    per_doc: dict[str, int] = {}
+    for c in snap.chunks:
+        per_doc[names[c.doc_id]] = per_doc.get(names[c.doc_id], 0) + 1
+    return per_doc, {c.vid: snap.vector(c.vid) for c in snap.chunks}
+
+
+def test_killed_ingest_resumes_where_it_stopped(tmp_path):
+    """kill -9 after the first files are committed, then the same command again: it skips exactly the
+    committed files, ingests the rest, and the index is the one a single uninterrupted run builds - the
+    same documents, chunk ids and (to bf16 rounding) vectors, nothing lost or duplicated."""
+    from conftest import write_pdf
+
+    pack = make_pack(tmp_path / "pack")
+    corpus = tmp_path / "filings"
+    corpus.mkdir()
+    topics = ["revenue by segment", "operating lease liabilities", "goodwill impairment", "share repurchases",
+              "deferred tax assets", "inventory write-downs", "pension obligations", "credit facility covenants"]
+    for i in range(16):
+        write_pdf(corpus / f"filing_{i:02d}.pdf", [
+            f"Filing {i}, page {p + 1}. " + " ".join(f"Note {p + 1}.{k}: {topics[(i + p + k) % len(topics)]} changed by "
+                                                       f"{(i * 7 + p * 3 + k) % 40 + 1} percent in fiscal {2015 + i}." for k in range(6))
+            for p in range(5)])
+    cmd = slmrag_cmd() + ["ingest", str(corpus), "--pack", str(pack), "--json"]
+    env = child_env(SLMRAG_COMMIT_EVERY=1)
+
+    reference = tmp_path / "reference"
+    done = subprocess.run(cmd + ["--index-dir", str(reference)], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ref_chunks, ref_vectors = _index_rows(reference)
+    assert len(ref_chunks) == 16
+
+    # Kill once the first documents are committed (polled in SQLite, with a deadline; no fixed sleep).
+    index = tmp_path / "index"
+    proc = subprocess.Popen(cmd + ["--index-dir", str(index)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    committed: set[str] = set()
+    while time.monotonic() < deadline and proc.poll() is None and not committed:
+        try:
+            committed = _committed_paths(index) if IndexStore(index).exists() else set()
+        except IndexDamaged:
+            pass
+        time.sleep(0.005)
+    assert proc.poll() is None, "the ingest finished before it could be killed: " + proc.stderr.read()[-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    committed = _committed_paths(index)
+    assert 1 <= len(committed) < 16, committed
+    assert consistency(index) == []
+
+    again = subprocess.run(cmd + ["--index-dir", str(index)], env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    summary = json.loads(again.stdout)
+    assert set(summary["skipped"]) == committed  # what was committed is not parsed or embedded again
+    assert set(summary["added"]) == {str(p) for p in corpus.glob("*.pdf")} - committed
+    assert summary["failed"] == [] and summary["updated"] == []
+    status = run_cli(["status", "--check", "--json", "--pack", str(pack), "--index-dir", str(index)], env=env, timeout=300)
+    assert status.returncode == 0, status.stderr[-2000:]
+    info = json.loads(status.stdout)
+    assert info["consistent"] is True and info["documents"] == 16
+
+    chunks, vectors = _index_rows(index)
+    assert chunks == ref_chunks
+    assert vectors.keys() == ref_vectors.keys()
+    cos = min(float(vectors[v] @ ref_vectors[v]) for v in vectors)
+    assert cos > 0.999, cos  # the same chunks, embedded in other batches (bf16 rounding differs)
+
+
 # -------------------------------------------------------------------------------------- concurrency
 class BlockingProgress:
     """Progress sink that parks the ingest (holding the index lock) until released."""

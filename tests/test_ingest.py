@@ -233,25 +233,26 @@ def test_onnx_query_encoder_matches_torch_and_answers_without_torch(tmp_path, tm
     assert out.stdout.split() == ["pertussis.txt", "onnx", "False"]
 
 
-def test_long_pdf_embedded_while_parsing_keeps_vectors_in_order(tmp_path, pdf_factory, tmp_pack):
-    """A long PDF's chunks are embedded in batches while later pages are still being parsed (the
-    embedded prefix and the remainder are joined at the end); every vector must stay with its chunk."""
+def test_long_pdf_embedded_in_several_batches_keeps_vectors_in_order(tmp_path, pdf_factory, tmp_pack):
+    """A long PDF's chunks are embedded in several batches (while the parsing thread reads the next file)
+    and joined when the last one is in; every vector must stay with its chunk, in every file."""
     from app.embedder import Embedder
-    from ingest.ingestor import Ingestor as _Ingestor
 
     pack = tmp_pack("medical")
-    pack.config.embedder.batch_size = 2  # prepare() embeds every 8 chunks as pages arrive
+    pack.config.embedder.batch_size = 2  # embedding batches of 8 chunks: each long file spans several
     topics = ["aspirin", "insulin", "measles", "knee surgery", "migraine", "asthma", "kidney stones", "sleep apnoea",
               "hand hygiene", "iron deficiency", "melanoma", "tetanus", "gout", "glaucoma", "scabies", "rickets",
               "anaemia", "psoriasis", "vertigo", "tinnitus"]
-    pdf = tmp_path / "long.pdf"
-    pdf_factory(pdf, [f"Chapter {i + 1} is about {t}: causes, signs and treatment of {t} in adults."
-                      for i, t in enumerate(topics)])
-    ingestor = _Ingestor(pack)
-    prepared = ingestor.prepare(pdf, "0" * 64, pdf.stat().st_size)
-    assert 8 <= prepared.embedded < len(prepared.embed_texts)  # a prefix embedded early, the rest at the flush
-    summary = _Ingestor(pack).ingest([pdf])
-    assert summary.failed == [] and summary.chunks == len(prepared.rows)
+    pdfs = []
+    for half in (0, 1):
+        pdf = tmp_path / f"long{half}.pdf"
+        pdf_factory(pdf, [f"Chapter {i + 1} of volume {half + 1} is about {t}: causes, signs and treatment of {t} "
+                          f"in {'adults' if half else 'children'}." for i, t in enumerate(topics)])
+        pdfs.append(pdf)
+    (tmp_path / "short.txt").write_text("A short note on hay fever and antihistamines.\n")
+    summary = Ingestor(pack).ingest([pdfs[0], tmp_path / "short.txt", pdfs[1]])
+    assert summary.failed == [] and len(summary.added) == 3
+    assert summary.chunks > 2 * pack.config.embedder.batch_size * 4  # more chunks than one embedding batch
     snap = IndexStore(pack.index_dir).snapshot()
     vids = [c.vid for c in snap.chunks]
     stored = np.stack([snap.vector(v) for v in vids])

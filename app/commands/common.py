@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import NoReturn
 
 import typer
@@ -30,28 +31,38 @@ def fail(exc: SlmragError) -> NoReturn:
 
 
 class IngestProgress:
-    """Progress bar on stderr for ingest (files and chunks); an :class:`ingest.ingestor.ProgressSink`."""
+    """Progress bar on stderr for ingest: files done of all, chunks embedded and their rate, elapsed time
+    and the time left (estimated from the files done over the last few minutes, so one slow file does not
+    swing it); an :class:`ingest.ingestor.ProgressSink`. Shown when stderr is a terminal (or
+    SLMRAG_PROGRESS=1), so stdout stays clean for ``--json``."""
 
     def __init__(self, enabled: bool = True):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
 
         self.enabled = enabled and err.is_terminal or os.environ.get("SLMRAG_PROGRESS") == "1"
         self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[chunks]} chunks"), TextColumn("{task.fields[name]}"),
-                                 TimeElapsedColumn(), console=err, disable=not self.enabled, transient=False)
+                                 TextColumn("files, {task.fields[chunks]} chunks ({task.fields[rate]}/s)"),
+                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                                 TextColumn("{task.fields[name]}"),
+                                 console=err, disable=not self.enabled, transient=False, speed_estimate_period=300)
         self.task = None
         self.n_chunks = 0
+        self.t0 = 0.0
 
     def start(self, total_files: int) -> None:
         self.progress.start()
-        self.task = self.progress.add_task("ingest", total=total_files, chunks=0, name="")
+        self.task = self.progress.add_task("ingest", total=total_files, chunks=0, rate=0, name="")
 
     def file(self, name: str) -> None:
+        self.t0 = self.t0 or time.monotonic()  # the rate counts from the first file ready, not the model load
         self.progress.update(self.task, name=name[-40:])
 
     def chunks(self, n: int) -> None:
         self.n_chunks += n
-        self.progress.update(self.task, chunks=self.n_chunks)
+        self.t0 = self.t0 or time.monotonic()
+        rate = self.n_chunks / max(1e-3, time.monotonic() - self.t0)
+        self.progress.update(self.task, chunks=self.n_chunks, rate=f"{rate:.0f}")
 
     def advance(self) -> None:
         self.progress.advance(self.task)
