@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from app.commands.common import IndexDirOpt, JsonOpt, PackOpt, err, fail, out, training_assistant
+from app.commands.common import IndexDirOpt, JsonOpt, PackOpt, err, fail, invoked_command, out, training_assistant
 from app.errors import SlmragError
 
 
@@ -68,7 +66,7 @@ def register(app, packs_app, filter_app) -> None:
                 base_path = resolve_model(base, p.path)
                 info = {"base_model": base, "base_model_sha256": file_sha256(base_path) if isinstance(base_path, Path) else None,
                         "pack": p.name, "train_data": str(train), "train_data_sha256": digest,
-                        "command": "slmrag " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+                        "command": invoked_command(),
                         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
                 report = train_adapter(base, examples, target, rank=rank, alpha=alpha, lr=lr, epochs=epochs,
                                        max_len=max_len, seed=seed, base_dir=p.path, progress=on_step, info=info)

@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import os
+import shlex
+import sys
 import time
 from typing import NoReturn
 
@@ -97,3 +99,9 @@ def training_assistant(pack, train, index_dir=None, show_progress: bool = True):
         err.print(f"[yellow]{len(summary.failed)} training documents could not be read; going on without them.[/]")
     rows = load_questions(train / "questions.jsonl")
     return Assistant(tp).load(generator=False), rows, digest
+
+
+def invoked_command() -> str:
+    """The command line this process was started with, as ``slmrag ...`` (recorded in trained models' and
+    reports' metadata so a figure can be reproduced)."""
+    return "slmrag " + " ".join(shlex.quote(a) for a in sys.argv[1:])

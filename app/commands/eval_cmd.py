@@ -87,14 +87,14 @@ def register(app, packs_app, filter_app) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        from app.commands.common import fail
+        from app.commands.common import fail, invoked_command
         from app.errors import SlmragError
         from app.evaluation.report import summary_rows, write_report
         from app.evaluation.runner import EvalOptions, run_eval
 
         err = Console(stderr=True)
         if sys.argv[1:2] == ["eval"]:
-            command = "slmrag " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+            command = invoked_command()
         else:  # called in-process (tests): rebuild it from the options
             command = (f"slmrag eval --pack {shlex.quote(pack)} --questions {shlex.quote(str(questions))}"
                        + (f" --corpus {shlex.quote(str(corpus))}" if corpus else "")

@@ -21,7 +21,7 @@ def _progress_enabled(err, as_json: bool) -> bool:
 
 
 def register(app, packs_app, filter_app) -> None:
-    from app.commands.common import IndexDirOpt, JsonOpt, PackOpt, err, out
+    from app.commands.common import IndexDirOpt, JsonOpt, PackOpt, err, invoked_command, out
     from app.commands.common import fail as _fail
     from app.packs import load_pack as _pack
     from app.packs import writable_pack
@@ -105,9 +105,6 @@ def register(app, packs_app, filter_app) -> None:
 
     def _train_labelled(pack: str, train: Path, out_of_pack: list[Path], index_dir: Optional[Path], epochs: int,
                         max_rows: Optional[int], seed: int, as_json: bool) -> None:
-        import shlex
-        import sys
-
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         from app.commands.common import training_assistant
@@ -129,7 +126,7 @@ def register(app, packs_app, filter_app) -> None:
                 progress.update(task, description="training", total=1, completed=0)
                 info = {"pack": p.name, "train_data": str(train), "train_data_sha256": digest,
                         "out_of_pack": [str(f) for f in out_of_pack],
-                        "command": "slmrag " + " ".join(shlex.quote(a) for a in sys.argv[1:])}
+                        "command": invoked_command()}
                 meta = train_relevance(pairs, p.path / "filter", epochs=epochs, seed=seed,
                                        progress=lambda s, t, loss: progress.update(task, total=t, completed=s,
                                                                                    loss=f"{loss:.3f}"), info=info)
@@ -208,14 +205,11 @@ def register(app, packs_app, filter_app) -> None:
                 written = str(p.path / "pack.yaml")
                 info = p.path / (p.config.filter.model or "-") / "filter.json"
                 if cal.kind == "cross_encoder" and p.config.filter.model and info.is_file():
-                    import shlex
-                    import sys
-
                     from app.pack_edit import record_dev_figures
 
                     figures = {key: value for key, value in cal.summary().items() if key != "kind"}
                     record_dev_figures(info, figures | {"questions_file": str(questions), "k": k or p.config.retrieval.k},
-                                       "slmrag " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+                                       invoked_command())
         except SlmragError as exc:
             _fail(exc)
         summary = cal.summary()
