@@ -36,13 +36,11 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,6 +50,7 @@ import app  # noqa: F401
 from app.assistant import AskOptions, Assistant
 from app.env import threads
 from app.generators import LlamaCppGenerator
+from app.local_server import LocalModelServer
 from app.packs import load_pack
 from app.store import IndexStore
 from ingest.starter import ensure_index
@@ -76,51 +75,12 @@ QUESTIONS = [
     "What are the contraindications to thrombolysis?",
 ]
 
-SERVER_LAUNCH = """
-import sys
-from app.generators import _without_extra_buffer_types  # same AMX workaround as the embedded backend
-guard = _without_extra_buffer_types()
-guard.__enter__()
-sys.argv = ["llama_cpp.server"] + sys.argv[1:]
-from llama_cpp.server.__main__ import main
-main()
-"""
-
 
 def pct(values: list[float], q: float) -> float | None:
     if not values:
         return None
     values = sorted(values)
     return round(values[min(len(values) - 1, max(0, round(q * (len(values) - 1))))], 3)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(model: Path, port: int, log: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-c", SERVER_LAUNCH, "--model", str(model), "--model_alias", "smollm2",
-           "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", str(threads()),
-           "--n_threads_batch", str(threads()), "--interrupt_requests", "False"]
-    # --interrupt_requests False: by default the server cuts a streaming answer short when another request
-    # arrives, which would end every concurrent answer but the last.
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"llama_cpp.server exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            pass
-        time.sleep(0.3)
-    proc.kill()
-    raise SystemExit(f"llama_cpp.server not up after 120 s:\n{log.read_text()[-2000:]}")
 
 
 def start_ingest(folder: Path, index_dir: Path, nice: int | None, log: Path) -> subprocess.Popen:
@@ -249,6 +209,7 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="slmrag-concurrency-"))
     procs: list[subprocess.Popen] = []
+    server: LocalModelServer | None = None
     result: dict = {"backend": args.backend, "ingest": args.ingest, "threads": threads(), "levels": [],
                     "max_tokens": args.max_tokens, "per_asker": args.per_asker, "command": " ".join(sys.argv)}
     try:
@@ -258,10 +219,15 @@ def main() -> None:
         gen = pack.config.generator
         if args.backend == "server":
             model = LlamaCppGenerator(gen, pack.path)._requantized(LlamaCppGenerator(gen, pack.path).model_file())
-            port = free_port()
-            procs.append(start_server(model, port, tmp / "server.log"))
+            # amx_workaround: the server loads the same Q4_0 file the way the embedded backend always does
+            # (on the AMX-reporting VMs here, llama.cpp's default crashes at the first batched decode), so the
+            # two backends compare like for like. interrupt_requests=False: by default the server cuts a
+            # streaming answer short when another request arrives, which would end every concurrent answer
+            # but the last.
+            server = LocalModelServer(model, alias="smollm2", threads=threads(), n_ctx=2048, log=tmp / "server.log",
+                                      amx_workaround=True, interrupt_requests=False).start()
             pack.config.generator = gen.model_copy(update={"backend": "openai", "model": "smollm2",
-                                                           "base_url": f"http://127.0.0.1:{port}/v1"})
+                                                           "base_url": server.base_url})
         if args.concurrency:
             pack.config.generator = pack.config.generator.model_copy(update={"concurrency": args.concurrency})
         result["concurrency"] = pack.config.generator.concurrency
@@ -319,6 +285,8 @@ def main() -> None:
             print(json.dumps(row), flush=True)
         result["records"] = all_records
     finally:
+        if server is not None:
+            server.stop()
         for p in procs:
             if p.poll() is None:
                 p.terminate()

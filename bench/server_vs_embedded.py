@@ -22,11 +22,9 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import yaml
@@ -35,31 +33,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 ALIAS = "smollm2"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(model: Path, port: int, threads: int, n_ctx: int, log: Path, deadline_s: float = 120.0):
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", ALIAS,
-             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(threads),
-             "--n_threads_batch", str(threads)], stdout=out, stderr=subprocess.STDOUT)
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited with {proc.returncode}; see {log}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=1):
-                return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit(f"the server did not answer within {deadline_s:g} s; see {log}")
 
 
 def served_pack(pack_dir: Path, dest: Path, base_url: str, logprobs: int | None) -> Path:
@@ -165,6 +138,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from app.generators import LlamaCppGenerator
+    from app.local_server import LocalModelServer
     from app.packs import load_pack
 
     pack = load_pack(args.pack)
@@ -177,17 +151,12 @@ def main() -> None:
     gen = LlamaCppGenerator(pack.config.generator.model_copy(update={"adapter": None}), pack.path)
     model = gen._requantized(gen.model_file())  # the file the embedded backend loads
     threads = int(os.environ.get("SLMRAG_THREADS") or os.cpu_count() or 1)
-    port = free_port()
-    server = start_server(model, port, threads, pack.config.generator.n_ctx, out / "server.log")
-    try:
-        srv_pack = served_pack(pack.path, out / "served-pack" / pack.name, f"http://127.0.0.1:{port}/v1", args.logprobs)
-        print(f"server: {sys.executable} -m llama_cpp.server --model {model} --model_alias {ALIAS} --port {port} "
-              f"--n_ctx {pack.config.generator.n_ctx} --n_threads {threads}", flush=True)
+    with LocalModelServer(model, alias=ALIAS, threads=threads, n_ctx=pack.config.generator.n_ctx,
+                          log=out / "server.log") as server:
+        srv_pack = served_pack(pack.path, out / "served-pack" / pack.name, server.base_url, args.logprobs)
+        print(f"server: {' '.join(server.command())}", flush=True)
         emb = run_eval(pack.name, args, out / "embedded", index_root)
         srv = run_eval(srv_pack, args, out / "server", index_root)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     table = compare(emb, srv)
     (out / "compare.md").write_text(table + "\n")
     print(table)

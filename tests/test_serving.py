@@ -10,18 +10,16 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from pathlib import Path
 
 import pytest
 
-from app.errors import ConfigError, SlmragError
+from app.errors import ConfigError, MissingDependency, SlmragError
 from app.generators import LlamaCppGenerator, OpenAIGenerator, make_generator
+from app.local_server import LocalModelServer, LocalServerError, free_port
 from app.models import packaged_path
 from app.settings import GeneratorSettings
 
@@ -33,54 +31,11 @@ MESSAGES = [{"role": "system", "content": "You answer briefly."},
             {"role": "user", "content": "What is the capital of France?"}]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_llama_server(model: str, port: int, log: Path, *, threads: int = 1, n_ctx: int = 2048,
-                       deadline_s: float = 90.0) -> subprocess.Popen:
-    """``python -m llama_cpp.server`` on 127.0.0.1:port, returned once GET /v1/models answers. Its output
-    goes to ``log`` (llama.cpp logs the whole model header: a pipe nobody reads would fill and block it)."""
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", model, "--model_alias", ALIAS,
-             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(threads),
-             "--n_threads_batch", str(threads)],
-            stdout=out, stderr=subprocess.STDOUT)
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"llama_cpp.server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=1) as resp:
-                if resp.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.1)  # polling interval, not a wait for a fixed time: the deadline bounds the loop
-    proc.kill()
-    raise RuntimeError(f"llama_cpp.server did not answer on port {port} within {deadline_s:g} s:\n"
-                       f"{log.read_text()[-3000:]}")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    port = _free_port()
-    proc = start_llama_server(str(packaged_path("smollm2")), port, tmp_path_factory.mktemp("server") / "log.txt")
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        stop_server(proc)
+    with LocalModelServer(packaged_path("smollm2"), alias=ALIAS, threads=1, n_ctx=2048, deadline_s=90,
+                          log=tmp_path_factory.mktemp("server") / "log.txt") as local:
+        yield local.base_url
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +131,7 @@ def test_ask_end_to_end_through_the_server(server, tmp_pack, tmp_path):
 
 # ---------------------------------------------------------------------------------------- errors
 def test_nothing_listening_fails_fast_with_how_to_start_a_server():
-    url = f"http://127.0.0.1:{_free_port()}/v1"
+    url = f"http://127.0.0.1:{free_port()}/v1"
     t = time.perf_counter()
     with pytest.raises(SlmragError, match=r"Could not connect to the generator server at .*Start it.*generator\.base_url"):
         served(url, max_retries=0).load()
@@ -261,6 +216,24 @@ def test_api_key_comes_from_the_named_environment_variable(monkeypatch):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_amx_launcher_serves_and_a_failed_start_shows_the_log_tail(tmp_path):
+    """bench/concurrency.py's launcher (llama_cpp.server's main inside the AMX workaround) serves the model,
+    and a server that dies at start fails fast with a SlmragError that quotes its log."""
+    amx = LocalModelServer(packaged_path("smollm2"), alias=ALIAS, threads=1, n_ctx=512, deadline_s=90,
+                           log=tmp_path / "amx.log", amx_workaround=True, interrupt_requests=False)
+    with amx, urllib.request.urlopen(f"{amx.base_url}/models", timeout=5) as resp:
+        assert [m["id"] for m in json.load(resp)["data"]] == [ALIAS]
+    with pytest.raises(LocalServerError, match=r"(?s)exited with 1 before it answered.*Model path does not exist"):
+        LocalModelServer(tmp_path / "missing.gguf", alias=ALIAS, threads=1, n_ctx=512, deadline_s=90,
+                         log=tmp_path / "missing.log", amx_workaround=True).start()
+
+
+def test_without_the_server_extra_the_error_says_what_to_install(monkeypatch, tmp_path):
+    monkeypatch.setattr("app.local_server._SERVER_MODULES", ("llama_cpp.server", "slmrag_no_such_module"))
+    with pytest.raises(MissingDependency, match=r"slmrag_no_such_module.*pip install 'slmrag\[serve\]'"):
+        LocalModelServer(packaged_path("smollm2"), alias=ALIAS, threads=1, n_ctx=512, log=tmp_path / "log").start()
 
 
 def test_openai_backend_config_errors():
