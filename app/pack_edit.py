@@ -1,7 +1,8 @@
 """Targeted edits of a pack's ``pack.yaml`` that keep its comments and layout.
 
 :func:`write_filter_settings` stores a calibrated filter threshold (``slmrag filter calibrate --write``),
-:func:`set_generator_adapter` a trained adapter (``slmrag adapt train``); both go through
+:func:`set_generator_adapter` a trained adapter (``slmrag adapt train``), :func:`set_label_bias` fitted label
+offsets (``slmrag adapt labels``); all go through
 :func:`set_block_values`. A YAML round trip would drop the comments that document a pack, so the file
 is edited line by line and the result is validated as a :class:`~app.settings.PackConfig` before it
 replaces the file.
@@ -81,6 +82,17 @@ def write_filter_settings(pack_yaml: Path | str, *, threshold: float, kind: str 
 def set_generator_adapter(pack_yaml: Path | str, folder: str) -> str:
     """Point ``generator.adapter`` at a pack-relative adapter folder (``slmrag adapt train``)."""
     return set_block_values(pack_yaml, "generator", {"adapter": folder}, lambda cfg: cfg.generator.adapter == folder)
+
+
+def set_label_bias(pack_yaml: Path | str, bias: dict[str, float]) -> str:
+    """Store fitted label offsets as ``answers.label_bias`` (``slmrag adapt labels --write``); the labels are
+    quoted, since YAML reads a bare yes/no as true/false."""
+    import json
+
+    value = json.dumps({k: round(float(v), 4) for k, v in bias.items()})
+    return set_block_values(pack_yaml, "answers", {"label_bias": value},
+                            lambda cfg: all(abs(cfg.answers.label_bias.get(k, 1e9) - round(float(v), 4)) <= 1e-9
+                                            for k, v in bias.items()))
 
 
 def record_dev_figures(info_file: Path | str, figures: dict, command: str) -> None:

@@ -339,6 +339,13 @@ class AnswerSettings(_Strict):
         "'content_free' divides them by those of the same prompt with 'N/A' for question and passages "
         "(contextual calibration), so the model's standing preference for one label does not decide; 'none'.",
     )
+    label_bias: dict[str, float] = Field(
+        default_factory=dict,
+        description="Log-probability offsets per label, added after label_calibration before the label is "
+        "chosen: they correct the model's prior over labels to the one its training rows show. Fitted by "
+        "`slmrag adapt labels --write` (maximum likelihood on the pack's training rows, each asked as the "
+        "pack asks it); empty: no offset.",
+    )
     label_not_found: bool = Field(
         False,
         description="For 'label' answers, also score the start of 'I could not find this in your documents' "
@@ -358,6 +365,9 @@ class AnswerSettings(_Strict):
             raise ValueError(f"answers.default '{self.default}' is not in answers.shapes {self.shapes}")
         if "label" in self.shapes and len(self.labels) < 2:
             raise ValueError("a 'label' shape needs at least two answers.labels")
+        unknown = sorted(set(self.label_bias) - set(self.labels))
+        if unknown:
+            raise ValueError(f"answers.label_bias names {unknown}, which are not answers.labels {self.labels}")
         return self
 
 

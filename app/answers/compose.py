@@ -8,6 +8,7 @@ answer is withheld or flagged is the pack's ``answers.grounding.on_unsupported``
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -57,6 +58,24 @@ def calibrated(probs: dict[str, float], prior: dict[str, float] | None) -> dict[
     return {k: v / total for k, v in raw.items()}
 
 
+def biased(probs: dict[str, float], bias: dict[str, float]) -> dict[str, float]:
+    """Add each label's fitted log-offset (``answers.label_bias``, fitted on training rows by ``slmrag adapt
+    labels``) to its log-probability and renormalise; a choice without an offset keeps its probability's share."""
+    if not bias:
+        return probs
+    raw = {k: v * math.exp(bias.get(k, 0.0)) for k, v in probs.items()}
+    total = sum(raw.values()) or 1.0
+    return {k: v / total for k, v in raw.items()}
+
+
+def label_probabilities(generator, prompt, labels: list[str], *, with_not_found: bool = False,
+                        prior: dict[str, float] | None = None) -> dict[str, float]:
+    """The labels' next-token probabilities after ``prompt``, contextually calibrated by ``prior`` (no
+    fitted bias: :func:`biased` adds it), so that fitting the bias and answering score the same way."""
+    choices = label_choices(labels, with_not_found)
+    return calibrated(generator.next_token_choice(generator.chat_prompt(prompt.messages), choices), prior)
+
+
 def compose(generator, prompt, question: str, settings: AnswerSettings, *, label_not_found: bool = False,
             label_prior: dict[str, float] | None = None) -> Composed:
     """Generate, shape and check one answer for ``prompt`` (an :class:`app.prompting.Prompt`)."""
@@ -80,8 +99,8 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
 
     shape = prompt.shape
     if shape == "label" and generator.scores_choices:
-        choices = label_choices(list(settings.labels), label_not_found)
-        probs = calibrated(generator.next_token_choice(generator.chat_prompt(prompt.messages), choices), label_prior)
+        probs = biased(label_probabilities(generator, prompt, list(settings.labels), with_not_found=label_not_found,
+                                           prior=label_prior), settings.label_bias)
         first.append(time.perf_counter())  # the label is the first thing the answer says
         best = max(probs, key=probs.get)
         if best == NOT_FOUND_CHOICE:

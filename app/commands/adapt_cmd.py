@@ -80,3 +80,57 @@ def register(app, packs_app, filter_app) -> None:
             r = report.to_json()
             out.print(f"adapter: {report.out_dir} - {r['examples']} examples {r['shapes']}, {r['steps']} steps, "
                       f"{r['seconds']} s ({r['tokens_per_s']} tok/s), final loss {r['final_loss']}", highlight=False)
+
+    @adapt_app.command("labels")
+    def adapt_labels(
+        pack: str = PackOpt,
+        train: Path = typer.Option(..., "--train", help="A folder with questions.jsonl and corpus/ (the rows to fit on)."),
+        index_dir: Optional[Path] = IndexDirOpt,
+        max_rows: int = typer.Option(400, "--max-rows", min=10, help="Most label-routed rows to ask."),
+        seed: int = typer.Option(0, "--seed", help="Which rows, when there are more than --max-rows."),
+        write: bool = typer.Option(False, "--write", help="Store the offsets as answers.label_bias in pack.yaml."),
+        as_json: bool = JsonOpt,
+    ) -> None:
+        """Fit per-label offsets (answers.label_bias) on training rows asked as the pack asks them: the label
+        answers' prior, corrected to the one the rows show. Prints accuracy before, fitted and cross-validated."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        from app.pack_edit import set_label_bias
+        from app.packs import load_pack, writable_pack
+        from app.training import labels as fit
+
+        try:
+            p = load_pack(pack)
+            if write:
+                writable_pack(p)
+            labels = list(p.config.answers.labels)
+            if "label" not in p.config.answers.shapes:
+                raise SlmragError(f"Pack '{p.name}' has no 'label' answers (answers.shapes); there is nothing to fit.")
+            assistant, rows, _ = training_assistant(p, train, index_dir, not as_json)
+            assistant.load()
+            columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TimeElapsedColumn(), TimeRemainingColumn())
+            with Progress(*columns, console=err, disable=as_json) as bar:
+                task = bar.add_task("label rows", total=None)
+                scored = fit.collect(assistant, rows, max_rows=max_rows, seed=seed,
+                                     progress=lambda i, n: bar.update(task, completed=i, total=n))
+            if len(scored) < 10:
+                raise SlmragError(f"Only {len(scored)} label-routed training rows kept a passage in {train}; "
+                                  "at least 10 are needed to fit offsets.")
+            bias = fit.fit_bias(scored, labels)
+            result = {"pack": p.name, "rows": len(scored), "label_calibration": p.config.answers.label_calibration,
+                      "label_bias": bias, "before": fit.scores(scored, labels, {}),
+                      "fitted": fit.scores(scored, labels, bias),
+                      "cross_validated": fit.cross_validated(scored, labels), "command": invoked_command()}
+            if write:
+                set_label_bias(p.path / "pack.yaml", bias)
+        except SlmragError as exc:
+            fail(exc)
+        if as_json:
+            print(json.dumps(result, indent=2))
+            return
+        out.print(f"{len(scored)} training rows; offsets {bias}" + (" written to pack.yaml" if write else ""), highlight=False)
+        for name in ("before", "fitted", "cross_validated"):
+            r = result[name]
+            out.print(f"  {name:16} accuracy {r['accuracy']:.3f}  macro-F1 {r['macro_f1']:.3f}  predicted {r['predicted']}",
+                      highlight=False)
