@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from app.answers.arithmetic import FormulaError, evaluate, find_formula, format_value
-from app.answers.compose import calibrated, compose
+from app.answers.compose import biased, calibrated, compose
 from app.answers.grounding import lexical_support
 from app.answers.shapes import (NOT_FOUND, finish_calculate, finish_extract, finish_free, finish_label, locate,
                                 read_label, route, tidy)
-from app.evaluation.tasks import cuad_value_match, jaccard, numeric_f1, summarize, task_score
+from app.evaluation.tasks import cuad_value_match, hygiene, jaccard, numeric_f1, summarize, task_score
 from app.prompting import Prompt
 from app.retrieval import Passage
 from app.settings import AnswerSettings, RouteRule
@@ -186,6 +188,19 @@ def test_contextual_calibration_divides_by_the_content_free_prior():
     assert calibrated({"yes": 0.4, "no": 0.6}, None) == {"yes": 0.4, "no": 0.6}
 
 
+def test_fitted_label_bias_shifts_the_choice_by_its_log_offset():
+    # P(yes) 0.4, P(no) 0.6; an offset of ln 2 on yes makes it 0.8 : 0.6 -> yes wins (4/7)
+    out = biased({"yes": 0.4, "no": 0.6}, {"yes": math.log(2), "no": 0.0})
+    assert out == pytest.approx({"yes": 4 / 7, "no": 3 / 7})
+    assert biased({"yes": 0.4, "no": 0.6}, {}) == {"yes": 0.4, "no": 0.6}
+    settings = AnswerSettings(shapes=["label", "free"], labels=["yes", "no"], default="free",
+                              label_bias={"yes": math.log(2)})
+    c = compose(FakeGenerator("It is [1].", {"yes": 0.4, "no": 0.6}), _prompt("label", [P]), "Is it?", settings)
+    assert c.shaped.label == "yes"
+    with pytest.raises(ValueError, match="maybe"):
+        AnswerSettings(shapes=["label", "free"], labels=["yes", "no"], default="free", label_bias={"maybe": 1.0})
+
+
 def test_compose_not_found_choice_wins_means_refused():
     settings = AnswerSettings(shapes=["label", "free"], labels=["yes", "no"], default="free")
     gen = FakeGenerator("unused", {"yes": 0.2, "no": 0.1, "__not_found__": 0.7})
@@ -223,3 +238,14 @@ def test_task_scores_by_source():
     # yes: tp1 fp0 fn1 -> 2/3; no: tp1 fp1 fn1 -> 1/2; maybe: 0 -> macro (2/3 + 1/2 + 0) / 3
     assert block["pubmedqa"]["macro_f1"] == pytest.approx((2 / 3 + 1 / 2) / 3)
     assert block["hygiene"]["valid_citation"] == 1.0
+    assert block["hygiene"]["quoted_for_model"] == 0.0
+
+
+def test_hygiene_counts_slmrags_own_quotes_apart_from_the_models():
+    ours = {"details": {"quote": {"text": "BP 130-139.", "n": 1, "verbatim": True, "by_model": False}}}
+    model = {"details": {"quote": {"text": "130-139", "n": 1, "verbatim": True, "by_model": True}}}
+    assert hygiene(ours, "“BP 130-139.” [1]", 1, False)["quoted_for_model"] is True
+    assert hygiene(model, "“130-139” [1]", 1, False)["quoted_for_model"] is False
+    assert hygiene({}, "Yes [1].", 1, False)["quoted_for_model"] is False
+    runs = [{"hygiene": hygiene(i, "x [1]", 1, False)} for i in (ours, model, model, {})]
+    assert summarize(runs)["hygiene"]["quoted_for_model"] == 0.25

@@ -226,3 +226,25 @@ def test_eval_end_to_end_on_a_fixture_corpus(tmp_path, monkeypatch):
     md = (out / "report.md").read_text()
     assert "| recall@5 (retrieved, before filter) | 1.000 | 1.000 | 1.00× |" in md
     assert "![recall_at_k.png](recall_at_k.png)" in md
+
+
+def test_eval_no_filter_keeps_every_retrieved_passage(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from app.cli import app
+
+    monkeypatch.setenv("SLMRAG_INDEX_DIR", str(tmp_path / "indexes"))
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name, text in DOCS.items():
+        (corpus / name).write_text(text)
+    questions = _write_jsonl(tmp_path / "questions.jsonl", QUESTIONS)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["eval", "--pack", "medical", "--questions", str(questions), "--corpus", str(corpus),
+                                      "--out", str(out), "--no-answers", "--no-naive", "--no-filter", "--quiet"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["meta"]["pack"]["filter"]["kind"] == "none" and report["meta"]["pack"]["filter"]["gate"] is None
+    assert "--no-filter" in report["meta"]["command"]
+    for r in report["records"]:
+        assert r["slmrag"]["passages"] and all(p["kept"] for p in r["slmrag"]["passages"]), r["id"]

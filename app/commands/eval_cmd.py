@@ -74,6 +74,8 @@ def register(app, packs_app, filter_app) -> None:
                                       "varies slmrag, e.g. with --no-adapter)."),
         no_adapter: bool = typer.Option(False, "--no-adapter", help="Answer with the base model, without the pack's "
                                         "LoRA adapter (to measure what the adapter adds)."),
+        no_filter: bool = typer.Option(False, "--no-filter", help="Keep every retrieved passage (the pack's relevance "
+                                       "filter and gate off), to measure what the filter adds."),
         max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1, max=4096,
                                                  help="Most tokens per answer (default: the pack's)."),
         k: int = typer.Option(10, "--k", min=1, max=50, help="Retrieval depth for recall@k and MRR."),
@@ -100,13 +102,14 @@ def register(app, packs_app, filter_app) -> None:
                        + (f" --corpus {shlex.quote(str(corpus))}" if corpus else "")
                        + (f" --limit {limit}" if limit else "") + f" --out {shlex.quote(str(out))}"
                        + (" --no-answers" if no_answers else "") + (f" --max-tokens {max_tokens}" if max_tokens else "")
-                       + (" --no-adapter" if no_adapter else "") + (" --no-naive" if no_naive else ""))
+                       + (" --no-adapter" if no_adapter else "") + (" --no-naive" if no_naive else "")
+                       + (" --no-filter" if no_filter else ""))
         enabled = not quiet and (err.is_terminal or os.environ.get("SLMRAG_PROGRESS") == "1")
         progress = _RichEvalProgress(err, enabled)
         opts = EvalOptions(pack=pack, questions=questions, corpus=corpus, limit=limit, out=out,
                            answers=not no_answers, max_tokens=max_tokens, k=k, naive_k=naive_k,
                            keep_index=keep_index, command=command, adapter=not no_adapter,
-                           naive=not no_naive)
+                           naive=not no_naive, filter=not no_filter)
         try:
             report = run_eval(opts, progress)
             paths = write_report(report, out)

@@ -232,6 +232,7 @@ TASK_COLUMNS = [
     ("hygiene", "sentences per answer", "sentences_per_answer", "num"),
     ("hygiene", "answers with a repeated sentence", "repeated_sentence_answers", "num"),
     ("hygiene", "quotes verbatim", "verbatim_quotes", "rate"),
+    ("hygiene", "answers quoted by slmrag for the model", "quoted_for_model", "rate"),
 ]
 
 

@@ -52,6 +52,7 @@ class EvalOptions:
     command: str = ""
     adapter: bool = True  # False: slmrag answers with the base model (the pack's generator.adapter unset)
     naive: bool = True  # False: skip the naive baseline (a second run that only varies slmrag)
+    filter: bool = True  # False: slmrag keeps every retrieved passage (filter.kind none, no gate)
 
 
 class EvalProgress:
@@ -304,6 +305,8 @@ def run_eval(opts: EvalOptions, progress: EvalProgress | None = None) -> dict:
     pack = load_pack(opts.pack)
     if not opts.adapter:
         pack.config.generator.adapter = None
+    if not opts.filter:  # answers with the filter off, to measure what it adds
+        pack.config.filter.kind, pack.config.filter.gate = "none", None
     user_index = pack.index_dir
     corpus = None
     scratch: Path | None = None

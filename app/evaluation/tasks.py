@@ -13,7 +13,8 @@ Each source is scored by its own task's rule:
 * FinanceBench: a number within 1 % of the gold's, or the gold phrase (token F1 >= 0.5).
 
 Hygiene: share of answers citing a passage that was in the prompt, sentences per answer, answers with a
-repeated sentence, quotes that are verbatim substrings of a passage.
+repeated sentence, quotes that are verbatim substrings of a passage, and answers that are slmrag's quote of
+a passage on the model's behalf rather than the model's own.
 """
 
 from __future__ import annotations
@@ -159,7 +160,10 @@ def hygiene(info: Mapping[str, Any], text: str, n_context: int, abstained: bool)
     quote = (info.get("details") or {}).get("quote")
     return {"answered": True, "valid_citation": any(1 <= c <= n_context for c in cited), "sentences": len(sents),
             "repeated_sentence": len(keys) != len(set(keys)),
-            "verbatim_quote": None if not quote else bool(quote.get("verbatim"))}
+            "verbatim_quote": None if not quote else bool(quote.get("verbatim")),
+            # slmrag quoted a passage on the model's behalf (its answer failed the check, or it said "not
+            # found" over kept passages): grounded by construction, but not the model's answer
+            "quoted_for_model": bool(quote) and quote.get("by_model") is False}
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -194,5 +198,6 @@ def summarize(runs: list[dict]) -> dict:
         "sentences_per_answer": mean(h["sentences"] for h in hy),
         "repeated_sentence_answers": sum(1 for h in hy if h["repeated_sentence"]),
         "verbatim_quotes": mean(h["verbatim_quote"] for h in hy if h["verbatim_quote"] is not None),
+        "quoted_for_model": mean(h.get("quoted_for_model", False) for h in hy),
     }
     return out
