@@ -162,6 +162,15 @@ QUESTIONS = [
 
 
 @pytest.mark.slow
+def _fixture_files(tmp_path):
+    """The fixture corpus and question file written under ``tmp_path``; returns (corpus, questions, out)."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name, text in DOCS.items():
+        (corpus / name).write_text(text)
+    return corpus, _write_jsonl(tmp_path / "questions.jsonl", QUESTIONS), tmp_path / "out"
+
+
 def test_eval_end_to_end_on_a_fixture_corpus(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
@@ -173,12 +182,7 @@ def test_eval_end_to_end_on_a_fixture_corpus(tmp_path, monkeypatch):
     # test checks, so use one thread unless the caller chose otherwise.
     if "SLMRAG_THREADS" not in os.environ:
         monkeypatch.setenv("SLMRAG_THREADS", "1")
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    for name, text in DOCS.items():
-        (corpus / name).write_text(text)
-    questions = _write_jsonl(tmp_path / "questions.jsonl", QUESTIONS)
-    out = tmp_path / "out"
+    corpus, questions, out = _fixture_files(tmp_path)
 
     # The medical pack's prompts and models, with its filter pinned to the cosine filter, so that tuning the
     # real pack (a trained cross-encoder, another threshold) cannot change what this test checks.
@@ -234,12 +238,7 @@ def test_eval_no_filter_keeps_every_retrieved_passage(tmp_path, monkeypatch):
     from app.cli import app
 
     monkeypatch.setenv("SLMRAG_INDEX_DIR", str(tmp_path / "indexes"))
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    for name, text in DOCS.items():
-        (corpus / name).write_text(text)
-    questions = _write_jsonl(tmp_path / "questions.jsonl", QUESTIONS)
-    out = tmp_path / "out"
+    corpus, questions, out = _fixture_files(tmp_path)
     result = CliRunner().invoke(app, ["eval", "--pack", "medical", "--questions", str(questions), "--corpus", str(corpus),
                                       "--out", str(out), "--no-answers", "--no-naive", "--no-filter", "--quiet"])
     assert result.exit_code == 0, result.output
