@@ -113,3 +113,48 @@ def test_same_data_and_seed_train_the_same_adapter(trained, tmp_path):
     assert first.keys() == again.keys() and all((first[k] == again[k]).all() for k in first)
     assert (out / GGUF_FILE).read_bytes() == (tmp_path / "again" / GGUF_FILE).read_bytes()
     assert any(not (first[k] == other[k]).all() for k in first)
+
+
+def _report(pack_name: str, sha: str | None, *, adapter: str | None = "adapter", run: int = 200, total: int = 200) -> dict:
+    """The parts of an `slmrag eval` report.json that `adapt record` reads."""
+    return {"meta": {"command": "slmrag eval --pack x", "answers": True, "questions_file": "q.jsonl",
+                     "questions_run": run, "questions_total": total,
+                     "pack": {"name": pack_name, "generator": {"adapter": adapter, "adapter_sha256": sha}}},
+            "aggregates": {"all": {"slmrag": {
+                "answers": {"tasks": {"pubmedqa": {"n": 100, "accuracy": 0.55}}, "abstention_rate": 0.1,
+                            "grounded_rate": 0.9, "withheld_rate": 0.05},
+                "latency": {"first_token_s": {"p50": 1.9}}, "tokens_per_s": {"mean": 80.0}}}}}
+
+
+def test_adapt_record_keeps_full_dev_figures_of_this_adapter_only(tmp_path):
+    from typer.testing import CliRunner
+
+    from app.cli import app
+    from app.packs import builtin_packs_dir
+    from app.store import file_sha256
+
+    pack_dir = tmp_path / "pack"
+    shutil.copytree(builtin_packs_dir() / "medical", pack_dir, ignore=shutil.ignore_patterns("corpus", "filter"))
+    (pack_dir / "corpus").mkdir()
+    sha = file_sha256(pack_dir / "adapter" / GGUF_FILE)
+    name = load_pack_dir(pack_dir).name
+
+    def record(report: dict, base: dict | None = None):
+        (tmp_path / "r.json").write_text(json.dumps(report))
+        args = ["adapt", "record", "--pack", str(pack_dir), "--report", str(tmp_path / "r.json")]
+        if base is not None:
+            (tmp_path / "b.json").write_text(json.dumps(base))
+            args += ["--base", str(tmp_path / "b.json")]
+        return CliRunner().invoke(app, args)
+
+    for bad, why in [(_report(name, "0" * 64), "current adapter"), (_report(name, sha, run=12), "full set"),
+                     (_report("legal", sha), "not 'medical'")]:
+        result = record(bad)
+        assert result.exit_code != 0 and why in " ".join(result.output.split()), result.output
+    assert "dev" not in json.loads((pack_dir / "adapter" / "adapter.json").read_text())
+
+    result = record(_report(name, sha), _report(name, None, adapter=None))
+    assert result.exit_code == 0, result.output
+    dev = json.loads((pack_dir / "adapter" / "adapter.json").read_text())["dev"]
+    assert dev["tasks"]["pubmedqa"]["accuracy"] == 0.55 and dev["n"] == 200 and dev["first_token_p50_s"] == 1.9
+    assert dev["base_model"]["tasks"]["pubmedqa"]["n"] == 100 and dev["command"] == "slmrag eval --pack x"

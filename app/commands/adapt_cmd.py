@@ -134,3 +134,36 @@ def register(app, packs_app, filter_app) -> None:
             r = result[name]
             out.print(f"  {name:16} accuracy {r['accuracy']:.3f}  macro-F1 {r['macro_f1']:.3f}  predicted {r['predicted']}",
                       highlight=False)
+
+    @adapt_app.command("record")
+    def adapt_record(
+        pack: str = PackOpt,
+        report: Path = typer.Option(..., "--report", help="report.json of `slmrag eval` on the full dev set, adapter on."),
+        base: Optional[Path] = typer.Option(None, "--base", help="report.json of the same run with --no-adapter, "
+                                            "recorded beside it."),
+    ) -> None:
+        """Record a full eval's answer figures in the pack's adapter metadata (adapter/adapter.json, under "dev")."""
+        from app.packs import load_pack, writable_pack
+        from app.pack_edit import record_dev_figures
+        from app.training.adapter import ADAPTER_INFO, adapter_dev_figures
+
+        try:
+            p = writable_pack(load_pack(pack))
+            folder = p.config.generator.adapter
+            if not folder:
+                raise SlmragError(f"Pack '{p.name}' has no generator.adapter; there is nothing to record figures for.")
+            info_file = (p.path / folder / ADAPTER_INFO)
+            figures, command = adapter_dev_figures(p, _read_report(report), _read_report(base) if base else None)
+            record_dev_figures(info_file, figures, command)
+        except SlmragError as exc:
+            fail(exc)
+        out.print(f"recorded in {info_file}: {json.dumps(figures['tasks'])}", highlight=False)
+
+
+def _read_report(path: Path) -> dict:
+    from app.errors import InputError
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable report.json of `slmrag eval` ({exc}).") from exc

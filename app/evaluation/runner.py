@@ -259,12 +259,26 @@ def _corpus_files(corpus: Path | None, pack) -> list[Path]:
     return sorted(Path(d.path) for d in IndexStore(pack.index_dir).documents().values() if Path(d.path).is_file())
 
 
+def _adapter_hash(pack) -> str | None:
+    """The sha256 of the adapter's llama.cpp file, so figures recorded from this report name the adapter
+    they measured (``slmrag adapt record`` checks it)."""
+    from app.generators import adapter_file
+    from app.store import file_sha256
+
+    try:
+        path = adapter_file(pack.config.generator, pack.path, "gguf")
+    except SlmragError:
+        return None
+    return file_sha256(path) if path is not None and path.is_file() else None
+
+
 def _pack_info(pack) -> dict:
     c = pack.config
     return {
         "name": pack.name, "path": str(pack.path), "version": c.version,
         "generator": {"backend": c.generator.backend, "model": c.generator.model, "n_ctx": c.generator.n_ctx,
-                      "max_tokens": c.generator.max_tokens, "adapter": c.generator.adapter},
+                      "max_tokens": c.generator.max_tokens, "adapter": c.generator.adapter,
+                      "adapter_sha256": _adapter_hash(pack)},
         "embedder": c.embedder.model,
         "chunking": c.chunking.model_dump(),
         "retrieval": c.retrieval.model_dump(),

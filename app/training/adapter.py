@@ -346,3 +346,40 @@ def write_gguf_lora(peft_dir: Path, out_file: Path, base_gguf: Path) -> Path:
     if count == 0:
         raise SlmragError(f"{peft_dir} holds no LoRA tensors.")
     return out_file
+
+
+# ---------------------------------------------------------------------------------------------- dev figures
+def adapter_dev_figures(pack, report: dict, base: dict | None = None) -> tuple[dict, str]:
+    """The answer figures of a full ``slmrag eval`` report (adapter on) to keep in ``adapter.json``, with the
+    base model's beside them when ``base`` (the same run with ``--no-adapter``) is given; returns (figures,
+    the eval's command). Refuses a report of another pack, another adapter, a subset or without answers."""
+    from app.generators import adapter_file
+    from app.store import file_sha256
+
+    def answers_of(r: dict, want_adapter: bool) -> dict:
+        meta = r.get("meta") or {}
+        gen = (meta.get("pack") or {}).get("generator") or {}
+        if (meta.get("pack") or {}).get("name") != pack.name:
+            raise SlmragError(f"The report is of pack '{(meta.get('pack') or {}).get('name')}', not '{pack.name}'.")
+        if not meta.get("answers"):
+            raise SlmragError("The report has no answers (it was run with --no-answers); run `slmrag eval` with answers.")
+        if meta.get("questions_run") != meta.get("questions_total"):
+            raise SlmragError(f"The report ran {meta.get('questions_run')} of {meta.get('questions_total')} questions "
+                              "(--limit); dev figures are recorded from the full set only.")
+        if want_adapter and gen.get("adapter_sha256") != file_sha256(adapter_file(pack.config.generator, pack.path, "gguf")):
+            raise SlmragError("The report was not made with this pack's current adapter (adapter_sha256 differs or is "
+                              "missing); run `slmrag eval` again with the adapter on.")
+        if not want_adapter and gen.get("adapter"):
+            raise SlmragError("The --base report was made with an adapter; run it with --no-adapter.")
+        s = r["aggregates"]["all"]["slmrag"]
+        a = s.get("answers") or {}
+        return {"questions": meta.get("questions_file"), "n": meta.get("questions_run"), "tasks": a.get("tasks"),
+                "abstention_rate": a.get("abstention_rate"), "grounded_rate": a.get("grounded_rate"),
+                "withheld_rate": a.get("withheld_rate"),
+                "first_token_p50_s": ((s.get("latency") or {}).get("first_token_s") or {}).get("p50"),
+                "decode_tok_s_mean": (s.get("tokens_per_s") or {}).get("mean")}
+
+    figures = answers_of(report, True)
+    if base is not None:
+        figures["base_model"] = answers_of(base, False) | {"command": (base.get("meta") or {}).get("command")}
+    return figures, str((report.get("meta") or {}).get("command") or "")
