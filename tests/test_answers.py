@@ -249,3 +249,18 @@ def test_hygiene_counts_slmrags_own_quotes_apart_from_the_models():
     assert hygiene({}, "Yes [1].", 1, False)["quoted_for_model"] is False
     runs = [{"hygiene": hygiene(i, "x [1]", 1, False)} for i in (ours, model, model, {})]
     assert summarize(runs)["hygiene"]["quoted_for_model"] == 0.25
+
+
+def test_compose_calculates_from_the_table_row_without_generating():
+    table = ("| (In thousands) | 2019 | 2018 |\n| --- | --- | --- |\n"
+             "| Expected return on plan assets | (34,627) | (38,640) |\n")
+    settings = AnswerSettings(shapes=["calculate", "free"], default="free")
+    gen = FakeGenerator("34,627 - 38,640 [1]")
+    c = compose(gen, _prompt("calculate", [table]), "What was the change in expected return on plan assets "
+                "between 2018 and 2019?", settings)
+    assert gen.calls == []  # the form fixed the arithmetic: the model was not asked
+    assert c.shaped.text == "4,013.00 thousands = (-34,627) - (-38,640) [1]"
+    assert c.grounded and c.decided_by == "lexical" and c.shaped.calculation["by"] == "table"
+    # no table row the question names: the model's formula stands
+    c = compose(gen, _prompt("calculate", [table]), "What was the change in revenue between 2018 and 2019?", settings)
+    assert gen.calls == [""] and c.shaped.calculation["by"] == "model"

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 
 from app.answers.grounding import Support, lexical_support
 from app.filters.cross_encoder import doc_label
-from app.answers.shapes import (Shaped, best_sentence, finish_calculate, finish_extract, finish_free,
-                                finish_label, quote_for_model, read_label)
+from app.answers.shapes import (Shaped, best_sentence, calculate_from_table, finish_calculate, finish_extract,
+                                finish_free, finish_label, quote_for_model, read_label)
+from app.answers.tables import table_calculation
 from app.settings import AnswerSettings
 
 # The answer ends at a blank line or where a small model starts a new "Question:"/"Passages" block.
@@ -98,7 +99,12 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
         return "".join(parts)
 
     shape = prompt.shape
-    if shape == "label" and generator.scores_choices:
+    table = table_calculation(question, texts) if shape == "calculate" else None
+    if table is not None:
+        # The question's form fixes the arithmetic and a cited row holds the cells: no generation needed.
+        shaped = calculate_from_table(table, texts, question)
+        first.append(time.perf_counter())
+    elif shape == "label" and generator.scores_choices:
         probs = biased(label_probabilities(generator, prompt, list(settings.labels), with_not_found=label_not_found,
                                            prior=label_prior), settings.label_bias)
         first.append(time.perf_counter())  # the label is the first thing the answer says

@@ -54,7 +54,10 @@ class Support:
 
 
 def _number_found(x: float, pool: list[float]) -> bool:
-    for y in pool:
+    # By magnitude: a table writes a negative figure as "(34,627)", and an answer that quotes it as 34,627
+    # (e.g. inside "34,627 - 38,640") states a figure the passage holds.
+    x = abs(x)
+    for y in (abs(v) for v in pool):
         if abs(x - y) <= 1e-6 * max(1.0, abs(y)):
             return True
         if abs(x * 100 - y) <= 1e-6 * max(1.0, abs(y)) or abs(x - y * 100) <= 1e-6 * max(1.0, abs(x)):

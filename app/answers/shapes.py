@@ -224,6 +224,20 @@ def finish_calculate(raw: str, passages: list[str], question: str) -> Shaped:
         shaped.shape = "calculate"
         shaped.calculation = {"formula": formula, "error": str(exc)}
         return shaped
+    return _calculated(calc, cited, passages, question, {"by": "model"})
+
+
+def calculate_from_table(tc, passages: list[str], question: str) -> Shaped:
+    """The answer for a :class:`app.answers.tables.TableCalc`: slmrag's formula over the cited row's cells."""
+    shaped = _calculated(evaluate(tc.formula), [tc.n], passages, question,
+                         {"by": "table", "row": tc.row, "years": tc.years, "operation": tc.operation})
+    shaped.claim = " ".join(tc.cells)  # the constants of the form (2, 3, 100) are not in any passage
+    return shaped
+
+
+def _calculated(calc, cited: list[int], passages: list[str], question: str, extra: dict) -> Shaped:
+    """Value, unit/scale, formula and citations of an evaluated formula."""
+    n = len(passages)
     percent = bool(re.search(r"percent|%|proportion|share|rate|margin", question, re.IGNORECASE)) and (
         "* 100" in calc.formula or "*100" in calc.formula)
     source = " ".join(passages[i - 1] for i in (cited or range(1, n + 1)))
@@ -235,5 +249,5 @@ def finish_calculate(raw: str, passages: list[str], question: str) -> Shaped:
     inputs = " ".join(f"{x:g}" for x in calc.numbers)
     return Shaped("calculate", shown, cited, calculation={"formula": calc.formula, "value": calc.value,
                                                           "display": display, "scale": scale,
-                                                          "inputs": list(calc.numbers)},
+                                                          "inputs": list(calc.numbers), **extra},
                   claim=inputs)

@@ -1,0 +1,143 @@
+"""A calculation read off a table row, for questions whose form fixes the arithmetic.
+
+Most "calculate" questions over financial tables have one of a few forms - the change of a line item
+between two years, its percentage change, its average over years - and for those the arithmetic is fixed
+by the form and the inputs are cells of one row under the years' columns. A 135M model rarely writes that
+formula right; it is better at nothing here than slmrag is at reading a table. So, as TAT-QA's own
+baselines do (tag the cells, choose the operator from a small set), slmrag picks the operator from the
+question's form, the row whose label the question names, and the cells under the years the question names,
+and shows the formula it evaluated with the cited passage: the analyst checks the formula and the cells.
+
+Tables are the markdown tables ingest writes (``| label | 2019 | 2018 |`` with a header row of years).
+Nothing here is keyed to particular questions: only the form (change / percentage change / average) and
+the years named. When anything is ambiguous - no such form, fewer years than the form needs, no row whose
+label the question names, a missing cell - it returns None and the model's own formula stands.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from app.answers.grounding import content_stems
+
+_YEAR = re.compile(r"\b(19[5-9]\d|20\d\d)\b")
+_RANGE = re.compile(r"\b((?:19|20)\d\d)\s*(?:-|–|to|through)\s*((?:19|20)\d\d)\b")
+_PERCENT_CHANGE = re.compile(r"\b(percentage|percent|%)\s+(change|increase|decrease|growth)\b|\bgrowth rate\b", re.I)
+_CHANGE = re.compile(r"\b(change|difference|increase|decrease)\b", re.I)
+_AVERAGE = re.compile(r"\b(average|mean)\b", re.I)
+# Words of the question's form, not of the line item it names.
+_FORM_WORDS = set(content_stems("percentage percent change difference increase decrease growth rate average mean "
+                                "year years fiscal period between"))
+_CELL = re.compile(r"^\(?-?\$?\s*\(?\s*(\d[\d,]*(?:\.\d+)?)\s*\)?\s*%?\)?$")
+
+
+@dataclass
+class TableCalc:
+    formula: str  # as shown, with the cells as the table writes them
+    n: int  # the passage (1-based) the row is in
+    row: str  # the row's label
+    years: list[str]  # the columns used, in formula order
+    operation: str  # "change", "percent_change" or "average"
+    cells: list[str]  # the cells' figures as the table writes them (what the grounding check looks up)
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def _number(cell: str) -> str | None:
+    """A cell as a formula operand: "$8,220" -> "8,220", "(1,234)" -> "(-1,234)", "-" / "" -> None."""
+    text = cell.replace("$", "").replace(" ", "")
+    m = _CELL.match(text)
+    if not m:
+        return None
+    negative = text.startswith("(") and text.endswith(")") or text.startswith("-")
+    return f"(-{m.group(1)})" if negative else m.group(1)
+
+
+def _tables(text: str) -> list[tuple[dict[int, str], list[list[str]]]]:
+    """(column -> year, rows) for each run of table lines in ``text`` that has a header row of years."""
+    out = []
+    years: dict[int, str] = {}
+    rows: list[list[str]] = []
+    for line in text.splitlines() + [""]:
+        if line.strip().startswith("|"):
+            cells = _cells(line)
+            found = {i: c for i, c in enumerate(cells) if re.fullmatch(r"(19|20)\d\d", c)}
+            if len(found) >= 2 and not rows:
+                years = found  # the header of years (the latest one before the data rows)
+            elif set(cells) <= {"", "---"} or all(set(c) <= set("-: ") for c in cells):
+                continue
+            elif years:
+                rows.append(cells)
+        else:
+            if years and rows:
+                out.append((years, rows))
+            years, rows = {}, []
+    return out
+
+
+def _operation(question: str) -> str | None:
+    if _PERCENT_CHANGE.search(question):
+        return "percent_change"
+    if _AVERAGE.search(question):
+        return "average"
+    if _CHANGE.search(question):
+        return "change"
+    return None
+
+
+def _years(question: str, op: str) -> list[str]:
+    """The years the question names: a range expands to every year in it (for an average)."""
+    m = _RANGE.search(question)
+    named = sorted(set(_YEAR.findall(question)))
+    if m and op == "average":
+        lo, hi = sorted((int(m.group(1)), int(m.group(2))))
+        return [str(y) for y in range(lo, hi + 1)] if hi - lo <= 10 else []
+    return named
+
+
+def table_calculation(question: str, passages: list[str], min_label_cover: float = 0.6) -> TableCalc | None:
+    """The formula for ``question`` from a row of the tables in ``passages``, or None (see the module doc)."""
+    op = _operation(question)
+    if op is None:
+        return None
+    years = _years(question, op)
+    if len(years) < 2 or (op != "average" and len(years) != 2):
+        return None
+    want = set(content_stems(_YEAR.sub(" ", question))) - _FORM_WORDS
+    best: tuple[float, int, int, TableCalc] | None = None
+    for n, text in enumerate(passages, start=1):
+        for cols, rows in _tables(text):
+            by_year = {y: i for i, y in cols.items()}
+            if not all(y in by_year for y in years):
+                continue
+            for row in rows:
+                label = row[0] if row else ""
+                have = set(content_stems(label))
+                if not have:
+                    continue
+                common = len(have & want)
+                cover = common / len(have)
+                if common == 0 or cover < min_label_cover:
+                    continue
+                values = [_number(row[by_year[y]]) if by_year[y] < len(row) else None for y in years]
+                if any(v is None for v in values):
+                    continue
+                calc = TableCalc(_formula(op, years, values), n, label, years, op,
+                                 [f"({v[2:-1]})" if v.startswith("(-") else v for v in values])
+                key = (cover, common, -n)  # the row the question names most fully; ties: the better passage
+                if best is None or key > best[:3]:
+                    best = (*key, calc)
+    return best[3] if best else None
+
+
+def _formula(op: str, years: list[str], values: list[str]) -> str:
+    by_year = dict(zip(years, values))
+    if op == "average":
+        return f"({' + '.join(values)}) / {len(values)}"
+    old, new = by_year[min(years)], by_year[max(years)]
+    if op == "change":
+        return f"{new} - {old}"
+    return f"(({new} - {old}) / {old}) * 100"
