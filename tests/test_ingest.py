@@ -265,7 +265,10 @@ def test_int8_embedder_is_onnx_close_to_fp32_and_an_embedder_of_its_own(tmp_path
     a = int8.encode(texts)
     assert np.allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-4)
     assert (a * fp32.encode(texts)).sum(axis=1).min() > 0.98
-    assert all(float(int8.encode_query(t) @ v) > 0.9999 for t, v in zip(texts, a))  # padding changes nothing
+    # Activations are quantized with one scale per batch, so a text's vector moves a little with its
+    # batch-mates (alone as a question vs. in a padded batch of chunks); a little, not more.
+    alone = np.stack([int8.encode_query(t) for t in texts])
+    assert (alone * a).sum(axis=1).min() > 0.99, (alone * a).sum(axis=1)
     with pytest.raises(ValueError, match="query_runtime"):
         EmbedderSettings(precision="int8", query_runtime="torch")
 
