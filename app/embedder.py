@@ -26,7 +26,8 @@ class Embedder:
         self._model = None
         self._counter: Callable[[str], int] | None = None  # count_tokens (see _token_counter)
         self._bf16 = False
-        self._onnx = None  # the torch-free query encoder (app.onnx_query), when in use
+        # The ONNX Runtime encoder (app.onnx_encoder): for questions only (fp32), or for everything (int8).
+        self._onnx = None
         self._lock = threading.Lock()
 
     @property
@@ -34,12 +35,19 @@ class Embedder:
         return str(resolve_model(self.settings.model, self.base_dir))
 
     @property
+    def int8(self) -> bool:
+        return self.settings.precision == "int8"
+
+    @property
     def identity(self) -> str:
-        """Stored with an index: vectors from another embedder are not comparable."""
-        return self.settings.model
+        """Stored with an index: vectors from another embedder are not comparable. bf16 and fp32 vectors
+        are (within 1e-4 cosine), int8 ones are not (0.99), so int8 is an embedder of its own."""
+        return f"{self.settings.model}#int8" if self.int8 else self.settings.model
 
     # ------------------------------------------------------------------ loading
     def load(self) -> "Embedder":
+        if self.int8:  # ONNX Runtime for documents and questions alike; torch only for the one-time export
+            return self.load_query()
         with self._lock:
             if self._model is None:
                 st = require("sentence_transformers", "sentence-transformers")
@@ -53,32 +61,35 @@ class Embedder:
 
     def load_query(self) -> "Embedder":
         """Load what answering needs: a query encoder. ONNX Runtime when the settings allow it (no torch
-        import, see :mod:`app.onnx_query`), else the full model."""
+        import, see :mod:`app.onnx_encoder`), else the full model."""
         with self._lock:
             if self._model is None and self._onnx is None and self._query_onnx():
-                from app.onnx_query import OnnxQueryEncoder
+                from app.onnx_encoder import OnnxEncoder
 
-                self._onnx = OnnxQueryEncoder(Path(self.model_path), self.settings.max_seq_tokens).load()
+                self._onnx = OnnxEncoder(Path(self.model_path), self.settings.max_seq_tokens, self.int8).load()
         if self._onnx is None:
             self.load()
         return self
 
     def _query_onnx(self) -> bool:
-        mode = self.settings.query_runtime
+        mode = self.settings.query_runtime  # (settings refuse 'torch' with int8)
         if mode == "torch":
             return False
         import importlib.util
 
-        from app.onnx_query import supported
+        from app.onnx_encoder import supported
 
         available = importlib.util.find_spec("onnxruntime") is not None
         path = Path(self.model_path)
         usable = available and supported(path)
-        if mode == "onnx" and not usable:
+        if (mode == "onnx" or self.int8) and not usable:
             from app.errors import ConfigError
 
             why = ("onnxruntime is not installed (pip install onnxruntime)" if not available
                    else f"{path} is not a mean-pooled sentence-transformers folder")
+            if self.int8:
+                raise ConfigError(f"embedder.precision is 'int8', which runs on ONNX Runtime, but {why}; "
+                                  "set precision to 'auto'.")
             raise ConfigError(f"embedder.query_runtime is 'onnx' but {why}; set it to 'auto' or 'torch'.")
         return usable
 
@@ -112,6 +123,8 @@ class Embedder:
     @property
     def dim(self) -> int:
         self.load()
+        if self.int8:
+            return self._onnx.dim
         get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
         return int(get_dim())
 
@@ -122,28 +135,18 @@ class Embedder:
     def encode(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
         """L2-normalised float32 vectors, so inner product is cosine similarity."""
         self.load()
-        if not texts:
-            return np.zeros((0, self.dim), dtype="float32")
-        bs = self.settings.batch_size
-        # Sort by length so each batch pads to similar lengths (much less wasted compute), then restore.
-        order = np.argsort([len(t) for t in texts])
-        out = np.zeros((len(texts), self.dim), dtype="float32")
-        for i in range(0, len(texts), bs):
-            idx = order[i : i + bs]
-            with self._precision():
-                vecs = self._model.encode(
-                    [texts[j] for j in idx], batch_size=bs, convert_to_numpy=True,
-                    normalize_embeddings=True, show_progress_bar=False,
-                )
-            out[idx] = vecs.astype("float32")
-            if progress:
-                progress(len(idx))
-        return out
+        encode_batch = self._onnx.encode_batch if self.int8 else self._torch_batch
+        return encode_sorted(texts, self.settings.batch_size, encode_batch, self.dim, progress)
+
+    def _torch_batch(self, texts: list[str]) -> np.ndarray:
+        with self._precision():
+            return self._model.encode(texts, batch_size=len(texts), convert_to_numpy=True,
+                                      normalize_embeddings=True, show_progress_bar=False)
 
     @property
     def precision(self) -> str:
-        """The precision actually used ('bf16' or 'fp32'), once loaded."""
-        return "bf16" if self._bf16 else "fp32"
+        """The precision actually used ('int8', 'bf16' or 'fp32'), once loaded."""
+        return "int8" if self.int8 else "bf16" if self._bf16 else "fp32"
 
     def _precision(self):
         # Autocast keeps layer norms, softmax and the final pooling in fp32 and runs the matrix products
@@ -160,6 +163,20 @@ class Embedder:
         if self._onnx is not None:
             return self._onnx.encode(text)
         return self.encode([text])[0]
+
+
+def encode_sorted(texts: Sequence[str], batch_size: int, encode_batch: Callable[[list[str]], np.ndarray], dim: int,
+                  progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """``encode_batch`` over ``texts`` in batches of ``batch_size``, sorted by length so each batch pads to
+    similar lengths (much less wasted compute); the rows come back in the texts' order."""
+    order = np.argsort([len(t) for t in texts])
+    out = np.zeros((len(texts), dim), dtype="float32")
+    for i in range(0, len(texts), batch_size):
+        idx = order[i : i + batch_size]
+        out[idx] = encode_batch([texts[j] for j in idx])
+        if progress:
+            progress(len(idx))
+    return out
 
 
 @functools.lru_cache(maxsize=1)

@@ -3,7 +3,7 @@
 killed part-way and resumed, beside the plain pypdf + splitter + SentenceTransformer loop on the same files.
 
     python bench/big_ingest.py build  [--work DIR] [--pages 9000] [--files 50]
-    python bench/big_ingest.py ingest [--work DIR] [--kill-after 480]   # run again until it reports done
+    python bench/big_ingest.py ingest [--work DIR] [--kill-after 480] [--pack finance]   # again until done
     python bench/big_ingest.py naive  [--work DIR] [--naive-pages 1500]
     python bench/big_ingest.py report [--work DIR]
 
@@ -101,9 +101,9 @@ def build(work: Path, pages: int, files: int, source: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- ingest
-def ingest(work: Path, kill_after: float | None) -> None:
+def ingest(work: Path, kill_after: float | None, pack: str) -> None:
     folder, index = work / "filings", work / "index"
-    cmd = [sys.executable, "-m", "app", "ingest", str(folder), "--pack", "finance", "--index-dir", str(index), "--json"]
+    cmd = [sys.executable, "-m", "app", "ingest", str(folder), "--pack", pack, "--index-dir", str(index), "--json"]
     env = dict(os.environ)
     env.pop("SLMRAG_PROGRESS", None)
     docs_before = _documents(index)
@@ -131,7 +131,7 @@ def ingest(work: Path, kill_after: float | None) -> None:
                           added=len(summary["added"]), skipped=len(summary["skipped"]), failed=summary["failed"],
                           pages_per_s=round(summary["pages"] / summary["seconds"], 2) if summary["seconds"] else None)
             result["process_seconds"] = round(seconds, 1)
-            result["check"] = check(work)
+            result["check"] = check(work, pack)
     results = _record(work, "ingest", result)
     if not killed and "check" in result:
         overall(work, results)
@@ -151,11 +151,11 @@ def _documents(index: Path) -> dict:
         conn.close()
 
 
-def check(work: Path) -> dict:
+def check(work: Path, pack: str) -> dict:
     """slmrag status --check, and the index against the folder: every file once, with all its pages."""
     import sqlite3
 
-    status = subprocess.run([sys.executable, "-m", "app", "status", "--check", "--json", "--pack", "finance",
+    status = subprocess.run([sys.executable, "-m", "app", "status", "--check", "--json", "--pack", pack,
                              "--index-dir", str(work / "index")], cwd=REPO, capture_output=True, text=True, check=False)
     info = json.loads(status.stdout) if status.stdout.strip() else {}
     manifest = json.loads((work / "manifest.json").read_text())
@@ -271,6 +271,8 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=50)
     ap.add_argument("--kill-after", type=float, default=None, help="SIGKILL the ingest after this many seconds.")
     ap.add_argument("--naive-pages", type=int, default=1500)
+    ap.add_argument("--pack", default="finance", help="ingest: the pack (a name or folder; e.g. a copy of finance "
+                    "with another embedder.precision).")
     args = ap.parse_args()
     work = args.work.resolve()
     if work == REPO or REPO in work.parents:
@@ -279,7 +281,7 @@ def main() -> None:
     if args.step == "build":
         build(work, args.pages, args.files, args.source)
     elif args.step == "ingest":
-        ingest(work, args.kill_after)
+        ingest(work, args.kill_after, args.pack)
     elif args.step == "naive":
         naive(work, args.naive_pages)
     else:

@@ -233,6 +233,61 @@ def test_onnx_query_encoder_matches_torch_and_answers_without_torch(tmp_path, tm
     assert out.stdout.split() == ["pertussis.txt", "onnx", "False"]
 
 
+def test_onnx_batches_with_padding_match_torch():
+    """One exported graph embeds a padded batch as torch does (the padding is masked, not attended to)."""
+    from app.embedder import Embedder
+    from app.onnx_encoder import OnnxEncoder
+    from app.settings import EmbedderSettings
+
+    texts = ["Pertussis.", "Net income rose 12% to $4.1 billion in fiscal 2023 on higher cloud revenue. " * 3]
+    torch_fp32 = Embedder(EmbedderSettings(precision="fp32"))
+    onnx = OnnxEncoder(Path(torch_fp32.model_path), 256).load()
+    cos = (onnx.encode_batch(texts) * torch_fp32.encode(texts)).sum(axis=1)
+    assert cos.min() > 0.9999, cos
+
+
+def test_int8_embedder_is_onnx_close_to_fp32_and_an_embedder_of_its_own(tmp_path, tmp_pack):
+    """precision int8: documents and questions through ONNX Runtime with int8 weights (no torch model),
+    close to fp32; an index built with another precision is refused with a way out, both ways."""
+    import pytest
+
+    from app.assistant import Assistant
+    from app.embedder import Embedder
+    from app.errors import IndexDamaged
+    from app.settings import EmbedderSettings
+
+    texts = ["Amoxicillin 1 g three times daily for five days.", "The lease ends on 31 March 2027.",
+             "Net income rose 12% to $4.1 billion in fiscal 2023 on higher cloud revenue. " * 3]
+    int8 = Embedder(EmbedderSettings(precision="int8")).load()
+    fp32 = Embedder(EmbedderSettings(precision="fp32"))
+    assert (int8.precision, int8.query_runtime, int8._model) == ("int8", "onnx", None)
+    assert int8.identity == "packaged:minilm#int8" and fp32.identity == "packaged:minilm"
+    a = int8.encode(texts)
+    assert np.allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-4)
+    assert (a * fp32.encode(texts)).sum(axis=1).min() > 0.98
+    # Activations are quantized with one scale per batch, so a text's vector moves a little with its
+    # batch-mates (alone as a question vs. in a padded batch of chunks); a little, not more.
+    alone = np.stack([int8.encode_query(t) for t in texts])
+    assert (alone * a).sum(axis=1).min() > 0.99, (alone * a).sum(axis=1)
+    with pytest.raises(ValueError, match="query_runtime"):
+        EmbedderSettings(precision="int8", query_runtime="torch")
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "pertussis.txt").write_text("Pertussis causes paroxysmal cough, inspiratory whoop and vomiting.\n")
+    (docs / "lease.txt").write_text("The lease of the clinic building ends on 31 March 2027.\n")
+    pack = tmp_pack("medical")
+    pack.config.embedder.precision = "int8"
+    assert Ingestor(pack).ingest([docs]).failed == []
+    assistant = Assistant(pack).load(generator=False)
+    assert assistant.retriever.search("What are the symptoms of whooping cough?", 1, mode="dense")[0].name == "pertussis.txt"
+    pack.config.embedder.precision = "bf16"
+    with pytest.raises(IndexDamaged, match="#int8"):
+        Assistant(pack).load(generator=False)
+    with pytest.raises(IndexDamaged, match="ingest again"):
+        Ingestor(pack).ingest([docs])
+
+
 def test_long_pdf_embedded_in_several_batches_keeps_vectors_in_order(tmp_path, pdf_factory, tmp_pack):
     """A long PDF's chunks are embedded in several batches (while the parsing thread reads the next file)
     and joined when the last one is in; every vector must stay with its chunk, in every file."""
