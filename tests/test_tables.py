@@ -53,6 +53,18 @@ def test_anything_ambiguous_leaves_the_formula_to_the_model(question):
     assert table_calculation(question, [PENSION, RESERVE]) is None
 
 
+def test_the_earliest_form_word_is_the_operation():
+    shares = "| | 2019 | 2018 |\n| --- | --- | --- |\n| Weighted average common shares, basic | 16,223 | 16,041 |\n"
+    tc = table_calculation("What is the change in weighted average common shares, basic between 2018 and 2019?", [shares])
+    assert tc.operation == "change" and tc.formula == "16,223 - 16,041"
+    tc = table_calculation("What is the average weighted average common shares, basic for 2018 and 2019?", [shares])
+    assert tc.operation == "average" and tc.formula == "(16,041 + 16,223) / 2"
+    # "percentage change" starts at "percentage", before its own "change"
+    tc = table_calculation("What is the percentage change in weighted average common shares, basic from 2018 to 2019?",
+                           [shares])
+    assert tc.operation == "percent_change"
+
+
 def test_the_row_the_question_names_most_fully_wins():
     # "cost" alone is in both "Service cost" and "Interest cost"; the question names only one of them fully
     tc = table_calculation("What was the change in interest cost between 2018 and 2019?", [PENSION])

@@ -79,13 +79,11 @@ def _tables(text: str) -> list[tuple[dict[int, str], list[list[str]]]]:
 
 
 def _operation(question: str) -> str | None:
-    if _PERCENT_CHANGE.search(question):
-        return "percent_change"
-    if _AVERAGE.search(question):
-        return "average"
-    if _CHANGE.search(question):
-        return "change"
-    return None
+    """The form the question asks for: the earliest of its form words, so that "the change in weighted
+    average shares" is a change (the later "average" belongs to the line item's name)."""
+    found = [(m.start(), op) for op, pattern in (("percent_change", _PERCENT_CHANGE), ("average", _AVERAGE),
+                                                 ("change", _CHANGE)) if (m := pattern.search(question))]
+    return min(found)[1] if found else None
 
 
 def _years(question: str, op: str) -> list[str]:
