@@ -87,12 +87,19 @@ def fit_bias(rows: list[LabelRow], labels: list[str], steps: int = 3000, lr: flo
 
 
 def predict(probs: dict[str, float], labels: list[str], bias: dict[str, float]) -> str:
-    return max(labels, key=lambda lab: math.log(max(probs.get(lab, 0.0), 1e-9)) + bias.get(lab, 0.0))
+    """The label the pack would choose: offsets applied by the same function as when answering."""
+    from app.answers.compose import biased
+
+    shifted = biased({lab: probs.get(lab, 0.0) for lab in labels}, bias)
+    return max(labels, key=shifted.get)
 
 
 def scores(rows: list[LabelRow], labels: list[str], bias: dict[str, float]) -> dict:
     """Accuracy, macro-F1 over the labels and how often each label is predicted."""
-    preds = [predict(r.probs, labels, bias) for r in rows]
+    return _scores([predict(r.probs, labels, bias) for r in rows], rows, labels)
+
+
+def _scores(preds: list[str], rows: list[LabelRow], labels: list[str]) -> dict:
     n = len(rows) or 1
     f1s = []
     for lab in labels:
@@ -108,14 +115,10 @@ def scores(rows: list[LabelRow], labels: list[str], bias: dict[str, float]) -> d
 def cross_validated(rows: list[LabelRow], labels: list[str], folds: int = 5) -> dict:
     """The fitted offsets' scores on rows they were not fitted on (k-fold, fixed split): the honest estimate."""
     held: list[LabelRow] = []
-    preds_bias: list[dict[str, float]] = []
+    preds: list[str] = []
     for f in range(folds):
-        train = [r for i, r in enumerate(rows) if i % folds != f]
+        bias = fit_bias([r for i, r in enumerate(rows) if i % folds != f], labels)
         test = [r for i, r in enumerate(rows) if i % folds == f]
-        bias = fit_bias(train, labels)
         held += test
-        preds_bias += [bias] * len(test)
-    # score each held-out row with the offsets fitted without it
-    shifted = [LabelRow(r.row_id, r.gold, {lab: r.probs.get(lab, 0.0) * math.exp(b.get(lab, 0.0)) for lab in labels})
-               for r, b in zip(held, preds_bias)]
-    return scores(shifted, labels, {})
+        preds += [predict(r.probs, labels, bias) for r in test]  # each row scored without itself in the fit
+    return _scores(preds, held, labels)
