@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import hashlib
 import math
 import os
 import threading
@@ -28,6 +27,7 @@ from typing import Callable, Iterator
 
 from app.env import cache_dir, threads
 from app.errors import ConfigError, ModelNotFound, SlmragError, require
+from app.gguf_build import source_key
 from app.models import resolve_model
 from app.settings import GeneratorSettings
 
@@ -87,11 +87,6 @@ class Generator(abc.ABC):
             "can. Set generator.backend to one of them in pack.yaml, or filter.kind to another filter ('cosine' "
             "or 'cross_encoder'); 'label' answers then fall back to the label written in the text."
         )
-
-
-def _source_key(path: Path) -> str:
-    st = path.stat()
-    return hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
 
 
 def _normalised_choice(logits, ids: dict[str, list[int]]) -> dict[str, float]:
@@ -159,6 +154,7 @@ class LlamaCppGenerator(Generator):
     """GGUF models through llama-cpp-python: loads in well under a second, ~100 tok/s for SmolLM2-135M.
 
     Requantizes the shipped Q4_1 file to Q4_0 once (cached): on CPU, Q4_0 prefills about twice as fast.
+    A pack's LoRA adapter is merged into those weights once (cached), so it costs no decode speed.
     The system prompt is the same for every question of a pack, and llama.cpp keeps the KV cache of the
     longest common token prefix between calls, so it is not re-evaluated.
     """
@@ -177,24 +173,15 @@ class LlamaCppGenerator(Generator):
             )
         return path
 
-    def _requantized(self, src: Path) -> Path:
-        if self.settings.requantize == "none" or "Q4_0" in src.name:
-            return src
-        llama_cpp = require("llama_cpp", "llama-cpp-python")
-        dst = cache_dir() / f"{src.stem}.{_source_key(src)}.Q4_0.gguf"
-        if dst.exists():
-            return dst
-        tmp = dst.with_suffix(f".tmp{os.getpid()}")
-        params = llama_cpp.llama_model_quantize_default_params()
-        params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0
-        params.allow_requantize = True  # the source is already Q4_1; llama.cpp refuses without this
-        params.nthread = threads()
-        rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
-        if rc != 0 or not tmp.exists():
-            tmp.unlink(missing_ok=True)
-            return src  # fall back to the shipped file rather than fail
-        os.replace(tmp, dst)
-        return dst
+    def weights_file(self) -> tuple[Path, Path | None]:
+        """The GGUF llama.cpp loads and the LoRA it applies at run time (None when there is none, or when the
+        pack's adapter is merged into the weights: ``generator.adapter_merge``, the default)."""
+        from app import gguf_build
+
+        src, lora = self.model_file(), adapter_file(self.settings, self.base_dir, "gguf")
+        if lora is not None and self.settings.adapter_merge:
+            return gguf_build.merged(src, lora, self.settings.requantize), None
+        return (gguf_build.requantized(src) if self.settings.requantize == "q4_0" else src), lora
 
     def load(self) -> "LlamaCppGenerator":
         if self._llm is not None:  # no lock once loaded: tokenizing (prompt budgets) never waits for a generation
@@ -202,8 +189,7 @@ class LlamaCppGenerator(Generator):
         with self._lock:
             if self._llm is None:
                 llama_cpp = require("llama_cpp", "llama-cpp-python")
-                path = self._requantized(self.model_file())
-                lora = adapter_file(self.settings, self.base_dir, "gguf")
+                path, lora = self.weights_file()
                 with _without_extra_buffer_types():
                     self._llm = llama_cpp.Llama(
                         model_path=str(path), n_ctx=self.settings.n_ctx, n_threads=threads(),
@@ -303,7 +289,7 @@ class TransformersGenerator(Generator):
     def _load_from(self) -> tuple[str, dict]:
         target = resolve_model(self.settings.model, self.base_dir)
         if isinstance(target, Path) and target.suffix == ".gguf":
-            converted = cache_dir() / f"hf-{target.stem}.{_source_key(target)}"
+            converted = cache_dir() / f"hf-{target.stem}.{source_key(target)}"
             if (converted / "config.json").exists():
                 return str(converted), {}
             return str(target.parent), {"gguf_file": target.name, "_convert_to": converted}

@@ -61,6 +61,12 @@ class GeneratorSettings(_Strict):
         "adapt train`): adapter.gguf for llamacpp, adapter_model.safetensors + adapter_config.json for "
         "transformers, adapter.json with how it was trained. Only for the base model it was trained on.",
     )
+    adapter_merge: bool = Field(
+        True,
+        description="llamacpp only: merge the adapter into the model's weights once (a cached GGUF, built in "
+        "a few seconds on first load), so answers decode at the base model's speed. False applies it at run "
+        "time (Llama(lora_path=...)): no cache file, but ~0.7x the decode speed on SmolLM2-135M.",
+    )
     base_url: str | None = Field(
         None, description="For backend 'openai': the server's base URL, e.g. http://127.0.0.1:8000/v1."
     )

@@ -5,10 +5,11 @@ worse than 2.8 s p50").
 
     python bench/adapter_speed.py --pack medical --questions Q.jsonl [--index-dir DIR] [--n 20] [--max-tokens 60]
 
-Both generators (llama.cpp, the pack's GGUF; with and without ``generator.adapter``) are loaded in this one
-process and answer the *same* prompts - the pack's retrieval, filter and prompt for the first ``--n``
-questions that keep a passage - alternating base/adapted per question, so drift in machine load hits both
-alike. Time to first token is measured from the call to the first streamed piece (prefill of the passages
+Three generators (llama.cpp, the pack's GGUF) are loaded in this one process: the base model, the adapter
+merged into the weights (``generator.adapter_merge``, the default) and the adapter applied at run time
+(``adapter_merge: false``). They answer the *same* prompts - the pack's retrieval, filter and prompt for the
+first ``--n`` questions that keep a passage - in an order that rotates per question, so drift in machine
+load hits all alike. Time to first token is measured from the call to the first streamed piece (prefill of the passages
 included), decode speed over the rest of the answer. Prints one JSON object; asserts nothing.
 Run it alone: two cores shared with another job measure that job too.
 """
@@ -59,9 +60,11 @@ def main() -> None:
     if not pack.config.generator.adapter:
         raise SystemExit(f"pack {pack.name} has no generator.adapter to compare")
     assistant = Assistant(pack).load(generator=False)
-    adapted = make_generator(pack.config.generator, pack.path).load()
-    base = make_generator(pack.config.generator.model_copy(update={"adapter": None}), pack.path).load()
-    rows = {"base": [], "adapted": []}
+    g = pack.config.generator
+    gens = {"base": make_generator(g.model_copy(update={"adapter": None}), pack.path).load(),
+            "adapted": make_generator(g.model_copy(update={"adapter_merge": True}), pack.path).load(),
+            "adapted_runtime": make_generator(g.model_copy(update={"adapter_merge": False}), pack.path).load()}
+    rows = {name: [] for name in gens}
     used = 0
     for q in load_questions(args.questions):
         if used >= args.n:
@@ -70,9 +73,9 @@ def main() -> None:
         if not found.kept:
             continue
         prompt = assistant.prompts.build(q["question"], found.kept, args.max_tokens, "free")
-        order = [("base", base), ("adapted", adapted)] if used % 2 == 0 else [("adapted", adapted), ("base", base)]
-        for name, gen in order:
-            rows[name].append(timed(gen, prompt.messages, args.max_tokens))
+        names = list(gens)
+        for name in names[used % 3:] + names[:used % 3]:
+            rows[name].append(timed(gens[name], prompt.messages, args.max_tokens))
         used += 1
     out = {"pack": pack.name, "questions": used, "max_tokens": args.max_tokens,
            "threads": os.environ.get("SLMRAG_THREADS", "default"), "command": " ".join(sys.argv)}
@@ -83,8 +86,9 @@ def main() -> None:
                      "first_token_p95_s": round(ttft[min(len(ttft) - 1, int(0.95 * len(ttft)))], 3),
                      "decode_tok_s_mean": round(statistics.fmean(speeds), 1) if speeds else None,
                      "tokens_mean": round(statistics.fmean(r["tokens"] for r in rs), 1)}
-    if out["base"]["decode_tok_s_mean"] and out["adapted"]["decode_tok_s_mean"]:
-        out["decode_ratio"] = round(out["adapted"]["decode_tok_s_mean"] / out["base"]["decode_tok_s_mean"], 3)
+    for name, key in (("adapted", "decode_ratio"), ("adapted_runtime", "decode_ratio_runtime")):
+        if out["base"]["decode_tok_s_mean"] and out[name]["decode_tok_s_mean"]:
+            out[key] = round(out[name]["decode_tok_s_mean"] / out["base"]["decode_tok_s_mean"], 3)
     print(json.dumps(out, indent=2))
 
 

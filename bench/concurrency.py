@@ -218,8 +218,8 @@ def main() -> None:
         ensure_index(pack)
         gen = pack.config.generator
         if args.backend == "server":
-            model = LlamaCppGenerator(gen, pack.path)._requantized(LlamaCppGenerator(gen, pack.path).model_file())
-            # amx_workaround: the server loads the same Q4_0 file the way the embedded backend always does
+            model, _ = LlamaCppGenerator(gen, pack.path).weights_file()
+            # amx_workaround: the server loads the same Q4_0 file (the adapter merged in) the way the embedded backend always does
             # (on the AMX-reporting VMs here, llama.cpp's default crashes at the first batched decode), so the
             # two backends compare like for like. interrupt_requests=False: by default the server cuts a
             # streaming answer short when another request arrives, which would end every concurrent answer

@@ -149,7 +149,7 @@ def main() -> None:
     index_root = out / "indexes"
     shutil.copytree(args.index.resolve(), index_root / pack.name)
     gen = LlamaCppGenerator(pack.config.generator.model_copy(update={"adapter": None}), pack.path)
-    model = gen._requantized(gen.model_file())  # the file the embedded backend loads
+    model, _ = gen.weights_file()  # the file the embedded backend loads
     threads = int(os.environ.get("SLMRAG_THREADS") or os.cpu_count() or 1)
     with LocalModelServer(model, alias=ALIAS, threads=threads, n_ctx=pack.config.generator.n_ctx,
                           log=out / "server.log") as server:

@@ -67,8 +67,8 @@ def load_pack_dir_path(name: str):
     return load_pack(name).path
 
 
-def _maybe_probability(backend: str, adapter: str | None, pack, messages) -> float:
-    gen = make_generator(GeneratorSettings(backend=backend, adapter=adapter), pack.path)
+def _maybe_probability(backend: str, adapter: str | None, pack, messages, merge: bool = True) -> float:
+    gen = make_generator(GeneratorSettings(backend=backend, adapter=adapter, adapter_merge=merge), pack.path)
     return gen.next_token_choice(gen.chat_prompt(messages), {"yes": ["Yes"], "no": ["No"], "maybe": ["Maybe"]})["maybe"]
 
 
@@ -82,14 +82,18 @@ def test_adapter_files_and_metadata(trained):
     assert report.tokens > 0 and (out / GGUF_FILE).stat().st_size > 10_000
 
 
-@pytest.mark.parametrize("backend", ["llamacpp", "transformers"])
-def test_both_backends_load_the_adapter_and_answers_change(trained, backend):
+@pytest.mark.parametrize("backend,merge", [("llamacpp", True), ("llamacpp", False), ("transformers", True)])
+def test_both_backends_load_the_adapter_and_answers_change(trained, backend, merge):
+    """llama.cpp both ways: merged into the weights (the default) and applied at run time (lora_path)."""
     pack, assistant, out, _ = trained
     passages = assistant.retriever.search(PROBE, 3)
     messages = assistant.prompts.messages(PROBE, passages, "label")
     base = _maybe_probability(backend, None, pack, messages)
-    adapted = _maybe_probability(backend, "adapter", pack, messages)
-    assert adapted > base + 0.05, (backend, base, adapted)
+    adapted = _maybe_probability(backend, "adapter", pack, messages, merge)
+    assert adapted > base + 0.05, (backend, merge, base, adapted)
+    if backend == "llamacpp" and merge:  # the merged model answers as the adapter applied at run time does
+        runtime = _maybe_probability(backend, "adapter", pack, messages, False)
+        assert abs(adapted - runtime) < 0.5 * (runtime - base), (base, adapted, runtime)
 
 
 def test_a_missing_adapter_is_a_clear_error(trained):

@@ -278,7 +278,7 @@ def _pack_info(pack) -> dict:
         "name": pack.name, "path": str(pack.path), "version": c.version,
         "generator": {"backend": c.generator.backend, "model": c.generator.model, "n_ctx": c.generator.n_ctx,
                       "max_tokens": c.generator.max_tokens, "adapter": c.generator.adapter,
-                      "adapter_sha256": _adapter_hash(pack)},
+                      "adapter_sha256": _adapter_hash(pack), "adapter_merge": c.generator.adapter_merge},
         "embedder": c.embedder.model,
         "chunking": c.chunking.model_dump(),
         "retrieval": c.retrieval.model_dump(),

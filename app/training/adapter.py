@@ -373,7 +373,8 @@ def adapter_dev_figures(pack, report: dict, base: dict | None = None) -> tuple[d
             raise SlmragError("The --base report was made with an adapter; run it with --no-adapter.")
         s = r["aggregates"]["all"]["slmrag"]
         a = s.get("answers") or {}
-        return {"questions": meta.get("questions_file"), "n": meta.get("questions_run"), "tasks": a.get("tasks"),
+        return {"questions": meta.get("questions_file"), "n": meta.get("questions_run"),
+                "adapter_merge": gen.get("adapter_merge") if gen.get("adapter") else None, "tasks": a.get("tasks"),
                 "abstention_rate": a.get("abstention_rate"), "grounded_rate": a.get("grounded_rate"),
                 "withheld_rate": a.get("withheld_rate"),
                 "first_token_p50_s": ((s.get("latency") or {}).get("first_token_s") or {}).get("p50"),
