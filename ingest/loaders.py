@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from app.errors import DocumentError
+from ingest import html_tables
 
 SUPPORTED_SUFFIXES = {".pdf", ".txt", ".md", ".markdown", ".html", ".htm", ".text"}
 
@@ -78,8 +79,11 @@ def _control_ratio(sample: bytes) -> float:
 
 
 class _HTMLText(HTMLParser):
-    BLOCK = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article",
-             "table", "ul", "ol", "pre", "blockquote", "header", "footer", "dt", "dd"}
+    """Text of an HTML page: block tags break lines, headings become markdown headings, and tables become
+    markdown tables (ingest.html_tables) so a figure keeps its row and its column's header."""
+
+    BLOCK = {"p", "div", "br", "li", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article",
+             "ul", "ol", "pre", "blockquote", "header", "footer", "dt", "dd"}
     SKIP = {"script", "style", "noscript", "template", "head"}
 
     def __init__(self) -> None:
@@ -88,37 +92,93 @@ class _HTMLText(HTMLParser):
         self.title = ""
         self._skip = 0
         self._in_title = False
-        self._heading: str | None = None
+        self._tables: list[dict] = []  # open tables, innermost last: {"rows": [...], "cell": Cell | None}
+
+    def _out(self, text: str) -> None:
+        """Text goes into the open table cell, if any, else into the page."""
+        if not self._tables:
+            self.parts.append(text)
+            return
+        t = self._tables[-1]
+        if t["cell"] is not None:
+            t["cell"].text += text
+        elif text.strip():  # text between cells (malformed markup): a cell of its own, never lost
+            if not t["rows"]:
+                t["rows"].append([])
+            t["rows"][-1].append(html_tables.Cell(t["col"], t["col"], text))
+            t["col"] += 1
 
     def handle_starttag(self, tag, attrs):
         if tag == "title":
             self._in_title = True
         if tag in self.SKIP:
             self._skip += 1
+        if tag == "table":  # a table inside a cell is laid out into that cell's text
+            self._tables.append({"rows": [], "cell": None, "col": 0})
+            return
+        if self._tables and tag == "tr":
+            t = self._tables[-1]
+            self._close_cell(t)
+            t["rows"].append([])
+            t["col"] = 0
+            return
+        if self._tables and tag in ("td", "th"):
+            t = self._tables[-1]
+            self._close_cell(t)
+            if not t["rows"]:
+                t["rows"].append([])
+            try:
+                span = max(1, min(int(dict(attrs).get("colspan") or 1), 100))
+            except ValueError:
+                span = 1
+            t["cell"] = html_tables.Cell(t["col"], t["col"] + span - 1, "", span == 1)
+            t["col"] += span
+            return
         if tag in self.BLOCK:
-            self.parts.append("\n\n" if tag not in ("br", "li", "tr") else "\n")
-        if tag in {"h1", "h2", "h3", "h4", "h5", "h6"}:
+            self._out(" " if self._in_cell() else "\n" if tag in ("br", "li") else "\n\n")
+        if tag in {"h1", "h2", "h3", "h4", "h5", "h6"} and not self._in_cell():
             # Keep headings recognisable for section-aware chunking: render as Markdown headings.
-            self.parts.append("#" * int(tag[1]) + " ")
-        if tag in ("td", "th"):
-            self.parts.append(" | ")
+            self._out("#" * int(tag[1]) + " ")
+
+    def _in_cell(self) -> bool:
+        return bool(self._tables) and self._tables[-1]["cell"] is not None
+
+    @staticmethod
+    def _close_cell(t: dict) -> None:
+        if t["cell"] is not None:
+            t["rows"][-1].append(t["cell"])
+            t["cell"] = None
 
     def handle_endtag(self, tag):
         if tag == "title":
             self._in_title = False
         if tag in self.SKIP and self._skip:
             self._skip -= 1
+        if tag == "table" and self._tables:
+            t = self._tables.pop()
+            self._close_cell(t)
+            if self._tables:  # nested in another table's cell: its cells as running text there
+                self._out(" " + "; ".join(" ".join(c.text for c in row) for row in t["rows"]) + " ")
+                return
+            lines = html_tables.layout(t["rows"])
+            self._out("\n\n" + "\n".join(lines) + "\n\n" if lines else "\n")
+            return
+        if self._tables and tag in ("td", "th", "tr"):
+            self._close_cell(self._tables[-1])
+            return
         if tag in self.BLOCK:
-            self.parts.append("\n")
+            self._out("\n" if not self._in_cell() else " ")
 
     def handle_data(self, data):
         if self._in_title:
             self.title += data
             return
         if not self._skip:
-            self.parts.append(data)
+            self._out(data)
 
     def text(self) -> str:
+        while self._tables:  # a table never closed (truncated page): keep what it held
+            self.handle_endtag("table")
         raw = "".join(self.parts)
         raw = re.sub(r"[ \t\r\f\v]+", " ", raw)
         raw = re.sub(r" *\n *", "\n", raw)
