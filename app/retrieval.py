@@ -38,6 +38,7 @@ class Passage:
     filter_score: float | None = None
     kept: bool = True
     extra: dict = field(default_factory=dict)
+    opening: str = ""  # the start of the passage's document (where a contract names its parties)
 
     def to_json(self) -> dict:
         return {"rank": self.rank, "source": self.source, "name": self.name, "page": self.page,
@@ -66,8 +67,12 @@ class Retriever:
         self._bm25 = None
         self._lock = threading.Lock()
         by_doc: dict[str, list[int]] = {}
-        for c in snapshot.chunks:
+        first: dict[str, tuple[int, int]] = {}  # doc_id -> (ord, position) of its first chunk
+        for pos, c in enumerate(snapshot.chunks):
             by_doc.setdefault(c.doc_id, []).append(c.vid)
+            if c.doc_id not in first or c.ord < first[c.doc_id][0]:
+                first[c.doc_id] = (c.ord, pos)
+        self._first_pos = {d: pos for d, (_, pos) in first.items()}
         self._doc_vids = {k: np.asarray(v, dtype="int64") for k, v in by_doc.items()}
         # Documents in a fixed order, and each chunk position's document number in it: per-document
         # maxima and masks over the BM25 score array are then single numpy operations.
@@ -152,7 +157,8 @@ class Retriever:
             out.append(Passage(vid=vid, doc_id=c.doc_id, source=d.path if d else "", name=d.name if d else "",
                                page=c.page, text=c.text, heading=c.heading, start=c.start, end=c.end,
                                score=sc, dense=dense_score.get(vid), bm25=bm25_score.get(vid), rank=rank,
-                               extra={"routed": True} if routed is not None and c.doc_id == routed else {}))
+                               extra={"routed": True} if routed is not None and c.doc_id == routed else {},
+                               opening=self.snap.chunks[self._first_pos[c.doc_id]].text[:2000]))
         return out
 
     def expand(self, question: str) -> str:

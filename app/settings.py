@@ -325,6 +325,14 @@ class GroundingSettings(_Strict):
         "document name and heading) for a label, or a sentence slmrag quotes on the model's behalf, to stand: "
         "below it the passage is about something else.",
     )
+    opening_words: int = Field(
+        0, ge=0, le=500,
+        description="How many words from the start of the cited passage's document also count for "
+        "min_question_coverage. For documents named by what their opening says (a contract by its parties, "
+        "a filing by its company) and asked about by those names: 'In the agreement between Acme and Birch, "
+        "...' is about the Acme/Birch contract even where its clause does not repeat the parties. 0: the "
+        "passage, its document's name and its heading only.",
+    )
     on_unsupported: Literal["withhold", "flag"] = Field(
         "withhold",
         description="What happens to an answer that fails the check: 'withhold' (replaced by the abstention "

@@ -161,6 +161,26 @@ def test_compose_withholds_a_label_about_what_the_passages_never_mention():
     assert not c.grounded and c.decided_by == "lexical"
 
 
+def test_a_contract_named_by_its_parties_is_covered_by_its_opening_when_the_pack_says_so():
+    """The clause does not repeat the parties; the contract's first words do. With opening_words 0 the
+    question's party names count as missing (agreement, party, terminate, cause found; acme, widgets, birch,
+    supply not: coverage 4/8 < .6, withheld); with the opening counted all 8 are found, and a question about
+    another contract's parties still is not (4/8)."""
+    clause = "Either party may terminate this Agreement without cause upon ninety days written notice."
+    opening = "DISTRIBUTION AGREEMENT between Acme Widgets Inc. and Birch Supply LLC, dated May 1, 2019."
+    ps = [Passage(vid=0, doc_id="d", source="/c.txt", name="c.txt", page=None, text=clause, heading="", start=0,
+                  end=len(clause), opening=opening)]
+    prompt = Prompt([{"role": "user", "content": "x"}], ps, 64, "label")
+    q = "In the agreement between Acme Widgets and Birch Supply, can a party terminate without cause?"
+    other = "In the agreement between Crane Foods and Delta Mills, can a party terminate without cause?"
+    gen = FakeGenerator(" Either party may terminate this Agreement without cause [1].", {"yes": 0.9, "no": 0.1})
+    for words, question, grounded in ((0, q, False), (40, q, True), (40, other, False)):
+        settings = AnswerSettings(shapes=["label"], labels=["yes", "no"], default="label",
+                                  grounding={"opening_words": words, "min_question_coverage": 0.6})
+        c = compose(gen, prompt, question, settings)
+        assert c.grounded is grounded, (words, question, c.support)
+
+
 def test_compose_cites_an_uncited_but_supported_answer_and_refuses_an_unsupported_one():
     settings = AnswerSettings()
     c = compose(FakeGenerator("Stage 1 hypertension is 130-139 mmHg systolic."), _prompt("free", ["Other.", P]),

@@ -121,6 +121,10 @@ def test_document_first_search_finds_the_clause_in_the_named_contract(contracts)
     on = top(contracts, q, k=3, doc_first=True, doc_margin=1.2, bm25_weight=1.0)
     assert any(p.name == "harbor_lane_orchard_valley_supply.txt" and "Oregon" in p.text for p in on)
     assert all(p.extra.get("routed") is True for p in on)
+    # each passage carries its document's opening (the parties), which the Oregon clause does not repeat
+    oregon = next(p for p in on if "Oregon" in p.text)
+    assert "Harbor Lane" not in oregon.text and oregon.opening.startswith("SUPPLY AGREEMENT")
+    assert "Orchard Valley Growers" in oregon.opening
 
 
 def test_document_first_search_does_not_route_without_a_clear_lead(contracts):

@@ -77,13 +77,20 @@ def label_probabilities(generator, prompt, labels: list[str], *, with_not_found:
     return calibrated(generator.next_token_choice(generator.chat_prompt(prompt.messages), choices), prior)
 
 
+def _scope(passage, opening_words: int) -> str:
+    """What the question's words are looked up in: the passage with its document's name and section heading
+    (a question names "the Riverbend protocol"; the passage under that title need not repeat it) and, when
+    the pack says so, the first words of its document (a question names a contract by its parties, which
+    the contract names once, at its start, not in the clause that answers)."""
+    opening = " ".join(getattr(passage, "opening", "").split()[:opening_words]) if opening_words else ""
+    return f"{doc_label(passage.name)} {passage.heading} {opening} {passage.text}"
+
+
 def compose(generator, prompt, question: str, settings: AnswerSettings, *, label_not_found: bool = False,
             label_prior: dict[str, float] | None = None) -> Composed:
     """Generate, shape and check one answer for ``prompt`` (an :class:`app.prompting.Prompt`)."""
     texts = [p.text for p in prompt.context]
-    # What the question's words are looked up in: the passage with its document's name and section heading
-    # (a question names "the Riverbend protocol"; the passage under that title need not repeat it).
-    scopes = [f"{doc_label(p.name)} {p.heading} {p.text}" for p in prompt.context]
+    scopes = [_scope(p, settings.grounding.opening_words) for p in prompt.context]
     n = len(texts)
     timings: dict = {"tokens": 0}
     t0 = time.perf_counter()
