@@ -67,3 +67,51 @@ def test_set_label_bias_writes_quoted_labels_and_keeps_comments(tmp_path):
     assert cfg.answers.label_bias == {"yes": 0.0, "no": -0.5123, "maybe": 0.25}
     set_label_bias(path, {"yes": 0.0, "no": 0.1, "maybe": 0.0})  # a second write replaces, not appends
     assert path.read_text(encoding="utf-8").count("label_bias") == 1
+
+
+@pytest.mark.slow
+def test_adapt_labels_asks_the_rows_as_the_pack_does_and_writes_the_offsets(tmp_path):
+    """End to end with the real parts: `slmrag adapt labels` ingests a generated training folder, asks its
+    label-routed rows through the pack's retrieval, filter, prompt and the packaged SmolLM2 (with the pack's
+    adapter), fits the offsets and writes them into a copy of the pack. The row that is not a yes/no
+    question (routed to extract) is not asked."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    pack_dir = tmp_path / "pack"
+    shutil.copytree(load_pack("medical").path, pack_dir, ignore=shutil.ignore_patterns("corpus"))
+    (pack_dir / "corpus").mkdir()
+    train = tmp_path / "train"
+    (train / "corpus").mkdir(parents=True)
+    topics = [("statin", "Statins lowered LDL cholesterol by 30 percent in 400 adults over two years."),
+              ("sleep", "Shift workers slept 40 minutes less; error rates did not differ between groups."),
+              ("diet", "A Mediterranean diet lowered weight in 900 adults; effects on heart events were unclear."),
+              ("exercise", "Daily walking reduced systolic blood pressure by 5 mmHg in 300 older adults.")]
+    rows = []
+    for name, text in topics:
+        (train / "corpus" / f"{name}.txt").write_text(f"{name.title()} study. {text}\n", encoding="utf-8")
+        for i, (q, a) in enumerate([(f"Did the {name} study find an effect?", "yes"),
+                                    (f"Was the {name} study negative?", "no"),
+                                    (f"Is the {name} finding certain?", "maybe")]):
+            rows.append({"id": f"{name}{i}", "question": q, "answer": a, "doc": f"{name}.txt", "evidence": text})
+    rows.append({"id": "x", "question": "What did the statin study measure?", "answer": "LDL", "doc": "statin.txt",
+                 "evidence": "LDL cholesterol"})
+    (train / "questions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+    out = subprocess.run([sys.executable, "-m", "app", "adapt", "labels", "--pack", str(pack_dir), "--train", str(train),
+                          "--index-dir", str(tmp_path / "index"), "--json", "--write"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout)
+    # 12 yes/no/maybe rows are asked, the 'What' row is not; a row whose passages the filter drops all of is
+    # skipped (the pack would abstain on it), and at least 10 must remain for a fit
+    assert 10 <= result["rows"] <= 12 and result["before"]["n"] == result["rows"]
+    assert set(result["label_bias"]) == set(LABELS) and result["label_bias"]["yes"] == 0.0
+    assert sum(result["fitted"]["predicted"].values()) == result["rows"]
+    written = yaml.safe_load((pack_dir / "pack.yaml").read_text(encoding="utf-8"))["answers"]["label_bias"]
+    assert written == {k: round(v, 4) for k, v in result["label_bias"].items()}
+    assert load_pack(pack_dir).config.answers.label_bias == written
