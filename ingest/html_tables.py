@@ -15,6 +15,7 @@ column per cell, no fragments) come out cell for cell.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 _OPENERS = {"$", "(", "$(", "($", "€", "£", "¥"}
@@ -80,19 +81,45 @@ def _column(groups: list[tuple[int, int]], cell: Cell) -> int:
     return left[-1] if left else 0
 
 
+_FIGURE = re.compile(r"^[$€£¥(]*\s*-?\d[\d,]*(\.\d+)?\s*\)?\s*%?\)?$")
+_YEAR = re.compile(r"^(19|20)\d\d$")
+
+
+def _has_figure(row: list[str]) -> bool:
+    return any(_FIGURE.match(c) and not _YEAR.match(c) for c in row if c)
+
+
 def layout(rows: list[list[Cell]]) -> list[str]:
-    """Markdown table lines for ``rows`` (each a list of cells in grid order); [] for an empty table."""
+    """Markdown table lines for ``rows`` (each a list of cells in grid order); [] for an empty table.
+
+    Above the first row with a figure, a cell over several columns (a title over the years) becomes a
+    caption line before the table, and the other rows there are joined column by column into the one
+    header row a markdown table has: the chunker repeats that row in every chunk of a long table, so each
+    chunk keeps its years."""
     merged = [m for m in (_merged(r) for r in rows) if m]
     if not merged:
         return []
     groups = _groups(merged)
-    lines: list[str] = []
-    for i, row in enumerate(merged):
+    grid: list[list[str]] = []
+    captions: list[str] = []
+    heading = True  # still above the first row with a figure
+    for row in merged:
         out = [""] * len(groups)
+        if heading and _has_figure([c.text for c in row]):
+            heading = False
         for c in row:
+            if heading and sum(1 for s, e in groups if c.start <= e and c.end >= s) > 1:
+                captions.append(c.text)  # a title over several columns ("Year Ended December 31,")
+                continue
             k = _column(groups, c)
             out[k] = f"{out[k]} {c.text}".strip() if out[k] else c.text
-        lines.append("| " + " | ".join(out) + " |")
-        if i == 0:
-            lines.append("| " + " | ".join("---" for _ in groups) + " |")
-    return lines
+        if any(out):
+            grid.append(out)
+    top = 0
+    while top < len(grid) - 1 and not _has_figure(grid[top]):
+        top += 1
+    if top > 1:
+        grid = [[" ".join(r[k] for r in grid[:top] if r[k]) for k in range(len(groups))]] + grid[top:]
+    lines = ["| " + " | ".join(r) + " |" for r in grid]
+    lines.insert(1, "| " + " | ".join("---" for _ in groups) + " |")
+    return captions + lines

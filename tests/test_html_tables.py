@@ -30,16 +30,42 @@ FILING = """<html><head><title>Acme Corp 10-K</title></head><body>
 def test_a_filing_table_keeps_each_figure_under_its_year():
     text, title = html_to_text(FILING)
     assert title == "Acme Corp 10-K"
-    assert text.splitlines()[4:11] == [
-        "| | Year Ended December 31, | |",
-        "| --- | --- | --- |",
+    assert text.splitlines()[4:12] == [
+        "Year Ended December 31,",  # the title over both years: a caption line, not a column
         "| | 2019 | 2018 |",
+        "| --- | --- | --- |",
         "| Net sales | $ 260,174 | $ 265,595 |",
         "| Cost of sales | 161,782 | 163,756 |",
         "| Other income (expense), net | (1,807) | 2,005 |",
         "| Gross margin | 37.8% | 38.3% |",
+        "",
     ]
     assert text.endswith("Net sales fell 2 percent as lower unit volumes offset price increases.")
+
+
+def test_header_rows_above_the_figures_become_the_one_header_row():
+    rows = [[Cell(0, 0, ""), Cell(1, 1, "Fiscal"), Cell(2, 2, "Fiscal")],
+            [Cell(0, 0, "(in $000)"), Cell(1, 1, "2019"), Cell(2, 2, "2018")],
+            [Cell(0, 0, "Revenue"), Cell(1, 1, "10"), Cell(2, 2, "9")]]
+    assert layout(rows) == ["| (in $000) | Fiscal 2019 | Fiscal 2018 |", "| --- | --- | --- |", "| Revenue | 10 | 9 |"]
+
+
+def test_every_chunk_of_a_long_html_table_keeps_the_years():
+    from app.embedder import Embedder
+    from app.settings import ChunkingSettings, EmbedderSettings
+    from ingest.chunking import Chunker
+
+    body = "".join(f"<tr><td>Line item {i}</td><td>$</td><td>{1000 + i}</td><td></td><td>$</td><td>{900 + i}</td></tr>"
+                   for i in range(60))
+    markup = (f"<table><tr><td></td><td colspan='5'>Year Ended June 30,</td></tr><tr><td></td><td colspan='2'>2019</td>"
+              f"<td></td><td colspan='2'>2018</td></tr>{body}</table>")
+    text, _ = html_to_text(markup)
+    chunks = Chunker(ChunkingSettings(strategy="finance", chunk_tokens=120, overlap_tokens=8),
+                     Embedder(EmbedderSettings()).count_tokens).split(text)
+    rows = [c for c in chunks if "Line item" in c.text]
+    assert len(rows) >= 4, "the table must be long enough to be split"
+    assert all("| | 2019 | 2018 |" in c.text for c in rows), [c.text[:80] for c in rows]
+    assert sum(c.text.count("| Line item") for c in rows) >= 60  # every row is in some chunk
 
 
 def test_a_plain_table_comes_out_cell_for_cell():
