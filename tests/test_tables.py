@@ -69,3 +69,15 @@ def test_the_row_the_question_names_most_fully_wins():
     # "cost" alone is in both "Service cost" and "Interest cost"; the question names only one of them fully
     tc = table_calculation("What was the change in interest cost between 2018 and 2019?", [PENSION])
     assert tc.row == "Interest cost" and tc.years == ["2018", "2019"] and tc.operation == "change"
+
+
+def test_period_headers_name_their_year_and_change_columns_are_not_years():
+    balance = ("| | December 31, 2019 | December 31, 2018 | 2019 vs. 2018 |\n| --- | --- | --- | --- |\n"
+               "| Accounts receivable, net | 4,512 | 4,100 | 412 |\n")
+    tc = table_calculation("What was the change in accounts receivable, net between 2018 and 2019?", [balance])
+    assert tc.formula == "4,512 - 4,100" and tc.years == ["2018", "2019"]
+    fiscal = "| | Fiscal 2019 | FY2018 |\n| --- | --- | --- |\n| Net sales | 930 | 880 |\n"
+    assert table_calculation("What was the average net sales for 2018 and 2019?", [fiscal]).formula == "(880 + 930) / 2"
+    # a header that names two years (a range) or another figure is not a year column
+    ranges = "| | 2021 - 2022 | 2023 Plan 2 |\n| --- | --- | --- |\n| Payments | 10 | 20 |\n"
+    assert table_calculation("What was the change in payments between 2022 and 2023?", [ranges]) is None

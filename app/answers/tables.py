@@ -42,6 +42,25 @@ class TableCalc:
     cells: list[str]  # the cells' figures as the table writes them (what the grounding check looks up)
 
 
+_MONTHS = ("january february march april may june july august september october november december "
+           "jan feb mar apr jun jul aug sep sept oct nov dec")
+_PERIOD_WORDS = set(_MONTHS.split()) | {"year", "years", "ended", "ending", "fiscal", "fy", "as", "of", "at", "the"}
+
+
+def _period_year(cell: str) -> str | None:
+    """The year a column header names: "2019", and period labels that name one year - "December 31, 2019",
+    "Year ended June 30, 2019", "Fiscal 2019", "FY2019". Not "2019 vs. 2018" or "2021 - 2022" (two years:
+    a change or a range column), nor a label with other words ("2019 Plan")."""
+    years = re.findall(r"(?<!\d)((?:19|20)\d\d)(?!\d)", cell)
+    if len(years) != 1:
+        return None
+    rest = re.sub(r"(?<!\d)(?:19|20)\d\d(?!\d)", " ", cell.lower()).replace("fy", " fy ")
+    words = re.findall(r"[a-z]+|\d+", rest)
+    if any(w.isdigit() and (len(w) > 2 or int(w) > 31) for w in words):
+        return None  # another figure than a day of the month
+    return years[0] if all(w.isdigit() or w in _PERIOD_WORDS for w in words) else None
+
+
 def _cells(line: str) -> list[str]:
     return [c.strip() for c in line.strip().strip("|").split("|")]
 
@@ -64,7 +83,7 @@ def _tables(text: str) -> list[tuple[dict[int, str], list[list[str]]]]:
     for line in text.splitlines() + [""]:
         if line.strip().startswith("|"):
             cells = _cells(line)
-            found = {i: c for i, c in enumerate(cells) if re.fullmatch(r"(19|20)\d\d", c)}
+            found = {i: y for i, c in enumerate(cells) if (y := _period_year(c))}
             if len(found) >= 2 and not rows:
                 years = found  # the header of years (the latest one before the data rows)
             elif set(cells) <= {"", "---"} or all(set(c) <= set("-: ") for c in cells):
