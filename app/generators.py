@@ -180,7 +180,7 @@ class LlamaCppGenerator(Generator):
 
         src, lora = self.model_file(), adapter_file(self.settings, self.base_dir, "gguf")
         if lora is not None and self.settings.adapter_merge:
-            return gguf_build.merged(src, lora, self.settings.requantize), None
+            return gguf_build.merged(src, lora), None
         return (gguf_build.requantized(src) if self.settings.requantize == "q4_0" else src), lora
 
     def load(self) -> "LlamaCppGenerator":
