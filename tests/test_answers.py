@@ -181,6 +181,21 @@ def test_a_contract_named_by_its_parties_is_covered_by_its_opening_when_the_pack
         assert c.grounded is grounded, (words, question, c.support)
 
 
+def test_a_verbatim_quote_from_a_passage_about_something_else_is_not_an_answer():
+    """The model quotes passage 1 word for word, but passage 1 is another company's filing: the quote is
+    verbatim and still wrong. Passage 2 covers the question, so its best sentence is quoted instead; with
+    only passage 1 kept, the answer is withheld."""
+    other = "Birch Supply LLC reported net sales of $410 million in fiscal 2019, up 3 percent."
+    acme = "Acme Widgets Inc. reported net sales of $260 million in fiscal 2019, down 2 percent."
+    settings = AnswerSettings(shapes=["extract"], default="extract")
+    q = "What net sales did Acme Widgets Incorporated announce?"  # passage 1 covers 2 of its 6 words, passage 2 4
+    gen = FakeGenerator('"net sales of $410 million in fiscal 2019" [1]')
+    c = compose(gen, _prompt("extract", [other, acme]), q, settings)
+    assert c.grounded and c.shaped.cited == [2] and c.shaped.quote["by_model"] is False and "$260" in c.shaped.text
+    c = compose(gen, _prompt("extract", [other]), q, settings)
+    assert not c.grounded and c.decided_by == "lexical" and {"Acme", "Widgets"} <= set(c.support.missing)
+
+
 def test_compose_cites_an_uncited_but_supported_answer_and_refuses_an_unsupported_one():
     settings = AnswerSettings()
     c = compose(FakeGenerator("Stage 1 hypertension is 130-139 mmHg systolic."), _prompt("free", ["Other.", P]),

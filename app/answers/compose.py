@@ -160,11 +160,14 @@ def _check(shaped: Shaped, texts: list[str], scopes: list[str], question: str, s
         return _evidence_instead(shaped, texts, scopes, question, settings, timings,
                                  Composed(shaped, Support(0.0, 0, []), False, "citation", timings))
     if shaped.quote is not None and shaped.quote.get("verbatim"):
-        if not shaped.quote.get("by_model", True) and g.check != "none":
-            # slmrag chose this sentence, not the model: it stands only if its passage covers the question
+        if g.check != "none":
+            # A quote is the passage's own words, but it answers the question only if its passage is about
+            # what the question names: a verbatim sentence from another company's filing or another
+            # contract is still the wrong answer.
             covered = lexical_support(question, [scopes[shaped.quote["n"] - 1]], question)
             if covered.score < g.min_question_coverage:
-                return Composed(shaped, covered, False, "lexical", timings)
+                failed = Composed(shaped, covered, False, "lexical", timings)
+                return _evidence_instead(shaped, texts, scopes, question, settings, timings, failed)
         return Composed(shaped, Support(1.0, 1, []), True, "verbatim", timings)
     if g.check == "none":
         return Composed(shaped, None, True, "none", timings)
