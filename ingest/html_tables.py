@@ -100,26 +100,24 @@ def layout(rows: list[list[Cell]]) -> list[str]:
     if not merged:
         return []
     groups = _groups(merged)
+    # the rows above the first row with a figure are the header; a table with no figure has none
+    top = next((i for i, row in enumerate(merged) if _has_figure([c.text for c in row])), 0)
     grid: list[list[str]] = []
     captions: list[str] = []
-    heading = True  # still above the first row with a figure
-    for row in merged:
+    head = 0  # header rows in grid
+    for i, row in enumerate(merged):
         out = [""] * len(groups)
-        if heading and _has_figure([c.text for c in row]):
-            heading = False
         for c in row:
-            if heading and sum(1 for s, e in groups if c.start <= e and c.end >= s) > 1:
+            if i < top and sum(1 for s, e in groups if c.start <= e and c.end >= s) > 1:
                 captions.append(c.text)  # a title over several columns ("Year Ended December 31,")
                 continue
             k = _column(groups, c)
             out[k] = f"{out[k]} {c.text}".strip() if out[k] else c.text
         if any(out):
             grid.append(out)
-    top = 0
-    while top < len(grid) - 1 and not _has_figure(grid[top]):
-        top += 1
-    if top > 1:
-        grid = [[" ".join(r[k] for r in grid[:top] if r[k]) for k in range(len(groups))]] + grid[top:]
+            head += i < top
+    if head > 1:
+        grid = [[" ".join(r[k] for r in grid[:head] if r[k]) for k in range(len(groups))]] + grid[head:]
     lines = ["| " + " | ".join(r) + " |" for r in grid]
     lines.insert(1, "| " + " | ".join("---" for _ in groups) + " |")
     return captions + lines

@@ -43,6 +43,13 @@ def test_a_filing_table_keeps_each_figure_under_its_year():
     assert text.endswith("Net sales fell 2 percent as lower unit volumes offset price increases.")
 
 
+def test_a_table_without_figures_keeps_every_row():
+    # no figure row, so no header rows to join: the first data row must not merge into the header
+    rows = [[Cell(0, 0, "Name"), Cell(1, 1, "Role")], [Cell(0, 0, "Ann"), Cell(1, 1, "CFO")],
+            [Cell(0, 0, "Bob"), Cell(1, 1, "CEO")]]
+    assert layout(rows) == ["| Name | Role |", "| --- | --- |", "| Ann | CFO |", "| Bob | CEO |"]
+
+
 def test_header_rows_above_the_figures_become_the_one_header_row():
     rows = [[Cell(0, 0, ""), Cell(1, 1, "Fiscal"), Cell(2, 2, "Fiscal")],
             [Cell(0, 0, "(in $000)"), Cell(1, 1, "2019"), Cell(2, 2, "2018")],
