@@ -27,7 +27,7 @@ from typing import Callable, Iterator
 
 from app.env import cache_dir, threads
 from app.errors import ConfigError, ModelNotFound, SlmragError, require
-from app.gguf_build import source_key
+from app import gguf_build
 from app.models import resolve_model
 from app.settings import GeneratorSettings
 
@@ -176,8 +176,6 @@ class LlamaCppGenerator(Generator):
     def weights_file(self) -> tuple[Path, Path | None]:
         """The GGUF llama.cpp loads and the LoRA it applies at run time (None when there is none, or when the
         pack's adapter is merged into the weights: ``generator.adapter_merge``, the default)."""
-        from app import gguf_build
-
         src, lora = self.model_file(), adapter_file(self.settings, self.base_dir, "gguf")
         if lora is not None and self.settings.adapter_merge:
             return gguf_build.merged(src, lora), None
@@ -289,7 +287,7 @@ class TransformersGenerator(Generator):
     def _load_from(self) -> tuple[str, dict]:
         target = resolve_model(self.settings.model, self.base_dir)
         if isinstance(target, Path) and target.suffix == ".gguf":
-            converted = cache_dir() / f"hf-{target.stem}.{source_key(target)}"
+            converted = cache_dir() / f"hf-{target.stem}.{gguf_build.source_key(target)}"
             if (converted / "config.json").exists():
                 return str(converted), {}
             return str(target.parent), {"gguf_file": target.name, "_convert_to": converted}

@@ -20,7 +20,6 @@ from pathlib import Path
 
 from app.env import cache_dir, threads
 from app.errors import SlmragError, require
-from app.store import file_sha256
 
 # llama.cpp's file types (enum llama_ftype) that slmrag writes.
 FTYPE_Q4_0 = 2
@@ -74,6 +73,9 @@ def merged(src: Path, lora: Path) -> Path:
     merged Q4_0 .373. On SmolLM2-135M Q8_0 costs no speed: medical dev prompts, first token p50 1.27 s and
     113 tok/s merged Q8_0 against 1.43 s and 118 tok/s for the base Q4_0 (30 prompts, alternating).
     """
+    from app.store import file_sha256  # here, not at the top: app.generators imports this module, and the
+    # store (numpy, the index) has no business in loading a pack's settings
+
     dst = cache_dir() / f"{src.stem}.{source_key(src)}+lora-{file_sha256(lora)[:16]}.Q8_0.gguf"
     if dst.exists():
         return dst

@@ -82,7 +82,7 @@ def _scope(passage, opening_words: int) -> str:
     (a question names "the Riverbend protocol"; the passage under that title need not repeat it) and, when
     the pack says so, the first words of its document (a question names a contract by its parties, which
     the contract names once, at its start, not in the clause that answers)."""
-    opening = " ".join(getattr(passage, "opening", "").split()[:opening_words]) if opening_words else ""
+    opening = " ".join(passage.opening.split()[:opening_words]) if opening_words else ""
     return f"{doc_label(passage.name)} {passage.heading} {opening} {passage.text}"
 
 
