@@ -74,7 +74,7 @@ class AnswerStream:
 
     def __init__(self, *, question: str, generator, prompt, passages: list[Passage],
                  abstain: Callable[[list[Passage], str], str], answers, disclaimer: str, filter, timings: dict,
-                 t0: float, index_generation: int = 0, label_not_found: bool = False, label_prior=None,
+                 t0: float, index_generation: int = 0, label_not_found: bool = False, label_prior=None, reader=None,
                  queue: AnswerQueue | None = None, on_position: PositionCallback | None = None):
         self.question = question
         self.generator = generator
@@ -88,6 +88,7 @@ class AnswerStream:
         self.answers = answers
         self.label_not_found = label_not_found
         self.label_prior = label_prior  # a callable giving the content-free label probabilities, or None
+        self.reader = reader  # the pack's label reader, which then chooses 'label' answers; or None
         self.disclaimer = disclaimer
         self.filter = filter
         self.timings = dict(timings)
@@ -114,7 +115,8 @@ class AnswerStream:
                 gen_start = time.perf_counter()
                 c = compose(self.generator, self.prompt, self.question, self.answers,
                             label_not_found=self.label_not_found,
-                            label_prior=self.label_prior() if self.label_prior and self.shape == "label" else None)
+                            label_prior=self.label_prior() if self.label_prior and self.shape == "label" and self.reader is None else None,
+                            reader=self.reader if self.shape == "label" else None)
             s = c.shaped
             gen = c.timings
             t["first_token_s"] = round(gen_start - self.t0 + gen["first_token_s"], 4)

@@ -108,6 +108,7 @@ class Assistant:
         self.prompts = PromptBuilder(pack, self.generator, self.embedder)
         self._view: IndexView | None = None
         self._label_prior: dict[str, float] | None = None
+        self._label_reader = None
         self._lock = threading.Lock()
         self._prior_lock = threading.Lock()
 
@@ -118,6 +119,7 @@ class Assistant:
             self.refresh()
         if generator:
             self.generator.load()
+            _ = self.label_reader  # loads it, when the pack has one: a cold start is not an answer's latency
         return self
 
     def refresh(self) -> bool:
@@ -161,6 +163,20 @@ class Assistant:
         return FilterChoice(kind=kind,
                             threshold=cfg.threshold if options.threshold is None else float(options.threshold),
                             min_keep=cfg.min_keep, gate=None if kind == "none" else cfg.gate)
+
+    @property
+    def label_reader(self):
+        """The pack's label reader (``answers.label_reader``), loaded on first use; None when the pack has none."""
+        folder = self.pack.config.answers.label_reader
+        if folder is None:
+            return None
+        with self._prior_lock:
+            if self._label_reader is None:
+                from app.answers.reader import LabelReader
+
+                self._label_reader = LabelReader.from_folder(self.pack.path / folder,
+                                                             self.pack.config.answers.labels).load()
+            return self._label_reader
 
     def label_prior(self) -> dict[str, float] | None:
         """The labels' probabilities for a content-free prompt (computed once; see
@@ -245,4 +261,5 @@ class Assistant:
                             timings=timings, t0=t0, index_generation=view.snapshot.generation,
                             label_not_found=answers.label_not_found,
                             label_prior=self.label_prior if answers.label_calibration == "content_free" else None,
+                            reader=self.label_reader if shape == "label" else None,
                             queue=self.queue, on_position=on_position)

@@ -371,6 +371,13 @@ class AnswerSettings(_Strict):
         "`slmrag adapt labels --write` (maximum likelihood on the pack's training rows, each asked as the "
         "pack asks it); empty: no offset.",
     )
+    label_reader: str | None = Field(
+        None,
+        description="The pack-relative folder of a label reader (a MiniLM cross-encoder trained by `slmrag adapt "
+        "reader` on the pack's labelled rows): when set, a 'label' answer's label is the verdict of the kept passage "
+        "most likely to state one, read by this model, and that passage's best sentence is quoted as support; "
+        "the generator's label scoring is not used. Unset: the generator scores the labels.",
+    )
     label_not_found: bool = Field(
         False,
         description="For 'label' answers, also score the start of 'I could not find this in your documents' "

@@ -299,3 +299,71 @@ def test_compose_calculates_from_the_table_row_without_generating():
     # no table row the question names: the model's formula stands
     c = compose(gen, _prompt("calculate", [table]), "What was the change in revenue between 2018 and 2019?", settings)
     assert gen.calls == [""] and c.shaped.calculation["by"] == "model"
+
+
+def test_reader_decision_is_the_passage_most_likely_to_state_a_verdict():
+    """Passage 1 states nothing (none .7), passage 2 says yes: verdict 1 - .2 = .8, label probabilities
+    .6/.1/.1 renormalised to .75/.125/.125."""
+    import numpy as np
+
+    from app.answers.reader import decide
+
+    r = decide(np.array([[0.1, 0.1, 0.1, 0.7], [0.6, 0.1, 0.1, 0.2]]), ["yes", "no", "maybe"])
+    assert (r.n, r.label) == (2, "yes")
+    assert r.verdict == pytest.approx(0.8) and r.probs == pytest.approx({"yes": 0.75, "no": 0.125, "maybe": 0.125})
+
+
+class FakeReader:
+    """Unit-test stand-in for the label reader: a fixed reading."""
+
+    def __init__(self, n: int, label: str):
+        self.n, self.label, self.questions = n, label, []
+
+    def read(self, question, passages):
+        from app.answers.reader import Reading
+
+        self.questions.append(question)
+        return Reading(self.n, self.label, {"yes": 0.2, "no": 0.8}, 0.9)
+
+
+def _doc_prompt(shape: str, docs_texts: list[tuple[str, str]]) -> Prompt:
+    ps = [Passage(vid=i, doc_id=d, source=f"/{d}.txt", name=f"{d}.txt", page=None, text=t, heading="", start=0,
+                  end=len(t)) for i, (d, t) in enumerate(docs_texts)]
+    return Prompt([{"role": "user", "content": "x"}], ps, 64, shape)
+
+
+def test_reader_label_quotes_the_deciding_passage_without_generating():
+    """The study's aims (passage 1) name what the question asks; its conclusion (passage 2, same document)
+    states the verdict without repeating them: the answer is the reader's label with the conclusion's own
+    sentence, and the generator is never asked. The same conclusion from another document than the one
+    naming the question's subject is withheld: the verdict is not about what the question names."""
+    aims = "This trial tested whether statins lower stroke risk in elderly patients with diabetes."
+    verdict = "The treatment did not reduce events compared with placebo. Adverse effects were rare."
+    settings = AnswerSettings(shapes=["label", "free"], labels=["yes", "no"], default="free")
+    q = "Do statins lower stroke risk in elderly diabetic patients?"
+    gen = FakeGenerator("should not be used")
+    c = compose(gen, _doc_prompt("label", [("a", aims), ("a", verdict)]), q, settings, reader=FakeReader(2, "no"))
+    assert gen.calls == [] and c.grounded and c.shaped.label_by == "reader"
+    assert c.shaped.text == "No. \u201cThe treatment did not reduce events compared with placebo.\u201d [2]"
+    assert c.shaped.label_scores == {"yes": 0.2, "no": 0.8, "verdict": 0.9}
+    c = compose(gen, _doc_prompt("label", [("a", aims), ("b", verdict)]), q, settings, reader=FakeReader(2, "no"))
+    assert not c.grounded and c.decided_by == "lexical"
+
+
+def test_reader_quotes_the_sentence_of_the_deciding_passage_that_states_the_label():
+    """Passage 2 states a verdict (none low); of its two sentences the second gives "no" the higher
+    probability, so that one is quoted."""
+    import numpy as np
+
+    from app.answers.reader import LabelReader
+
+    class Model:  # logits for yes, no, none by what the text says
+        def logits(self, question, texts):
+            table = {"aims": [0, 0, 3], "did not": [0, 4, 0], "objective": [1, 0, 0]}
+            return np.array([next((v for k, v in table.items() if k in t.lower()), [0, 0, 0]) for t in texts], float)
+
+    reader = LabelReader("/nowhere", ["yes", "no"])
+    reader._model = Model()
+    ps = _doc_prompt("label", [("a", "The aims of the study."), ("a", "Objective was clear. Zinc did not help.")]).context
+    r = reader.read("Does zinc help?", ps)
+    assert (r.n, r.label, r.sentence) == (2, "no", "Zinc did not help.")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from app.answers.grounding import Support, lexical_support
 from app.filters.cross_encoder import doc_label
 from app.answers.shapes import (Shaped, best_sentence, calculate_from_table, finish_calculate, finish_extract,
-                                finish_free, finish_label, quote_for_model, read_label)
+                                finish_free, finish_label, label_from_reading, quote_for_model, read_label)
 from app.answers.tables import table_calculation
 from app.settings import AnswerSettings
 
@@ -87,8 +87,9 @@ def _scope(passage, opening_words: int) -> str:
 
 
 def compose(generator, prompt, question: str, settings: AnswerSettings, *, label_not_found: bool = False,
-            label_prior: dict[str, float] | None = None) -> Composed:
-    """Generate, shape and check one answer for ``prompt`` (an :class:`app.prompting.Prompt`)."""
+            label_prior: dict[str, float] | None = None, reader=None) -> Composed:
+    """Generate, shape and check one answer for ``prompt`` (an :class:`app.prompting.Prompt`); ``reader``: the
+    pack's label reader (:class:`app.answers.reader.LabelReader`), which then chooses 'label' answers."""
     texts = [p.text for p in prompt.context]
     scopes = [_scope(p, settings.grounding.opening_words) for p in prompt.context]
     n = len(texts)
@@ -110,6 +111,10 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
     if table is not None:
         # The question's form fixes the arithmetic and a cited row holds the cells: no generation needed.
         shaped = calculate_from_table(table, texts, question)
+        first.append(time.perf_counter())
+    elif shape == "label" and reader is not None:
+        # The trained reader reads each kept passage; the one that states a verdict decides (no generation).
+        shaped = label_from_reading(reader.read(question, prompt.context), texts, question)
         first.append(time.perf_counter())
     elif shape == "label" and generator.scores_choices:
         probs = biased(label_probabilities(generator, prompt, list(settings.labels), with_not_found=label_not_found,
@@ -138,15 +143,17 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
     timings["generate_s"] = end - t0
     if shaped.refused:
         return Composed(shaped, None, False, "model", timings)
-    return _check(shaped, texts, scopes, question, settings, timings)
+    ctx = prompt.context
+    doc_scopes = [" ".join(sc for q, sc in zip(ctx, scopes) if q.doc_id == p.doc_id) for p in ctx]
+    return _check(shaped, texts, scopes, doc_scopes, question, settings, timings)
 
 
-def _check(shaped: Shaped, texts: list[str], scopes: list[str], question: str, settings: AnswerSettings,
-           timings: dict) -> Composed:
+def _check(shaped: Shaped, texts: list[str], scopes: list[str], doc_scopes: list[str], question: str,
+           settings: AnswerSettings, timings: dict) -> Composed:
     """Every shown answer cites an existing passage and, unless the pack turns the check off, is supported
-    by what it cites."""
+    by what it cites. ``doc_scopes[i]``: the scopes of every kept passage of passage i's document."""
     if shaped.shape == "label" and shaped.label:
-        return _check_label(shaped, texts, scopes, question, settings, timings)
+        return _check_label(shaped, texts, scopes, doc_scopes, question, settings, timings)
     g = settings.grounding
     n = len(texts)
     if not shaped.cited:
@@ -194,8 +201,8 @@ def _evidence_instead(shaped: Shaped, texts: list[str], scopes: list[str], quest
     return Composed(quoted, Support(1.0, 1, []), True, "verbatim", timings)
 
 
-def _check_label(shaped: Shaped, texts: list[str], scopes: list[str], question: str, settings: AnswerSettings,
-                 timings: dict) -> Composed:
+def _check_label(shaped: Shaped, texts: list[str], scopes: list[str], doc_scopes: list[str], question: str,
+                 settings: AnswerSettings, timings: dict) -> Composed:
     """A label asserts something about what the question names: those words must be in the cited passage,
     or the passage is about something else (the question's premise restated as an answer). Its written
     support must hold up too; when it does not (or the model wrote none), the cited passage's own best
@@ -209,7 +216,10 @@ def _check_label(shaped: Shaped, texts: list[str], scopes: list[str], question: 
     if f"[{n}]" not in shaped.text:  # a shown answer always carries its citation
         shaped.text = f"{shaped.text.rstrip()} [{n}]"
     if g.check != "none":
-        covered = lexical_support(question, [scopes[n - 1]], question)
+        # The reader picks its passage for the verdict it states (a study's conclusion), not for naming the
+        # question's subject, which its document names in the other kept passages (the study's aims).
+        scope = doc_scopes[n - 1] if shaped.label_by == "reader" else scopes[n - 1]
+        covered = lexical_support(question, [scope], question)
         if covered.score < g.min_question_coverage:
             return Composed(shaped, covered, False, "lexical", timings)
     support = lexical_support(shaped.claim, [cited], question) if shaped.claim else None

@@ -48,12 +48,15 @@ class Shaped:
     calculation: dict | None = None  # {"formula", "value", "display", "scale", "inputs"}
     refused: bool = False  # the model said the passages do not answer
     claim: str = ""  # the part of the answer the grounding check reads
+    label_by: str | None = None  # what chose the label: "generator" (its label log-probabilities) or "reader"
 
     def to_json(self) -> dict:
         out = {"shape": self.shape, "label": self.label, "quote": self.quote, "calculation": self.calculation,
                "refused": self.refused}
         if self.label_scores is not None:
             out["label_scores"] = self.label_scores
+        if self.label_by is not None:
+            out["label_by"] = self.label_by
         return out
 
 
@@ -161,7 +164,19 @@ def finish_label(label: str, scores: dict, raw_support: str, n_passages: int) ->
         support = ""  # the label came from the logits; a passage's own sentence will support it instead
     text = f"{label.capitalize()}. {support}".strip()
     return Shaped("label", text, cited_numbers(text, n_passages), label=label,
-                  label_scores={k: round(v, 4) for k, v in scores.items()}, claim=support)
+                  label_scores={k: round(v, 4) for k, v in scores.items()}, claim=support, label_by="generator")
+
+
+def label_from_reading(reading, passages: list[str], question: str) -> Shaped:
+    """The label reader's verdict (:class:`app.answers.reader.Reading`), supported by the deciding passage's
+    sentence that states it (as the reader found), else the one that best matches the question - verbatim."""
+    n = reading.n
+    quote = reading.sentence if reading.sentence and reading.sentence in passages[n - 1] else best_sentence(
+        passages[n - 1], question)
+    scores = {k: round(v, 4) for k, v in reading.probs.items()}
+    return Shaped("label", f"{reading.label.capitalize()}. \u201c{quote}\u201d [{n}]", [n], label=reading.label,
+                  label_scores={**scores, "verdict": round(reading.verdict, 4)}, claim=quote,
+                  quote={"text": quote, "n": n, "verbatim": True, "by_model": False}, label_by="reader")
 
 
 _QUOTED = re.compile(r"[\"“”](.{3,}?)[\"“”]", re.DOTALL)

@@ -135,6 +135,62 @@ def register(app, packs_app, filter_app) -> None:
             out.print(f"  {name:16} accuracy {r['accuracy']:.3f}  macro-F1 {r['macro_f1']:.3f}  predicted {r['predicted']}",
                       highlight=False)
 
+    @adapt_app.command("reader")
+    def adapt_reader(
+        pack: str = PackOpt,
+        train: Path = typer.Option(..., "--train", help="A folder with questions.jsonl and corpus/ (rows whose answer "
+                                   "is one of the pack's labels, with their evidence)."),
+        out_dir: Optional[Path] = typer.Option(None, "--out", help="Where the reader goes (default: the pack's "
+                                               "label_reader/ folder, and pack.yaml's answers.label_reader is set to it)."),
+        index_dir: Optional[Path] = IndexDirOpt,
+        max_rows: int = typer.Option(1000, "--max-rows", min=1, help="Most label-routed rows to learn from."),
+        epochs: int = typer.Option(6, "--epochs", min=1, max=50),
+        rank: int = typer.Option(16, "--rank", min=1, max=128, help="LoRA rank."),
+        lr: float = typer.Option(5e-4, "--lr", help="Learning rate of the adapter (the head's is ten times it)."),
+        seed: int = typer.Option(0, "--seed"),
+        as_json: bool = JsonOpt,
+    ) -> None:
+        """Train the label reader: a MiniLM cross-encoder that reads each kept passage and says which of the pack's
+        labels it states (or none); 'label' answers then take the verdict of the passage that states one."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        from app.pack_edit import set_block_values
+        from app.packs import load_pack, writable_pack
+        from app.training.reader import build_examples, train_reader
+
+        try:
+            p = load_pack(pack)
+            if out_dir is None:
+                writable_pack(p)
+            if "label" not in p.config.answers.shapes:
+                raise SlmragError(f"Pack '{p.name}' has no 'label' answers (answers.shapes); a reader would never be used.")
+            labels = list(p.config.answers.labels)
+            assistant, rows, digest = training_assistant(p, train, index_dir, not as_json)
+            columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
+            with Progress(*columns, console=err, disable=as_json) as bar:
+                task = bar.add_task("label rows", total=None, info="")
+                examples = build_examples(assistant, rows, labels, seed=seed, max_rows=max_rows,
+                                          progress=lambda i, n: bar.update(task, completed=i, total=n))
+                train_task = bar.add_task("training", total=None, info="")
+                target = out_dir or (p.path / "label_reader")
+                info = {"pack": p.name, "train_data": str(train), "train_data_sha256": digest,
+                        "command": invoked_command(), "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                meta = train_reader(examples, labels, target, epochs=epochs, lr=lr, rank=rank, seed=seed, info=info,
+                                    progress=lambda s, n, loss: bar.update(train_task, completed=s, total=n,
+                                                                           info=f"loss {loss:.3f}"))
+            if out_dir is None:
+                set_block_values(p.path / "pack.yaml", "answers", {"label_reader": "label_reader"},
+                                 lambda cfg: cfg.answers.label_reader == "label_reader")
+        except SlmragError as exc:
+            fail(exc)
+        if as_json:
+            print(json.dumps(meta, indent=2))
+        else:
+            out.print(f"label reader: {target} - {meta['rows']} rows, {meta['pairs']} passages "
+                      f"{meta['examples_by_target']}, {meta['steps']} steps, {meta['seconds']} s, "
+                      f"final loss {meta['final_loss']}", highlight=False)
+
     @adapt_app.command("record")
     def adapt_record(
         pack: str = PackOpt,

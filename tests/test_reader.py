@@ -1,0 +1,104 @@
+"""The label reader trained on labelled rows: real MiniLM, real index, the packaged generator; small and fast.
+
+Checks that a reader trained on a few rows states their labels when the pack asks them (the generator
+does not choose the label), that what is saved is a few MB of safetensors with its metadata, and that a
+reader trained for other labels is refused with a message.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from app.answers.reader import LabelReader
+from app.assistant import Assistant
+from app.errors import SlmragError
+from app.packs import load_pack, load_pack_dir
+from app.training.reader import build_examples, train_reader
+from ingest.ingestor import Ingestor
+
+pytestmark = pytest.mark.slow
+
+DOCS = {
+    "statin.txt": "Statins in older adults. OBJECTIVE: To test whether statins lower stroke risk in adults over 75. "
+                  "CONCLUSIONS: Statins clearly reduced strokes in adults over 75 and are recommended.",
+    "zinc.txt": "Zinc for colds. OBJECTIVE: To test whether zinc lozenges shorten the common cold in children. "
+                "CONCLUSIONS: Zinc lozenges did not shorten colds in children and are not recommended.",
+    "walk.txt": "Walking after surgery. OBJECTIVE: To test whether early walking after hip surgery shortens the "
+                "hospital stay. CONCLUSIONS: Early walking shortened the stay by two days and is recommended.",
+    "tea.txt": "Green tea and memory. OBJECTIVE: To test whether green tea improves memory in students. "
+               "CONCLUSIONS: Green tea did not improve memory in students; it is not recommended.",
+}
+ROWS = [
+    {"id": "s", "question": "Do statins lower stroke risk in adults over 75?", "doc": "statin.txt", "answer": "yes",
+     "evidence": "Statins clearly reduced strokes in adults over 75 and are recommended."},
+    {"id": "z", "question": "Do zinc lozenges shorten colds in children?", "doc": "zinc.txt", "answer": "no",
+     "evidence": "Zinc lozenges did not shorten colds in children and are not recommended."},
+    {"id": "w", "question": "Does early walking after hip surgery shorten the hospital stay?", "doc": "walk.txt",
+     "answer": "yes", "evidence": "Early walking shortened the stay by two days and is recommended."},
+    {"id": "t", "question": "Does green tea improve memory in students?", "doc": "tea.txt", "answer": "no",
+     "evidence": "Green tea did not improve memory in students; it is not recommended."},
+]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reader")
+    pack_dir = root / "pack"
+    shutil.copytree(load_pack("medical").path, pack_dir,
+                    ignore=shutil.ignore_patterns("corpus", "adapter", "filter", "label_reader"))
+    (pack_dir / "corpus").mkdir()
+    text = (pack_dir / "pack.yaml").read_text(encoding="utf-8").replace("name: medical", "name: tinyreader")
+    (pack_dir / "pack.yaml").write_text("\n".join(l for l in text.splitlines() if not l.strip().startswith(
+        ("adapter:", "model: filter", "label_reader:"))) + "\n")
+    for name, body in DOCS.items():
+        (pack_dir / "corpus" / name).write_text(body, encoding="utf-8")
+    pack = load_pack_dir(pack_dir).with_index_dir(root / "index")
+    Ingestor(pack).ingest([pack_dir / "corpus"])
+    assistant = Assistant(pack).load(generator=False)
+    labels = list(pack.config.answers.labels)
+    examples = build_examples(assistant, ROWS, labels)
+    meta = train_reader(examples * 8, labels, pack_dir / "label_reader", epochs=4, lr=1e-3, rank=8, seed=0)
+    return pack_dir, root, examples, meta
+
+
+def test_examples_hold_each_rows_verdict_once_and_other_passages_as_none(trained):
+    _, _, examples, _ = trained
+    verdicts = sorted((e.row_id, e.target) for e in examples if e.target != "none")
+    assert verdicts == [("s", "yes"), ("t", "no"), ("w", "yes"), ("z", "no")]
+    assert any(e.target == "none" for e in examples)
+
+
+def test_saved_reader_is_small_safetensors_with_its_labels(trained):
+    pack_dir, _, _, meta = trained
+    files = sorted(p.name for p in (pack_dir / "label_reader").iterdir())
+    assert files == ["adapter_config.json", "adapter_model.safetensors", "head.safetensors", "reader.json"]
+    assert (pack_dir / "label_reader" / "adapter_model.safetensors").stat().st_size < 5_000_000
+    info = json.loads((pack_dir / "label_reader" / "reader.json").read_text())
+    assert info["labels"] == ["yes", "no", "maybe"] and info["seed"] == 0 and meta["steps"] > 0
+
+
+def test_pack_with_a_reader_answers_its_label_from_the_reader(trained):
+    pack_dir, root, _, _ = trained
+    own = root / "own"
+    shutil.copytree(pack_dir, own, dirs_exist_ok=True)
+    text = (own / "pack.yaml").read_text()
+    (own / "pack.yaml").write_text(text.replace("answers:\n", "answers:\n  label_reader: label_reader\n", 1))
+    assistant = Assistant(load_pack_dir(own).with_index_dir(root / "index")).load()
+    for row in ROWS:
+        stream = assistant.ask(row["question"])
+        "".join(stream)
+        a = stream.answer.to_json()
+        assert a["label"] == row["answer"], (row["question"], a)
+        assert a["details"]["label_by"] == "reader" and a["grounded"], a
+        assert a["citations"] and a["citations"][0]["name"] == row["doc"], a
+
+
+def test_reader_trained_for_other_labels_is_refused(trained):
+    pack_dir, _, _, _ = trained
+    with pytest.raises(SlmragError, match="trained for the labels"):
+        LabelReader.from_folder(pack_dir / "label_reader", ["yes", "no"])
+    with pytest.raises(SlmragError, match="adapt reader"):
+        LabelReader.from_folder(pack_dir / "nothing", ["yes", "no"])
