@@ -95,8 +95,14 @@ def check_note(rec: dict) -> str:
     if rec.get("grounded") is False:
         missing = ", ".join(support.get("missing", [])[:5])
         return f"Not supported by the cited passages{score}" + (f"; not found there: {missing}" if missing else "") + "."
+    details = rec.get("details") or {}
+    if details.get("label_by") == "reader" and rec.get("grounded"):
+        verdict = (details.get("label_scores") or {}).get("verdict")
+        how_sure = f" (verdict {verdict:.2f})" if verdict is not None else ""
+        return ("The label was read from the cited passage by this pack's trained label reader" + how_sure +
+                "; the sentence that states it is quoted word for word.")
     if rec.get("decided_by") == "verbatim":
-        quote = (rec.get("details") or {}).get("quote") or {}
+        quote = details.get("quote") or {}
         if quote.get("by_model") is False:
             return ("The model's own answer did not hold up against the sources, so the cited passage's best "
                     "matching sentence is shown instead, word for word.")

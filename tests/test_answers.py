@@ -367,3 +367,25 @@ def test_reader_quotes_the_sentence_of_the_deciding_passage_that_states_the_labe
     ps = _doc_prompt("label", [("a", "The aims of the study."), ("a", "Objective was clear. Zinc did not help.")]).context
     r = reader.read("Does zinc help?", ps)
     assert (r.n, r.label, r.sentence) == (2, "no", "Zinc did not help.")
+
+
+def test_passage_sentences_keep_a_pdf_wrapped_sentence_whole():
+    """A clause wrapped over two lines is one sentence (verbatim, line break kept); list items, table rows
+    and blank lines still end one."""
+    from app.answers.shapes import passage_sentences
+
+    text = ("Either party may terminate this Agreement by written notice\nto the other party. The Company shall:\n"
+            "(a) pay the fee; and\n(b) keep records.\n\n| Revenue | 5 |\n| Cost | 3 |")
+    assert passage_sentences(text) == [
+        "Either party may terminate this Agreement by written notice\nto the other party.", "The Company shall:",
+        "(a) pay the fee; and", "(b) keep records.", "| Revenue | 5 |", "| Cost | 3 |"]
+    assert all(s in text for s in passage_sentences(text))
+
+
+def test_ui_note_says_the_reader_chose_the_label():
+    from app.ui_support import check_note
+
+    rec = {"grounded": True, "decided_by": "lexical", "support": {"score": 1.0},
+           "details": {"label_by": "reader", "label_scores": {"yes": 0.9, "no": 0.1, "verdict": 0.93}}}
+    assert "trained label reader (verdict 0.93)" in check_note(rec)
+    assert check_note({**rec, "details": {}}) == "Checked against the cited passages (support 1.00)."

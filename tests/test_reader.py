@@ -59,7 +59,9 @@ def trained(tmp_path_factory):
     Ingestor(pack).ingest([pack_dir / "corpus"])
     assistant = Assistant(pack).load(generator=False)
     labels = list(pack.config.answers.labels)
-    examples = build_examples(assistant, ROWS, labels)
+    absent = {"id": "u", "question": "Does vitamin D prevent falls in nursing homes?", "doc": "tea.txt",
+              "answer": "", "answerable": False}
+    examples = build_examples(assistant, ROWS + [absent], labels)
     meta = train_reader(examples * 8, labels, pack_dir / "label_reader", epochs=4, lr=1e-3, rank=8, seed=0)
     return pack_dir, root, examples, meta
 
@@ -68,7 +70,8 @@ def test_examples_hold_each_rows_verdict_once_and_other_passages_as_none(trained
     _, _, examples, _ = trained
     verdicts = sorted((e.row_id, e.target) for e in examples if e.target != "none")
     assert verdicts == [("s", "yes"), ("t", "no"), ("w", "yes"), ("z", "no")]
-    assert any(e.target == "none" for e in examples)
+    assert any(e.target == "none" for e in examples if e.row_id != "u")
+    assert {e.target for e in examples if e.row_id == "u"} == {"none"}  # an absent clause: only near misses
 
 
 def test_saved_reader_is_small_safetensors_with_its_labels(trained):

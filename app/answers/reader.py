@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from app.answers.shapes import sentences
+from app.answers.shapes import passage_sentences
 from app.filters.cross_encoder import model_passage
 
 NONE = "none"
@@ -89,7 +89,7 @@ class LabelReader:
         # The support shown is the deciding passage's sentence the reader finds states that label best (a
         # passage holding a study's aims and its conclusion is quoted for the conclusion, not the aims).
         p = passages[reading.n - 1]
-        sents = sentences(p.text)
+        sents = passage_sentences(p.text)
         if len(sents) > 1:
             probs = _softmax(self._model.logits(question, [model_passage(t, p.name, p.heading) for t in sents]))
             reading.sentence = sents[int(np.argmax(probs[:, self.labels.index(reading.label)]))]

@@ -74,6 +74,19 @@ def sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENT.split(text) if s and s.strip()]
 
 
+# Where a passage's sentences end: after . ! ? before a capital or figure; at a blank line; at a line break
+# that starts a list item, table row or heading, or follows a colon, semicolon or table row. Any other line
+# break is a PDF wrapping a sentence across lines, which stays inside the sentence (a contract's clause is
+# one sentence over three lines, not three quotes).
+_PASSAGE_SENT = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[\u201c]?[A-Z0-9])|\n[ \t\u00a0]*\n\s*|"
+                           r"\n(?=[ \t\u00a0]*(?:[-*\u2022|#]|\(?\w{1,3}[.)][ \t\u00a0]))|(?<=[:;|])[ \t\u00a0]*\n")
+
+
+def passage_sentences(text: str) -> list[str]:
+    """A passage's sentences, each a verbatim substring of it (line wraps inside a sentence kept)."""
+    return [s.strip() for s in _PASSAGE_SENT.split(text) if s and s.strip()]
+
+
 def _norm(text: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"[^\w%.$-]+", " ", text.lower())).strip()
 
@@ -118,7 +131,7 @@ def best_sentence(passage_text: str, probe: str) -> str:
     """The sentence of a passage that shares most content words with ``probe`` (question + draft answer)."""
     want = set(content_stems(probe))
     best, best_score = "", -1.0
-    for s in sentences(passage_text):
+    for s in passage_sentences(passage_text):
         have = content_stems(s)
         if not have:
             continue

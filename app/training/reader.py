@@ -3,7 +3,8 @@
 Examples are built the way the reader will be used: each label-routed training row whose answer is one of
 the pack's labels is asked as the pack asks it (retrieval over the training corpus), and every retrieved
 passage becomes an example - the passage that holds the row's gold evidence with the row's label, the
-others with "none" (they state no verdict on this question). All retrieved passages, not only those the
+others with "none" (they state no verdict on this question). A row marked ``answerable: false`` (legal:
+the clause is absent from that contract) gives only "none" examples: its passages are the near misses. All retrieved passages, not only those the
 filter keeps: which ones it keeps depends on its threshold, and the reader must tell every one of them apart. When retrieval did not
 keep the evidence passage, it is looked up in the row's own document, so every row teaches its verdict.
 """
@@ -37,25 +38,25 @@ def build_examples(assistant, rows: list[dict], labels: list[str], *, seed: int 
     from app.training.labels import gold_label
 
     cfg = assistant.pack.config.answers
-    picked = [r for r in rows if str(r.get("question") or "").strip() and r.get("doc") and r.get("evidence")
-              and r.get("answerable") is not False and gold_label(r, labels) in labels
-              and route(r["question"], cfg.route, cfg.shapes, cfg.default) == "label"]
+    picked = [r for r in rows if str(r.get("question") or "").strip() and r.get("doc")
+              and route(r["question"], cfg.route, cfg.shapes, cfg.default) == "label"
+              and (r.get("answerable") is False or (r.get("evidence") and gold_label(r, labels) in labels))]
     random.Random(seed).shuffle(picked)
     picked = picked[: max_rows or len(picked)]
     out: list[ReaderExample] = []
     for i, row in enumerate(picked, start=1):
-        question = row["question"].strip()
+        question, rid = row["question"].strip(), str(row.get("id", i))
         found = assistant.retrieve(question, AskOptions(doc=scope(row))).passages
-        gold = [p for p in found if holds_evidence(p, row)][:1]
-        if not gold:
-            gold = [p for p in assistant.retriever.search(question, 50, doc=row["doc"]) if holds_evidence(p, row)][:1]
-        if gold:
-            rid = str(row.get("id", i))
-            out.append(ReaderExample(question, model_passage(gold[0].text, gold[0].name, gold[0].heading),
-                                     gold_label(row, labels), rid))
-            for p in found:
-                if p.vid != gold[0].vid:
-                    out.append(ReaderExample(question, model_passage(p.text, p.name, p.heading), NONE, rid))
+        gold = []
+        if row.get("answerable") is not False:  # unanswerable: no passage states anything on it
+            gold = [p for p in found if holds_evidence(p, row)][:1] or [
+                p for p in assistant.retriever.search(question, 50, doc=row["doc"]) if holds_evidence(p, row)][:1]
+            if gold:
+                out.append(ReaderExample(question, model_passage(gold[0].text, gold[0].name, gold[0].heading),
+                                         gold_label(row, labels), rid))
+        for p in found if gold or row.get("answerable") is False else []:  # a row whose evidence is lost teaches nothing
+            if not gold or p.vid != gold[0].vid:
+                out.append(ReaderExample(question, model_passage(p.text, p.name, p.heading), NONE, rid))
         if progress:
             progress(i, len(picked))
     if not any(e.target != NONE for e in out):
