@@ -75,6 +75,7 @@ class AnswerStream:
     def __init__(self, *, question: str, generator, prompt, passages: list[Passage],
                  abstain: Callable[[list[Passage], str], str], answers, disclaimer: str, filter, timings: dict,
                  t0: float, index_generation: int = 0, label_not_found: bool = False, label_prior=None, reader=None,
+                 selector=None,
                  queue: AnswerQueue | None = None, on_position: PositionCallback | None = None):
         self.question = question
         self.generator = generator
@@ -89,6 +90,7 @@ class AnswerStream:
         self.label_not_found = label_not_found
         self.label_prior = label_prior  # a callable giving the content-free label probabilities, or None
         self.reader = reader  # the pack's label reader, which then chooses 'label' answers; or None
+        self.selector = selector  # the pack's sentence selector, which then chooses 'extract' quotes; or None
         self.disclaimer = disclaimer
         self.filter = filter
         self.timings = dict(timings)
@@ -116,7 +118,8 @@ class AnswerStream:
                 c = compose(self.generator, self.prompt, self.question, self.answers,
                             label_not_found=self.label_not_found,
                             label_prior=self.label_prior() if self.label_prior and self.shape == "label" and self.reader is None else None,
-                            reader=self.reader if self.shape == "label" else None)
+                            reader=self.reader if self.shape == "label" else None,
+                            selector=self.selector if self.shape == "extract" else None)
             s = c.shaped
             gen = c.timings
             t["first_token_s"] = round(gen_start - self.t0 + gen["first_token_s"], 4)

@@ -108,7 +108,7 @@ class Assistant:
         self.prompts = PromptBuilder(pack, self.generator, self.embedder)
         self._view: IndexView | None = None
         self._label_prior: dict[str, float] | None = None
-        self._label_reader = None
+        self._answer_models: dict[str, object] = {}  # the label reader, the sentence selector
         self._lock = threading.Lock()
         self._prior_lock = threading.Lock()
 
@@ -119,7 +119,7 @@ class Assistant:
             self.refresh()
         if generator:
             self.generator.load()
-            _ = self.label_reader  # loads it, when the pack has one: a cold start is not an answer's latency
+            _ = self.label_reader, self.sentence_selector  # when the pack has them: a cold start is not an answer's latency
         return self
 
     def refresh(self) -> bool:
@@ -167,16 +167,27 @@ class Assistant:
     @property
     def label_reader(self):
         """The pack's label reader (``answers.label_reader``), loaded on first use; None when the pack has none."""
-        folder = self.pack.config.answers.label_reader
+        from app.answers.reader import LabelReader
+
+        return self._pack_model("label_reader", lambda path: LabelReader.from_folder(
+            path, self.pack.config.answers.labels))
+
+    @property
+    def sentence_selector(self):
+        """The pack's sentence selector (``answers.extract_selector``), loaded on first use; None when it has none."""
+        from app.answers.selector import SentenceSelector
+
+        return self._pack_model("extract_selector", SentenceSelector.from_folder)
+
+    def _pack_model(self, setting: str, load):
+        """A small model the pack ships for its answers (a folder named by ``answers.<setting>``), loaded once."""
+        folder = getattr(self.pack.config.answers, setting)
         if folder is None:
             return None
         with self._prior_lock:
-            if self._label_reader is None:
-                from app.answers.reader import LabelReader
-
-                self._label_reader = LabelReader.from_folder(self.pack.path / folder,
-                                                             self.pack.config.answers.labels).load()
-            return self._label_reader
+            if setting not in self._answer_models:
+                self._answer_models[setting] = load(self.pack.path / folder).load()
+            return self._answer_models[setting]
 
     def label_prior(self) -> dict[str, float] | None:
         """The labels' probabilities for a content-free prompt (computed once; see
@@ -262,4 +273,5 @@ class Assistant:
                             label_not_found=answers.label_not_found,
                             label_prior=self.label_prior if answers.label_calibration == "content_free" else None,
                             reader=self.label_reader if shape == "label" else None,
+                            selector=self.sentence_selector if shape == "extract" else None,
                             queue=self.queue, on_position=on_position)

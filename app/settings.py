@@ -378,6 +378,13 @@ class AnswerSettings(_Strict):
         "most likely to state one, read by this model, and that passage's best sentence is quoted as support; "
         "the generator's label scoring is not used. Unset: the generator scores the labels.",
     )
+    extract_selector: str | None = Field(
+        None,
+        description="The pack-relative folder of a sentence selector (a MiniLM cross-encoder trained by `slmrag adapt "
+        "selector` on the pack's labelled rows): when set, an 'extract' answer is the kept passages' sentence this "
+        "model finds most likely to answer, quoted word for word with its citation, and nothing is generated. "
+        "Unset: the generator writes the quote, which is then checked to be verbatim.",
+    )
     label_not_found: bool = Field(
         False,
         description="For 'label' answers, also score the start of 'I could not find this in your documents' "

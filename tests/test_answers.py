@@ -389,3 +389,22 @@ def test_ui_note_says_the_reader_chose_the_label():
            "details": {"label_by": "reader", "label_scores": {"yes": 0.9, "no": 0.1, "verdict": 0.93}}}
     assert "trained label reader (verdict 0.93)" in check_note(rec)
     assert check_note({**rec, "details": {}}) == "Checked against the cited passages (support 1.00)."
+
+
+def test_selector_sentence_is_the_extract_answer_and_nothing_is_generated():
+    from app.answers.selector import Selection
+
+    class FakeSelector:
+        def select(self, question, passages):
+            return Selection(2, "Children took 10 mg of zinc twice a day.", 0.97)
+
+    settings = AnswerSettings(shapes=["extract"], default="extract")
+    gen = FakeGenerator("should not be used")
+    texts = [("a", "Zinc lozenges for colds in children were tested."),
+             ("a", "Children took 10 mg of zinc twice a day. Colds lasted five days.")]
+    c = compose(gen, _doc_prompt("extract", texts), "What dose of zinc did children take?", settings,
+                selector=FakeSelector())
+    assert gen.calls == [] and c.grounded and c.decided_by == "verbatim"
+    assert c.shaped.text == "\u201cChildren took 10 mg of zinc twice a day.\u201d [2]"
+    assert c.shaped.quote == {"text": "Children took 10 mg of zinc twice a day.", "n": 2, "verbatim": True,
+                              "by_model": False, "by": "selector", "score": 0.97}

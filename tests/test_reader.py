@@ -17,6 +17,7 @@ from app.assistant import Assistant
 from app.errors import SlmragError
 from app.packs import load_pack, load_pack_dir
 from app.training.reader import build_examples, train_reader
+from app.training.selector import build_examples as build_selector_examples, train_selector
 from ingest.ingestor import Ingestor
 
 pytestmark = pytest.mark.slow
@@ -25,9 +26,10 @@ DOCS = {
     "statin.txt": "Statins in older adults. OBJECTIVE: To test whether statins lower stroke risk in adults over 75. "
                   "CONCLUSIONS: Statins clearly reduced strokes in adults over 75 and are recommended.",
     "zinc.txt": "Zinc for colds. OBJECTIVE: To test whether zinc lozenges shorten the common cold in children. "
+                "METHODS: Children took 10 mg of zinc twice a day for five days. "
                 "CONCLUSIONS: Zinc lozenges did not shorten colds in children and are not recommended.",
     "walk.txt": "Walking after surgery. OBJECTIVE: To test whether early walking after hip surgery shortens the "
-                "hospital stay. CONCLUSIONS: Early walking shortened the stay by two days and is recommended.",
+                "hospital stay. METHODS: Patients walked 50 metres on the first day after surgery. CONCLUSIONS: Early walking shortened the stay by two days and is recommended.",
     "tea.txt": "Green tea and memory. OBJECTIVE: To test whether green tea improves memory in students. "
                "CONCLUSIONS: Green tea did not improve memory in students; it is not recommended.",
 }
@@ -40,6 +42,16 @@ ROWS = [
      "answer": "yes", "evidence": "Early walking shortened the stay by two days and is recommended."},
     {"id": "t", "question": "Does green tea improve memory in students?", "doc": "tea.txt", "answer": "no",
      "evidence": "Green tea did not improve memory in students; it is not recommended."},
+]
+
+
+EXTRACT_ROWS = [
+    {"id": "d", "question": "What dose of zinc did the children take?", "doc": "zinc.txt",
+     "answer": "10 mg of zinc twice a day", "evidence": "Children took 10 mg of zinc twice a day for five days."},
+    {"id": "m", "question": "How long did early walking shorten the stay?", "doc": "walk.txt",
+     "answer": "by two days", "evidence": "Early walking shortened the stay by two days and is recommended."},
+    {"id": "f", "question": "What distance did patients walk on the first day?", "doc": "walk.txt",
+     "answer": "50 metres", "evidence": "Patients walked 50 metres on the first day after surgery."},
 ]
 
 
@@ -63,11 +75,13 @@ def trained(tmp_path_factory):
               "answer": "", "answerable": False}
     examples = build_examples(assistant, ROWS + [absent], labels)
     meta = train_reader(examples * 8, labels, pack_dir / "label_reader", epochs=4, lr=1e-3, rank=8, seed=0)
-    return pack_dir, root, examples, meta
+    sentences = build_selector_examples(assistant, EXTRACT_ROWS)
+    train_selector(sentences * 8, pack_dir / "extract_selector", epochs=4, lr=1e-3, rank=8, seed=0)
+    return pack_dir, root, examples, meta, sentences
 
 
 def test_examples_hold_each_rows_verdict_once_and_other_passages_as_none(trained):
-    _, _, examples, _ = trained
+    _, _, examples, _, _ = trained
     verdicts = sorted((e.row_id, e.target) for e in examples if e.target != "none")
     assert verdicts == [("s", "yes"), ("t", "no"), ("w", "yes"), ("z", "no")]
     assert any(e.target == "none" for e in examples if e.row_id != "u")
@@ -75,7 +89,7 @@ def test_examples_hold_each_rows_verdict_once_and_other_passages_as_none(trained
 
 
 def test_saved_reader_is_small_safetensors_with_its_labels(trained):
-    pack_dir, _, _, meta = trained
+    pack_dir, _, _, meta, _ = trained
     files = sorted(p.name for p in (pack_dir / "label_reader").iterdir())
     assert files == ["adapter_config.json", "adapter_model.safetensors", "head.safetensors", "reader.json"]
     assert (pack_dir / "label_reader" / "adapter_model.safetensors").stat().st_size < 5_000_000
@@ -84,7 +98,7 @@ def test_saved_reader_is_small_safetensors_with_its_labels(trained):
 
 
 def test_pack_with_a_reader_answers_its_label_from_the_reader(trained):
-    pack_dir, root, _, _ = trained
+    pack_dir, root, _, _, _ = trained
     own = root / "own"
     shutil.copytree(pack_dir, own, dirs_exist_ok=True)
     text = (own / "pack.yaml").read_text()
@@ -100,8 +114,31 @@ def test_pack_with_a_reader_answers_its_label_from_the_reader(trained):
 
 
 def test_reader_trained_for_other_labels_is_refused(trained):
-    pack_dir, _, _, _ = trained
+    pack_dir, _, _, _, _ = trained
     with pytest.raises(SlmragError, match="trained for the labels"):
         LabelReader.from_folder(pack_dir / "label_reader", ["yes", "no"])
     with pytest.raises(SlmragError, match="adapt reader"):
         LabelReader.from_folder(pack_dir / "nothing", ["yes", "no"])
+
+
+def test_selector_examples_mark_the_sentence_holding_the_answer(trained):
+    _, _, _, _, sentences = trained
+    for row in EXTRACT_ROWS:
+        pos = [e.sentence for e in sentences if e.row_id == row["id"] and e.label > 0]
+        assert pos and all(row["answer"] in s for s in pos), (row["id"], pos)
+        assert any(e.label == 0 for e in sentences if e.row_id == row["id"])
+
+
+def test_pack_with_a_selector_quotes_the_answering_sentence_without_generating(trained):
+    pack_dir, root, _, _, _ = trained
+    own = root / "own-selector"
+    shutil.copytree(pack_dir, own, dirs_exist_ok=True)
+    text = (own / "pack.yaml").read_text()
+    (own / "pack.yaml").write_text(text.replace("answers:\n", "answers:\n  extract_selector: extract_selector\n", 1))
+    assistant = Assistant(load_pack_dir(own).with_index_dir(root / "index")).load()
+    for row in EXTRACT_ROWS:
+        stream = assistant.ask(row["question"])
+        "".join(stream)
+        a = stream.answer.to_json()
+        assert a["shape"] == "extract" and a["details"]["quote"]["by"] == "selector", a
+        assert row["answer"] in a["answer"] and a["grounded"] and a["timings"]["tokens"] == 0, a

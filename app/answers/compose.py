@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from app.answers.grounding import Support, lexical_support
 from app.filters.cross_encoder import doc_label
 from app.answers.shapes import (Shaped, best_sentence, calculate_from_table, finish_calculate, finish_extract,
-                                finish_free, finish_label, label_from_reading, quote_for_model, read_label)
+                                finish_free, finish_label, label_from_reading, quote_for_model, quote_selection,
+                                read_label)
 from app.answers.tables import table_calculation
 from app.settings import AnswerSettings
 
@@ -87,9 +88,11 @@ def _scope(passage, opening_words: int) -> str:
 
 
 def compose(generator, prompt, question: str, settings: AnswerSettings, *, label_not_found: bool = False,
-            label_prior: dict[str, float] | None = None, reader=None) -> Composed:
-    """Generate, shape and check one answer for ``prompt`` (an :class:`app.prompting.Prompt`); ``reader``: the
-    pack's label reader (:class:`app.answers.reader.LabelReader`), which then chooses 'label' answers."""
+            label_prior: dict[str, float] | None = None, reader=None, selector=None) -> Composed:
+    """Generate, shape and check one answer for ``prompt`` (an :class:`app.prompting.Prompt`). ``reader``: the
+    pack's label reader (:class:`app.answers.reader.LabelReader`), which then chooses 'label' answers;
+    ``selector``: its sentence selector (:class:`app.answers.selector.SentenceSelector`), which then
+    chooses the sentence an 'extract' answer quotes."""
     texts = [p.text for p in prompt.context]
     scopes = [_scope(p, settings.grounding.opening_words) for p in prompt.context]
     n = len(texts)
@@ -108,9 +111,14 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
 
     shape = prompt.shape
     table = table_calculation(question, texts) if shape == "calculate" else None
+    selection = selector.select(question, prompt.context) if shape == "extract" and selector is not None else None
     if table is not None:
         # The question's form fixes the arithmetic and a cited row holds the cells: no generation needed.
         shaped = calculate_from_table(table, texts, question)
+        first.append(time.perf_counter())
+    elif selection is not None:
+        # The trained selector found the sentence that answers: quoted word for word, nothing generated.
+        shaped = quote_selection(selection)
         first.append(time.perf_counter())
     elif shape == "label" and reader is not None:
         # The trained reader reads each kept passage; the one that states a verdict decides (no generation).

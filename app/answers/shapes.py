@@ -233,6 +233,15 @@ def finish_extract(raw: str, passages: list[str], question: str) -> Shaped:
                   claim=quote)
 
 
+def quote_selection(selection) -> Shaped:
+    """The sentence selector's choice (:class:`app.answers.selector.Selection`) as the extract answer: the
+    sentence word for word, cited to its passage."""
+    n, quote = selection.n, selection.sentence
+    return Shaped("extract", f"\u201c{quote}\u201d [{n}]", [n], claim=quote,
+                  quote={"text": quote, "n": n, "verbatim": True, "by_model": False, "by": "selector",
+                         "score": round(selection.score, 4)})
+
+
 def finish_calculate(raw: str, passages: list[str], question: str) -> Shaped:
     """Evaluate the formula the model wrote; show value, formula and the cited passages."""
     n = len(passages)

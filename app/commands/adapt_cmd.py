@@ -152,43 +152,54 @@ def register(app, packs_app, filter_app) -> None:
     ) -> None:
         """Train the label reader: a MiniLM cross-encoder that reads each kept passage and says which of the pack's
         labels it states (or none); 'label' answers then take the verdict of the passage that states one."""
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        from app.pack_edit import set_block_values
-        from app.packs import load_pack, writable_pack
         from app.training.reader import build_examples, train_reader
 
-        try:
-            p = load_pack(pack)
-            if out_dir is None:
-                writable_pack(p)
-            if "label" not in p.config.answers.shapes:
-                raise SlmragError(f"Pack '{p.name}' has no 'label' answers (answers.shapes); a reader would never be used.")
-            labels = list(p.config.answers.labels)
-            assistant, rows, digest = training_assistant(p, train, index_dir, not as_json)
-            columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
-            with Progress(*columns, console=err, disable=as_json) as bar:
-                task = bar.add_task("label rows", total=None, info="")
-                examples = build_examples(assistant, rows, labels, seed=seed, max_rows=max_rows,
-                                          progress=lambda i, n: bar.update(task, completed=i, total=n))
-                train_task = bar.add_task("training", total=None, info="")
-                target = out_dir or (p.path / "label_reader")
-                info = {"pack": p.name, "train_data": str(train), "train_data_sha256": digest,
-                        "command": invoked_command(), "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-                meta = train_reader(examples, labels, target, epochs=epochs, lr=lr, rank=rank, seed=seed, info=info,
-                                    progress=lambda s, n, loss: bar.update(train_task, completed=s, total=n,
-                                                                           info=f"loss {loss:.3f}"))
-            if out_dir is None:
-                set_block_values(p.path / "pack.yaml", "answers", {"label_reader": "label_reader"},
-                                 lambda cfg: cfg.answers.label_reader == "label_reader")
-        except SlmragError as exc:
-            fail(exc)
-        if as_json:
-            print(json.dumps(meta, indent=2))
-        else:
+        def build(assistant, rows, seed, max_rows, progress):
+            return build_examples(assistant, rows, list(assistant.pack.config.answers.labels), seed=seed,
+                                  max_rows=max_rows, progress=progress)
+
+        def fit(examples, target, p, **kw):
+            return train_reader(examples, list(p.config.answers.labels), target, **kw)
+
+        meta, target = _train_answer_model(pack, train, out_dir, index_dir, as_json, shape="label",
+                                           setting="label_reader", build=build, fit=fit, max_rows=max_rows, seed=seed,
+                                           epochs=epochs, lr=lr, rank=rank)
+        if not as_json:
             out.print(f"label reader: {target} - {meta['rows']} rows, {meta['pairs']} passages "
                       f"{meta['examples_by_target']}, {meta['steps']} steps, {meta['seconds']} s, "
+                      f"final loss {meta['final_loss']}", highlight=False)
+
+    @adapt_app.command("selector")
+    def adapt_selector(
+        pack: str = PackOpt,
+        train: Path = typer.Option(..., "--train", help="A folder with questions.jsonl and corpus/ (rows with an "
+                                   "answer or evidence that is text of their document)."),
+        out_dir: Optional[Path] = typer.Option(None, "--out", help="Where the selector goes (default: the pack's "
+                                               "extract_selector/ folder, and pack.yaml's answers.extract_selector is set to it)."),
+        index_dir: Optional[Path] = IndexDirOpt,
+        max_rows: int = typer.Option(1000, "--max-rows", min=1, help="Most extract-routed rows to learn from."),
+        epochs: int = typer.Option(3, "--epochs", min=1, max=50),
+        rank: int = typer.Option(16, "--rank", min=1, max=128, help="LoRA rank."),
+        lr: float = typer.Option(5e-4, "--lr", help="Learning rate of the adapter (the head's is ten times it)."),
+        seed: int = typer.Option(0, "--seed"),
+        as_json: bool = JsonOpt,
+    ) -> None:
+        """Train the sentence selector: a MiniLM cross-encoder that finds the kept passages' sentence that answers
+        an 'extract' question; those answers then quote it word for word instead of generating."""
+        from app.training.selector import build_examples, train_selector
+
+        def build(assistant, rows, seed, max_rows, progress):
+            return build_examples(assistant, rows, seed=seed, max_rows=max_rows, progress=progress)
+
+        def fit(examples, target, p, **kw):
+            return train_selector(examples, target, **kw)
+
+        meta, target = _train_answer_model(pack, train, out_dir, index_dir, as_json, shape="extract",
+                                           setting="extract_selector", build=build, fit=fit, max_rows=max_rows,
+                                           seed=seed, epochs=epochs, lr=lr, rank=rank)
+        if not as_json:
+            out.print(f"sentence selector: {target} - {meta['rows']} rows, {meta['pairs']} sentences "
+                      f"({meta['positives']} answering), {meta['steps']} steps, {meta['seconds']} s, "
                       f"final loss {meta['final_loss']}", highlight=False)
 
     @adapt_app.command("record")
@@ -223,3 +234,40 @@ def _read_report(path: Path) -> dict:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: not a readable report.json of `slmrag eval` ({exc}).") from exc
+
+
+def _train_answer_model(pack: str, train: Path, out_dir: Optional[Path], index_dir: Optional[Path], as_json: bool, *,
+                        shape: str, setting: str, build, fit, max_rows: int, seed: int, **train_kw) -> tuple[dict, Path]:
+    """Train one of a pack's answer models (the label reader, the sentence selector) on a training folder, with
+    progress bars; by default into the pack's ``<setting>/`` folder, then ``answers.<setting>`` is set to it."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from app.pack_edit import set_block_values
+    from app.packs import load_pack, writable_pack
+
+    try:
+        p = load_pack(pack)
+        if out_dir is None:
+            writable_pack(p)
+        if shape not in p.config.answers.shapes:
+            raise SlmragError(f"Pack '{p.name}' has no '{shape}' answers (answers.shapes); this model would never be used.")
+        assistant, rows, digest = training_assistant(p, train, index_dir, not as_json)
+        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=err, disable=as_json) as bar:
+            task = bar.add_task(f"{shape} rows", total=None, info="")
+            examples = build(assistant, rows, seed, max_rows, lambda i, n: bar.update(task, completed=i, total=n))
+            train_task = bar.add_task("training", total=None, info="")
+            target = out_dir or (p.path / setting)
+            info = {"pack": p.name, "train_data": str(train), "train_data_sha256": digest,
+                    "command": invoked_command(), "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            meta = fit(examples, target, p, seed=seed, info=info, **train_kw,
+                       progress=lambda s, n, loss: bar.update(train_task, completed=s, total=n, info=f"loss {loss:.3f}"))
+        if out_dir is None:
+            set_block_values(p.path / "pack.yaml", "answers", {setting: setting},
+                             lambda cfg: getattr(cfg.answers, setting) == setting)
+    except SlmragError as exc:
+        fail(exc)
+    if as_json:
+        print(json.dumps(meta, indent=2))
+    return meta, target

@@ -1,0 +1,102 @@
+"""Training of the sentence selector (:mod:`app.answers.selector`) on a pack's labelled rows.
+
+Examples are built the way the selector will be used: each 'extract'-routed training row is asked as the
+pack asks it (retrieval over the training corpus) and the sentences of the retrieved passages become
+examples. A sentence is positive when it holds the row's answer word for word (COVID-QA's spans) or, for
+answers written in another form than the text (CUAD's "4/7/20" for "7th day of April, 2020"), when it
+lies inside the row's gold evidence. The other sentences of the same passages are the negatives: the near
+misses the selector must tell apart. A row whose answer no retrieved sentence holds is looked up in its
+own document, so every row teaches where its answer is.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from app.answers.selector import INFO, candidates
+from app.errors import SlmragError, require
+from app.filters.cross_encoder import model_passage, normalize
+
+
+@dataclass
+class SelectorExample:
+    question: str
+    sentence: str
+    label: float
+    row_id: str
+
+
+def _words(text: str) -> set[str]:
+    return set(normalize(text).split())
+
+
+def holds_answer(sentence: str, row: dict, answer_in_doc: bool) -> bool:
+    """Whether ``sentence`` answers ``row``: it contains the answer (when the answer is text of the
+    document), else most of its words are words of the gold evidence."""
+    if answer_in_doc:
+        return f" {normalize(str(row.get('answer', '')))} " in f" {normalize(sentence)} "
+    s, e = _words(sentence), _words(str(row.get("evidence") or ""))
+    if not s or not e:
+        return False
+    return len(s & e) >= min(3, len(s)) and len(s & e) >= 0.6 * min(len(s), len(e))
+
+
+def build_examples(assistant, rows: list[dict], *, seed: int = 0, max_rows: int | None = None, negatives: int = 12,
+                   progress: Callable[[int, int], None] | None = None) -> list[SelectorExample]:
+    from app.answers.shapes import route
+    from app.assistant import AskOptions
+    from app.evaluation.questions import scope
+
+    cfg = assistant.pack.config.answers
+    rng = random.Random(seed)
+    picked = [r for r in rows if str(r.get("question") or "").strip() and r.get("doc") and r.get("answerable") is not False
+              and str(r.get("answer") or "").strip() and route(r["question"], cfg.route, cfg.shapes, cfg.default) == "extract"]
+    rng.shuffle(picked)
+    picked = picked[: max_rows or len(picked)]
+    out: list[SelectorExample] = []
+    for i, row in enumerate(picked, start=1):
+        question, rid = row["question"].strip(), str(row.get("id", i))
+        answer = normalize(str(row["answer"]))
+        found = assistant.retrieve(question, AskOptions(doc=scope(row))).passages
+        own = assistant.retriever.search(question, 50, doc=row["doc"])
+        doc_text = " ".join(p.text for p in own)
+        answer_in_doc = len(answer) >= 2 and f" {answer} " in f" {normalize(doc_text)} "
+        cands = candidates(found)
+        pos = [(n, s) for n, s in cands if holds_answer(s, row, answer_in_doc)]
+        if not pos:  # retrieval missed it: the row still teaches where the answer is, from its own document
+            pos = [(n, s) for n, s in candidates(own) if holds_answer(s, row, answer_in_doc)][:1]
+            if pos:
+                found, cands = own, candidates(own)
+        if pos:
+            neg = [(n, s) for n, s in cands if (n, s) not in pos]
+            for n, s in pos[:2] + rng.sample(neg, min(negatives, len(neg))):
+                p = found[n - 1] if n <= len(found) else found[0]
+                out.append(SelectorExample(question, model_passage(s, p.name, p.heading),
+                                           1.0 if (n, s) in pos else 0.0, rid))
+        if progress:
+            progress(i, len(picked))
+    if not any(e.label > 0 for e in out):
+        raise SlmragError("No 'extract' training row's answer was found in a sentence of its document; check that the "
+                          "rows' 'doc' files are in corpus/ and their 'answer' or 'evidence' is text of those files.")
+    return out
+
+
+def train_selector(examples: list[SelectorExample], out_dir: Path | str, *, epochs: int = 3, lr: float = 5e-4,
+                   rank: int = 16, max_length: int = 160, seed: int = 0,
+                   progress: Callable[[int, int, float], None] | None = None, info: dict | None = None) -> dict:
+    """Train the selector (balanced BCE: does this sentence answer the question?) and save it to ``out_dir``."""
+    torch = require("torch")
+    from app.training import balanced_bce
+    from app.training.pair_model import train_pair_model
+
+    labels = [e.label for e in examples]
+    bce = balanced_bce(labels)
+    meta = {**(info or {}), "positives": int(sum(labels)), "rows": len({e.row_id for e in examples})}
+    return train_pair_model([(e.question, e.sentence) for e in examples], labels, out_dir, outputs=1,
+                            loss=lambda logits, y: bce(logits.view(-1), torch.tensor(y, dtype=torch.float32)),
+                            info_name=INFO, info=meta, epochs=epochs, lr=lr, rank=rank, max_length=max_length,
+                            seed=seed, progress=progress)
+
