@@ -163,3 +163,13 @@ def test_adapt_record_keeps_full_dev_figures_of_this_adapter_only(tmp_path):
     dev = json.loads((pack_dir / "adapter" / "adapter.json").read_text())["dev"]
     assert dev["tasks"]["pubmedqa"]["accuracy"] == 0.55 and dev["n"] == 200 and dev["first_token_p50_s"] == 1.9
     assert dev["base_model"]["tasks"]["pubmedqa"]["n"] == 100 and dev["command"] == "slmrag eval --pack x"
+
+    # The pack's label reader and sentence selector get the figures too, each only if the report measured it.
+    reader_sha = file_sha256(pack_dir / "label_reader" / "adapter_model.safetensors")
+    report = _report(name, sha)
+    report["meta"]["pack"]["answers"] = {"label_reader": {"folder": "label_reader", "sha256": reader_sha},
+                                         "extract_selector": {"folder": "extract_selector", "sha256": "0" * 64}}
+    selector_before = (pack_dir / "extract_selector" / "selector.json").read_bytes()
+    assert record(report).exit_code == 0
+    assert json.loads((pack_dir / "label_reader" / "reader.json").read_text())["dev"]["tasks"]["pubmedqa"]["n"] == 100
+    assert (pack_dir / "extract_selector" / "selector.json").read_bytes() == selector_before

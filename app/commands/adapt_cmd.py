@@ -209,7 +209,11 @@ def register(app, packs_app, filter_app) -> None:
         base: Optional[Path] = typer.Option(None, "--base", help="report.json of the same run with --no-adapter, "
                                             "recorded beside it."),
     ) -> None:
-        """Record a full eval's answer figures in the pack's adapter metadata (adapter/adapter.json, under "dev")."""
+        """Record a full eval's answer figures in the pack's adapter metadata (adapter/adapter.json, under "dev"),
+        and in its label reader's and sentence selector's (reader.json, selector.json) when the report used them."""
+        from app.answers.reader import INFO as READER_INFO
+        from app.answers.selector import INFO as SELECTOR_INFO
+        from app.evaluation.runner import _answer_model_hash
         from app.packs import load_pack, writable_pack
         from app.pack_edit import record_dev_figures
         from app.training.adapter import ADAPTER_INFO, adapter_dev_figures
@@ -219,12 +223,19 @@ def register(app, packs_app, filter_app) -> None:
             folder = p.config.generator.adapter
             if not folder:
                 raise SlmragError(f"Pack '{p.name}' has no generator.adapter; there is nothing to record figures for.")
-            info_file = (p.path / folder / ADAPTER_INFO)
-            figures, command = adapter_dev_figures(p, _read_report(report), _read_report(base) if base else None)
-            record_dev_figures(info_file, figures, command)
+            measured = _read_report(report)
+            info_files = [p.path / folder / ADAPTER_INFO]
+            figures, command = adapter_dev_figures(p, measured, _read_report(base) if base else None)
+            used = ((measured.get("meta") or {}).get("pack") or {}).get("answers") or {}
+            for setting, info_name in (("label_reader", READER_INFO), ("extract_selector", SELECTOR_INFO)):
+                own = getattr(p.config.answers, setting)
+                if own and (used.get(setting) or {}).get("sha256") == _answer_model_hash(p, own):
+                    info_files.append(p.path / own / info_name)  # the report measured this very model
+            for info_file in info_files:
+                record_dev_figures(info_file, figures, command)
         except SlmragError as exc:
             fail(exc)
-        out.print(f"recorded in {info_file}: {json.dumps(figures['tasks'])}", highlight=False)
+        out.print(f"recorded in {', '.join(map(str, info_files))}: {json.dumps(figures['tasks'])}", highlight=False)
 
 
 def _read_report(path: Path) -> dict:

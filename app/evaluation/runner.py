@@ -284,7 +284,21 @@ def _pack_info(pack) -> dict:
         "retrieval": c.retrieval.model_dump(),
         "filter": c.filter.model_dump(),
         "redact_pii": c.ingest.redact_pii,
+        "answers": {setting: {"folder": folder, "sha256": _answer_model_hash(pack, folder)}
+                    for setting in ANSWER_MODELS if (folder := getattr(c.answers, setting))},
     }
+
+
+#: The small trained models a pack's answers may use (pack.yaml ``answers.<name>``: a pack-relative folder).
+ANSWER_MODELS = ("label_reader", "extract_selector")
+
+
+def _answer_model_hash(pack, folder: str) -> str | None:
+    """The sha256 of a pack answer model's adapter weights, so figures recorded from this report name it."""
+    from app.store import file_sha256
+
+    path = pack.path / folder / "adapter_model.safetensors"
+    return file_sha256(path) if path.is_file() else None
 
 
 def _prepare_filter_model(pack, user_index: Path, scratch: Path | None) -> str | None:
