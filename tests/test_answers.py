@@ -395,8 +395,8 @@ def test_selector_sentence_is_the_extract_answer_and_nothing_is_generated():
     from app.answers.selector import Selection
 
     class FakeSelector:
-        def select(self, question, passages):
-            return Selection(2, "Children took 10 mg of zinc twice a day.", 0.97)
+        def rank(self, question, passages):
+            return [Selection(2, "Children took 10 mg of zinc twice a day.", 0.97)]
 
     settings = AnswerSettings(shapes=["extract"], default="extract")
     gen = FakeGenerator("should not be used")
@@ -408,3 +408,30 @@ def test_selector_sentence_is_the_extract_answer_and_nothing_is_generated():
     assert c.shaped.text == "\u201cChildren took 10 mg of zinc twice a day.\u201d [2]"
     assert c.shaped.quote == {"text": "Children took 10 mg of zinc twice a day.", "n": 2, "verbatim": True,
                               "by_model": False, "by": "selector", "score": 0.97}
+
+
+def test_selector_sentence_from_a_passage_about_something_else_gives_way_to_the_next_best():
+    """The selector likes the preamble (it names the parties the question names) best, but that passage
+    does not cover "confidentiality obligations last": the next best sentence, whose passage does, is the
+    answer. With only the preamble kept, the answer is withheld."""
+    from app.answers.selector import Selection
+
+    preamble = "This Agreement is made between Quillon Biotech and Marlowe Analytics."
+    term = "The confidentiality obligations of each party last three years after this Agreement ends."
+
+    class FakeSelector:
+        def __init__(self, ranked):
+            self.ranked = ranked
+
+        def rank(self, question, passages):
+            return self.ranked
+
+    settings = AnswerSettings(shapes=["extract"], default="extract")
+    q = "How long do the confidentiality obligations last after the Quillon and Marlowe agreement ends?"
+    ranked = [Selection(1, preamble, 0.95), Selection(2, term, 0.6)]
+    c = compose(FakeGenerator("unused"), _doc_prompt("extract", [("a", preamble), ("a", term)]), q, settings,
+                selector=FakeSelector(ranked))
+    assert c.grounded and c.shaped.cited == [2] and c.shaped.quote["text"] == term
+    c = compose(FakeGenerator("unused"), _doc_prompt("extract", [("a", preamble)]), q, settings,
+                selector=FakeSelector(ranked[:1]))
+    assert not c.grounded and c.decided_by == "lexical"

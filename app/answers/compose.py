@@ -111,7 +111,8 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
 
     shape = prompt.shape
     table = table_calculation(question, texts) if shape == "calculate" else None
-    selection = selector.select(question, prompt.context) if shape == "extract" and selector is not None else None
+    selection = _selected(selector.rank(question, prompt.context), scopes, question, settings) if (
+        shape == "extract" and selector is not None) else None
     if table is not None:
         # The question's form fixes the arithmetic and a cited row holds the cells: no generation needed.
         shaped = calculate_from_table(table, texts, question)
@@ -154,6 +155,19 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
     ctx = prompt.context
     doc_scopes = [" ".join(sc for q, sc in zip(ctx, scopes) if q.doc_id == p.doc_id) for p in ctx]
     return _check(shaped, texts, scopes, doc_scopes, question, settings, timings)
+
+
+def _selected(ranked: list, scopes: list[str], question: str, settings: AnswerSettings):
+    """The selector's best sentence whose passage covers what the question names (the rule every quote
+    faces in :func:`_check`): a sentence that reads like an answer in a passage about something else - a
+    contract's preamble naming the parties the question names - gives way to the next best. With no
+    covering passage the best sentence stands, and the check then withholds it."""
+    g = settings.grounding
+    if g.check == "none" or not ranked:
+        return ranked[0] if ranked else None
+    covered = {n: lexical_support(question, [scopes[n - 1]], question).score >= g.min_question_coverage
+               for n in {s.n for s in ranked}}
+    return next((s for s in ranked if covered[s.n]), ranked[0])
 
 
 def _check(shaped: Shaped, texts: list[str], scopes: list[str], doc_scopes: list[str], question: str,

@@ -59,12 +59,13 @@ class SentenceSelector:
         self._model.load()
         return self
 
-    def select(self, question: str, passages: Sequence) -> Selection | None:
-        """The sentence of ``passages`` (:class:`app.retrieval.Passage`) most likely to answer ``question``."""
+    def rank(self, question: str, passages: Sequence) -> list[Selection]:
+        """The sentences of ``passages`` (:class:`app.retrieval.Passage`), most likely to answer ``question`` first."""
         cands = candidates(passages)
         if not cands:
-            return None
+            return []
         texts = [model_passage(s, passages[n - 1].name, passages[n - 1].heading) for n, s in cands]
         logits = self._model.logits(question, texts)[:, 0].astype("float64")
-        i = int(np.argmax(logits))
-        return Selection(cands[i][0], cands[i][1], float(1.0 / (1.0 + np.exp(-logits[i]))))
+        scores = 1.0 / (1.0 + np.exp(-logits))
+        order = sorted(range(len(cands)), key=lambda i: (-scores[i], i))
+        return [Selection(cands[i][0], cands[i][1], float(scores[i])) for i in order]
