@@ -113,6 +113,9 @@ def test_ask_end_to_end_through_the_server(server, tmp_pack, tmp_path):
     g = pack.config.generator
     g.adapter = None  # a server loads its own adapter (see OpenAIGenerator); this one serves the base model
     g.backend, g.model, g.base_url, g.tokenizer, g.max_retries = "openai", ALIAS, server, "packaged:smollm2", 0
+    # This test is about the server writing and scoring answers: without this, the pack's trained label
+    # reader and sentence selector would answer both questions with nothing generated.
+    pack.config.answers.label_reader = pack.config.answers.extract_selector = None
     Ingestor(pack).ingest([corpus])
     a = Assistant(pack).load()
     assert isinstance(a.generator, OpenAIGenerator)
