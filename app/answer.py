@@ -89,8 +89,8 @@ class AnswerStream:
         self.answers = answers
         self.label_not_found = label_not_found
         self.label_prior = label_prior  # a callable giving the content-free label probabilities, or None
-        self.reader = reader  # the pack's label reader, which then chooses 'label' answers; or None
-        self.selector = selector  # the pack's sentence selector, which then chooses 'extract' quotes; or None
+        self.reader = reader  # the pack's label reader and sentence selector, or None (see compose)
+        self.selector = selector
         self.disclaimer = disclaimer
         self.filter = filter
         self.timings = dict(timings)
@@ -118,8 +118,7 @@ class AnswerStream:
                 c = compose(self.generator, self.prompt, self.question, self.answers,
                             label_not_found=self.label_not_found,
                             label_prior=self.label_prior() if self.label_prior and self.shape == "label" and self.reader is None else None,
-                            reader=self.reader if self.shape == "label" else None,
-                            selector=self.selector if self.shape == "extract" else None)
+                            reader=self.reader, selector=self.selector)
             s = c.shaped
             gen = c.timings
             t["first_token_s"] = round(gen_start - self.t0 + gen["first_token_s"], 4)

@@ -182,8 +182,8 @@ class Assistant:
     def _pack_model(self, setting: str, load):
         """A small model the pack ships for its answers (a folder named by ``answers.<setting>``), loaded once."""
         folder = getattr(self.pack.config.answers, setting)
-        if folder is None:
-            return None
+        if folder is None or setting in self._answer_models:  # loaded: no lock on the answer path
+            return self._answer_models.get(setting)
         with self._prior_lock:
             if setting not in self._answer_models:
                 self._answer_models[setting] = load(self.pack.path / folder).load()
@@ -272,6 +272,5 @@ class Assistant:
                             timings=timings, t0=t0, index_generation=view.snapshot.generation,
                             label_not_found=answers.label_not_found,
                             label_prior=self.label_prior if answers.label_calibration == "content_free" else None,
-                            reader=self.label_reader if shape == "label" else None,
-                            selector=self.sentence_selector if shape == "extract" else None,
+                            reader=self.label_reader, selector=self.sentence_selector,
                             queue=self.queue, on_position=on_position)

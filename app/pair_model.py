@@ -48,6 +48,15 @@ def check_folder(folder: Path | str, what: str, how_to_train: str) -> Path:
     return folder
 
 
+def weights_sha256(folder: Path | str) -> str | None:
+    """The sha256 of a trained pair model's adapter weights (None when there are none), so figures measured
+    with it can name the very model (``slmrag adapt record``)."""
+    from app.store import file_sha256
+
+    path = Path(folder) / FILES[0]
+    return file_sha256(path) if path.is_file() else None
+
+
 class PairModel:
     """A trained pair model, its adapter merged into MiniLM once loaded (plain BERT again: no adapter cost
     per call). Cheap to construct; :meth:`load` does the work."""

@@ -152,9 +152,7 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
     timings["generate_s"] = end - t0
     if shaped.refused:
         return Composed(shaped, None, False, "model", timings)
-    ctx = prompt.context
-    doc_scopes = [" ".join(sc for q, sc in zip(ctx, scopes) if q.doc_id == p.doc_id) for p in ctx]
-    return _check(shaped, texts, scopes, doc_scopes, question, settings, timings)
+    return _check(shaped, texts, scopes, [p.doc_id for p in prompt.context], question, settings, timings)
 
 
 def _selected(ranked: list, scopes: list[str], question: str, settings: AnswerSettings):
@@ -170,12 +168,12 @@ def _selected(ranked: list, scopes: list[str], question: str, settings: AnswerSe
     return next((s for s in ranked if covered[s.n]), ranked[0])
 
 
-def _check(shaped: Shaped, texts: list[str], scopes: list[str], doc_scopes: list[str], question: str,
+def _check(shaped: Shaped, texts: list[str], scopes: list[str], doc_ids: list[str], question: str,
            settings: AnswerSettings, timings: dict) -> Composed:
     """Every shown answer cites an existing passage and, unless the pack turns the check off, is supported
-    by what it cites. ``doc_scopes[i]``: the scopes of every kept passage of passage i's document."""
+    by what it cites. ``doc_ids[i]``: the document of passage i."""
     if shaped.shape == "label" and shaped.label:
-        return _check_label(shaped, texts, scopes, doc_scopes, question, settings, timings)
+        return _check_label(shaped, texts, scopes, doc_ids, question, settings, timings)
     g = settings.grounding
     n = len(texts)
     if not shaped.cited:
@@ -223,7 +221,7 @@ def _evidence_instead(shaped: Shaped, texts: list[str], scopes: list[str], quest
     return Composed(quoted, Support(1.0, 1, []), True, "verbatim", timings)
 
 
-def _check_label(shaped: Shaped, texts: list[str], scopes: list[str], doc_scopes: list[str], question: str,
+def _check_label(shaped: Shaped, texts: list[str], scopes: list[str], doc_ids: list[str], question: str,
                  settings: AnswerSettings, timings: dict) -> Composed:
     """A label asserts something about what the question names: those words must be in the cited passage,
     or the passage is about something else (the question's premise restated as an answer). Its written
@@ -240,7 +238,8 @@ def _check_label(shaped: Shaped, texts: list[str], scopes: list[str], doc_scopes
     if g.check != "none":
         # The reader picks its passage for the verdict it states (a study's conclusion), not for naming the
         # question's subject, which its document names in the other kept passages (the study's aims).
-        scope = doc_scopes[n - 1] if shaped.label_by == "reader" else scopes[n - 1]
+        scope = (" ".join(sc for d, sc in zip(doc_ids, scopes) if d == doc_ids[n - 1])
+                 if shaped.label_by == "reader" else scopes[n - 1])
         covered = lexical_support(question, [scope], question)
         if covered.score < g.min_question_coverage:
             return Composed(shaped, covered, False, "lexical", timings)

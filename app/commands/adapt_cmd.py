@@ -211,9 +211,8 @@ def register(app, packs_app, filter_app) -> None:
     ) -> None:
         """Record a full eval's answer figures in the pack's adapter metadata (adapter/adapter.json, under "dev"),
         and in its label reader's and sentence selector's (reader.json, selector.json) when the report used them."""
-        from app.answers.reader import INFO as READER_INFO
-        from app.answers.selector import INFO as SELECTOR_INFO
-        from app.evaluation.runner import _answer_model_hash
+        from app.evaluation.runner import ANSWER_MODELS
+        from app.pair_model import weights_sha256
         from app.packs import load_pack, writable_pack
         from app.pack_edit import record_dev_figures
         from app.training.adapter import ADAPTER_INFO, adapter_dev_figures
@@ -227,9 +226,10 @@ def register(app, packs_app, filter_app) -> None:
             info_files = [p.path / folder / ADAPTER_INFO]
             figures, command = adapter_dev_figures(p, measured, _read_report(base) if base else None)
             used = ((measured.get("meta") or {}).get("pack") or {}).get("answers") or {}
-            for setting, info_name in (("label_reader", READER_INFO), ("extract_selector", SELECTOR_INFO)):
+            for setting, info_name in ANSWER_MODELS.items():
                 own = getattr(p.config.answers, setting)
-                if own and (used.get(setting) or {}).get("sha256") == _answer_model_hash(p, own):
+                sha = weights_sha256(p.path / own) if own else None
+                if sha is not None and (used.get(setting) or {}).get("sha256") == sha:
                     info_files.append(p.path / own / info_name)  # the report measured this very model
             for info_file in info_files:
                 record_dev_figures(info_file, figures, command)

@@ -60,6 +60,14 @@ def scope(q: dict) -> str | None:
     return q.get("doc") if q.get("doc_scoped") else None
 
 
+def evidence_passages(retriever, found: list, q: dict) -> list:
+    """The passages of ``found`` (what retrieval returned for ``q``) that hold its gold evidence; when
+    retrieval missed it, the first one of its own document's passages that does (so a training row still
+    teaches where its answer is), or none."""
+    gold = [p for p in found if holds_evidence(p, q)]
+    return gold or [p for p in retriever.search(q["question"], 50, doc=q["doc"]) if holds_evidence(p, q)][:1]
+
+
 def holds_evidence(passage, q: dict) -> bool:
     """Whether a retrieved passage holds the question's gold evidence (the rule of
     :func:`app.evaluation.metrics.passage_holds_evidence`); never for a question without a ``doc``."""

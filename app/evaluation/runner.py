@@ -28,10 +28,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from app.answers.reader import INFO as READER_INFO
+from app.answers.selector import INFO as SELECTOR_INFO
 from app.errors import InputError, SlmragError
 from app.evaluation.metrics import answer_correct, is_refusal
 from app.evaluation.tasks import hygiene, task_score
 from app.evaluation.questions import holds_evidence, load_questions, scope
+from app.pair_model import weights_sha256
 
 PREVIEW_CHARS = 300
 
@@ -284,21 +287,14 @@ def _pack_info(pack) -> dict:
         "retrieval": c.retrieval.model_dump(),
         "filter": c.filter.model_dump(),
         "redact_pii": c.ingest.redact_pii,
-        "answers": {setting: {"folder": folder, "sha256": _answer_model_hash(pack, folder)}
+        "answers": {setting: {"folder": folder, "sha256": weights_sha256(pack.path / folder)}
                     for setting in ANSWER_MODELS if (folder := getattr(c.answers, setting))},
     }
 
 
-#: The small trained models a pack's answers may use (pack.yaml ``answers.<name>``: a pack-relative folder).
-ANSWER_MODELS = ("label_reader", "extract_selector")
-
-
-def _answer_model_hash(pack, folder: str) -> str | None:
-    """The sha256 of a pack answer model's adapter weights, so figures recorded from this report name it."""
-    from app.store import file_sha256
-
-    path = pack.path / folder / "adapter_model.safetensors"
-    return file_sha256(path) if path.is_file() else None
+#: The small trained models a pack's answers may use (pack.yaml ``answers.<setting>``: a pack-relative
+#: folder), each with the name of its metadata file, where ``slmrag adapt record`` keeps its dev figures.
+ANSWER_MODELS = {"label_reader": READER_INFO, "extract_selector": SELECTOR_INFO}
 
 
 def _prepare_filter_model(pack, user_index: Path, scratch: Path | None) -> str | None:

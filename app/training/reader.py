@@ -36,7 +36,7 @@ def build_examples(assistant, rows: list[dict], labels: list[str], *, seed: int 
     document-first search returns: a study's methods beside its conclusion)."""
     from app.answers.shapes import route
     from app.assistant import AskOptions
-    from app.evaluation.questions import holds_evidence, scope
+    from app.evaluation.questions import evidence_passages, scope
     from app.training.labels import gold_label
 
     cfg = assistant.pack.config.answers
@@ -51,8 +51,7 @@ def build_examples(assistant, rows: list[dict], labels: list[str], *, seed: int 
         found = assistant.retrieve(question, AskOptions(doc=scope(row))).passages
         gold = []
         if row.get("answerable") is not False:  # unanswerable: no passage states anything on it
-            gold = [p for p in found if holds_evidence(p, row)][:1] or [
-                p for p in assistant.retriever.search(question, 50, doc=row["doc"]) if holds_evidence(p, row)][:1]
+            gold = evidence_passages(assistant.retriever, found, row)[:1]
             if gold:
                 out.append(ReaderExample(question, model_passage(gold[0].text, gold[0].name, gold[0].heading),
                                          gold_label(row, labels), rid))

@@ -40,7 +40,7 @@ class Pair:
 def build_pairs(assistant, rows: list[dict], *, out_of_pack: list[dict] = (), k: int = 10, seed: int = 0,
                 max_rows: int | None = None, negatives: int = 4,
                 progress: Callable[[int, int], None] | None = None) -> list[Pair]:
-    from app.evaluation.questions import holds_evidence, scope
+    from app.evaluation.questions import evidence_passages, scope
 
     rng = random.Random(seed)
     rows = [r for r in rows if r.get("doc") and r.get("answerable") is not False and r.get("question")]
@@ -55,9 +55,7 @@ def build_pairs(assistant, rows: list[dict], *, out_of_pack: list[dict] = (), k:
     for i, row in enumerate(rows, start=1):
         q = row["question"]
         found = retriever.search(q, k, doc=scope(row))
-        gold = [p for p in found if holds_evidence(p, row)]
-        if not gold:
-            gold = [p for p in retriever.search(q, 50, doc=row["doc"]) if holds_evidence(p, row)][:1]
+        gold = evidence_passages(retriever, found, row)
         if not gold:
             continue
         pairs.append(Pair(q, model_passage(gold[0].text, gold[0].name, gold[0].heading), 1.0, "gold"))

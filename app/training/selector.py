@@ -67,9 +67,10 @@ def build_examples(assistant, rows: list[dict], *, seed: int = 0, max_rows: int 
         cands = candidates(found)
         pos = [(n, s) for n, s in cands if holds_answer(s, row, answer_in_doc)]
         if not pos:  # retrieval missed it: the row still teaches where the answer is, from its own document
-            pos = [(n, s) for n, s in candidates(own) if holds_answer(s, row, answer_in_doc)][:1]
+            own_cands = candidates(own)
+            pos = [(n, s) for n, s in own_cands if holds_answer(s, row, answer_in_doc)][:1]
             if pos:
-                found, cands = own, candidates(own)
+                found, cands = own, own_cands
         if pos:
             neg = [(n, s) for n, s in cands if (n, s) not in pos]
             for n, s in pos[:2] + rng.sample(neg, min(negatives, len(neg))):
