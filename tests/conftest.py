@@ -32,6 +32,28 @@ def write_pdf(path: Path, pages: list[str]) -> Path:
     return path
 
 
+#: What a built-in pack ships that was trained on its own data, and the pack.yaml lines pointing at it.
+TRAINED_FOLDERS = ("adapter", "filter", "label_reader", "extract_selector")
+TRAINED_SETTINGS = ("adapter:", "model: filter", "label_reader:", "extract_selector:")
+
+
+def tiny_pack_dir(folder: Path, name: str, docs: dict[str, str], base: str = "medical") -> Path:
+    """A copy of built-in pack ``base`` named ``name`` in ``folder``, with ``docs`` as its corpus and none of
+    its trained models (a test trains its own, or uses the packaged models as they come)."""
+    import shutil
+
+    from app.packs import load_pack
+
+    shutil.copytree(load_pack(base).path, folder, ignore=shutil.ignore_patterns("corpus", *TRAINED_FOLDERS))
+    text = (folder / "pack.yaml").read_text(encoding="utf-8").replace(f"name: {base}", f"name: {name}")
+    (folder / "pack.yaml").write_text("\n".join(l for l in text.splitlines()
+                                                if not l.strip().startswith(TRAINED_SETTINGS)) + "\n")
+    (folder / "corpus").mkdir()
+    for doc, body in docs.items():
+        (folder / "corpus" / doc).write_text(body, encoding="utf-8")
+    return folder
+
+
 @pytest.fixture
 def pdf_factory():
     return write_pdf

@@ -15,9 +15,10 @@ import pytest
 from app.answers.reader import LabelReader
 from app.assistant import Assistant
 from app.errors import SlmragError
-from app.packs import load_pack, load_pack_dir
+from app.packs import load_pack_dir
 from app.training.reader import build_examples, train_reader
 from app.training.selector import build_examples as build_selector_examples, train_selector
+from conftest import tiny_pack_dir
 from ingest.ingestor import Ingestor
 
 pytestmark = pytest.mark.slow
@@ -58,15 +59,7 @@ EXTRACT_ROWS = [
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("reader")
-    pack_dir = root / "pack"
-    shutil.copytree(load_pack("medical").path, pack_dir,
-                    ignore=shutil.ignore_patterns("corpus", "adapter", "filter", "label_reader"))
-    (pack_dir / "corpus").mkdir()
-    text = (pack_dir / "pack.yaml").read_text(encoding="utf-8").replace("name: medical", "name: tinyreader")
-    (pack_dir / "pack.yaml").write_text("\n".join(l for l in text.splitlines() if not l.strip().startswith(
-        ("adapter:", "model: filter", "label_reader:"))) + "\n")
-    for name, body in DOCS.items():
-        (pack_dir / "corpus" / name).write_text(body, encoding="utf-8")
+    pack_dir = tiny_pack_dir(root / "pack", "tinyreader", DOCS)
     pack = load_pack_dir(pack_dir).with_index_dir(root / "index")
     Ingestor(pack).ingest([pack_dir / "corpus"])
     assistant = Assistant(pack).load(generator=False)
@@ -97,17 +90,24 @@ def test_saved_reader_is_small_safetensors_with_its_labels(trained):
     assert info["labels"] == ["yes", "no", "maybe"] and info["seed"] == 0 and meta["steps"] > 0
 
 
-def test_pack_with_a_reader_answers_its_label_from_the_reader(trained):
+def _answers_with(trained, setting: str, rows: list[dict]) -> list[dict]:
+    """Each row's question asked through a copy of the trained pack with ``answers.<setting>`` switched on."""
     pack_dir, root, _, _, _ = trained
-    own = root / "own"
+    own = root / f"own-{setting}"
     shutil.copytree(pack_dir, own, dirs_exist_ok=True)
     text = (own / "pack.yaml").read_text()
-    (own / "pack.yaml").write_text(text.replace("answers:\n", "answers:\n  label_reader: label_reader\n", 1))
+    (own / "pack.yaml").write_text(text.replace("answers:\n", f"answers:\n  {setting}: {setting}\n", 1))
     assistant = Assistant(load_pack_dir(own).with_index_dir(root / "index")).load()
-    for row in ROWS:
+    out = []
+    for row in rows:
         stream = assistant.ask(row["question"])
         "".join(stream)
-        a = stream.answer.to_json()
+        out.append(stream.answer.to_json())
+    return out
+
+
+def test_pack_with_a_reader_answers_its_label_from_the_reader(trained):
+    for row, a in zip(ROWS, _answers_with(trained, "label_reader", ROWS)):
         assert a["label"] == row["answer"], (row["question"], a)
         assert a["details"]["label_by"] == "reader" and a["grounded"], a
         assert a["citations"] and a["citations"][0]["name"] == row["doc"], a
@@ -130,15 +130,6 @@ def test_selector_examples_mark_the_sentence_holding_the_answer(trained):
 
 
 def test_pack_with_a_selector_quotes_the_answering_sentence_without_generating(trained):
-    pack_dir, root, _, _, _ = trained
-    own = root / "own-selector"
-    shutil.copytree(pack_dir, own, dirs_exist_ok=True)
-    text = (own / "pack.yaml").read_text()
-    (own / "pack.yaml").write_text(text.replace("answers:\n", "answers:\n  extract_selector: extract_selector\n", 1))
-    assistant = Assistant(load_pack_dir(own).with_index_dir(root / "index")).load()
-    for row in EXTRACT_ROWS:
-        stream = assistant.ask(row["question"])
-        "".join(stream)
-        a = stream.answer.to_json()
+    for row, a in zip(EXTRACT_ROWS, _answers_with(trained, "extract_selector", EXTRACT_ROWS)):
         assert a["shape"] == "extract" and a["details"]["quote"]["by"] == "selector", a
         assert row["answer"] in a["answer"] and a["grounded"] and a["timings"]["tokens"] == 0, a

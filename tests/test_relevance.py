@@ -12,8 +12,9 @@ import shutil
 import pytest
 
 from app.assistant import Assistant, AskOptions
-from app.packs import load_pack, load_pack_dir
+from app.packs import load_pack_dir
 from app.training.relevance import build_pairs, train_relevance
+from conftest import tiny_pack_dir
 from ingest.ingestor import Ingestor
 
 pytestmark = pytest.mark.slow
@@ -40,14 +41,7 @@ OUT_OF_PACK = [{"id": "x", "question": "Which state's law governs the supply agr
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("relevance")
-    pack_dir = root / "pack"
-    shutil.copytree(load_pack("medical").path, pack_dir, ignore=shutil.ignore_patterns("corpus", "adapter", "filter"))
-    (pack_dir / "corpus").mkdir()
-    text = (pack_dir / "pack.yaml").read_text(encoding="utf-8").replace("name: medical", "name: tinyfilter")
-    (pack_dir / "pack.yaml").write_text("\n".join(l for l in text.splitlines()
-                                                  if not l.strip().startswith(("adapter:", "model: filter"))) + "\n")
-    for name, body in DOCS.items():
-        (pack_dir / "corpus" / name).write_text(body, encoding="utf-8")
+    pack_dir = tiny_pack_dir(root / "pack", "tinyfilter", DOCS)
     pack = load_pack_dir(pack_dir).with_index_dir(root / "index")
     Ingestor(pack).ingest([pack_dir / "corpus"])
     assistant = Assistant(pack).load(generator=False)
