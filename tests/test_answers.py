@@ -308,21 +308,28 @@ def test_reader_decision_is_the_passage_most_likely_to_state_a_verdict():
 
     from app.answers.reader import decide
 
-    r = decide(np.array([[0.1, 0.1, 0.1, 0.7], [0.6, 0.1, 0.1, 0.2]]), ["yes", "no", "maybe"])
+    rows = np.array([[0.1, 0.1, 0.1, 0.7], [0.6, 0.1, 0.1, 0.2]])
+    r = decide(rows, ["yes", "no", "maybe"])
     assert (r.n, r.label) == (2, "yes")
     assert r.verdict == pytest.approx(0.8) and r.probs == pytest.approx({"yes": 0.75, "no": 0.125, "maybe": 0.125})
+    # only passage 1 may decide: its verdict .3 and label (all .1: the first) stand
+    r = decide(rows, ["yes", "no", "maybe"], [True, False])
+    assert (r.n, r.label) == (1, "yes") and r.verdict == pytest.approx(0.3)
+    # no passage may decide: as if all could (the grounding check then withholds)
+    assert decide(rows, ["yes", "no", "maybe"], [False, False]).n == 2
 
 
 class FakeReader:
     """Unit-test stand-in for the label reader: a fixed reading."""
 
     def __init__(self, n: int, label: str):
-        self.n, self.label, self.questions = n, label, []
+        self.n, self.label, self.questions, self.eligible = n, label, [], []
 
-    def read(self, question, passages):
+    def read(self, question, passages, eligible=None):
         from app.answers.reader import Reading
 
         self.questions.append(question)
+        self.eligible.append(eligible)
         return Reading(self.n, self.label, {"yes": 0.2, "no": 0.8}, 0.9)
 
 
@@ -348,6 +355,25 @@ def test_reader_label_quotes_the_deciding_passage_without_generating():
     assert c.shaped.label_scores == {"yes": 0.2, "no": 0.8, "verdict": 0.9}
     c = compose(gen, _doc_prompt("label", [("a", aims), ("b", verdict)]), q, settings, reader=FakeReader(2, "no"))
     assert not c.grounded and c.decided_by == "lexical"
+
+
+def test_only_a_document_that_covers_the_question_may_decide_the_label():
+    """Kept: the asked-about study's aims and conclusion (document a) and another study's conclusion
+    (document b, which never names statins or stroke). Only a's passages are eligible to decide, so a more
+    decisive conclusion from b cannot answer for a; with the check off, every passage is."""
+    aims = "This trial tested whether statins lower stroke risk in elderly patients with diabetes."
+    verdict_a = "The treatment did not reduce events compared with placebo."
+    verdict_b = "Exercise clearly improved sleep quality in adolescents."
+    q = "Do statins lower stroke risk in elderly diabetic patients?"
+    prompt = _doc_prompt("label", [("a", aims), ("b", verdict_b), ("a", verdict_a)])
+    reader = FakeReader(3, "no")
+    c = compose(FakeGenerator("unused"), prompt, q, AnswerSettings(shapes=["label"], labels=["yes", "no"],
+                                                                   default="label"), reader=reader)
+    assert reader.eligible == [[True, False, True]] and c.grounded
+    reader = FakeReader(3, "no")
+    compose(FakeGenerator("unused"), prompt, q, AnswerSettings(shapes=["label"], labels=["yes", "no"], default="label",
+                                                               grounding={"check": "none"}), reader=reader)
+    assert reader.eligible == [None]
 
 
 def test_reader_quotes_the_sentence_of_the_deciding_passage_that_states_the_label():

@@ -110,6 +110,7 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
         return "".join(parts)
 
     shape = prompt.shape
+    doc_ids = [p.doc_id for p in prompt.context]
     table = table_calculation(question, texts) if shape == "calculate" else None
     selection = _selected(selector.rank(question, prompt.context), scopes, question, settings) if (
         shape == "extract" and selector is not None) else None
@@ -123,7 +124,8 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
         first.append(time.perf_counter())
     elif shape == "label" and reader is not None:
         # The trained reader reads each kept passage; the one that states a verdict decides (no generation).
-        shaped = label_from_reading(reader.read(question, prompt.context), texts, question)
+        eligible = _documents_covering(scopes, doc_ids, question, settings)
+        shaped = label_from_reading(reader.read(question, prompt.context, eligible), texts, question)
         first.append(time.perf_counter())
     elif shape == "label" and generator.scores_choices:
         probs = biased(label_probabilities(generator, prompt, list(settings.labels), with_not_found=label_not_found,
@@ -152,7 +154,26 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
     timings["generate_s"] = end - t0
     if shaped.refused:
         return Composed(shaped, None, False, "model", timings)
-    return _check(shaped, texts, scopes, [p.doc_id for p in prompt.context], question, settings, timings)
+    return _check(shaped, texts, scopes, doc_ids, question, settings, timings)
+
+
+def _document_scope(scopes: list[str], doc_ids: list[str], n: int) -> str:
+    """What passage ``n``'s document says among the kept passages: the scopes of all its kept passages."""
+    return " ".join(sc for d, sc in zip(doc_ids, scopes) if d == doc_ids[n - 1])
+
+
+def _documents_covering(scopes: list[str], doc_ids: list[str], question: str, settings: AnswerSettings) -> list[bool] | None:
+    """Per kept passage: whether its document's kept passages cover what the question names (the rule the
+    reader's label then faces in :func:`_check_label`). The reader's verdict comes from one of these: a
+    decisive conclusion of another study, kept beside the one asked about, must not decide. ``None`` when
+    the pack turns the check off."""
+    g = settings.grounding
+    if g.check == "none":
+        return None
+    one_each = {d: n for n, d in enumerate(doc_ids, 1)}  # any of a document's passages gives its scope
+    covered = {d: lexical_support(question, [_document_scope(scopes, doc_ids, n)], question).score
+               >= g.min_question_coverage for d, n in one_each.items()}
+    return [covered[d] for d in doc_ids]
 
 
 def _selected(ranked: list, scopes: list[str], question: str, settings: AnswerSettings):
@@ -238,8 +259,7 @@ def _check_label(shaped: Shaped, texts: list[str], scopes: list[str], doc_ids: l
     if g.check != "none":
         # The reader picks its passage for the verdict it states (a study's conclusion), not for naming the
         # question's subject, which its document names in the other kept passages (the study's aims).
-        scope = (" ".join(sc for d, sc in zip(doc_ids, scopes) if d == doc_ids[n - 1])
-                 if shaped.label_by == "reader" else scopes[n - 1])
+        scope = _document_scope(scopes, doc_ids, n) if shaped.label_by == "reader" else scopes[n - 1]
         covered = lexical_support(question, [scope], question)
         if covered.score < g.min_question_coverage:
             return Composed(shaped, covered, False, "lexical", timings)

@@ -10,7 +10,9 @@ no verdict on the question). It is trained by ``slmrag adapt reader`` on the pac
 as the pack asks them (:mod:`app.training.reader`), and ships in the pack (``answers.label_reader``).
 
 Reading a question: every kept passage is scored; the passage most likely to state a verdict decides,
-and its most likely label is the answer, cited to that passage.
+and its most likely label is the answer, cited to that passage. The caller may restrict which passages can
+decide: compose lets only passages of a document that covers what the question names decide, since a
+conclusion from another study reads just as decisively as the one asked about.
 """
 
 from __future__ import annotations
@@ -38,10 +40,13 @@ class Reading:
     sentence: str = ""  # the deciding passage's sentence that states the label most clearly
 
 
-def decide(rows: np.ndarray, labels: list[str]) -> Reading:
+def decide(rows: np.ndarray, labels: list[str], eligible: Sequence[bool] | None = None) -> Reading:
     """The reading of ``rows`` (softmax probabilities per passage: labels..., none): the passage least
-    likely to be "none" decides (ties: the earlier, better-filtered one), then its most likely label."""
+    likely to be "none" decides (ties: the earlier, better-filtered one), then its most likely label.
+    ``eligible``: the passages allowed to decide (all when none is, or when not given)."""
     verdicts = 1.0 - rows[:, len(labels)]
+    if eligible is not None and any(eligible):
+        verdicts = np.where(np.asarray(eligible, dtype=bool), verdicts, -1.0)
     i = int(np.argmax(verdicts))
     p = rows[i, : len(labels)]
     p = p / max(float(p.sum()), 1e-9)
@@ -77,15 +82,16 @@ class LabelReader:
         self._model.load()
         return self
 
-    def read(self, question: str, passages: Sequence) -> Reading:
-        """Which label the kept ``passages`` (:class:`app.retrieval.Passage`, best first) give ``question``."""
+    def read(self, question: str, passages: Sequence, eligible: Sequence[bool] | None = None) -> Reading:
+        """Which label the kept ``passages`` (:class:`app.retrieval.Passage`, best first) give ``question``;
+        ``eligible``: the passages allowed to decide (see :func:`decide`)."""
         logits = self._model.logits(question, [model_passage(p.text, p.name, p.heading) for p in passages])
         if logits.shape[1] != len(self.labels) + 1:
             from app.errors import SlmragError
 
             raise SlmragError(f"The label reader in {self.folder} has {logits.shape[1]} outputs; the pack's "
                               f"{len(self.labels)} labels need {len(self.labels) + 1}. Train it again: slmrag adapt reader")
-        reading = decide(_softmax(logits), self.labels)
+        reading = decide(_softmax(logits), self.labels, eligible)
         # The support shown is the deciding passage's sentence the reader finds states that label best (a
         # passage holding a study's aims and its conclusion is quoted for the conclusion, not the aims).
         p = passages[reading.n - 1]
