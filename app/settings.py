@@ -378,6 +378,13 @@ class AnswerSettings(_Strict):
         "most likely to state one, read by this model, and that passage's best sentence is quoted as support; "
         "the generator's label scoring is not used. Unset: the generator scores the labels.",
     )
+    min_verdict: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="With a label reader: the least verdict (1 - its probability of 'none') the deciding passage "
+        "must reach for its label to be shown. Below it no kept passage of a document the question names states a "
+        "verdict, and the answer is 'not found' (decided by the model). The reader's verdicts are near 0 or above "
+        ".9, so the middle is the floor.",
+    )
     extract_selector: str | None = Field(
         None,
         description="The pack-relative folder of a sentence selector (a MiniLM cross-encoder trained by `slmrag adapt "

@@ -49,13 +49,18 @@ def main() -> None:
     out = {}
     for kind, qs in runs.items():
         how = Counter()
+        records = []
         for q in qs:
             doc = scope(q) if kind == "answerable" else None
             ans = a.ask(q["question"], AskOptions(doc=doc)).run()
-            how["abstained" if ans.abstained else ("flagged" if ans.grounded is False else "answered")] += 1
+            outcome = "abstained" if ans.abstained else ("flagged" if ans.grounded is False else "answered")
+            how[outcome] += 1
             how[f"decided_by:{ans.decided_by}"] += 1
+            records.append({"id": q.get("id"), "source": q.get("source"), "question": q["question"], "outcome": outcome,
+                            "decided_by": ans.decided_by, "answer": ans.answer, "support": ans.support,
+                            "details": ans.details})
         out[kind] = {"n": len(qs), "abstained_or_flagged": (how["abstained"] + how["flagged"]) / max(1, len(qs)),
-                     **dict(how)}
+                     **dict(how), "records": records}
         print(f"{pack.name} {kind}: n={len(qs)} abstained/flagged {out[kind]['abstained_or_flagged']:.2f} {dict(how)}")
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))

@@ -415,6 +415,30 @@ def test_ui_note_says_the_reader_chose_the_label():
            "details": {"label_by": "reader", "label_scores": {"yes": 0.9, "no": 0.1, "verdict": 0.93}}}
     assert "trained label reader (verdict 0.93)" in check_note(rec)
     assert check_note({**rec, "details": {}}) == "Checked against the cited passages (support 1.00)."
+    none = {"grounded": False, "decided_by": "model", "details": {"label_by": "reader", "label_scores": {"verdict": 0.01}}}
+    assert check_note(none).endswith("found no verdict on the question in the passages of the documents it names (verdict 0.01).")
+
+
+def test_a_reading_below_the_verdict_floor_is_not_found():
+    """The reader finds no verdict (.3 < the floor .5) in the one covering document's passage: the answer
+    is the model's "not found", with the reader's scores kept for the UI; at a floor of .2 it answers."""
+    aims = "This trial tested whether statins lower stroke risk in elderly patients with diabetes."
+    q = "Do statins lower stroke risk in elderly diabetic patients?"
+
+    class Unsure(FakeReader):
+        def read(self, question, passages, eligible=None):
+            r = super().read(question, passages, eligible)
+            r.verdict = 0.3
+            return r
+
+    prompt = _doc_prompt("label", [("a", aims)])
+    c = compose(FakeGenerator("unused"), prompt, q, AnswerSettings(shapes=["label"], labels=["yes", "no"], default="label"),
+                reader=Unsure(1, "no"))
+    assert c.shaped.refused and c.shaped.label is None and c.decided_by == "model" and not c.grounded
+    assert c.shaped.label_scores["verdict"] == 0.3 and c.shaped.label_by == "reader"
+    c = compose(FakeGenerator("unused"), prompt, q, AnswerSettings(shapes=["label"], labels=["yes", "no"], default="label",
+                                                                  min_verdict=0.2), reader=Unsure(1, "no"))
+    assert not c.shaped.refused and c.shaped.label == "no" and c.grounded
 
 
 def test_selector_sentence_is_the_extract_answer_and_nothing_is_generated():

@@ -124,8 +124,10 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
         first.append(time.perf_counter())
     elif shape == "label" and reader is not None:
         # The trained reader reads each kept passage; the one that states a verdict decides (no generation).
-        eligible = _documents_covering(scopes, doc_ids, question, settings)
-        shaped = label_from_reading(reader.read(question, prompt.context, eligible), texts, question)
+        reading = reader.read(question, prompt.context, _documents_covering(scopes, doc_ids, question, settings))
+        shaped = label_from_reading(reading, texts, question)
+        if reading.verdict < settings.min_verdict:  # no passage it may read states a verdict: not found
+            shaped.refused, shaped.label = True, None
         first.append(time.perf_counter())
     elif shape == "label" and generator.scores_choices:
         probs = biased(label_probabilities(generator, prompt, list(settings.labels), with_not_found=label_not_found,
