@@ -18,7 +18,9 @@ import numpy as np
 from app.errors import SlmragError, require
 
 HEAD_FILE = "head.safetensors"
+SPAN_FILE = "span.safetensors"  # optional: a token head (start, end) that marks the answer inside the passage
 FILES = ("adapter_model.safetensors", "adapter_config.json", HEAD_FILE)
+MAX_SPAN_TOKENS = 64
 
 
 def base_model_dir() -> Path:
@@ -28,14 +30,43 @@ def base_model_dir() -> Path:
     return Path(packaged_path("minilm"))
 
 
-def pooled_logits(encoder, head, enc, torch):
+def pooled_logits(encoder, head, enc, torch, span_head=None):
     """The head's logits ``[batch, outputs]`` for the (question, passage) pairs in ``enc``: MiniLM's token
-    states mean-pooled and L2-normalised (how the model was trained to be read), then the linear head."""
+    states mean-pooled and L2-normalised (how the model was trained to be read), then the linear head.
+    With ``span_head``: also its per-token logits ``[batch, tokens, 2]`` (start, end), as a pair."""
     states = encoder(**enc).last_hidden_state
     mask = enc["attention_mask"].unsqueeze(-1).to(states.dtype)
     pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1)
     pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
-    return head(pooled)
+    if span_head is None:
+        return head(pooled)
+    return head(pooled), span_head(states.float())
+
+
+def passage_token_mask(enc, torch):
+    """Which tokens of ``enc`` are the passage's (the second sequence, not padding): where a span may lie."""
+    return (enc["token_type_ids"] == 1) & (enc["attention_mask"] == 1)
+
+
+def best_span(start, end, allowed, max_tokens: int = MAX_SPAN_TOKENS) -> tuple[int, int, float]:
+    """The token span ``(i, j)`` with i <= j < i + max_tokens, both ``allowed``, that maximises
+    start[i] + end[j] (logits), and its probability (softmax over the allowed starts times over the ends)."""
+    start, end = np.asarray(start, "float64"), np.asarray(end, "float64")
+    allowed = np.asarray(allowed, bool)
+    if not allowed.any():
+        return 0, 0, 0.0
+    s = np.where(allowed, start, -np.inf)
+    e = np.where(allowed, end, -np.inf)
+    ps = np.exp(s - s.max()); ps /= ps.sum()
+    pe = np.exp(e - e.max()); pe /= pe.sum()
+    n = len(s)
+    i_idx, j_idx = np.triu_indices(n)
+    keep = (j_idx - i_idx) < max_tokens
+    i_idx, j_idx = i_idx[keep], j_idx[keep]
+    total = s[i_idx] + e[j_idx]
+    k = int(np.argmax(total))
+    i, j = int(i_idx[k]), int(j_idx[k])
+    return i, j, float(ps[i] * pe[j])
 
 
 def check_folder(folder: Path | str, what: str, how_to_train: str) -> Path:
@@ -68,6 +99,7 @@ class PairModel:
         self._model = None
         self._tok = None
         self._head = None
+        self._span = None
 
     @property
     def outputs(self) -> int:
@@ -92,9 +124,38 @@ class PairModel:
             head = torch.nn.Linear(weights["weight"].shape[1], weights["weight"].shape[0])
             head.load_state_dict(weights)
             head.eval()
+            if (self.folder / SPAN_FILE).is_file():
+                w = load_file(str(self.folder / SPAN_FILE))
+                self._span = torch.nn.Linear(w["weight"].shape[1], w["weight"].shape[0])
+                self._span.load_state_dict(w)
+                self._span.eval()
             self._tok, self._head = tok, head
             self._model = model.merge_and_unload().eval()
         return self
+
+    @property
+    def has_span(self) -> bool:
+        """Whether this model was trained to mark an answer span inside a passage (:meth:`span`)."""
+        return (self.folder / SPAN_FILE).is_file()
+
+    def span(self, question: str, text: str, start_char: int = 0) -> tuple[int, int, float]:
+        """Where in ``text`` the answer to ``question`` lies, as character offsets ``(start, end)`` at or
+        after ``start_char`` (the passage's own words, after any name/heading prefix), and its probability."""
+        torch = require("torch")
+
+        self.load()
+        if self._span is None:
+            raise SlmragError(f"The model in {self.folder} has no span head ({SPAN_FILE}); train it with --span.")
+        enc = self._tok(question, text, truncation="only_second", max_length=self.max_length,
+                        return_offsets_mapping=True, return_tensors="pt")
+        offsets = enc.pop("offset_mapping")[0].tolist()
+        with torch.inference_mode():
+            _, tokens = pooled_logits(self._model, self._head, enc, torch, self._span)
+        allowed = passage_token_mask(enc, torch)[0].numpy() & np.array([o[0] >= start_char and o[1] > o[0] for o in offsets])
+        i, j, p = best_span(tokens[0, :, 0].numpy(), tokens[0, :, 1].numpy(), allowed)
+        if p == 0.0:
+            return start_char, len(text), 0.0
+        return offsets[i][0], offsets[j][1], p
 
     def logits(self, question: str, texts: list[str]) -> np.ndarray:
         """``[len(texts), outputs]`` logits for (question, text) pairs, batched."""

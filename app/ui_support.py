@@ -107,6 +107,11 @@ def check_note(rec: dict) -> str:
                 "; the sentence that states it is quoted word for word.")
     if rec.get("decided_by") == "verbatim":
         quote = details.get("quote") or {}
+        if quote.get("by") == "selector":
+            if quote.get("sentence"):
+                return ("This pack's trained sentence selector chose the cited passage's sentence that answers and "
+                        "marked the answer in it; both are quoted word for word.")
+            return "This pack's trained sentence selector chose the cited passage's sentence that answers; it is quoted word for word."
         if quote.get("by_model") is False:
             return ("The model's own answer did not hold up against the sources, so the cited passage's best "
                     "matching sentence is shown instead, word for word.")

@@ -69,7 +69,7 @@ def trained(tmp_path_factory):
     examples = build_examples(assistant, ROWS + [absent], labels)
     meta = train_reader(examples * 8, labels, pack_dir / "label_reader", epochs=4, lr=1e-3, rank=8, seed=0)
     sentences = build_selector_examples(assistant, EXTRACT_ROWS)
-    train_selector(sentences * 8, pack_dir / "extract_selector", epochs=4, lr=1e-3, rank=8, seed=0)
+    train_selector(sentences * 8, pack_dir / "extract_selector", epochs=4, lr=1e-3, rank=8, seed=0, span=True)
     return pack_dir, root, examples, meta, sentences
 
 
@@ -129,7 +129,21 @@ def test_selector_examples_mark_the_sentence_holding_the_answer(trained):
         assert any(e.label == 0 for e in sentences if e.row_id == row["id"])
 
 
+def test_selector_examples_mark_the_answer_inside_the_answering_sentence(trained):
+    _, _, _, _, sentences = trained
+    for row in EXTRACT_ROWS:
+        pos = [e for e in sentences if e.row_id == row["id"] and e.label > 0]
+        assert all(e.sentence[e.span[0]:e.span[1]] == row["answer"] for e in pos), (row["id"], pos)
+    assert all(e.span is None for e in sentences if e.label == 0)
+
+
 def test_pack_with_a_selector_quotes_the_answering_sentence_without_generating(trained):
+    """The selector was trained with a span head: the answer is the marked part of the sentence, shown with
+    the sentence; both are the passage's own words."""
     for row, a in zip(EXTRACT_ROWS, _answers_with(trained, "extract_selector", EXTRACT_ROWS)):
-        assert a["shape"] == "extract" and a["details"]["quote"]["by"] == "selector", a
+        quote = a["details"]["quote"]
+        assert a["shape"] == "extract" and quote["by"] == "selector", a
         assert row["answer"] in a["answer"] and a["grounded"] and a["timings"]["tokens"] == 0, a
+        assert row["answer"] in quote["sentence"] and quote["text"] in quote["sentence"], quote
+        assert set(row["answer"].split()) & set(quote["text"].split()), quote
+        assert len(quote["text"]) < len(quote["sentence"]) and a["answer"].startswith(quote["text"] + " \u2014 "), a

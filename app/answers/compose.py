@@ -114,6 +114,8 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
     table = table_calculation(question, texts) if shape == "calculate" else None
     selection = _selected(selector.rank(question, prompt.context), scopes, question, settings) if (
         shape == "extract" and selector is not None) else None
+    if selection is not None:
+        selection = selector.marked(question, selection, prompt.context)
     if table is not None:
         # The question's form fixes the arithmetic and a cited row holds the cells: no generation needed.
         shaped = calculate_from_table(table, texts, question)

@@ -7,11 +7,16 @@ sentence answers a question is what a MiniLM cross-encoder learns from a few hun
 selector is a one-output pair model (:mod:`app.pair_model`) trained by ``slmrag adapt selector``
 (:mod:`app.training.selector`) and shipped in the pack (``answers.extract_selector``). Its answer is the
 chosen sentence word for word, cited to its passage: nothing is generated, so nothing can be misquoted.
+
+Trained with ``--span``, the selector also marks where in the chosen sentence the answer lies (a token head
+for start and end, as extractive QA readers have): the answer is then that part - "2 to 14 days" - shown
+with the whole sentence as its support. COVID-QA's answers are a third of the sentence that holds them, so
+the sentence alone scores half the token F1 it could.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -29,6 +34,8 @@ class Selection:
     n: int  # the passage, 1-based
     sentence: str  # verbatim from that passage
     score: float  # sigmoid of the model's logit: how likely this sentence answers the question
+    span: str = ""  # with a span head: the part of the sentence that answers, verbatim
+    span_score: float | None = None  # its probability (start times end)
 
 
 def candidates(passages: Sequence) -> list[tuple[int, str]]:
@@ -58,6 +65,22 @@ class SentenceSelector:
     def load(self) -> "SentenceSelector":
         self._model.load()
         return self
+
+    @property
+    def has_span(self) -> bool:
+        return self._model.has_span
+
+    def marked(self, question: str, selection: Selection, passages: Sequence) -> Selection:
+        """``selection`` with the part of its sentence that answers ``question`` (when the selector was trained
+        with a span head; else unchanged): a date, a number, a name rather than the sentence around it."""
+        if not self.has_span:
+            return selection
+        p = passages[selection.n - 1]
+        text = model_passage(selection.sentence, p.name, p.heading)
+        offset = len(text) - len(selection.sentence)  # the sentence ends the text the model reads
+        start, end, prob = self._model.span(question, text, offset)
+        span = text[start:end].strip()
+        return replace(selection, span=span, span_score=round(prob, 4)) if span else selection
 
     def rank(self, question: str, passages: Sequence) -> list[Selection]:
         """The sentences of ``passages`` (:class:`app.retrieval.Passage`), most likely to answer ``question`` first."""

@@ -235,8 +235,13 @@ def finish_extract(raw: str, passages: list[str], question: str) -> Shaped:
 
 def quote_selection(selection) -> Shaped:
     """The sentence selector's choice (:class:`app.answers.selector.Selection`) as the extract answer: the
-    sentence word for word, cited to its passage."""
+    sentence word for word, cited to its passage; with a marked span, the span, then that sentence."""
     n, quote = selection.n, selection.sentence
+    if selection.span and selection.span != quote and selection.span in quote:
+        # The answer is the marked part; the sentence around it is shown as its support, both verbatim.
+        return Shaped("extract", f"{selection.span} \u2014 \u201c{quote}\u201d [{n}]", [n], claim=selection.span,
+                      quote={"text": selection.span, "sentence": quote, "n": n, "verbatim": True, "by_model": False,
+                             "by": "selector", "score": round(selection.score, 4), "span_score": selection.span_score})
     return Shaped("extract", f"\u201c{quote}\u201d [{n}]", [n], claim=quote,
                   quote={"text": quote, "n": n, "verbatim": True, "by_model": False, "by": "selector",
                          "score": round(selection.score, 4)})

@@ -182,6 +182,10 @@ def register(app, packs_app, filter_app) -> None:
         rank: int = typer.Option(16, "--rank", min=1, max=128, help="LoRA rank."),
         lr: float = typer.Option(5e-4, "--lr", help="Learning rate of the adapter (the head's is ten times it)."),
         seed: int = typer.Option(0, "--seed"),
+        span: bool = typer.Option(False, "--span", help="Also train a span head that marks the answer inside the "
+                                  "chosen sentence (from rows whose answer is text of the document): answers are then "
+                                  "that part, shown with its sentence. For short answers (COVID-QA's); not for "
+                                  "answers written in another form than the text (CUAD's dates)."),
         as_json: bool = JsonOpt,
     ) -> None:
         """Train the sentence selector: a MiniLM cross-encoder that finds the kept passages' sentence that answers
@@ -192,14 +196,15 @@ def register(app, packs_app, filter_app) -> None:
             return build_examples(assistant, rows, seed=seed, max_rows=max_rows, progress=progress)
 
         def fit(examples, target, p, **kw):
-            return train_selector(examples, target, **kw)
+            return train_selector(examples, target, span=span, **kw)
 
         meta, target = _train_answer_model(pack, train, out_dir, index_dir, as_json, shape="extract",
                                            setting="extract_selector", build=build, fit=fit, max_rows=max_rows,
                                            seed=seed, epochs=epochs, lr=lr, rank=rank)
         if not as_json:
+            spans = f", {meta['span_examples']} with a marked answer" if "span_examples" in meta else ""
             out.print(f"sentence selector: {target} - {meta['rows']} rows, {meta['pairs']} sentences "
-                      f"({meta['positives']} answering), {meta['steps']} steps, {meta['seconds']} s, "
+                      f"({meta['positives']} answering{spans}), {meta['steps']} steps, {meta['seconds']} s, "
                       f"final loss {meta['final_loss']}", highlight=False)
 
     @adapt_app.command("record")

@@ -12,6 +12,7 @@ own document, so every row teaches where its answer is.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -24,9 +25,20 @@ from app.filters.cross_encoder import model_passage, normalize
 @dataclass
 class SelectorExample:
     question: str
-    sentence: str
+    sentence: str  # as the model reads it: document name and heading, then the sentence
     label: float
     row_id: str
+    span: tuple[int, int] | None = None  # the answer's character offsets in ``sentence``, when it is its text
+
+
+def answer_offsets(text: str, answer: str, start: int = 0) -> tuple[int, int] | None:
+    """Where ``answer`` occurs in ``text`` at or after ``start``, as character offsets: word for word, but
+    blind to case and to how words are spaced or punctuated between them (a PDF's line break, "2 - 14")."""
+    words = re.findall(r"\w+", answer)
+    if not words:
+        return None
+    m = re.compile(r"(?<!\w)" + r"\W*".join(map(re.escape, words)) + r"(?!\w)", re.IGNORECASE).search(text, start)
+    return (m.start(), m.end()) if m else None
 
 
 def _words(text: str) -> set[str]:
@@ -75,8 +87,10 @@ def build_examples(assistant, rows: list[dict], *, seed: int = 0, max_rows: int 
             neg = [(n, s) for n, s in cands if (n, s) not in pos]
             for n, s in pos[:2] + rng.sample(neg, min(negatives, len(neg))):
                 p = found[n - 1] if n <= len(found) else found[0]
-                out.append(SelectorExample(question, model_passage(s, p.name, p.heading),
-                                           1.0 if (n, s) in pos else 0.0, rid))
+                text = model_passage(s, p.name, p.heading)
+                positive = (n, s) in pos
+                span = answer_offsets(text, str(row["answer"]), len(text) - len(s)) if positive and answer_in_doc else None
+                out.append(SelectorExample(question, text, 1.0 if positive else 0.0, rid, span))
         if progress:
             progress(i, len(picked))
     if not any(e.label > 0 for e in out):
@@ -86,9 +100,11 @@ def build_examples(assistant, rows: list[dict], *, seed: int = 0, max_rows: int 
 
 
 def train_selector(examples: list[SelectorExample], out_dir: Path | str, *, epochs: int = 3, lr: float = 5e-4,
-                   rank: int = 16, max_length: int = 160, seed: int = 0,
+                   rank: int = 16, max_length: int = 160, seed: int = 0, span: bool = False,
                    progress: Callable[[int, int, float], None] | None = None, info: dict | None = None) -> dict:
-    """Train the selector (balanced BCE: does this sentence answer the question?) and save it to ``out_dir``."""
+    """Train the selector (balanced BCE: does this sentence answer the question?) and save it to ``out_dir``;
+    ``span``: also a span head that marks the answer inside the sentence, learnt from the answering sentences
+    that hold the row's answer word for word."""
     torch = require("torch")
     from app.training import balanced_bce
     from app.training.pair_model import train_pair_model
@@ -99,5 +115,5 @@ def train_selector(examples: list[SelectorExample], out_dir: Path | str, *, epoc
     return train_pair_model([(e.question, e.sentence) for e in examples], labels, out_dir, outputs=1,
                             loss=lambda logits, y: bce(logits.view(-1), torch.tensor(y, dtype=torch.float32)),
                             info_name=INFO, info=meta, epochs=epochs, lr=lr, rank=rank, max_length=max_length,
-                            seed=seed, progress=progress)
+                            seed=seed, spans=[e.span for e in examples] if span else None, progress=progress)
 
