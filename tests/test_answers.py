@@ -319,6 +319,22 @@ def test_reader_decision_is_the_passage_most_likely_to_state_a_verdict():
     assert decide(rows, ["yes", "no", "maybe"], [False, False]).n == 2
 
 
+class FakeSelector:
+    """Unit-test stand-in for the sentence selector: a fixed ranking; ``span`` marks that part of the chosen
+    sentence, as a selector trained with a span head does."""
+
+    def __init__(self, ranked, span: str = ""):
+        self.ranked, self.span = ranked, span
+
+    def rank(self, question, passages):
+        return self.ranked
+
+    def marked(self, question, selection, passages):
+        from dataclasses import replace
+
+        return replace(selection, span=self.span, span_score=0.8) if self.span else selection
+
+
 class FakeReader:
     """Unit-test stand-in for the label reader: a fixed reading."""
 
@@ -408,6 +424,52 @@ def test_passage_sentences_keep_a_pdf_wrapped_sentence_whole():
     assert all(s in text for s in passage_sentences(text))
 
 
+def test_a_marked_span_is_the_extract_answer_with_its_sentence_as_support():
+    """The selector marked "10 mg" in its sentence: the answer is that part, then the sentence, both verbatim
+    and cited; the quote the metrics read is the part. A mark that is not text of the sentence is ignored."""
+    from app.answers.selector import Selection
+
+    sentence = "Children took 10 mg of zinc twice a day."
+    prompt = _doc_prompt("extract", [("a", "Zinc lozenges for colds in children."), ("a", sentence + " Colds lasted.")])
+    settings = AnswerSettings(shapes=["extract"], default="extract")
+    q = "What dose of zinc did children take?"
+    c = compose(FakeGenerator("unused"), prompt, q, settings, selector=FakeSelector([Selection(2, sentence, 0.9)], "10 mg"))
+    assert c.grounded and c.shaped.text == "10 mg \u2014 \u201cChildren took 10 mg of zinc twice a day.\u201d [2]"
+    assert c.shaped.quote["text"] == "10 mg" and c.shaped.quote["sentence"] == sentence and c.shaped.quote["span_score"] == 0.8
+    c = compose(FakeGenerator("unused"), prompt, q, settings, selector=FakeSelector([Selection(2, sentence, 0.9)], "20 mg"))
+    assert c.shaped.quote["text"] == sentence and "sentence" not in c.shaped.quote
+
+
+def test_best_span_is_the_highest_start_plus_end_within_the_allowed_tokens():
+    """Token 0 is not allowed (the question's). Allowed pairs i <= j: (1,1) 1+4 = 5, (2,3) 3+2.5 = 5.5 is
+    the best; (2,1) would be 7 but ends before it starts. Its probability: softmax of the allowed starts
+    [1, 3, 0, 0] at token 2 times that of the allowed ends [4, 0, 2.5, 0] at token 3. With spans of one
+    token at most, (1,1) wins."""
+    import numpy as np
+
+    from app.pair_model import best_span
+
+    start, end = [9.0, 1.0, 3.0, 0.0, 0.0], [0.0, 4.0, 0.0, 2.5, 0.0]
+    allowed = [False, True, True, True, True]
+    i, j, p = best_span(start, end, allowed)
+    ps = np.exp([1.0, 3.0, 0.0, 0.0]) / np.exp([1.0, 3.0, 0.0, 0.0]).sum()
+    pe = np.exp([4.0, 0.0, 2.5, 0.0]) / np.exp([4.0, 0.0, 2.5, 0.0]).sum()
+    assert (i, j) == (2, 3) and p == pytest.approx(ps[1] * pe[2])
+    assert best_span(start, end, allowed, max_tokens=1)[:2] == (1, 1)
+    assert best_span(start, end, [False] * 5) == (0, 0, 0.0)
+
+
+def test_answer_offsets_find_the_answer_whatever_its_case_spacing_or_punctuation():
+    from app.training.selector import answer_offsets
+
+    text = "Zinc | Colds\nChildren took 10 mg of Zinc twice\na day."
+    s, e = answer_offsets(text, "10 mg of zinc twice a day")
+    assert text[s:e] == "10 mg of Zinc twice\na day"
+    assert answer_offsets(text, "zinc", start=13) == (text.index("Zinc", 13), text.index("Zinc", 13) + 4)
+    assert answer_offsets(text, "in") is None  # a whole word, not part of "Zinc"
+    assert answer_offsets(text, "...") is None
+
+
 def test_ui_note_says_the_reader_chose_the_label():
     from app.ui_support import check_note
 
@@ -444,16 +506,12 @@ def test_a_reading_below_the_verdict_floor_is_not_found():
 def test_selector_sentence_is_the_extract_answer_and_nothing_is_generated():
     from app.answers.selector import Selection
 
-    class FakeSelector:
-        def rank(self, question, passages):
-            return [Selection(2, "Children took 10 mg of zinc twice a day.", 0.97)]
-
     settings = AnswerSettings(shapes=["extract"], default="extract")
     gen = FakeGenerator("should not be used")
     texts = [("a", "Zinc lozenges for colds in children were tested."),
              ("a", "Children took 10 mg of zinc twice a day. Colds lasted five days.")]
     c = compose(gen, _doc_prompt("extract", texts), "What dose of zinc did children take?", settings,
-                selector=FakeSelector())
+                selector=FakeSelector([Selection(2, "Children took 10 mg of zinc twice a day.", 0.97)]))
     assert gen.calls == [] and c.grounded and c.decided_by == "verbatim"
     assert c.shaped.text == "\u201cChildren took 10 mg of zinc twice a day.\u201d [2]"
     assert c.shaped.quote == {"text": "Children took 10 mg of zinc twice a day.", "n": 2, "verbatim": True,
@@ -468,13 +526,6 @@ def test_selector_sentence_from_a_passage_about_something_else_gives_way_to_the_
 
     preamble = "This Agreement is made between Quillon Biotech and Marlowe Analytics."
     term = "The confidentiality obligations of each party last three years after this Agreement ends."
-
-    class FakeSelector:
-        def __init__(self, ranked):
-            self.ranked = ranked
-
-        def rank(self, question, passages):
-            return self.ranked
 
     settings = AnswerSettings(shapes=["extract"], default="extract")
     q = "How long do the confidentiality obligations last after the Quillon and Marlowe agreement ends?"

@@ -8,9 +8,9 @@ selector is a one-output pair model (:mod:`app.pair_model`) trained by ``slmrag 
 (:mod:`app.training.selector`) and shipped in the pack (``answers.extract_selector``). Its answer is the
 chosen sentence word for word, cited to its passage: nothing is generated, so nothing can be misquoted.
 
-Trained with ``--span``, the selector also marks where in the chosen sentence the answer lies (a token head
-for start and end, as extractive QA readers have): the answer is then that part - "2 to 14 days" - shown
-with the whole sentence as its support. COVID-QA's answers are a third of the sentence that holds them, so
+Trained with ``--span``, the selector also marks where in the chosen sentence the answer lies (a second
+pair model in its ``span/`` folder, with a token head for start and end, as extractive QA readers have):
+the answer is then that part - "2 to 14 days" - shown with the whole sentence as its support. COVID-QA's answers are a third of the sentence that holds them, so
 the sentence alone scores half the token F1 it could.
 """
 
@@ -26,6 +26,7 @@ from app.answers.shapes import passage_sentences
 from app.filters.cross_encoder import model_passage
 
 INFO = "selector.json"
+SPAN_DIR = "span"  # inside the selector's folder: the span model, when trained with --span
 MAX_CANDIDATES = 80  # sentences scored per question (5 kept passages hold ~40)
 
 
@@ -54,6 +55,7 @@ class SentenceSelector:
 
         self.folder = Path(folder)
         self._model = PairModel(folder)
+        self._span = PairModel(self.folder / SPAN_DIR)
 
     @classmethod
     def from_folder(cls, folder: Path | str) -> "SentenceSelector":
@@ -64,11 +66,13 @@ class SentenceSelector:
 
     def load(self) -> "SentenceSelector":
         self._model.load()
+        if self.has_span:
+            self._span.load()
         return self
 
     @property
     def has_span(self) -> bool:
-        return self._model.has_span
+        return self._span.has_span
 
     def marked(self, question: str, selection: Selection, passages: Sequence) -> Selection:
         """``selection`` with the part of its sentence that answers ``question`` (when the selector was trained
@@ -78,7 +82,7 @@ class SentenceSelector:
         p = passages[selection.n - 1]
         text = model_passage(selection.sentence, p.name, p.heading)
         offset = len(text) - len(selection.sentence)  # the sentence ends the text the model reads
-        start, end, prob = self._model.span(question, text, offset)
+        start, end, prob = self._span.span(question, text, offset)
         span = text[start:end].strip()
         return replace(selection, span=span, span_score=round(prob, 4)) if span else selection
 

@@ -186,6 +186,8 @@ def register(app, packs_app, filter_app) -> None:
                                   "chosen sentence (from rows whose answer is text of the document): answers are then "
                                   "that part, shown with its sentence. For short answers (COVID-QA's); not for "
                                   "answers written in another form than the text (CUAD's dates)."),
+        span_epochs: int = typer.Option(10, "--span-epochs", min=1, max=50, help="Passes of the span model over "
+                                        "its sentences (a few hundred: it needs more passes than the ranking)."),
         as_json: bool = JsonOpt,
     ) -> None:
         """Train the sentence selector: a MiniLM cross-encoder that finds the kept passages' sentence that answers
@@ -196,7 +198,7 @@ def register(app, packs_app, filter_app) -> None:
             return build_examples(assistant, rows, seed=seed, max_rows=max_rows, progress=progress)
 
         def fit(examples, target, p, **kw):
-            return train_selector(examples, target, span=span, **kw)
+            return train_selector(examples, target, span=span, span_epochs=span_epochs, **kw)
 
         meta, target = _train_answer_model(pack, train, out_dir, index_dir, as_json, shape="extract",
                                            setting="extract_selector", build=build, fit=fit, max_rows=max_rows,

@@ -46,8 +46,9 @@ def train_pair_model(pairs: Sequence[tuple[str, str]], targets: Sequence, out_di
 
     ``loss(logits [batch, outputs], targets of the batch)`` gives the batch loss; ``targets`` are floats
     (one output) or class indices. ``spans``: per pair, the answer's character offsets in the passage (or
-    None); given, a span head (start, end per token) is trained beside, with cross-entropy over the passage's
-    tokens, and saved as ``span.safetensors``. The same seed and pairs give the same model.
+    None); given, a span head (start, end per token) is trained too, with cross-entropy over the passage's
+    tokens, and saved as ``span.safetensors``; with ``loss=None`` it is the only objective (a span model).
+    The same seed and pairs give the same model.
     """
     torch = require("torch")
     peft = require("peft")
@@ -90,7 +91,7 @@ def train_pair_model(pairs: Sequence[tuple[str, str]], targets: Sequence, out_di
         with autocast:
             out = pooled_logits(model, head, enc, torch, span_head)
         logits, token_logits = out if span_head is not None else (out, None)
-        value_t = loss(logits.float(), [targets[i] for i in idx])
+        value_t = loss(logits.float(), [targets[i] for i in idx]) if loss is not None else 0.0
         if token_logits is not None:
             value_t = value_t + _span_loss(token_logits.float(), [span_tokens[i] for i in idx], enc, torch)
         value_t.backward()
