@@ -126,8 +126,18 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
         first.append(time.perf_counter())
     elif shape == "label" and reader is not None:
         # The trained reader reads each kept passage; the one that states a verdict decides (no generation).
-        reading = reader.read(question, prompt.context, _documents_covering(scopes, doc_ids, question, settings))
+        eligible = _documents_covering(scopes, doc_ids, question, settings)
+        reading = reader.read(question, prompt.context, eligible)
+        best = None
+        if settings.label_support == "selector" and selector is not None:
+            # The support is the clause the selector finds in the documents the question names, not the
+            # deciding passage's sentence: a contract states a clause over sentences the reader did not pick.
+            best = next((s for s in selector.rank(question, prompt.context) if eligible is None or eligible[s.n - 1]), None)
+            if best is not None:
+                reading.n, reading.sentence = best.n, best.sentence
         shaped = label_from_reading(reading, texts, question)
+        if settings.label_support == "selector" and selector is not None and best is not None:
+            shaped.quote["by"] = "selector"
         if reading.verdict < settings.min_verdict:  # no passage it may read states a verdict: not found
             shaped.refused, shaped.label = True, None
         first.append(time.perf_counter())
