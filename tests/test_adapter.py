@@ -80,6 +80,8 @@ def test_adapter_files_and_metadata(trained):
     assert meta["examples"] == 6 and meta["seed"] == 0 and meta["test"] is True and meta["steps"] == 3
     assert not any(p.suffix in (".bin", ".pt", ".pkl") for p in out.iterdir())
     assert report.tokens > 0 and (out / GGUF_FILE).stat().st_size > 10_000
+    # the base is named as the pack names it, not by this machine's path to its dequantized copy
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == pack.config.generator.model
 
 
 @pytest.mark.parametrize("backend,merge", [("llamacpp", True), ("llamacpp", False), ("transformers", True)])

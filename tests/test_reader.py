@@ -88,6 +88,9 @@ def test_saved_reader_is_small_safetensors_with_its_labels(trained):
     assert (pack_dir / "label_reader" / "adapter_model.safetensors").stat().st_size < 5_000_000
     info = json.loads((pack_dir / "label_reader" / "reader.json").read_text())
     assert info["labels"] == ["yes", "no", "maybe"] and info["seed"] == 0 and meta["steps"] > 0
+    # the base is named, not this machine's path to it
+    config = json.loads((pack_dir / "label_reader" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "packaged:minilm"
 
 
 def _answers_with(trained, setting: str, rows: list[dict]) -> list[dict]:

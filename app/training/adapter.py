@@ -264,7 +264,7 @@ def train_adapter(base_model: str, examples: list[Example], out_dir: Path | str,
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    _save_peft(model, tmp, torch)
+    _save_peft(model, tmp, torch, base_model)
     write_gguf_lora(tmp, tmp / GGUF_FILE, gen.gguf_source())
     shapes: dict[str, int] = {}
     for ex in examples:
@@ -280,14 +280,17 @@ def train_adapter(base_model: str, examples: list[Example], out_dir: Path | str,
     return report
 
 
-def _save_peft(model, folder: Path, torch) -> None:
-    """The peft adapter as fp16 safetensors (half the size; loading casts back) plus its config."""
+def _save_peft(model, folder: Path, torch, base_model: str) -> None:
+    """The peft adapter as fp16 safetensors (half the size; loading casts back) plus its config, which names
+    the base as the pack does (``base_model``), not by this machine's path to its dequantized copy."""
     from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
 
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in get_peft_model_state_dict(model).items()}
     save_file(state, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
-    model.peft_config["default"].save_pretrained(str(folder))
+    config = model.peft_config["default"]
+    config.base_model_name_or_path = base_model
+    config.save_pretrained(str(folder))
 
 
 # ---------------------------------------------------------------------------------------------- GGUF

@@ -18,6 +18,7 @@ from app.errors import require
 from app.pair_model import HEAD_FILE, SPAN_FILE, base_model_dir, passage_token_mask, pooled_logits
 from app.training import replace_dir, warmup_then_decay
 
+BASE_NAME = "packaged:minilm"
 LORA_TARGETS = ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"]
 
 
@@ -107,6 +108,8 @@ def train_pair_model(pairs: Sequence[tuple[str, str]], targets: Sequence, out_di
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    # The base is always the installed package (never this machine's path to it, which the config would record).
+    model.peft_config["default"].base_model_name_or_path = BASE_NAME
     model.save_pretrained(str(tmp), safe_serialization=True)
     from safetensors.torch import save_file
 
@@ -118,7 +121,7 @@ def train_pair_model(pairs: Sequence[tuple[str, str]], targets: Sequence, out_di
     (tmp / "README.md").unlink(missing_ok=True)  # peft's model-card stub; the info file says how it was made
     meta = {**(info or {}), "pairs": len(pairs), "steps": len(batches), "epochs": epochs, "batch_size": batch_size,
             "lr": lr, "rank": rank, "max_length": max_length, "seed": seed, "seconds": round(seconds, 1),
-            "final_loss": round(float(ema or 0.0), 4), "base_model": "packaged:minilm",
+            "final_loss": round(float(ema or 0.0), 4), "base_model": BASE_NAME,
             **({"span_examples": sum(t is not None for t in span_tokens)} if span_tokens is not None else {})}
     (tmp / info_name).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     replace_dir(tmp, out_dir)
