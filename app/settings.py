@@ -385,14 +385,6 @@ class AnswerSettings(_Strict):
         "verdict, and the answer is 'not found' (decided by the model). The reader's verdicts are near 0 or above "
         ".9, so the middle is the floor.",
     )
-    label_support: Literal["reader", "selector"] = Field(
-        "reader",
-        description="With a label reader: which model picks the sentence quoted as a label's support. 'reader': "
-        "the deciding passage's sentence that states the label best (a study's conclusion). 'selector': the "
-        "sentence selector's best sentence among the passages of the documents the question names (a contract's "
-        "clause, which a yes/no answer about it should quote whole); the selector is then trained on the "
-        "pack's label rows too.",
-    )
     extract_selector: str | None = Field(
         None,
         description="The pack-relative folder of a sentence selector (a MiniLM cross-encoder trained by `slmrag adapt "

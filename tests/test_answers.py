@@ -481,29 +481,6 @@ def test_ui_note_says_the_reader_chose_the_label():
     assert check_note(none).endswith("found no verdict on the question in the passages of the documents it names (verdict 0.01).")
 
 
-def test_label_support_by_selector_quotes_its_best_sentence_of_a_named_document():
-    """label_support: selector. The reader decides "yes" from passage 1; the selector ranks another contract's
-    clause first (document b, which the question does not name), then passage 2's clause: the answer keeps the
-    reader's label and quotes passage 2's clause, cited [2]."""
-    from app.answers.selector import Selection
-
-    preamble = "This Supply Agreement is made between Acme Corp and Birch Ltd on 1 May 2020."
-    clause = "Either party may terminate this Agreement for convenience on ninety days notice."
-    other = "Either party may terminate for convenience on thirty days notice."
-    prompt = _doc_prompt("label", [("a", preamble), ("a", clause), ("b", other)])
-    q = "In the supply agreement between Acme Corp and Birch Ltd, can a party terminate for convenience?"
-    selector = FakeSelector([Selection(3, other, 0.9), Selection(2, clause, 0.8), Selection(1, preamble, 0.1)])
-    settings = AnswerSettings(shapes=["label"], labels=["yes", "no"], default="label", label_support="selector",
-                              grounding={"opening_words": 80})
-    c = compose(FakeGenerator("unused"), prompt, q, settings, reader=FakeReader(1, "yes"), selector=selector)
-    assert c.grounded and c.shaped.label == "yes" and c.shaped.cited == [2]
-    assert c.shaped.text == f"Yes. \u201c{clause}\u201d [2]" and c.shaped.quote["by"] == "selector"
-    # the default: the reader's own sentence of its deciding passage
-    c = compose(FakeGenerator("unused"), prompt, q, AnswerSettings(shapes=["label"], labels=["yes", "no"], default="label",
-                grounding={"opening_words": 80}), reader=FakeReader(1, "yes"), selector=selector)
-    assert c.shaped.cited == [1] and "by" not in c.shaped.quote
-
-
 def test_a_reading_below_the_verdict_floor_is_not_found():
     """The reader finds no verdict (.3 < the floor .5) in the one covering document's passage: the answer
     is the model's "not found", with the reader's scores kept for the UI; at a floor of .2 it answers."""

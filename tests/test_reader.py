@@ -132,18 +132,6 @@ def test_selector_examples_mark_the_sentence_holding_the_answer(trained):
         assert any(e.label == 0 for e in sentences if e.row_id == row["id"])
 
 
-def test_an_answer_standing_in_several_sentences_weighs_each_of_them_less(trained):
-    """"zinc" stands in four sentences of zinc.txt (its title, the objective, the dose, the conclusion) and
-    only one answers: each sentence holding it is a positive of weight 1/4; a unique answer's weighs 1."""
-    pack_dir, root, _, _, _ = trained
-    assistant = Assistant(load_pack_dir(pack_dir).with_index_dir(root / "index")).load(generator=False)
-    row = {"id": "z2", "question": "What did the children take for five days?", "doc": "zinc.txt", "answer": "zinc",
-           "evidence": "Children took 10 mg of zinc twice a day for five days."}
-    examples = build_selector_examples(assistant, [row, EXTRACT_ROWS[2]])
-    weights = {r: sorted({e.label for e in examples if e.row_id == r and e.label > 0}) for r in ("z2", "f")}
-    assert weights == {"z2": [0.25], "f": [1.0]}
-
-
 def test_selector_examples_mark_the_answer_inside_the_answering_sentence(trained):
     _, _, _, _, sentences = trained
     for row in EXTRACT_ROWS:

@@ -126,7 +126,7 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
         first.append(time.perf_counter())
     elif shape == "label" and reader is not None:
         # The trained reader reads each kept passage; the one that states a verdict decides (no generation).
-        shaped = _read_label(reader, selector, question, prompt.context, scopes, doc_ids, settings)
+        shaped = _read_label(reader, question, prompt.context, scopes, doc_ids, settings)
         first.append(time.perf_counter())
     elif shape == "label" and generator.scores_choices:
         probs = biased(label_probabilities(generator, prompt, list(settings.labels), with_not_found=label_not_found,
@@ -158,23 +158,13 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
     return _check(shaped, texts, scopes, doc_ids, question, settings, timings)
 
 
-def _read_label(reader, selector, question: str, passages: list, scopes: list[str], doc_ids: list[str],
+def _read_label(reader, question: str, passages: list, scopes: list[str], doc_ids: list[str],
                 settings: AnswerSettings) -> Shaped:
     """The label reader's answer: its verdict from a passage of a document the question names, supported by
-    the sentence that states it - or, with ``label_support: selector``, by the selector's best sentence of
-    those documents. Below ``min_verdict`` no such passage states a verdict, and the answer is not found."""
-    eligible = _documents_covering(scopes, doc_ids, question, settings)
-    reading = reader.read(question, passages, eligible)
-    by_selector = False
-    if settings.label_support == "selector" and selector is not None:
-        # A contract states a clause over sentences the reader did not pick for its verdict: the clause the
-        # selector finds in the documents the question names is the support to quote.
-        best = next((s for s in selector.rank(question, passages) if eligible is None or eligible[s.n - 1]), None)
-        if best is not None:
-            reading.n, reading.sentence, by_selector = best.n, best.sentence, True
+    that passage's sentence that states it. Below ``min_verdict`` no such passage states a verdict, and the
+    answer is not found."""
+    reading = reader.read(question, passages, _documents_covering(scopes, doc_ids, question, settings))
     shaped = label_from_reading(reading, [p.text for p in passages], question)
-    if by_selector:
-        shaped.quote["by"] = "selector"
     if reading.verdict < settings.min_verdict:
         shaped.refused, shaped.label = True, None
     return shaped

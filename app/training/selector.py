@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Callable
 
 from app.answers.selector import INFO, SPAN_DIR, candidates
-from app.answers.shapes import passage_sentences
 from app.errors import SlmragError, require
 from app.filters.cross_encoder import model_passage, normalize
 
@@ -65,12 +64,9 @@ def build_examples(assistant, rows: list[dict], *, seed: int = 0, max_rows: int 
     from app.evaluation.questions import scope
 
     cfg = assistant.pack.config.answers
-    # The selector answers 'extract' questions and, in a pack that quotes a label's support with it, finds the
-    # clause a 'label' answer cites: rows of those shapes teach it, a label row by its evidence.
-    shapes = {"extract"} | ({"label"} if cfg.label_support == "selector" else set())
     rng = random.Random(seed)
     picked = [r for r in rows if str(r.get("question") or "").strip() and r.get("doc") and r.get("answerable") is not False
-              and str(r.get("answer") or "").strip() and route(r["question"], cfg.route, cfg.shapes, cfg.default) in shapes]
+              and str(r.get("answer") or "").strip() and route(r["question"], cfg.route, cfg.shapes, cfg.default) == "extract"]
     rng.shuffle(picked)
     picked = picked[: max_rows or len(picked)]
     out: list[SelectorExample] = []
@@ -80,8 +76,7 @@ def build_examples(assistant, rows: list[dict], *, seed: int = 0, max_rows: int 
         found = assistant.retrieve(question, AskOptions(doc=scope(row))).passages
         own = assistant.retriever.search(question, 50, doc=row["doc"])
         doc_text = " ".join(p.text for p in own)
-        is_label = route(question, cfg.route, cfg.shapes, cfg.default) == "label"
-        answer_in_doc = not is_label and len(answer) >= 2 and f" {answer} " in f" {normalize(doc_text)} "
+        answer_in_doc = len(answer) >= 2 and f" {answer} " in f" {normalize(doc_text)} "
         cands = candidates(found)
         pos = [(n, s) for n, s in cands if holds_answer(s, row, answer_in_doc)]
         if not pos:  # retrieval missed it: the row still teaches where the answer is, from its own document
@@ -90,18 +85,13 @@ def build_examples(assistant, rows: list[dict], *, seed: int = 0, max_rows: int 
             if pos:
                 found, cands = own, own_cands
         if pos:
-            # A short answer ("New York") may stand in several sentences of its document - an address as well as
-            # the governing-law clause - and only one of them answers: each is a positive of weight 1/k, so
-            # the selector learns what those sentences share across rows rather than whichever came first.
-            k = sum(holds_answer(t, row, answer_in_doc) for p in own for t in passage_sentences(p.text)) if answer_in_doc else 1
-            weight = 1.0 / max(1, k)
             neg = [(n, s) for n, s in cands if (n, s) not in pos]
-            for n, s in pos[:4] + rng.sample(neg, min(negatives, len(neg))):
+            for n, s in pos[:2] + rng.sample(neg, min(negatives, len(neg))):
                 p = found[n - 1] if n <= len(found) else found[0]
                 text = model_passage(s, p.name, p.heading)
                 positive = (n, s) in pos
                 span = answer_offsets(text, str(row["answer"]), len(text) - len(s)) if positive and answer_in_doc else None
-                out.append(SelectorExample(question, text, weight if positive else 0.0, rid, span))
+                out.append(SelectorExample(question, text, 1.0 if positive else 0.0, rid, span))
         if progress:
             progress(i, len(picked))
     if not any(e.label > 0 for e in out):
