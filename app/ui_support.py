@@ -91,18 +91,17 @@ def check_note(rec: dict) -> str:
     if rec.get("withheld"):
         return f"An answer was written but not shown: it was not supported by the passages it cited{score}."
     details = rec.get("details") or {}
+    verdict = (details.get("label_scores") or {}).get("verdict")
+    how_sure = f" (verdict {verdict:.2f})" if verdict is not None else ""
     if rec.get("decided_by") == "model":
         if details.get("label_by") == "reader":
-            verdict = (details.get("label_scores") or {}).get("verdict")
             return ("This pack's trained label reader found no verdict on the question in the passages of the "
-                    "documents it names" + (f" (verdict {verdict:.2f})" if verdict is not None else "") + ".")
+                    "documents it names" + how_sure + ".")
         return "The model found that the passages do not answer the question."
     if rec.get("grounded") is False:
         missing = ", ".join(support.get("missing", [])[:5])
         return f"Not supported by the cited passages{score}" + (f"; not found there: {missing}" if missing else "") + "."
     if details.get("label_by") == "reader" and rec.get("grounded"):
-        verdict = (details.get("label_scores") or {}).get("verdict")
-        how_sure = f" (verdict {verdict:.2f})" if verdict is not None else ""
         return ("The label was read from the cited passage by this pack's trained label reader" + how_sure +
                 "; the sentence that states it is quoted word for word.")
     if rec.get("decided_by") == "verbatim":

@@ -51,6 +51,8 @@ def train_pair_model(pairs: Sequence[tuple[str, str]], targets: Sequence, out_di
     tokens, and saved as ``span.safetensors``; with ``loss=None`` it is the only objective (a span model).
     The same seed and pairs give the same model.
     """
+    if loss is None and spans is None:
+        raise ValueError("train_pair_model needs a loss, or spans to train a span model on")
     torch = require("torch")
     peft = require("peft")
     transformers = require("transformers")
