@@ -470,6 +470,25 @@ def test_answer_offsets_find_the_answer_whatever_its_case_spacing_or_punctuation
     assert answer_offsets(text, "...") is None
 
 
+def test_a_selector_positive_lies_in_the_evidence_not_only_holds_the_answer():
+    from app.training.selector import answer_is_text, holds_answer
+
+    doc = ("This Agreement is made between Keystone Foods Inc., a Pennsylvania corporation, and Lark LLC. "
+           "This Agreement shall be governed by the laws of the Commonwealth of Pennsylvania.")
+    preamble, clause = doc.split(". ", 1)
+    row = {"answer": "Pennsylvania", "evidence": clause}
+    assert answer_is_text(row, doc)
+    assert holds_answer(clause, row, True)
+    assert not holds_answer(preamble, row, True)  # names the state, but is not the governing-law clause
+    # an answer in another form than the evidence rests on the evidence alone
+    dated = {"answer": "4/7/20", "evidence": "made on the 7th day of April, 2020"}
+    assert not answer_is_text(dated, "This deed was made on the 7th day of April, 2020 by the parties.")
+    assert holds_answer("This deed was made on the 7th day of April, 2020 by the parties.", dated, False)
+    # an evidence with no content word (the answer itself) places nothing: holding the answer decides
+    bare = {"answer": "9/9/97", "evidence": "9/9/97"}
+    assert holds_answer("Signed 9/9/97 by the Licensor.", bare, answer_is_text(bare, ""))
+
+
 def test_ui_note_says_the_reader_chose_the_label():
     from app.ui_support import check_note
 
