@@ -128,13 +128,15 @@ class AnswerStream:
             fields = {"shape": s.shape, "label": s.label, "grounded": c.grounded, "decided_by": c.decided_by,
                       "support": c.support.to_json() if c.support else None,
                       "details": {k: v for k, v in s.to_json().items() if v is not None and k != "shape"}}
-            withhold = s.refused or (not c.grounded and self.answers.grounding.on_unsupported == "withhold")
+            unnamed = c.decided_by == "document"  # never shown, not even flagged: it answers another question
+            withhold = s.refused or unnamed or (not c.grounded and self.answers.grounding.on_unsupported == "withhold")
             if withhold:
                 # Grounded or silent: the user sees the abstention with the passages that were considered.
                 nearest = self.context[:3] or self.passages[:3]
-                text, citations = self.abstain(nearest, "model" if s.refused else "unsupported"), []
+                reason = "model" if s.refused else "unnamed" if unnamed else "unsupported"
+                text, citations = self.abstain(nearest, reason), []
                 self.abstained = True
-                fields["withheld"] = not s.refused
+                fields["withheld"] = reason == "unsupported"
             else:
                 text = s.text
                 citations = [cite_dict(n, self.context[n - 1]) for n in s.cited]

@@ -26,7 +26,8 @@ TEMPLATE_VARIABLES: dict[str, dict] = {
         "labels": ["yes", "no"],  # the pack's answers.labels, for the 'label' shape
     },
     # reason: "filter" (no passage passed the relevance filter), "unsupported" (the answer was not supported
-    # by the passages it cited) or "model" (the model said the passages do not answer)
+    # by the passages it cited), "model" (the model said the passages do not answer) or "unnamed" (the
+    # passages come from several documents and the question names none of them)
     "abstain": {"question": "Q?", "nearest": [{"n": 1, "source": "a.pdf", "page": 1, "text": "t"}], "reason": "filter"},
 }
 

@@ -334,6 +334,15 @@ class GroundingSettings(_Strict):
         "...' is about the Acme/Birch contract even where its clause does not repeat the parties. 0: the "
         "passage, its document's name and its heading only.",
     )
+    name_the_document: bool = Field(
+        False,
+        description="When the kept passages come from several documents, the answer's document must be named "
+        "by the question (a word of its file name that not all of them share: 'Amazon' for AMAZON_2019_10K.pdf); "
+        "otherwise the question is answered 'not found', asking the user to name the company or choose a "
+        "document. For collections of like documents (filings of many companies), where the same question "
+        "has a different answer in each: revenue 'in 2019' from whichever filing ranked first is another "
+        "company's figure. A question scoped to one document always passes.",
+    )
     on_unsupported: Literal["withhold", "flag"] = Field(
         "withhold",
         description="What happens to an answer that fails the check: 'withhold' (replaced by the abstention "

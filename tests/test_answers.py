@@ -555,3 +555,38 @@ def test_selector_sentence_from_a_passage_about_something_else_gives_way_to_the_
     c = compose(FakeGenerator("unused"), _doc_prompt("extract", [("a", preamble)]), q, settings,
                 selector=FakeSelector(ranked[:1]))
     assert not c.grounded and c.decided_by == "lexical"
+
+
+def test_a_question_names_a_document_by_a_word_of_its_file_name_that_the_others_lack():
+    from app.answers.grounding import named_documents
+
+    names = ["AMAZON_2019_10K.pdf", "BESTBUY_2019_10K.pdf", "MGMRESORTS_2022Q4_EARNINGS.pdf", "3M_2018_10K.pdf"]
+    assert named_documents("What was Amazon's revenue in 2019?", names) == [True, False, False, False]
+    assert named_documents("What was Best Buy's revenue in 2019?", names) == [False, True, False, False]
+    assert named_documents("Which region led MGM's EBITDAR?", names) == [False, False, True, False]
+    assert named_documents("What was 3M's capital expenditure?", names) == [False, False, False, True]
+    # a year, a form code and a word for the kind of document name nothing
+    assert named_documents("What were 2019 10K earnings?", names) == [False] * 4
+    # a word every kept document shares names them all when the question has it
+    assert named_documents("What was Amazon's revenue?", ["AMAZON_2017_10K.pdf", "AMAZON_2019_10K.pdf"]) == [True, True]
+
+
+def test_compose_answers_only_from_a_document_the_question_names_when_the_pack_asks():
+    """Two companies' filings state revenue for 2019; 'revenue in 2019' names neither (nothing is
+    generated, decided by "document"), 'Birch's revenue' names the second, and an answer citing the first
+    is withheld. Off (the default), the first filing's figure stands."""
+    a = "Revenue in 2019 was $12.0 million, up from $10.0 million."
+    b = "Revenue in 2019 was $40.5 million, up from $38.0 million."
+    ps = [Passage(vid=i, doc_id=d, source=f"/{d}", name=d, page=None, text=t, heading="", start=0, end=len(t))
+          for i, (d, t) in enumerate([("ACME_2019_10K.pdf", a), ("BIRCH_2019_10K.pdf", b)])]
+    prompt = Prompt([{"role": "user", "content": "x"}], ps, 64, "free")
+    on = AnswerSettings(shapes=["free"], default="free", grounding={"name_the_document": True})
+    gen = FakeGenerator("Revenue in 2019 was $12.0 million [1].")
+    c = compose(gen, prompt, "What was revenue in 2019?", on)
+    assert gen.calls == [] and not c.grounded and c.decided_by == "document"
+    c = compose(gen, prompt, "What was Birch's revenue in 2019?", on)
+    assert not c.grounded and c.decided_by == "document"  # its answer cites ACME's filing
+    c = compose(FakeGenerator("Revenue in 2019 was $40.5 million [2]."), prompt, "What was Birch's revenue in 2019?", on)
+    assert c.grounded and c.shaped.cited == [2]
+    off = AnswerSettings(shapes=["free"], default="free")
+    assert compose(gen, prompt, "What was revenue in 2019?", off).grounded

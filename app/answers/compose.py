@@ -12,7 +12,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from app.answers.grounding import Support, lexical_support
+from app.answers.grounding import Support, lexical_support, named_documents
 from app.filters.cross_encoder import doc_label
 from app.answers.shapes import (Shaped, best_sentence, calculate_from_table, finish_calculate, finish_extract,
                                 finish_free, finish_label, label_from_reading, quote_for_model, quote_selection,
@@ -33,7 +33,8 @@ class Composed:
     shaped: Shaped
     support: Support | None
     grounded: bool
-    decided_by: str  # which check decided: "lexical", "verbatim", "none", "model" (the model said not found)
+    decided_by: str  # which check decided: "lexical", "verbatim", "none", "model" (the model said not found),
+    # "document" (the question names none of the kept passages' documents, see GroundingSettings.name_the_document)
     timings: dict = field(default_factory=dict)
 
 
@@ -111,6 +112,12 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
 
     shape = prompt.shape
     doc_ids = [p.doc_id for p in prompt.context]
+    named = _named(question, prompt.context, settings)
+    if named is not None and not any(named):
+        # Several documents and the question names none of them: any answer would be one document's figure
+        # given for a question that did not say which; nothing is generated.
+        timings["first_token_s"] = timings["generate_s"] = time.perf_counter() - t0
+        return Composed(Shaped(shape, ""), None, False, "document", timings)
     table = table_calculation(question, texts) if shape == "calculate" else None
     selection = _selected(selector.rank(question, prompt.context), scopes, question, settings) if (
         shape == "extract" and selector is not None) else None
@@ -155,7 +162,20 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
     timings["generate_s"] = end - t0
     if shaped.refused:
         return Composed(shaped, None, False, "model", timings)
-    return _check(shaped, texts, scopes, doc_ids, question, settings, timings)
+    checked = _check(shaped, texts, scopes, doc_ids, question, settings, timings)
+    if named is not None and checked.grounded and checked.shaped.cited and not named[checked.shaped.cited[0] - 1]:
+        return Composed(checked.shaped, checked.support, False, "document", timings)
+    return checked
+
+
+def _named(question: str, passages: list, settings: AnswerSettings) -> list[bool] | None:
+    """Per kept passage: whether the question names its document (``grounding.name_the_document``); None
+    when the pack does not ask for it or the passages come from one document."""
+    if not settings.grounding.name_the_document or len({p.doc_id for p in passages}) < 2:
+        return None
+    names = sorted({p.doc_id: p.name for p in passages}.items())
+    by_doc = dict(zip((d for d, _ in names), named_documents(question, [n for _, n in names])))
+    return [by_doc[p.doc_id] for p in passages]
 
 
 def _read_label(reader, question: str, passages: list, scopes: list[str], doc_ids: list[str],

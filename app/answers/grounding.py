@@ -100,3 +100,46 @@ def lexical_support(answer: str, cited_texts: list[str], question: str = "") -> 
     checked = len(seen) + len(parse_numbers(body))
     score = weight_found / weight_total if weight_total else 1.0
     return Support(score, checked, missing)
+
+
+
+
+_NAME_TOKEN = re.compile(r"[a-z0-9]+")
+# Words file names use for the kind of document, not for whom it is about.
+_DOC_KINDS = frozenset("""
+annual quarterly interim report reports filing filings form dated earnings results statement statements financial excerpt
+financials presentation transcript press release proxy amendment exhibit draft final version copy scan
+agreement contract policy protocol guideline guidelines study paper article notes memo summary
+""".split())
+_FORM_CODE = re.compile(r"\d{1,2}[kqf]|\d{4}(q|h|fy)\d|(q|h|fy)\d{1,4}|s\d|def\d+\w*")
+
+
+def _name_words(name: str) -> set[str]:
+    """The words of a document's file name that can name it: a company, a product, a party ("3M" too) - not
+    a year, a number, a form code ("10K", "8K", "2023Q4") or a word for the kind of document ("earnings")."""
+    from app.filters.cross_encoder import doc_label
+
+    return {t for t in _NAME_TOKEN.findall(doc_label(name).lower())
+            if len(t) >= 2 and not t.isdigit() and t not in _DOC_KINDS and not _FORM_CODE.fullmatch(t)}
+
+
+def named_documents(question: str, names: list[str]) -> list[bool]:
+    """Per document name: whether ``question`` names that document among ``names`` (the documents of the
+    kept passages), by a word of its name that not all of them share - "Amazon" names AMAZON_2019_10K.pdf
+    beside BESTBUY_2019_10K.pdf; "10K" names neither, and no year does. A word all of them share names
+    them all when the question has it ("Amazon" for two Amazon filings). A name word also matches words of
+    the question run together ("Best Buy's" names BESTBUY_...) and an acronym it starts with ("MGM" names
+    MGMRESORTS_...)."""
+    words = [_name_words(n) for n in names]
+    common = set.intersection(*words) if words else set()
+    q_words = _NAME_TOKEN.findall(question.lower())
+    joined = "".join(q_words)
+    acronyms = [w.lower() for w in re.findall(r"\b[A-Z]{3,}\b", question)]
+
+    def said(t: str) -> bool:
+        return (t in q_words or (len(t) >= 5 and t in joined and not any(t in w for w in q_words))
+                or any(t.startswith(a) for a in acronyms))
+
+    if any(said(t) for t in common):
+        return [True] * len(names)
+    return [any(said(t) for t in w - common) for w in words]

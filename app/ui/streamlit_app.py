@@ -214,12 +214,15 @@ ABSTAIN_REASONS = {
     "unsupported": "An answer was written, but the passages it cited do not support it, so it is not shown. "
                    "The passages that were considered are listed below.",
     "model": "The passages that were found do not answer this question. They are listed below.",
+    "unnamed": "The passages that were found come from several documents, and the question does not say which "
+               "one it is about. Name the company or party in the question, or choose one under Settings, 'Ask about'.",
 }
 
 
 def render_answer_body(ans: dict, prefix: str) -> None:
     if ans.get("abstained"):
-        reason = "unsupported" if ans.get("withheld") else ("model" if ans.get("decided_by") == "model" else "filter")
+        reason = ("unsupported" if ans.get("withheld") else "unnamed" if ans.get("decided_by") == "document"
+                  else "model" if ans.get("decided_by") == "model" else "filter")
         st.markdown(f"<div class='slm-abstain'><b>Not found in your documents.</b> {ABSTAIN_REASONS[reason]}</div>",
                     unsafe_allow_html=True)
         return
@@ -400,7 +403,8 @@ def sidebar_pack_info(assistant: Assistant) -> None:
                           type="tertiary", width="stretch")
 
 
-def sidebar_settings(pack) -> AskOptions:
+def sidebar_settings(assistant: Assistant) -> AskOptions:
+    pack = assistant.pack
     cfg = pack.config
     lo = min(0.0, float(cfg.filter.threshold))
     hi = max(1.0, float(cfg.filter.threshold))
@@ -415,9 +419,16 @@ def sidebar_settings(pack) -> AskOptions:
         max_tokens = st.slider("Answer length (max tokens)", 16, 1024, min(1024, cfg.generator.max_tokens),
                                step=8, key=f"max_tokens::{pack.name}", persist_state="session",
                                help="Most tokens generated per answer.")
+        docs = sorted(assistant.snapshot.documents.values(), key=lambda d: d.name.lower()) if assistant.snapshot else []
+        by_id = {d.doc_id: d.name for d in docs}
+        scope = st.selectbox("Ask about", [None, *by_id], key=f"scope::{pack.name}",
+                             format_func=lambda i: "All documents" if i is None else by_id.get(i, i),
+                             help="Answer from one document only: for questions such as 'What was revenue in "
+                                  "2019?' that many documents answer differently.")
         st.caption(f"Pack defaults: k={cfg.retrieval.k}, threshold={cfg.filter.threshold:g}, "
                    f"max tokens={cfg.generator.max_tokens}. Settings apply to this session only.")
-    return AskOptions(k=int(k), threshold=float(threshold), max_tokens=int(max_tokens))
+    return AskOptions(k=int(k), threshold=float(threshold), max_tokens=int(max_tokens),
+                      doc=scope if scope in by_id else None)
 
 
 def sidebar_documents(assistant: Assistant) -> None:
@@ -493,7 +504,7 @@ def main() -> None:
     cfg = pack.config
     with st.sidebar:
         sidebar_pack_info(assistant)
-        options = sidebar_settings(pack)
+        options = sidebar_settings(assistant)
         sidebar_documents(assistant)
         conversation_slot = st.container()  # filled last, so it reflects a question asked in this run
 
