@@ -91,6 +91,13 @@ def weights_sha256(folder: Path | str) -> str | None:
     return file_sha256(path) if path.is_file() else None
 
 
+def _linear(weights: dict, torch):
+    """A linear layer from its saved ``weight`` and ``bias``, ready for inference."""
+    layer = torch.nn.Linear(weights["weight"].shape[1], weights["weight"].shape[0])
+    layer.load_state_dict(weights)
+    return layer.eval()
+
+
 class PairModel:
     """A trained pair model, its adapter merged into MiniLM once loaded (plain BERT again: no adapter cost
     per call). Cheap to construct; :meth:`load` does the work."""
@@ -122,16 +129,19 @@ class PairModel:
             base = base_model_dir()
             tok = transformers.AutoTokenizer.from_pretrained(str(base), local_files_only=True)
             model = transformers.AutoModel.from_pretrained(str(base), local_files_only=True)
-            model = peft.PeftModel.from_pretrained(model, str(self.folder), is_trainable=False)
-            weights = load_file(str(self.folder / HEAD_FILE))
-            head = torch.nn.Linear(weights["weight"].shape[1], weights["weight"].shape[0])
-            head.load_state_dict(weights)
-            head.eval()
-            if (self.folder / SPAN_FILE).is_file():
-                w = load_file(str(self.folder / SPAN_FILE))
-                self._span = torch.nn.Linear(w["weight"].shape[1], w["weight"].shape[0])
-                self._span.load_state_dict(w)
-                self._span.eval()
+            reading = "adapter_model.safetensors"
+            try:
+                model = peft.PeftModel.from_pretrained(model, str(self.folder), is_trainable=False)
+                reading = HEAD_FILE
+                head = _linear(load_file(str(self.folder / HEAD_FILE)), torch)
+                if (self.folder / SPAN_FILE).is_file():
+                    reading = SPAN_FILE
+                    self._span = _linear(load_file(str(self.folder / SPAN_FILE)), torch)
+            except Exception as exc:  # a truncated or foreign file: say which, and how to get a good one
+                raise SlmragError(
+                    f"The trained model in {self.folder} could not be read ({reading}: {type(exc).__name__}: {exc}). "
+                    "The file is damaged or was not written by slmrag: reinstall the pack, or train this model again "
+                    "(slmrag adapt reader / adapt selector / filter train, with --pack NAME --train DIR).") from exc
             self._tok, self._head = tok, head
             self._model = model.merge_and_unload().eval()
         return self

@@ -150,3 +150,20 @@ def test_pack_with_a_selector_quotes_the_answering_sentence_without_generating(t
         assert row["answer"] in quote["sentence"] and quote["text"] in quote["sentence"], quote
         assert set(row["answer"].split()) & set(quote["text"].split()), quote
         assert len(quote["text"]) < len(quote["sentence"]) and a["answer"].startswith(quote["text"] + " \u2014 "), a
+
+
+@pytest.mark.parametrize("damaged", ["head.safetensors", "span/span.safetensors"])
+def test_a_damaged_model_file_is_named_with_how_to_get_a_good_one(tmp_path, damaged):
+    """The shipped medical selector (with its span model) copied, one weight file cut short: loading names
+    the file and says to reinstall or retrain, rather than a bare safetensors error."""
+    from pathlib import Path
+
+    from app.answers.selector import SentenceSelector
+
+    src = Path(__file__).resolve().parents[1] / "domains" / "medical" / "extract_selector"
+    folder = tmp_path / "extract_selector"
+    shutil.copytree(src, folder)
+    f = folder / damaged
+    f.write_bytes(f.read_bytes()[:100])
+    with pytest.raises(SlmragError, match=rf"{f.name}: .*(reinstall the pack|train this model again)"):
+        SentenceSelector.from_folder(folder).load()

@@ -151,7 +151,8 @@ def train_selector(examples: list[SelectorExample], out_dir: Path | str, *, epoc
                               "span to learn; train without --span.")
         span_meta = train_pair_model([(e.question, e.sentence) for e in marked], [0.0] * len(marked),
                                      Path(out_dir) / SPAN_DIR, outputs=1, loss=None, info_name=INFO,
-                                     info={"span_of": "the sentence selector", "rows": len({e.row_id for e in marked})},
+                                     info={**(info or {}), "span_of": "the sentence selector",
+                                           "rows": len({e.row_id for e in marked})},
                                      epochs=span_epochs, lr=lr, rank=rank, max_length=max_length, seed=seed,
                                      spans=[e.span for e in marked], progress=progress)
         meta["span_examples"] = span_meta["span_examples"]
