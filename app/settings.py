@@ -401,6 +401,14 @@ class AnswerSettings(_Strict):
         "model finds most likely to answer, quoted word for word with its citation, and nothing is generated. "
         "Unset: the generator writes the quote, which is then checked to be verbatim.",
     )
+    term_end: str | None = Field(
+        None,
+        description="A regular expression for 'extract' questions that ask on what date a term ends ('on what "
+        "date will the initial term expire'). With a sentence selector, such a question whose best term "
+        "sentences give a duration ('for three (3) years') rather than an end date is answered with the date "
+        "slmrag computes: the start date the document states plus that duration, both cited. Unset: quoted "
+        "as any extract answer.",
+    )
     label_not_found: bool = Field(
         False,
         description="For 'label' answers, also score the start of 'I could not find this in your documents' "
@@ -408,6 +416,18 @@ class AnswerSettings(_Strict):
         "not answer).",
     )
     grounding: GroundingSettings = Field(default_factory=GroundingSettings)
+
+    @field_validator("term_end")
+    @classmethod
+    def _term_end_compiles(cls, v: str | None) -> str | None:
+        import re
+
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"answers.term_end is not a valid regular expression: {exc}") from exc
+        return v
 
     @model_validator(mode="after")
     def _known_shapes(self) -> "AnswerSettings":

@@ -590,3 +590,47 @@ def test_compose_answers_only_from_a_document_the_question_names_when_the_pack_a
     assert c.grounded and c.shaped.cited == [2]
     off = AnswerSettings(shapes=["free"], default="free")
     assert compose(gen, prompt, "What was revenue in 2019?", off).grounded
+
+
+def test_dates_and_durations_as_contracts_write_them():
+    from datetime import date
+
+    from app.answers.dates import add, find_dates, find_durations
+
+    assert [f.value for f in find_dates("made as of the 20th day of March 2002, and dated 3/15/2019")] == [
+        date(2002, 3, 20), date(2019, 3, 15)]
+    assert [f.value for f in find_dates("effective Sept. 24, 2013; not February 30, 2020")] == [date(2013, 9, 24)]
+    assert [f.value for f in find_durations("for three (3) years, then a two-year term, or ninety (90) days")] == [
+        (3, "year"), (2, "year"), (90, "day")]
+    assert add(date(2019, 3, 15), 3, "year") == date(2022, 3, 15)
+    assert add(date(2012, 2, 29), 1, "year") == date(2013, 2, 28)  # no 29 February in 2013
+    assert add(date(2019, 1, 31), 1, "month") == date(2019, 2, 28)
+
+
+def test_a_term_end_is_counted_from_the_documents_start_date():
+    """'On what date does the term expire?': the best term sentence gives a duration, the preamble (a kept
+    passage of the same contract) the Effective Date; the answer is their sum with both cited, nothing
+    generated. A term sentence naming its own end date is quoted instead; a notice period is no term."""
+    from app.answers.selector import Selection
+
+    preamble = "This Supply Agreement is entered into as of March 15, 2019 (the Effective Date) by Acme and Birch."
+    term = "This Agreement shall remain in force for a period of three (3) years from the Effective Date."
+    notice = "Either party may terminate on ninety (90) days notice prior to the end of the term."
+    prompt = _doc_prompt("extract", [("c", preamble), ("c", term), ("c", notice)])
+    settings = AnswerSettings(shapes=["extract"], default="extract", term_end=r"\bwhat date\b.*\bexpire",
+                              grounding={"check": "none"})
+    q = "On what date will the initial term of the Acme / Birch supply agreement expire?"
+    gen = FakeGenerator("unused")
+    ranked = [Selection(3, notice, 0.9), Selection(2, term, 0.8), Selection(1, preamble, 0.7)]
+    c = compose(gen, prompt, q, settings, selector=FakeSelector(ranked))
+    assert gen.calls == [] and c.grounded
+    assert c.shaped.text == (f"March 15, 2022 \u2014 March 15, 2019 [1] + three (3) years: \u201c{term}\u201d [2]")
+    assert c.shaped.cited == [2, 1] and c.shaped.calculation["value"] == "2022-03-15"
+    explicit = "This Agreement shall continue for two years, until December 31, 2021."
+    c = compose(gen, _doc_prompt("extract", [("c", preamble), ("c", explicit)]), q, settings,
+                selector=FakeSelector([Selection(2, explicit, 0.9)]))
+    assert c.shaped.calculation is None and c.shaped.text == f"\u201c{explicit}\u201d [2]"
+    # a question that does not ask for an end date is quoted as any extract answer
+    c = compose(gen, prompt, "How long is the initial term of the Acme / Birch agreement?", settings,
+                selector=FakeSelector(ranked[1:]))
+    assert c.shaped.calculation is None and c.shaped.text == f"\u201c{term}\u201d [2]"

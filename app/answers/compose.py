@@ -9,14 +9,16 @@ answer is withheld or flagged is the pack's ``answers.grounding.on_unsupported``
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass, field
 
 from app.answers.grounding import Support, lexical_support, named_documents
 from app.filters.cross_encoder import doc_label
-from app.answers.shapes import (Shaped, best_sentence, calculate_from_table, finish_calculate, finish_extract,
-                                finish_free, finish_label, label_from_reading, quote_for_model, quote_selection,
-                                read_label)
+from app.answers.shapes import (Shaped, best_sentence, calculate_from_table, date_from_term, finish_calculate,
+                                finish_extract, finish_free, finish_label, label_from_reading, quote_for_model,
+                                quote_selection, read_label)
+from app.answers.dates import term_end
 from app.answers.tables import table_calculation
 from app.settings import AnswerSettings
 
@@ -119,13 +121,19 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
         timings["first_token_s"] = timings["generate_s"] = time.perf_counter() - t0
         return Composed(Shaped(shape, ""), None, False, "document", timings)
     table = table_calculation(question, texts) if shape == "calculate" else None
-    selection = _selected(selector.rank(question, prompt.context), scopes, question, settings) if (
-        shape == "extract" and selector is not None) else None
+    ranked = selector.rank(question, prompt.context) if shape == "extract" and selector is not None else None
+    ending = term_end(ranked, prompt.context) if ranked and settings.term_end and re.search(
+        settings.term_end, question, re.IGNORECASE) else None
+    selection = _selected(ranked, scopes, question, settings) if ranked is not None and ending is None else None
     if selection is not None:
         selection = selector.marked(question, selection, prompt.context)
     if table is not None:
         # The question's form fixes the arithmetic and a cited row holds the cells: no generation needed.
         shaped = calculate_from_table(table, texts, question)
+        first.append(time.perf_counter())
+    elif ending is not None:
+        # The term runs for a duration from a start date the document states: slmrag counts, both are cited.
+        shaped = date_from_term(ending)
         first.append(time.perf_counter())
     elif selection is not None:
         # The trained selector found the sentence that answers: quoted word for word, nothing generated.

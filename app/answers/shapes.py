@@ -247,6 +247,21 @@ def quote_selection(selection) -> Shaped:
                          "score": round(selection.score, 4)})
 
 
+def date_from_term(ending) -> Shaped:
+    """The end date of a term (:class:`app.answers.dates.TermEnd`) as an extract answer: the computed date,
+    its formula (start date + duration, as the document writes them) and the term sentence, quoted and
+    cited with the passage stating the start date (when a kept one does)."""
+    n, end = ending.n, f"{ending.end:%B} {ending.end.day}, {ending.end.year}"
+    cited = [n] + ([ending.start_n] if ending.start_n and ending.start_n != n else [])
+    source = f" [{ending.start_n}]" if ending.start_n else " (the document's opening)"
+    text = (f"{end} \u2014 {ending.start.text}{source} + {ending.duration.text}: "
+            f"\u201c{ending.sentence}\u201d [{n}]")
+    return Shaped("extract", text, cited, claim=ending.sentence,
+                  quote={"text": ending.sentence, "n": n, "verbatim": True, "by_model": False, "by": "dates"},
+                  calculation={"formula": ending.formula, "value": ending.end.isoformat(), "display": end,
+                               "by": "dates", "start": ending.start.text, "duration": ending.duration.text})
+
+
 def finish_calculate(raw: str, passages: list[str], question: str) -> Shaped:
     """Evaluate the formula the model wrote; show value, formula and the cited passages."""
     n = len(passages)

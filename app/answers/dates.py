@@ -1,0 +1,143 @@
+"""The date a term ends, computed: a contract says "for a period of three (3) years" from its Effective
+Date, and the question asks on what date the term expires.
+
+Like a finance 'calculate' answer, the arithmetic is slmrag's, shown with its inputs, so a lawyer checks a
+start date and a duration, each cited, rather than trusting a small model's calendar. A term sentence
+that states its end date itself ("shall expire on December 31, 2006") needs no computing: it is quoted.
+
+Conventions: a term of N years from a start date ends on the same day N years later (the anniversary);
+a month count keeps the day of the month, clamped to the month's last day. Contracts differ (some end
+the day before the anniversary): the answer shows both inputs so the reader can tell.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+_MONTHS = ("january february march april may june july august september october november december").split()
+_MONTH = "|".join(_MONTHS) + r"|sept\.?|" + "|".join(m[:3] + r"\.?" for m in _MONTHS if len(m) > 3)
+_DAY = r"(\d{1,2})\s*(?:st|nd|rd|th|t\s?h)?"
+_DATE = re.compile(
+    rf"\b(?:(?P<m1>{_MONTH})\s+{_DAY.replace('(', '(?P<d1>', 1)},?\s+(?P<y1>\d{{4}})"
+    rf"|{_DAY.replace('(', '(?P<d2>', 1)}\s+(?:day\s+of\s+)?(?P<m2>{_MONTH}),?\s+(?:in\s+the\s+year\s+)?(?P<y2>\d{{4}})"
+    rf"|(?P<m3>\d{{1,2}})/(?P<d3>\d{{1,2}})/(?P<y3>\d{{4}}))\b",
+    re.IGNORECASE)
+_WORD_NUMBERS = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen".split())}
+_WORD_NUMBERS.update({"a": 1, "an": 1, "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60,
+                      "ninety": 90, "eighteen": 18, "twenty-four": 24, "thirty-six": 36})
+_NUMBER = r"\d{1,3}|" + "|".join(sorted(_WORD_NUMBERS, key=len, reverse=True))
+_DURATION = re.compile(rf"\b(?P<w>{_NUMBER})\s*(?:\(\s*(?P<d>\d{{1,3}})\s*\)\s*)?-?\s*(?P<u>year|month|week|day)s?\b",
+                       re.IGNORECASE)
+# A sentence about how long the agreement runs (not a notice period or a payment term).
+_TERM = re.compile(r"\b(term|period of|continue|remain|in (full )?force|in effect|duration|expire)", re.IGNORECASE)
+_NOT_TERM = re.compile(r"\b(notice|prior to|before the (end|expiration)|after (the |any )?(termination|expiration)|"
+                       r"following (the |any )?(termination|expiration)|survive|days? after receipt|invoice|payment)",
+                       re.IGNORECASE)
+# Where a contract says when it starts: an Effective Date, "dated as of", "made ... this 5th day of".
+_START = re.compile(r"effective|commenc|dated|entered into|made\b|as of|execution", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Found:
+    value: object  # a date, or (count, unit) for a duration
+    text: str  # as the document writes it
+    start: int
+
+
+def find_dates(text: str) -> list[Found]:
+    """The calendar dates written in ``text`` (March 15, 2019; 15th day of March, 2019; 3/15/2019)."""
+    out = []
+    for m in _DATE.finditer(text):
+        g = m.groupdict()
+        try:
+            if g["m1"]:
+                d = date(int(g["y1"]), _month(g["m1"]), int(g["d1"]))
+            elif g["m2"]:
+                d = date(int(g["y2"]), _month(g["m2"]), int(g["d2"]))
+            else:
+                d = date(int(g["y3"]), int(g["m3"]), int(g["d3"]))
+        except ValueError:  # 31 February: not a date
+            continue
+        out.append(Found(d, m.group(0), m.start()))
+    return out
+
+
+def find_durations(text: str) -> list[Found]:
+    """The lengths of time written in ``text``: (count, unit) with unit year, month, week or day."""
+    out = []
+    for m in _DURATION.finditer(text):
+        n = int(m.group("d")) if m.group("d") else _count(m.group("w"))
+        if n:
+            out.append(Found((n, m.group("u").lower()), m.group(0), m.start()))
+    return out
+
+
+def add(start: date, count: int, unit: str) -> date:
+    """``start`` plus ``count`` units: years and months keep the day (clamped to the month's end)."""
+    if unit in ("week", "day"):
+        return start + timedelta(days=count * (7 if unit == "week" else 1))
+    months = start.month - 1 + count * (12 if unit == "year" else 1)
+    y, m = start.year + months // 12, months % 12 + 1
+    last = (date(y + (m == 12), m % 12 + 1, 1) - timedelta(days=1)).day
+    return date(y, m, min(start.day, last))
+
+
+@dataclass(frozen=True)
+class TermEnd:
+    end: date
+    start: Found  # the date the term runs from
+    start_n: int | None  # the kept passage that states it (1-based); None: the document's opening
+    duration: Found
+    n: int  # the kept passage whose sentence states the duration
+    sentence: str
+
+    @property
+    def formula(self) -> str:
+        return f"{self.start.text} + {self.duration.text}"
+
+
+def term_end(ranked, passages, *, top: int = 5) -> TermEnd | None:
+    """The end of the term stated by the best of the selector's ``ranked`` sentences
+    (:class:`app.answers.selector.Selection`) that gives a duration, counted from a date in that sentence or
+    else the start date its document states (in a kept passage of that document, then its opening). None
+    when no such sentence is among the ``top`` or it names its own end date (then it is quoted as it is)."""
+    for s in ranked[:top]:
+        if not _TERM.search(s.sentence) or _NOT_TERM.search(s.sentence):
+            continue
+        durations = find_durations(s.sentence)
+        if not durations:
+            continue
+        dates = find_dates(s.sentence)
+        if any(d.start > durations[0].start for d in dates):
+            return None  # "... for two years, until December 31, 2006": the sentence states its end
+        p = passages[s.n - 1]
+        start, start_n = (dates[0], s.n) if dates else _document_start(p, passages)
+        if start is None:
+            continue
+        count, unit = durations[0].value
+        return TermEnd(add(start.value, count, unit), start, start_n, durations[0], s.n, s.sentence)
+    return None
+
+
+def _document_start(p, passages) -> tuple[Found | None, int | None]:
+    """The date ``p``'s document starts from: one written beside "effective", "dated", "made", "as of"...,
+    in a kept passage of the same document first (best first), then in the document's opening."""
+    sources = [(n, q.text) for n, q in enumerate(passages, 1) if q.doc_id == p.doc_id] + [(None, p.opening or "")]
+    for n, text in sources:
+        for d in find_dates(text):
+            if _START.search(text[max(0, d.start - 120):d.start]):
+                return d, n
+    return None, None
+
+
+def _month(name: str) -> int:
+    key = name.lower().rstrip(".")[:3]
+    return next(i for i, m in enumerate(_MONTHS, 1) if m.startswith(key))
+
+
+def _count(word: str) -> int:
+    w = word.lower()
+    return int(w) if w.isdigit() else _WORD_NUMBERS.get(w, 0)
