@@ -108,6 +108,12 @@ def check_note(rec: dict) -> str:
                 "; the sentence that states it is quoted word for word.")
     if rec.get("decided_by") == "verbatim":
         quote = details.get("quote") or {}
+        if quote.get("by") == "dates":
+            return {"computed": "The end date is counted by slmrag: the start date the contract states plus the term "
+                                "its quoted sentence gives (both cited; check the contract's own counting convention).",
+                    "stated": "The end date is the one the contract's quoted term sentence names, word for word.",
+                    }.get(quote.get("term"), "The contract's quoted term sentence gives no end date: the term runs "
+                                             "until it is terminated.")
         if quote.get("by") == "selector":
             if quote.get("sentence"):
                 return ("This pack's trained sentence selector chose the cited passage's sentence that answers and "

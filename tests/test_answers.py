@@ -500,6 +500,18 @@ def test_ui_note_says_the_reader_chose_the_label():
     assert check_note(none).endswith("found no verdict on the question in the passages of the documents it names (verdict 0.01).")
 
 
+def test_ui_note_says_how_a_term_end_and_an_unnamed_document_were_decided():
+    from app.ui_support import check_note
+
+    rec = {"grounded": True, "decided_by": "verbatim", "details": {"quote": {"by": "dates", "term": "computed"}}}
+    assert check_note(rec).startswith("The end date is counted by slmrag")
+    rec["details"]["quote"]["term"] = "stated"
+    assert check_note(rec).startswith("The end date is the one the contract's quoted term sentence names")
+    rec["details"]["quote"]["term"] = "perpetual"
+    assert check_note(rec).endswith("the term runs until it is terminated.")
+    assert "names none of them" in check_note({"grounded": False, "decided_by": "document", "details": {}})
+
+
 def test_a_reading_below_the_verdict_floor_is_not_found():
     """The reader finds no verdict (.3 < the floor .5) in the one covering document's passage: the answer
     is the model's "not found", with the reader's scores kept for the UI; at a floor of .2 it answers."""
@@ -610,7 +622,8 @@ def test_dates_and_durations_as_contracts_write_them():
 def test_a_term_end_is_counted_from_the_documents_start_date():
     """'On what date does the term expire?': the best term sentence gives a duration, the preamble (a kept
     passage of the same contract) the Effective Date; the answer is their sum with both cited, nothing
-    generated. A term sentence naming its own end date is quoted instead; a notice period is no term."""
+    generated. A notice period is no term; a term sentence naming its end date gives that date, ranked
+    above the preamble or not; one with no end says so; an unlikely sentence (score < .5) is not read."""
     from app.answers.selector import Selection
 
     preamble = "This Supply Agreement is entered into as of March 15, 2019 (the Effective Date) by Acme and Birch."
@@ -626,10 +639,15 @@ def test_a_term_end_is_counted_from_the_documents_start_date():
     assert gen.calls == [] and c.grounded
     assert c.shaped.text == (f"March 15, 2022 \u2014 March 15, 2019 [1] + three (3) years: \u201c{term}\u201d [2]")
     assert c.shaped.cited == [2, 1] and c.shaped.calculation["value"] == "2022-03-15"
-    explicit = "This Agreement shall continue for two years, until December 31, 2021."
+    assert compose(gen, prompt, q, settings, selector=FakeSelector(
+        [Selection(1, preamble, 0.9), Selection(2, term, 0.4)])).shaped.text == f"\u201c{preamble}\u201d [1]"
+    explicit = "The Contract Period runs from March 15, 2019 through December 31, 2021."
     c = compose(gen, _doc_prompt("extract", [("c", preamble), ("c", explicit)]), q, settings,
-                selector=FakeSelector([Selection(2, explicit, 0.9)]))
-    assert c.shaped.calculation is None and c.shaped.text == f"\u201c{explicit}\u201d [2]"
+                selector=FakeSelector([Selection(1, preamble, 0.95), Selection(2, explicit, 0.9)]))
+    assert c.shaped.calculation is None and c.shaped.text == f"December 31, 2021 \u2014 \u201c{explicit}\u201d [2]"
+    endless = "This Agreement shall remain in effect until terminated by the Parties."
+    c = compose(gen, _doc_prompt("extract", [("c", endless)]), q, settings, selector=FakeSelector([Selection(1, endless, 0.9)]))
+    assert c.shaped.text.startswith("No end date: the term runs until it is terminated (perpetual)")
     # a question that does not ask for an end date is quoted as any extract answer
     c = compose(gen, prompt, "How long is the initial term of the Acme / Birch agreement?", settings,
                 selector=FakeSelector(ranked[1:]))

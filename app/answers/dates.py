@@ -32,12 +32,18 @@ _NUMBER = r"\d{1,3}|" + "|".join(sorted(_WORD_NUMBERS, key=len, reverse=True))
 _DURATION = re.compile(rf"\b(?P<w>{_NUMBER})\s*(?:\(\s*(?P<d>\d{{1,3}})\s*\)\s*)?-?\s*(?P<u>year|month|week|day)s?\b",
                        re.IGNORECASE)
 # A sentence about how long the agreement runs (not a notice period or a payment term).
-_TERM = re.compile(r"\b(term|period of|continue|remain|in (full )?force|in effect|duration|expire)", re.IGNORECASE)
+_TERM = re.compile(r"\b(term|period|continue|remain|in (full )?force|in effect|duration|expire)", re.IGNORECASE)
+_END_CUE = re.compile(r"\b(through|until|till|ending|ends? on|expir\w*|terminat\w* on)\b", re.IGNORECASE)
+_PERPETUAL = re.compile(r"\b(in perpetuity|perpetual(ly)?|indefinite(ly)?|(unless and )?until terminated)\b",
+                        re.IGNORECASE)
+# A sentence that counts years or months ("until the end of the fifteenth (15th) Contract Year, and thereafter
+# until terminated") has an end, though no duration this module reads: it is not called perpetual.
+_SPAN_WORDS = re.compile(r"\b(years?|months?)\b", re.IGNORECASE)
 _NOT_TERM = re.compile(r"\b(notice|prior to|before the (end|expiration)|after (the |any )?(termination|expiration)|"
                        r"following (the |any )?(termination|expiration)|survive|days? after receipt|invoice|payment)",
                        re.IGNORECASE)
 # Where a contract says when it starts: an Effective Date, "dated as of", "made ... this 5th day of".
-_START = re.compile(r"effective|commenc|dated|entered into|made\b|as of|execution", re.IGNORECASE)
+_START = re.compile(r"effective|commenc|dated|entered\s+into|made\b|as\s+of|execution", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -87,38 +93,47 @@ def add(start: date, count: int, unit: str) -> date:
 
 @dataclass(frozen=True)
 class TermEnd:
-    end: date
-    start: Found  # the date the term runs from
-    start_n: int | None  # the kept passage that states it (1-based); None: the document's opening
-    duration: Found
-    n: int  # the kept passage whose sentence states the duration
+    kind: str  # "computed" (start + duration), "stated" (the sentence names the end date), "perpetual"
+    n: int  # the kept passage whose sentence states the term
     sentence: str
+    end: date | None = None
+    start: Found | None = None  # computed: the date the term runs from
+    start_n: int | None = None  # the kept passage that states it (1-based); None: the document's opening
+    duration: Found | None = None
 
     @property
     def formula(self) -> str:
-        return f"{self.start.text} + {self.duration.text}"
+        return f"{self.start.text} + {self.duration.text}" if self.kind == "computed" else ""
 
 
-def term_end(ranked, passages, *, top: int = 5) -> TermEnd | None:
-    """The end of the term stated by the best of the selector's ``ranked`` sentences
-    (:class:`app.answers.selector.Selection`) that gives a duration, counted from a date in that sentence or
-    else the start date its document states (in a kept passage of that document, then its opening). None
-    when no such sentence is among the ``top`` or it names its own end date (then it is quoted as it is)."""
+def term_end(ranked, passages, *, top: int = 5, min_score: float = 0.5) -> TermEnd | None:
+    """How the term ends, from the best of the selector's ``ranked`` sentences
+    (:class:`app.answers.selector.Selection`, best first) that it finds likely to answer (``min_score``)
+    and that speak of the term: an end date the sentence names ("through December 31, 2012"), else a
+    duration counted from a date in that sentence or the start date its document states (a kept passage
+    of that document, then its opening), else no end ("in perpetuity", "until terminated"). None when no
+    such sentence is among the ``top``: the answer is then the selector's sentence, as for any question."""
     for s in ranked[:top]:
-        if not _TERM.search(s.sentence) or _NOT_TERM.search(s.sentence):
-            continue
-        durations = find_durations(s.sentence)
-        if not durations:
+        if s.score < min_score:
+            break
+        if not _TERM.search(s.sentence):
             continue
         dates = find_dates(s.sentence)
-        if any(d.start > durations[0].start for d in dates):
-            return None  # "... for two years, until December 31, 2006": the sentence states its end
-        p = passages[s.n - 1]
-        start, start_n = (dates[0], s.n) if dates else _document_start(p, passages)
-        if start is None:
-            continue
-        count, unit = durations[0].value
-        return TermEnd(add(start.value, count, unit), start, start_n, durations[0], s.n, s.sentence)
+        cue = _END_CUE.search(s.sentence)
+        stated = [d for d in dates if cue and d.start > cue.start()]
+        if stated:
+            return TermEnd("stated", s.n, s.sentence, end=stated[0].value)
+        durations = [d for d in find_durations(s.sentence)
+                     if not _NOT_TERM.search(s.sentence[max(0, d.start - 60):d.start + len(d.text) + 40])]
+        if durations:
+            p = passages[s.n - 1]
+            start, start_n = (dates[0], s.n) if dates else _document_start(p, passages)
+            if start is not None:
+                count, unit = durations[0].value
+                return TermEnd("computed", s.n, s.sentence, end=add(start.value, count, unit), start=start,
+                               start_n=start_n, duration=durations[0])
+        if _PERPETUAL.search(s.sentence) and not _SPAN_WORDS.search(s.sentence):
+            return TermEnd("perpetual", s.n, s.sentence)
     return None
 
 

@@ -248,16 +248,22 @@ def quote_selection(selection) -> Shaped:
 
 
 def date_from_term(ending) -> Shaped:
-    """The end date of a term (:class:`app.answers.dates.TermEnd`) as an extract answer: the computed date,
-    its formula (start date + duration, as the document writes them) and the term sentence, quoted and
-    cited with the passage stating the start date (when a kept one does)."""
-    n, end = ending.n, f"{ending.end:%B} {ending.end.day}, {ending.end.year}"
+    """How a term ends (:class:`app.answers.dates.TermEnd`) as an extract answer, the term sentence quoted and
+    cited: the end date it names; or the date slmrag computes, with its formula (start date + duration, as
+    the document writes them) and the passage stating the start date; or no end date (perpetual)."""
+    n = ending.n
+    quote = {"text": ending.sentence, "n": n, "verbatim": True, "by_model": False, "by": "dates", "term": ending.kind}
+    said = f"\u201c{ending.sentence}\u201d [{n}]"
+    if ending.kind == "perpetual":
+        return Shaped("extract", f"No end date: the term runs until it is terminated (perpetual) \u2014 {said}", [n],
+                      claim=ending.sentence, quote=quote)
+    end = f"{ending.end:%B} {ending.end.day}, {ending.end.year}"
+    if ending.kind == "stated":
+        return Shaped("extract", f"{end} \u2014 {said}", [n], claim=ending.sentence, quote=quote)
     cited = [n] + ([ending.start_n] if ending.start_n and ending.start_n != n else [])
     source = f" [{ending.start_n}]" if ending.start_n else " (the document's opening)"
-    text = (f"{end} \u2014 {ending.start.text}{source} + {ending.duration.text}: "
-            f"\u201c{ending.sentence}\u201d [{n}]")
-    return Shaped("extract", text, cited, claim=ending.sentence,
-                  quote={"text": ending.sentence, "n": n, "verbatim": True, "by_model": False, "by": "dates"},
+    return Shaped("extract", f"{end} \u2014 {ending.start.text}{source} + {ending.duration.text}: {said}", cited,
+                  claim=ending.sentence, quote=quote,
                   calculation={"formula": ending.formula, "value": ending.end.isoformat(), "display": end,
                                "by": "dates", "start": ending.start.text, "duration": ending.duration.text})
 
