@@ -621,6 +621,40 @@ def test_pack_answers_its_example_questions_with_citations(assistants, name, i):
     assert answer.disclaimer == assistant.pack.disclaimer
 
 
+@pytest.mark.slow
+def test_legal_pack_counts_and_reads_term_end_dates(assistants):
+    """The shipped legal pack (its trained selector, the starter contracts): the services agreement runs
+    'for an initial term of two (2) years' from its Effective Date, March 1, 2024; the lease names its end."""
+    from app.assistant import AskOptions
+
+    a = assistants["legal"]
+    q = "On what date will the initial term of the Halvorsen Data Systems / Blue Heron Logistics agreement expire?"
+    answer = a.ask(q, AskOptions(max_tokens=48)).run()
+    assert answer.answer.startswith("March 1, 2026 \u2014 March 1, 2024"), answer.to_json()
+    assert answer.details["calculation"]["formula"] == "March 1, 2024 + two (2) years" and answer.grounded
+    assert [c["name"] for c in answer.citations][0] == "master_services_agreement.md"
+    q = "On what date will the term of the Granite Arch Properties / Pemberton & Rowe Dental lease expire?"
+    answer = a.ask(q, AskOptions(max_tokens=48)).run()
+    assert answer.answer.startswith("May 31, 2029 \u2014 \u201c"), answer.to_json()
+    assert answer.details["quote"]["term"] == "stated"
+
+
+@pytest.mark.slow
+def test_finance_pack_asks_which_company_when_the_question_names_none(assistants):
+    """Revenue is in several starter filings: asked without a company, nothing is generated and the
+    abstention asks to name one; named, or scoped to one filing, it answers from that filing."""
+    from app.assistant import AskOptions
+
+    a = assistants["finance"]
+    answer = a.ask("What was total revenue?", AskOptions(max_tokens=48)).run()
+    assert answer.abstained and answer.decided_by == "document", answer.to_json()
+    assert "which document" in answer.answer and answer.timings["tokens"] == 0
+    named = a.ask("What was Contoso's total revenue?", AskOptions(max_tokens=48)).run()
+    assert named.decided_by != "document" and all(c["name"].startswith("contoso") for c in named.citations)
+    scoped = a.ask("What was total revenue?", AskOptions(max_tokens=48, doc="contoso_q2_2024_earnings.md")).run()
+    assert scoped.decided_by != "document"
+
+
 def test_archive_that_inflates_without_limit_is_refused(dirs, tmp_path, monkeypatch):
     import app.pack_archive as pa
 

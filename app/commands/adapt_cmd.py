@@ -188,6 +188,10 @@ def register(app, packs_app, filter_app) -> None:
                                   "answers written in another form than the text (CUAD's dates)."),
         span_epochs: int = typer.Option(10, "--span-epochs", min=1, max=50, help="Passes of the span model over "
                                         "its sentences (a few hundred: it needs more passes than the ranking)."),
+        positives: str = typer.Option("evidence", "--positives", help="Which sentences are taught as answering: "
+                                      "'evidence' (inside the row's gold evidence, holding the answer when it is text "
+                                      "of it: short answers that recur elsewhere, such as a state name) or 'answer' "
+                                      "(any sentence holding the answer word for word)."),
         as_json: bool = JsonOpt,
     ) -> None:
         """Train the sentence selector: a MiniLM cross-encoder that finds the kept passages' sentence that answers
@@ -195,10 +199,11 @@ def register(app, packs_app, filter_app) -> None:
         from app.training.selector import build_examples, train_selector
 
         def build(assistant, rows, seed, max_rows, progress):
-            return build_examples(assistant, rows, seed=seed, max_rows=max_rows, progress=progress)
+            return build_examples(assistant, rows, seed=seed, max_rows=max_rows, positives=positives, progress=progress)
 
-        def fit(examples, target, p, **kw):
-            return train_selector(examples, target, span=span, span_epochs=span_epochs, **kw)
+        def fit(examples, target, p, info=None, **kw):
+            return train_selector(examples, target, span=span, span_epochs=span_epochs,
+                                  info={**(info or {}), "positives_rule": positives}, **kw)
 
         meta, target = _train_answer_model(pack, train, out_dir, index_dir, as_json, shape="extract",
                                            setting="extract_selector", build=build, fit=fit, max_rows=max_rows,

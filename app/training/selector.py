@@ -5,9 +5,11 @@ pack asks it (retrieval over the training corpus) and the sentences of the retri
 examples. A sentence is positive when it lies inside the row's gold evidence and, when the answer is text
 of that evidence (COVID-QA's spans, CUAD's "Pennsylvania"), holds it word for word. Answers written in
 another form than the text (CUAD's "4/7/20" for "7th day of April, 2020") rest on the evidence alone.
-Containing the answer is not enough: "Pennsylvania" also names a party's state of incorporation in the
-preamble, which is not the governing-law clause (67 of legal's 85 governing-law rows had such a sentence
-taught as an answer). The other sentences of the same passages are the negatives: the near
+Containing the answer is not enough where short answers recur: "Pennsylvania" also names a party's state
+of incorporation in the preamble, which is not the governing-law clause (67 of legal's 85 governing-law
+rows had such a sentence taught as an answer). ``positives="answer"`` keeps the older rule (any sentence
+holding a text answer), which medical's long COVID-QA spans were trained with: with the evidence rule its
+dev COVID-QA F1 fell from .285 to .156 (issue 14's note), though only one row lost all its positives. The other sentences of the same passages are the negatives: the near
 misses the selector must tell apart. A row whose answer no retrieved sentence holds is looked up in its
 own document, so every row teaches where its answer is.
 """
@@ -61,22 +63,26 @@ def in_evidence(sentence: str, evidence: str) -> bool:
     return bool(s) and len(s & e) >= 0.5 * min(len(s), len(e))
 
 
-def answer_is_text(row: dict, doc_text: str) -> bool:
-    """Whether the row's answer is written word for word in its gold evidence (in its document, when the row
-    has no evidence): then an answering sentence must hold it."""
+POSITIVES = ("evidence", "answer")
+
+
+def answer_is_text(row: dict, doc_text: str, positives: str = "evidence") -> bool:
+    """Whether the row's answer is written word for word in its gold evidence (``positives`` "evidence"; in
+    its document when the row has no evidence) or in its document ("answer"): then an answering sentence
+    must hold it."""
     answer = normalize(str(row.get("answer", "")))
-    where = str(row.get("evidence") or "") or doc_text
+    where = (str(row.get("evidence") or "") if positives == "evidence" else "") or doc_text
     return len(answer) >= 2 and f" {answer} " in f" {normalize(where)} "
 
 
-def holds_answer(sentence: str, row: dict, answer_in_doc: bool) -> bool:
-    """Whether ``sentence`` answers ``row``: it lies in the gold evidence and contains the answer (when the
-    answer is text: ``answer_in_doc``, see :func:`answer_is_text`), else most of its words are words of the
-    gold evidence."""
+def holds_answer(sentence: str, row: dict, answer_in_doc: bool, positives: str = "evidence") -> bool:
+    """Whether ``sentence`` answers ``row``: it contains the answer (when the answer is text:
+    ``answer_in_doc``, see :func:`answer_is_text`) and, with ``positives`` "evidence", lies in the gold
+    evidence; else most of its words are words of the gold evidence."""
     evidence = str(row.get("evidence") or "")
     if answer_in_doc:
         return (f" {normalize(str(row.get('answer', '')))} " in f" {normalize(sentence)} "
-                and in_evidence(sentence, evidence))
+                and (positives == "answer" or in_evidence(sentence, evidence)))
     s, e = _words(sentence), _words(evidence)
     if not s or not e:
         return False
@@ -84,7 +90,11 @@ def holds_answer(sentence: str, row: dict, answer_in_doc: bool) -> bool:
 
 
 def build_examples(assistant, rows: list[dict], *, seed: int = 0, max_rows: int | None = None, negatives: int = 12,
-                   progress: Callable[[int, int], None] | None = None) -> list[SelectorExample]:
+                   positives: str = "evidence", progress: Callable[[int, int], None] | None = None) -> list[SelectorExample]:
+    """The selector's examples from ``rows`` (see the module's docstring); ``positives``: "evidence" (an
+    answering sentence lies in the gold evidence) or "answer" (any sentence holding a text answer)."""
+    if positives not in POSITIVES:
+        raise SlmragError(f"positives must be one of {', '.join(POSITIVES)}, not {positives!r}.")
     from app.answers.shapes import route
     from app.assistant import AskOptions
     from app.evaluation.questions import scope
@@ -100,12 +110,12 @@ def build_examples(assistant, rows: list[dict], *, seed: int = 0, max_rows: int 
         question, rid = row["question"].strip(), str(row.get("id", i))
         found = assistant.retrieve(question, AskOptions(doc=scope(row))).passages
         own = assistant.retriever.search(question, 50, doc=row["doc"])
-        answer_in_doc = answer_is_text(row, " ".join(p.text for p in own))
+        answer_in_doc = answer_is_text(row, " ".join(p.text for p in own), positives)
         cands = candidates(found)
-        pos = [(n, s) for n, s in cands if holds_answer(s, row, answer_in_doc)]
+        pos = [(n, s) for n, s in cands if holds_answer(s, row, answer_in_doc, positives)]
         if not pos:  # retrieval missed it: the row still teaches where the answer is, from its own document
             own_cands = candidates(own)
-            pos = [(n, s) for n, s in own_cands if holds_answer(s, row, answer_in_doc)][:1]
+            pos = [(n, s) for n, s in own_cands if holds_answer(s, row, answer_in_doc, positives)][:1]
             if pos:
                 found, cands = own, own_cands
         if pos:
