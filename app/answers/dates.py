@@ -130,8 +130,12 @@ def term_end(ranked, passages, *, top: int = 5, min_score: float = 0.5) -> TermE
             start, start_n = (dates[0], s.n) if dates else _document_start(p, passages)
             if start is not None:
                 count, unit = durations[0].value
-                return TermEnd("computed", s.n, s.sentence, end=add(start.value, count, unit), start=start,
-                               start_n=start_n, duration=durations[0])
+                try:
+                    end = add(start.value, count, unit)
+                except (ValueError, OverflowError):  # past the calendar's year 9999: no date to show
+                    continue
+                return TermEnd("computed", s.n, s.sentence, end=end, start=start, start_n=start_n,
+                               duration=durations[0])
         if _PERPETUAL.search(s.sentence) and not _SPAN_WORDS.search(s.sentence):
             return TermEnd("perpetual", s.n, s.sentence)
     return None
