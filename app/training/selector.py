@@ -90,8 +90,7 @@ def holds_answer(sentence: str, row: dict, answer_in_doc: bool, positives: str =
 
 
 def build_examples(assistant, rows: list[dict], *, seed: int = 0, max_rows: int | None = None, negatives: int = 12,
-                   positives: str = "evidence", shape: str = "extract",
-                   progress: Callable[[int, int], None] | None = None) -> list[SelectorExample]:
+                   positives: str = "evidence", progress: Callable[[int, int], None] | None = None) -> list[SelectorExample]:
     """The selector's examples from ``rows`` (see the module's docstring); ``positives``: "evidence" (an
     answering sentence lies in the gold evidence) or "answer" (any sentence holding a text answer)."""
     if positives not in POSITIVES:
@@ -103,7 +102,7 @@ def build_examples(assistant, rows: list[dict], *, seed: int = 0, max_rows: int 
     cfg = assistant.pack.config.answers
     rng = random.Random(seed)
     picked = [r for r in rows if str(r.get("question") or "").strip() and r.get("doc") and r.get("answerable") is not False
-              and str(r.get("answer") or "").strip() and route(r["question"], cfg.route, cfg.shapes, cfg.default) == shape]
+              and str(r.get("answer") or "").strip() and route(r["question"], cfg.route, cfg.shapes, cfg.default) == "extract"]
     rng.shuffle(picked)
     picked = picked[: max_rows or len(picked)]
     out: list[SelectorExample] = []
@@ -130,7 +129,7 @@ def build_examples(assistant, rows: list[dict], *, seed: int = 0, max_rows: int 
         if progress:
             progress(i, len(picked))
     if not any(e.label > 0 for e in out):
-        raise SlmragError(f"No '{shape}' training row's answer was found in a sentence of its document; check that the "
+        raise SlmragError("No 'extract' training row's answer was found in a sentence of its document; check that the "
                           "rows' 'doc' files are in corpus/ and their 'answer' or 'evidence' is text of those files.")
     return out
 
