@@ -293,6 +293,18 @@ class PromptFiles(_Strict):
     disclaimer: str = Field("prompts/disclaimer.md", description="Shown with every answer (may be empty).")
 
 
+def _regex(value: str | None) -> str | None:
+    """``value`` if it is a valid regular expression (or None), else the error pydantic reports for the field."""
+    import re
+
+    if value is not None:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression ({exc})") from exc
+    return value
+
+
 class RouteRule(_Strict):
     shape: str = Field(description="The answer shape this rule sends a question to (one of answers.shapes).")
     pattern: str = Field(description="A regular expression searched in the question, case-insensitive.")
@@ -300,13 +312,7 @@ class RouteRule(_Strict):
     @field_validator("pattern")
     @classmethod
     def _compiles(cls, value: str) -> str:
-        import re
-
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"not a valid regular expression ({exc})") from exc
-        return value
+        return _regex(value)
 
 
 class GroundingSettings(_Strict):
@@ -404,10 +410,10 @@ class AnswerSettings(_Strict):
     term_end: str | None = Field(
         None,
         description="A regular expression for 'extract' questions that ask on what date a term ends ('on what "
-        "date will the initial term expire'). With a sentence selector, such a question whose best term "
-        "sentences give a duration ('for three (3) years') rather than an end date is answered with the date "
-        "slmrag computes: the start date the document states plus that duration, both cited. Unset: quoted "
-        "as any extract answer.",
+        "date will the initial term expire'). With a sentence selector, such a question is answered from the "
+        "selector's best term sentence: the end date it names; else the date slmrag computes, the start date "
+        "the document states plus the duration the sentence gives, both cited; else 'no end date' for a term "
+        "that runs until terminated (app/answers/dates.py). Unset: quoted as any extract answer.",
     )
     label_not_found: bool = Field(
         False,
@@ -419,15 +425,8 @@ class AnswerSettings(_Strict):
 
     @field_validator("term_end")
     @classmethod
-    def _term_end_compiles(cls, v: str | None) -> str | None:
-        import re
-
-        if v is not None:
-            try:
-                re.compile(v)
-            except re.error as exc:
-                raise ValueError(f"answers.term_end is not a valid regular expression: {exc}") from exc
-        return v
+    def _term_end_compiles(cls, value: str | None) -> str | None:
+        return _regex(value)
 
     @model_validator(mode="after")
     def _known_shapes(self) -> "AnswerSettings":

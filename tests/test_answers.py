@@ -657,3 +657,14 @@ def test_a_term_end_is_counted_from_the_documents_start_date():
     c = compose(gen, prompt, "How long is the initial term of the Acme / Birch agreement?", settings,
                 selector=FakeSelector(ranked[1:]))
     assert c.shaped.calculation is None and c.shaped.text == f"\u201c{term}\u201d [2]"
+
+
+def test_a_bad_term_end_pattern_or_positives_rule_is_refused_up_front(tmp_path):
+    from typer.testing import CliRunner
+
+    from app.cli import app as cli
+
+    with pytest.raises(ValueError, match="(?s)term_end.*not a valid regular expression"):
+        AnswerSettings(term_end="(on what date")
+    res = CliRunner().invoke(cli, ["adapt", "selector", "--pack", "medical", "--train", str(tmp_path), "--positives", "nope"])
+    assert res.exit_code != 0 and "--positives must be one of evidence, answer" in res.output

@@ -102,8 +102,6 @@ def lexical_support(answer: str, cited_texts: list[str], question: str = "") -> 
     return Support(score, checked, missing)
 
 
-
-
 _NAME_TOKEN = re.compile(r"[a-z0-9]+")
 # Words file names use for the kind of document, not for whom it is about.
 _DOC_KINDS = frozenset("""

@@ -196,7 +196,10 @@ def register(app, packs_app, filter_app) -> None:
     ) -> None:
         """Train the sentence selector: a MiniLM cross-encoder that finds the kept passages' sentence that answers
         an 'extract' question; those answers then quote it word for word instead of generating."""
-        from app.training.selector import build_examples, train_selector
+        from app.training.selector import POSITIVES, build_examples, train_selector
+
+        if positives not in POSITIVES:
+            fail(SlmragError(f"--positives must be one of {', '.join(POSITIVES)}, not {positives!r}."))
 
         def build(assistant, rows, seed, max_rows, progress):
             return build_examples(assistant, rows, seed=seed, max_rows=max_rows, positives=positives, progress=progress)

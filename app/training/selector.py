@@ -8,9 +8,9 @@ another form than the text (CUAD's "4/7/20" for "7th day of April, 2020") rest o
 Containing the answer is not enough where short answers recur: "Pennsylvania" also names a party's state
 of incorporation in the preamble, which is not the governing-law clause (67 of legal's 85 governing-law
 rows had such a sentence taught as an answer). ``positives="answer"`` keeps the older rule (any sentence
-holding a text answer), which medical's long COVID-QA spans were trained with: with the evidence rule its
-dev COVID-QA F1 fell from .285 to .156 (issue 14's note), though only one row lost all its positives. The other sentences of the same passages are the negatives: the near
-misses the selector must tell apart. A row whose answer no retrieved sentence holds is looked up in its
+holding a text answer), with which medical's shipped selector was trained (its recorded command
+reproduces it). The other sentences of the same passages are the negatives: the near misses the selector
+must tell apart. A row whose answer no retrieved sentence holds is looked up in its
 own document, so every row teaches where its answer is.
 """
 
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from app.answers.grounding import content_stems
 from app.answers.selector import INFO, SPAN_DIR, candidates
 from app.errors import SlmragError, require
 from app.filters.cross_encoder import model_passage, normalize
@@ -54,8 +55,6 @@ def _words(text: str) -> set[str]:
 def in_evidence(sentence: str, evidence: str) -> bool:
     """Whether ``sentence`` is (mostly) part of ``evidence``, by their content words; an evidence with no
     content word ("9/9/97") places nothing, so every sentence passes."""
-    from app.answers.grounding import content_stems
-
     e = set(content_stems(evidence))
     if not e:
         return True

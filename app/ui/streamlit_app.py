@@ -403,6 +403,11 @@ def sidebar_pack_info(assistant: Assistant) -> None:
                           type="tertiary", width="stretch")
 
 
+def indexed_documents(assistant: Assistant) -> list:
+    """The documents of the pack's index, by name (none before the first ingest)."""
+    return sorted(assistant.snapshot.documents.values(), key=lambda d: d.name.lower()) if assistant.snapshot else []
+
+
 def sidebar_settings(assistant: Assistant) -> AskOptions:
     pack = assistant.pack
     cfg = pack.config
@@ -419,7 +424,7 @@ def sidebar_settings(assistant: Assistant) -> AskOptions:
         max_tokens = st.slider("Answer length (max tokens)", 16, 1024, min(1024, cfg.generator.max_tokens),
                                step=8, key=f"max_tokens::{pack.name}", persist_state="session",
                                help="Most tokens generated per answer.")
-        docs = sorted(assistant.snapshot.documents.values(), key=lambda d: d.name.lower()) if assistant.snapshot else []
+        docs = indexed_documents(assistant)
         by_id = {d.doc_id: d.name for d in docs}
         scope = st.selectbox("Ask about", [None, *by_id], key=f"scope::{pack.name}",
                              format_func=lambda i: "All documents" if i is None else by_id.get(i, i),
@@ -453,7 +458,7 @@ def sidebar_documents(assistant: Assistant) -> None:
             st.markdown(f"<div class='slm-result'><span class='slm-tag {cls}'>{r['status']}</span>"
                         f"<b>{html.escape(r['name'])}</b>{detail}</div>", unsafe_allow_html=True)
 
-        docs = sorted(assistant.snapshot.documents.values(), key=lambda d: d.name.lower()) if assistant.snapshot else []
+        docs = indexed_documents(assistant)
         if docs:
             st.markdown("<div class='slm-label'>In the index</div><div class='slm-doclist'>" + "".join(
                 f"<div>{html.escape(d.name)} <span class='slm-small'>· {d.n_chunks} chunks"
