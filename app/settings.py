@@ -137,7 +137,12 @@ class EmbedderSettings(_Strict):
         description="'packaged:minilm' for the embedded all-MiniLM-L6-v2, or a local sentence-transformers "
         "directory.",
     )
-    batch_size: int = Field(64, ge=1, le=1024, description="Chunks embedded per batch.")
+    # Small batches are faster on CPU, not slower: a batch's attention scores (batch x 12 heads x tokens^2
+    # floats, ~80 MB at 64 chunks of ~230 tokens) stop fitting in cache. Measured on 1,000 finance chunks, 2
+    # cores (bench/embed_precision.py run --batch B): torch bf16 66.5 chunks/s at 64, 85.3 at 16, 80.9 at 8;
+    # ONNX int8 117.2 at 64, 135.9 at 16, 134.4 at 8.
+    batch_size: int = Field(16, ge=1, le=1024, description="Chunks embedded per batch (16 is fastest on a "
+                            "CPU; a GPU wants more).")
     max_seq_tokens: int = Field(256, ge=16, le=8192, description="The embedder's window in tokens.")
     query_runtime: Literal["auto", "torch", "onnx"] = Field(
         "auto",

@@ -157,9 +157,9 @@ class Ingestor:
     # ------------------------------------------------------------------ one document
     @property
     def embed_batch(self) -> int:
-        """Chunks embedded together: a few of the embedder's batches, so batches run full (and sorting a
-        batch by length leaves little padding)."""
-        return 4 * self.pack.config.embedder.batch_size
+        """Chunks embedded together: at least 256, in the embedder's batches, so batches run full and sorting
+        the group by length leaves each batch little padding."""
+        return max(256, 4 * self.pack.config.embedder.batch_size)
 
     def prepare(self, path: Path, sha: str, size: int, existing: DocumentRecord | None = None) -> PreparedDocument:
         """Parse (in the sandbox) and chunk one file; no embedding."""

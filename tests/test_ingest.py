@@ -1,4 +1,4 @@
-"""Ingest on real parts: pypdf, the packaged MiniLM, FAISS and SQLite in a temporary index."""
+"""Ingest on real parts: PDFium, the packaged MiniLM, FAISS and SQLite in a temporary index."""
 
 from __future__ import annotations
 
@@ -57,6 +57,31 @@ def test_ingest_all_formats_keeps_pdf_pages(tmp_path, pdf_factory, tmp_pack):
     md = next(c for c in snap.chunks if c.doc_id == by_name["guide.md"].doc_id)
     assert GUIDE[md.start:md.end] == md.text
     assert IndexStore(pack.index_dir).check() == []
+
+
+def test_pdfium_text_is_plain_text():
+    """PDFium ends lines with CRLF and marks a hyphen that breaks a word at a line end as U+0002."""
+    from ingest.loaders import pdfium_text
+
+    assert pdfium_text("cloud\x02based tools\r\nnext line\rlast") == "cloud-based tools\nnext line\nlast"
+
+
+def test_pdf_title_comes_from_its_metadata_else_the_file_name(tmp_path, pdf_factory):
+    from fpdf import FPDF
+
+    from ingest.loaders import load
+
+    pdf = FPDF()
+    pdf.set_title("Annual infection report 2023")
+    pdf.add_page()
+    pdf.set_font("Helvetica", size=11)
+    pdf.cell(0, 6, "Surgical site infections fell.")
+    pdf.output(str(tmp_path / "titled.pdf"))
+    info, pages = load(tmp_path / "titled.pdf")
+    assert (info.title, info.kind, info.pages) == ("Annual infection report 2023", "pdf", 1)
+    assert [(p.page, p.text) for p in pages] == [(1, "Surgical site infections fell.")]
+    info, _ = load(pdf_factory(tmp_path / "ward_notes_2024.pdf", ["Page one."]))
+    assert info.title == "ward notes 2024"
 
 
 def test_reingest_is_noop_and_change_replaces(tmp_path, pdf_factory, tmp_pack):

@@ -54,17 +54,36 @@ def make_pack(dest: Path, **ingest) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ bad files
-def bomb_pdf(path: Path, repeats: int = 1_000_000) -> Path:
-    """A ~100 KB PDF whose one page inflates to ~33 MB of text operators: minutes of pypdf time and
-    gigabytes of memory (a decompression bomb that stays under pypdf's own 75 MB stream limit)."""
+def bomb_pdf(path: Path, depth: int = 18, ops: int = 1000) -> Path:
+    """A ~6 KB PDF that keeps the PDF engine busy for most of a minute and grows it past 500 MB: its page
+    draws form XObject X(depth), and each X(k) draws X(k-1) twice (2**18 = 262,144 drawings of the leaf,
+    whose content is ``ops`` path operators). Measured with PDFium here: depth 16, 11 s and 200 MB; 18,
+    about four times both. A compressed content stream alone is no longer pathological: PDFium reads a
+    33 MB stream of text operators in under a second."""
     from pypdf import PdfReader, PdfWriter
-    from pypdf.generic import DecodedStreamObject, NameObject
+    from pypdf.generic import ArrayObject, DecodedStreamObject, DictionaryObject, FloatObject, NameObject
 
     base = write_pdf(path.with_name("bomb_base.pdf"), ["x"])
     w = PdfWriter(clone_from=PdfReader(str(base)))
-    s = DecodedStreamObject()
-    s.set_data(b"BT /F1 11 Tf 10 10 Td (ab) Tj ET\n" * repeats)
-    w.pages[0][NameObject("/Contents")] = w._add_object(s.flate_encode())
+
+    def stream(data: bytes, resources: DictionaryObject | None = None):
+        s = DecodedStreamObject()
+        s.set_data(data)
+        if resources is not None:  # a form XObject
+            s.update({NameObject("/Type"): NameObject("/XObject"), NameObject("/Subtype"): NameObject("/Form"),
+                      NameObject("/BBox"): ArrayObject([FloatObject(v) for v in (0, 0, 600, 850)]),
+                      NameObject("/Resources"): resources})
+        return w._add_object(s)
+
+    def drawing(form) -> DictionaryObject:
+        return DictionaryObject({NameObject("/XObject"): DictionaryObject({NameObject("/X"): form})})
+
+    form = stream(b"0 0 m 1 1 l n " * ops, DictionaryObject())
+    for k in range(depth):
+        form = stream(b"q /X Do Q q 1 0 0 1 %d %d cm /X Do Q" % (k % 2, 1 - k % 2), drawing(form))
+    page = w.pages[0]
+    page[NameObject("/Resources")] = drawing(form)
+    page[NameObject("/Contents")] = stream(b"/X Do")
     w.write(str(path))
     base.unlink()
     return path
