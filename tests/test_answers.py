@@ -264,6 +264,9 @@ def test_task_scores_by_source():
     s = task_score({"details": {"quote": {"text": "approximately 15-45%"}}}, "x", cqa, False)
     assert s["f1"] == pytest.approx(2 * 0.5 * 1 / 1.5)
     assert numeric_f1("1,496.50", "1496.5") == 1.0
+    fb = {"source": "financebench", "answer": "AMCOR's Adj. EBITDA was $2,018mn in FY 2023"}
+    assert not task_score({}, "\u201cGAAP.\u201d [2]", fb, False)["correct"]  # a citation marker is not a number
+    assert task_score({}, "Adjusted EBITDA was $2,018 million [2]", fb, False)["correct"]
     runs = [{"task": task_score({"label": lab}, "", {"source": "pubmedqa", "answer": gold}, False),
              "hygiene": {"answered": True, "valid_citation": True, "sentences": 1, "repeated_sentence": False,
                          "verbatim_quote": None}}

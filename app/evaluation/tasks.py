@@ -119,6 +119,9 @@ def task_score(info: Mapping[str, Any], text: str, q: Mapping[str, Any], abstain
     source = str(q.get("source", "")).lower()
     gold = str(q.get("answer", ""))
     span = "" if abstained else answer_span(info, text)
+    # The answer's words without its citation markers: "[2]" is not the number 2 (it once matched a gold
+    # "$2,018mn" read as 2 billion).
+    plain = _CITE.sub(" ", text)
     out: dict[str, Any] = {"source": source}
     if source == "pubmedqa":
         label = None if abstained else (info.get("label") or extract_label(text))
@@ -132,7 +135,7 @@ def task_score(info: Mapping[str, Any], text: str, q: Mapping[str, Any], abstain
             j = max((jaccard(span, s) for s in spans), default=0.0) if span else 0.0
             out.update(kind="clause", jaccard=j, correct=j >= 0.5)
         else:
-            out.update(kind="value", correct=bool(span) and cuad_value_match(span + " " + text, gold))
+            out.update(kind="value", correct=bool(span) and cuad_value_match(span + " " + plain, gold))
     elif source == "tat-qa":
         calc = (info.get("details") or {}).get("calculation") or {}
         pred = f"{calc['value']}" if "value" in calc else span
@@ -144,7 +147,7 @@ def task_score(info: Mapping[str, Any], text: str, q: Mapping[str, Any], abstain
             em = bool(pred) and (exact_match(pred, gold_text) or _squad_normalize(gold_text) in _squad_normalize(pred))
         out.update(em=em, f1=max(numeric_f1(pred, gold_text), 1.0 if em else 0.0), correct=em)
     elif source == "financebench":
-        ok = bool(span) and (numbers_match(text, gold, rel_tol=0.01) if parse_numbers(gold) else token_f1(span, gold) >= 0.5)
+        ok = bool(span) and (numbers_match(plain, gold, rel_tol=0.01) if parse_numbers(gold) else token_f1(span, gold) >= 0.5)
         out.update(correct=ok)
     else:
         out.update(f1=token_f1(span, gold), correct=token_f1(span, gold) >= 0.5)
