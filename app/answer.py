@@ -118,7 +118,7 @@ class AnswerStream:
                 c = compose(self.generator, self.prompt, self.question, self.answers,
                             label_not_found=self.label_not_found,
                             label_prior=self.label_prior() if self.label_prior and self.shape == "label" and self.reader is None else None,
-                            reader=self.reader, selector=self.selector)
+                            reader=self.reader, selector=self.selector, candidates=self.passages)
             s = c.shaped
             gen = c.timings
             t["first_token_s"] = round(gen_start - self.t0 + gen["first_token_s"], 4)

@@ -91,11 +91,13 @@ def _scope(passage, opening_words: int) -> str:
 
 
 def compose(generator, prompt, question: str, settings: AnswerSettings, *, label_not_found: bool = False,
-            label_prior: dict[str, float] | None = None, reader=None, selector=None) -> Composed:
+            label_prior: dict[str, float] | None = None, reader=None, selector=None,
+            candidates: list | None = None) -> Composed:
     """Generate, shape and check one answer for ``prompt`` (an :class:`app.prompting.Prompt`). ``reader``: the
     pack's label reader (:class:`app.answers.reader.LabelReader`), which then chooses 'label' answers;
     ``selector``: its sentence selector (:class:`app.answers.selector.SentenceSelector`), which then
-    chooses the sentence an 'extract' answer quotes."""
+    chooses the sentence an 'extract' answer quotes. ``candidates``: every passage the search returned,
+    kept or dropped by the filter (default: the prompt's), for ``grounding.name_the_document``."""
     texts = [p.text for p in prompt.context]
     scopes = [_scope(p, settings.grounding.opening_words) for p in prompt.context]
     n = len(texts)
@@ -114,7 +116,7 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
 
     shape = prompt.shape
     doc_ids = [p.doc_id for p in prompt.context]
-    named = _named(question, prompt.context, settings)
+    named = _named(question, prompt.context, settings, candidates)
     if named is not None and not any(named):
         # Several documents and the question names none of them: any answer would be one document's figure
         # given for a question that did not say which; nothing is generated.
@@ -176,12 +178,16 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
     return checked
 
 
-def _named(question: str, passages: list, settings: AnswerSettings) -> list[bool] | None:
-    """Per kept passage: whether the question names its document (``grounding.name_the_document``); None
-    when the pack does not ask for it or the passages come from one document."""
-    if not settings.grounding.name_the_document or len({p.doc_id for p in passages}) < 2:
+def _named(question: str, passages: list, settings: AnswerSettings, candidates: list | None = None) -> list[bool] | None:
+    """Per kept passage: whether the question names its document (``grounding.name_the_document``) among the
+    documents the search returned; None when the pack does not ask for it or the search found one document
+    only (a one-document index, or the user chose the document). The search's documents, not only the kept
+    ones: when the filter keeps one filing of several, "the discount rate in 2019" is still that filing's
+    figure given for a question that did not say which."""
+    pool = list(candidates or []) + list(passages)
+    if not settings.grounding.name_the_document or len({p.doc_id for p in pool}) < 2:
         return None
-    names = sorted({p.doc_id: p.name for p in passages}.items())
+    names = sorted({p.doc_id: p.name for p in pool}.items())
     by_doc = dict(zip((d for d, _ in names), named_documents(question, [n for _, n in names])))
     return [by_doc[p.doc_id] for p in passages]
 
