@@ -273,4 +273,5 @@ class Assistant:
                             label_not_found=answers.label_not_found,
                             label_prior=self.label_prior if answers.label_calibration == "content_free" else None,
                             reader=self.label_reader, selector=self.sentence_selector,
+                            documents=None if options.doc else {d: r.name for d, r in view.snapshot.documents.items()},
                             queue=self.queue, on_position=on_position)

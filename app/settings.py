@@ -347,9 +347,9 @@ class GroundingSettings(_Strict):
     )
     name_the_document: bool = Field(
         False,
-        description="When the search returns passages of several documents (kept by the filter or not), the "
-        "answer's document must be named by the question (a word of its file name that not all of them share: "
-        "'Amazon' for AMAZON_2019_10K.pdf); "
+        description="When the index holds several documents (and the user chose none), the answer's document "
+        "must be named by the question (a word of its file name that not all of them share: 'Amazon' for "
+        "AMAZON_2019_10K.pdf); "
         "otherwise the question is answered 'not found', asking the user to name the company or choose a "
         "document. For collections of like documents (filings of many companies), where the same question "
         "has a different answer in each: revenue 'in 2019' from whichever filing ranked first is another "

@@ -608,13 +608,14 @@ def test_compose_answers_only_from_a_document_the_question_names_when_the_pack_a
     assert c.grounded and c.shaped.cited == [2]
     off = AnswerSettings(shapes=["free"], default="free")
     assert compose(gen, prompt, "What was revenue in 2019?", off).grounded
-    # The filter kept ACME's filing only, but the search also returned Birch's: still unnamed.
+    # Only ACME's filing was kept, but the index also holds Birch's: still unnamed.
     only_acme = Prompt([{"role": "user", "content": "x"}], ps[:1], 64, "free")
+    index = {p.doc_id: p.name for p in ps}
     gen = FakeGenerator("Revenue in 2019 was $12.0 million [1].")
-    c = compose(gen, only_acme, "What was revenue in 2019?", on, candidates=ps)
+    c = compose(gen, only_acme, "What was revenue in 2019?", on, documents=index)
     assert gen.calls == [] and c.decided_by == "document"
-    assert compose(gen, only_acme, "What was Acme's revenue in 2019?", on, candidates=ps).grounded
-    assert compose(gen, only_acme, "What was revenue in 2019?", on, candidates=ps[:1]).grounded  # one document
+    assert compose(gen, only_acme, "What was Acme's revenue in 2019?", on, documents=index).grounded
+    assert compose(gen, only_acme, "What was revenue in 2019?", on).grounded  # one document to answer from
 
 
 def test_dates_and_durations_as_contracts_write_them():

@@ -92,12 +92,13 @@ def _scope(passage, opening_words: int) -> str:
 
 def compose(generator, prompt, question: str, settings: AnswerSettings, *, label_not_found: bool = False,
             label_prior: dict[str, float] | None = None, reader=None, selector=None,
-            candidates: list | None = None) -> Composed:
+            documents: dict[str, str] | None = None) -> Composed:
     """Generate, shape and check one answer for ``prompt`` (an :class:`app.prompting.Prompt`). ``reader``: the
     pack's label reader (:class:`app.answers.reader.LabelReader`), which then chooses 'label' answers;
     ``selector``: its sentence selector (:class:`app.answers.selector.SentenceSelector`), which then
-    chooses the sentence an 'extract' answer quotes. ``candidates``: every passage the search returned,
-    kept or dropped by the filter (default: the prompt's), for ``grounding.name_the_document``."""
+    chooses the sentence an 'extract' answer quotes. ``documents``: the documents the question could be
+    answered from, doc id -> file name (the index's, or the one the user chose; default: those of the
+    prompt's passages), for ``grounding.name_the_document``."""
     texts = [p.text for p in prompt.context]
     scopes = [_scope(p, settings.grounding.opening_words) for p in prompt.context]
     n = len(texts)
@@ -116,7 +117,7 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
 
     shape = prompt.shape
     doc_ids = [p.doc_id for p in prompt.context]
-    named = _named(question, prompt.context, settings, candidates)
+    named = _named(question, prompt.context, settings, documents)
     if named is not None and not any(named):
         # Several documents and the question names none of them: any answer would be one document's figure
         # given for a question that did not say which; nothing is generated.
@@ -178,16 +179,19 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
     return checked
 
 
-def _named(question: str, passages: list, settings: AnswerSettings, candidates: list | None = None) -> list[bool] | None:
-    """Per kept passage: whether the question names its document (``grounding.name_the_document``) among the
-    documents the search returned; None when the pack does not ask for it or the search found one document
-    only (a one-document index, or the user chose the document). The search's documents, not only the kept
-    ones: when the filter keeps one filing of several, "the discount rate in 2019" is still that filing's
-    figure given for a question that did not say which."""
-    pool = list(candidates or []) + list(passages)
-    if not settings.grounding.name_the_document or len({p.doc_id for p in pool}) < 2:
+def _named(question: str, passages: list, settings: AnswerSettings,
+           documents: dict[str, str] | None = None) -> list[bool] | None:
+    """Per kept passage: whether the question names its document (``grounding.name_the_document``) among
+    ``documents`` (default: the passages' own); None when the pack does not ask for it or there is one
+    document to answer from (a one-document index, or the user chose the document). All the index's
+    documents, not only the kept ones: when the filter keeps one filing of several, or document-first
+    search routes to one, "the discount rate in 2019" is still that filing's figure given for a question
+    that did not say which."""
+    pool = dict(documents) if documents else {}
+    pool.update((p.doc_id, p.name) for p in passages)
+    if not settings.grounding.name_the_document or len(pool) < 2:
         return None
-    names = sorted({p.doc_id: p.name for p in pool}.items())
+    names = sorted(pool.items())
     by_doc = dict(zip((d for d, _ in names), named_documents(question, [n for _, n in names])))
     return [by_doc[p.doc_id] for p in passages]
 
