@@ -245,6 +245,14 @@ class Assistant:
             return None
         return self.embedder.encode_query(question)
 
+    def _answerable_documents(self, view, options: AskOptions) -> dict[str, str] | None:
+        """What grounding.name_the_document checks the question against: the index's documents (doc id ->
+        file name), unless the user chose one or the pack does not ask for the check (then nothing is built:
+        this runs on every question)."""
+        if options.doc or not self.pack.config.answers.grounding.name_the_document:
+            return None
+        return {d: r.name for d, r in view.snapshot.documents.items()}
+
     def ask(self, question: str, options: AskOptions | None = None, *,
             on_position: PositionCallback | None = None) -> AnswerStream:
         """Run retrieve -> filter -> build prompt now; the returned stream waits for its turn in
@@ -273,5 +281,5 @@ class Assistant:
                             label_not_found=answers.label_not_found,
                             label_prior=self.label_prior if answers.label_calibration == "content_free" else None,
                             reader=self.label_reader, selector=self.sentence_selector,
-                            documents=None if options.doc else {d: r.name for d, r in view.snapshot.documents.items()},
+                            documents=self._answerable_documents(view, options),
                             queue=self.queue, on_position=on_position)

@@ -141,8 +141,7 @@ class OnnxEncoder:
         self.model_dir = Path(model_dir)
         self.max_seq_tokens = max_seq_tokens
         self.int8 = int8
-        self._session = None
-        self._sessions: list = []
+        self._sessions: list = []  # one (fp32) or one per core (int8), see load
         self._pool = None  # threads that run the int8 lanes (see load)
         self._tokenizer = None
 
@@ -170,7 +169,6 @@ class OnnxEncoder:
         opts.log_severity_level = 3
         self._sessions = [ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
                           for _ in range(lanes)]
-        self._session = self._sessions[0]
         if lanes > 1 and self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
@@ -183,7 +181,7 @@ class OnnxEncoder:
 
     @property
     def dim(self) -> int:
-        return int(self._session.get_outputs()[0].shape[1])
+        return int(self._sessions[0].get_outputs()[0].shape[1])
 
     def encode_batch(self, texts: Sequence[str]) -> np.ndarray:
         """L2-normalised float32 vectors, one row a text (padded to the batch's longest)."""
@@ -191,7 +189,7 @@ class OnnxEncoder:
         feed = {name: np.asarray([getattr(e, attr) for e in encs], dtype="int64")
                 for name, attr in zip(_INPUTS, ("ids", "attention_mask", "type_ids"))}
         if len(self._sessions) == 1 or len(texts) < 2:
-            return np.asarray(self._session.run(None, feed)[0], dtype="float32")
+            return np.asarray(self._sessions[0].run(None, feed)[0], dtype="float32")
         # ONNX Runtime releases the GIL while it runs, so the lanes compute at once. (Activations are
         # quantized per call, so a vector depends a little on its share of the batch, as on any batch size.)
         shares = [part for part in np.array_split(np.arange(len(texts)), len(self._sessions)) if len(part)]

@@ -208,7 +208,7 @@ def html_to_text(markup: str) -> tuple[str, str]:
 # BM25 and the embedder. PDFium is one C++ library per process and is not thread-safe: every call into it
 # below holds _PDFIUM. (Ingest parses in its sandbox process, one file at a time; the lock is for
 # in-process callers such as SLMRAG_PARSE_ISOLATION=0 or a user's own threads.)
-_PDFIUM = threading.RLock()
+_PDFIUM = threading.Lock()
 # pypdfium2's error codes (FPDF_ERR_*), for the messages a user can act on.
 _ERR_PASSWORD, _ERR_SECURITY = 4, 5
 

@@ -1,6 +1,6 @@
 """Parse files in a worker process, so one pathological file cannot hang or exhaust the ingest.
 
-Why a process: a malformed or hostile PDF (a 5 KB file of form XObjects nested 18 deep that each draw the
+Why a process: a malformed or hostile PDF (a 19 KB file of form XObjects nested 18 deep that each draw the
 next one twice, a content stream that inflates to hundreds of MB, ...) can keep the PDF engine (PDFium, C++)
 busy for minutes, grow to gigabytes, or crash it. A thread cannot be stopped, shares the heap and dies with
 the process; a worker process can be killed at a deadline and gets

@@ -187,9 +187,11 @@ def _named(question: str, passages: list, settings: AnswerSettings,
     documents, not only the kept ones: when the filter keeps one filing of several, or document-first
     search routes to one, "the discount rate in 2019" is still that filing's figure given for a question
     that did not say which."""
+    if not settings.grounding.name_the_document:
+        return None
     pool = dict(documents) if documents else {}
     pool.update((p.doc_id, p.name) for p in passages)
-    if not settings.grounding.name_the_document or len(pool) < 2:
+    if len(pool) < 2:
         return None
     names = sorted(pool.items())
     by_doc = dict(zip((d for d, _ in names), named_documents(question, [n for _, n in names])))
