@@ -657,6 +657,9 @@ def test_finance_pack_asks_which_company_when_the_question_names_none(assistants
     assert named.decided_by != "document" and all(c["name"].startswith("contoso") for c in named.citations)
     scoped = a.ask("What was total revenue?", AskOptions(max_tokens=48, doc="contoso_q2_2024_earnings.md")).run()
     assert scoped.decided_by != "document"
+    # One passage of one filing kept (k=1, nothing filtered): the index still holds the others.
+    one = a.ask("What was total revenue?", AskOptions(max_tokens=48, k=1, threshold=0.0)).run()
+    assert one.abstained and one.decided_by == "document", one.to_json()
 
 
 def test_archive_that_inflates_without_limit_is_refused(dirs, tmp_path, monkeypatch):
