@@ -51,9 +51,11 @@ class FilterChoice:
     threshold: float
     min_keep: int
     gate: float | None = None  # question-level cosine floor (FilterSettings.gate); None: no gate
+    topic: float | None = None  # the topic gate's threshold (FilterSettings.topic_threshold); None: no topic gate
 
     def to_json(self) -> dict:
-        return {"kind": self.kind, "threshold": self.threshold, "min_keep": self.min_keep, "gate": self.gate}
+        out = {"kind": self.kind, "threshold": self.threshold, "min_keep": self.min_keep, "gate": self.gate}
+        return out | ({"topic_threshold": self.topic} if self.topic is not None else {})
 
 
 @dataclass
@@ -67,12 +69,15 @@ class Retrieval:
     filter: FilterChoice
     timings: dict = field(default_factory=dict)
     gate_score: float | None = None  # the best cosine among the candidates, when the pack has a gate
+    topic_score: float | None = None  # P(the question is this pack's), when the pack has a topic gate
 
     def filter_json(self) -> dict:
-        """What the answer reports of its filtering: the choice, and the gate's verdict when there is one."""
+        """What the answer reports of its filtering: the choice, and the gates' verdicts when there are any."""
         out = self.filter.to_json()
         if self.gate_score is not None:
             out |= {"gate_score": self.gate_score, "gated": self.gate_score < (self.filter.gate or 0.0)}
+        if self.topic_score is not None:
+            out |= {"topic_score": self.topic_score, "off_topic": self.topic_score < (self.filter.topic or 0.0)}
         return out
 
 
@@ -108,7 +113,7 @@ class Assistant:
         self.prompts = PromptBuilder(pack, self.generator, self.embedder)
         self._view: IndexView | None = None
         self._label_prior: dict[str, float] | None = None
-        self._answer_models: dict[str, object] = {}  # the label reader, the sentence selector
+        self._answer_models: dict[str, object] = {}  # the label reader, the sentence selector, the topic gate
         self._lock = threading.Lock()
         self._prior_lock = threading.Lock()
 
@@ -117,6 +122,7 @@ class Assistant:
         self.embedder.load_query()
         if self._view is None:
             self.refresh()
+        _ = self.topic_gate  # a few KB; a broken one is reported at load, not on the first question
         if generator:
             self.generator.load()
             _ = self.label_reader, self.sentence_selector  # when the pack has them: a cold start is not an answer's latency
@@ -162,26 +168,36 @@ class Assistant:
         kind = options.filter or cfg.kind
         return FilterChoice(kind=kind,
                             threshold=cfg.threshold if options.threshold is None else float(options.threshold),
-                            min_keep=cfg.min_keep, gate=None if kind == "none" else cfg.gate)
+                            min_keep=cfg.min_keep, gate=None if kind == "none" else cfg.gate,
+                            topic=None if kind == "none" or not cfg.topic_model else cfg.topic_threshold)
+
+    @property
+    def topic_gate(self):
+        """The pack's topic gate (``filter.topic_model``), loaded on first use; None when the pack has none."""
+        from app.filters.topic import TopicGate
+
+        cfg = self.pack.config
+        return self._pack_model("topic_model", cfg.filter.topic_model,
+                                lambda path: TopicGate(path, cfg.embedder.model))
 
     @property
     def label_reader(self):
         """The pack's label reader (``answers.label_reader``), loaded on first use; None when the pack has none."""
         from app.answers.reader import LabelReader
 
-        return self._pack_model("label_reader", lambda path: LabelReader.from_folder(
-            path, self.pack.config.answers.labels))
+        return self._pack_model("label_reader", self.pack.config.answers.label_reader,
+                                lambda path: LabelReader.from_folder(path, self.pack.config.answers.labels))
 
     @property
     def sentence_selector(self):
         """The pack's sentence selector (``answers.extract_selector``), loaded on first use; None when it has none."""
         from app.answers.selector import SentenceSelector
 
-        return self._pack_model("extract_selector", SentenceSelector.from_folder)
+        return self._pack_model("extract_selector", self.pack.config.answers.extract_selector,
+                                SentenceSelector.from_folder)
 
-    def _pack_model(self, setting: str, load):
-        """A small model the pack ships for its answers (a folder named by ``answers.<setting>``), loaded once."""
-        folder = getattr(self.pack.config.answers, setting)
+    def _pack_model(self, setting: str, folder: str | None, load):
+        """A small model the pack ships (the pack-relative ``folder`` its ``setting`` names), loaded once."""
         if folder is None or setting in self._answer_models:  # loaded: no lock on the answer path
             return self._answer_models.get(setting)
         with self._prior_lock:
@@ -227,7 +243,11 @@ class Assistant:
             topical = scores if choice.kind == "cosine" else view.relevance_filter("cosine", self).score(
                 question, passages, query_vector=qvec)
             gate_score = round(float(max(topical)), 4)
-        if gate_score is not None and gate_score < choice.gate:  # the question is not about these documents: no passage may stand, min_keep included
+        topic_score = None
+        if choice.topic is not None and qvec is not None:
+            topic_score = round(self.topic_gate.score(qvec), 4)
+        off_topic = topic_score is not None and topic_score < choice.topic
+        if off_topic or (gate_score is not None and gate_score < choice.gate):  # the question is not about these documents: no passage may stand, min_keep included
             for p in passages:
                 p.kept = False
         elif choice.min_keep and passages:
@@ -235,13 +255,13 @@ class Assistant:
                 p.kept = True
         timings["filter_s"] = round(time.perf_counter() - t, 4)
         kept = sorted((p for p in passages if p.kept), key=lambda p: -(p.filter_score or 0))
-        return Retrieval(question, passages, self.prompts.budget(kept), choice, timings, gate_score)
+        return Retrieval(question, passages, self.prompts.budget(kept), choice, timings, gate_score, topic_score)
 
     def _query_vector(self, question: str, choice: FilterChoice, options: AskOptions) -> np.ndarray | None:
         """The question embedded once, for the dense retriever, the cosine filter and the gate alike (None
         when none of them needs it)."""
         mode = self.pack.config.retrieval.mode
-        if mode == "bm25" and choice.kind != "cosine" and choice.gate is None:
+        if mode == "bm25" and choice.kind != "cosine" and choice.gate is None and choice.topic is None:
             return None
         return self.embedder.encode_query(question)
 

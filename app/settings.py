@@ -267,6 +267,21 @@ class FilterSettings(_Strict):
         "well, decides whether the question belongs here at all. Set by `slmrag filter calibrate --gate`; "
         "unset: no gate.",
     )
+    topic_model: str | None = Field(
+        None,
+        description="The pack-relative folder of a topic gate (`slmrag filter topic`): a classifier of the question's "
+        "embedding, trained on this pack's questions against other domains'. A question it scores under "
+        "topic_threshold keeps no passage (the answer is 'not found', 'off_topic' in its filter report), whatever "
+        "the filter kind. For packs whose documents touch every field (a 10-K mentions patients and lawsuits), "
+        "where passage scores cannot tell another field's question apart. Unset: no topic gate.",
+    )
+    topic_threshold: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="The topic gate's floor on P(the question belongs to this pack); set by `slmrag filter topic` "
+        "from cross-validated scores of the pack's own training questions (at most 2 % of them gated).",
+    )
     min_keep: int = Field(
         0,
         ge=0,

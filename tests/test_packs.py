@@ -662,6 +662,24 @@ def test_finance_pack_asks_which_company_when_the_question_names_none(assistants
     assert one.abstained and one.decided_by == "document", one.to_json()
 
 
+@pytest.mark.slow
+def test_finance_pack_turns_other_fields_questions_away_by_its_topic_gate(assistants):
+    """The clinician's question from the answers issue finds filing passages above the cosine threshold
+    (a 10-K mentions patients and treatments); the finance pack's topic gate turns it away before them."""
+    from app.assistant import AskOptions
+
+    a = assistants["finance"]
+    question = "Does the protocol recommend aspirin for all patients with atrial fibrillation?"
+    found = a.retrieve(question, AskOptions(threshold=0.0))
+    # At threshold 0 the cosine filter alone would keep the candidates scoring >= 0; the gate keeps none.
+    assert any(p.filter_score >= 0.0 for p in found.passages) and not found.kept
+    gated = a.ask(question, AskOptions(threshold=0.0)).run()
+    assert gated.abstained and gated.decided_by == "filter", gated.to_json()
+    assert gated.filter["off_topic"] is True and gated.filter["topic_score"] < gated.filter["topic_threshold"]
+    for example in a.pack.config.examples:  # the pack's own example questions pass it
+        assert a.retrieve(example).filter_json()["off_topic"] is False, example
+
+
 def test_archive_that_inflates_without_limit_is_refused(dirs, tmp_path, monkeypatch):
     import app.pack_archive as pa
 

@@ -1,7 +1,7 @@
-"""``slmrag filter train / calibrate``: the pack's own relevance model and its threshold.
+"""``slmrag filter train / calibrate / topic``: the pack's own relevance model, its threshold and its topic gate.
 
 The work is in :mod:`app.training.cross_encoder` (train), :mod:`app.evaluation.calibration` and
-:mod:`app.pack_edit` (calibrate); these commands parse options, show progress and print results.
+:mod:`app.pack_edit` (calibrate), :mod:`app.training.topic` (topic); these commands parse options, show progress and print results.
 """
 
 from __future__ import annotations
@@ -241,7 +241,76 @@ def register(app, packs_app, filter_app) -> None:
         if cal.gate is not None:
             out.print(f"gate {summary['gate']:.4f}: a question whose best candidate's cosine is below it keeps nothing "
                       f"(at most {gate:.0%} of answerable questions); rates above include it", highlight=False)
+        if cal.topic_threshold is not None:
+            out.print(f"topic gate {cal.topic_threshold:.4f} ({p.config.filter.topic_model}/): a question it turns away keeps "
+                      "nothing; rates above include it", highlight=False)
         if written:
             out.print(f"wrote filter.threshold: {summary['threshold']:.4f} to {written}", highlight=False)
         else:
             out.print(f"add --write to store it in {p.path / 'pack.yaml'}", highlight=False)
+
+    @filter_app.command("topic")
+    def filter_topic(
+        pack: str = PackOpt,
+        train: Path = typer.Option(..., "--train", help="The pack's own questions: a training folder with "
+                                   "questions.jsonl (as for `filter train`) or a JSON-lines file."),
+        out_of_pack: list[Path] = typer.Option(..., "--out-of-pack", help="Other domains' questions (JSON lines; "
+                                               "their training rows, never the dev questions you measure on)."),
+        max_false: float = typer.Option(0.02, "--max-false", min=0.0, max=0.5, help="Share of the pack's own questions "
+                                        "(cross-validated) the gate may turn away; sets filter.topic_threshold."),
+        seed: int = typer.Option(0, "--seed", help="Assigns questions to cross-validation folds."),
+        as_json: bool = JsonOpt,
+    ) -> None:
+        """Train the pack's topic gate: does a question belong to this pack at all?
+
+        A logistic regression on the pack's question embeddings, this pack's questions against other
+        domains' (a few KB of safetensors in the pack's topic/ folder); its threshold turns away at most
+        --max-false of the pack's own questions, scored by cross-validation. Sets filter.topic_model and
+        filter.topic_threshold in pack.yaml. Then `slmrag filter calibrate --out-of-pack` measures filter +
+        gate on dev questions.
+        """
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from app.embedder import Embedder
+        from app.evaluation.questions import load_questions
+        from app.pack_edit import set_block_values
+        from app.store import file_sha256
+        from app.training.adapter import data_hash
+        from app.training.topic import train_topic_gate
+
+        try:
+            p = writable_pack(_pack(pack))
+            source = train / "questions.jsonl" if train.is_dir() else train
+            if not source.is_file():
+                raise SlmragError(f"--train {train}: no questions.jsonl there. Pass a training folder (questions.jsonl "
+                                  "+ corpus/) or a JSON-lines file of the pack's questions.")
+            mine = [q["question"] for q in load_questions(source, labelled=False)]
+            others = [q["question"] for f in out_of_pack for q in load_questions(f, labelled=False)]
+            embedder = Embedder(p.config.embedder, p.path)
+            progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), console=err, disable=not _progress_enabled(err, as_json))
+            info = {"pack": p.name, "train_data": str(train),
+                    "train_data_sha256": data_hash(train) if train.is_dir() and (train / "corpus").is_dir()
+                    else file_sha256(source),
+                    "out_of_pack": {str(f): file_sha256(f) for f in out_of_pack}, "command": invoked_command()}
+            with progress:
+                task = progress.add_task("embedding questions", total=len(mine) + len(others))
+                meta = train_topic_gate(embedder, mine, others, p.path / "topic", max_false=max_false, seed=seed,
+                                        info=info, progress=lambda n: progress.advance(task, n))
+            threshold = f"{meta['threshold']:.4f}"
+            set_block_values(p.path / "pack.yaml", "filter", {"topic_model": "topic", "topic_threshold": threshold},
+                             lambda cfg: cfg.filter.topic_model == "topic"
+                             and abs(cfg.filter.topic_threshold - float(threshold)) <= 1e-9)
+        except SlmragError as exc:
+            _fail(exc)
+        if as_json:
+            print(json.dumps(meta, indent=2))
+            return
+        cv = meta["cross_validated"]
+        out.print(f"trained the topic gate of '{p.name}' on {meta['in_questions']} of its questions and "
+                  f"{meta['out_questions']} of other domains'; threshold {threshold} (cross-validated: "
+                  f"{cv['in_gated']:.1%} of its own questions gated, {cv['out_admitted']:.1%} of the others admitted)",
+                  highlight=False)
+        out.print(f"saved to {p.path / 'topic'}; pack.yaml now uses it (filter.topic_model: topic). Next: slmrag "
+                  f"filter calibrate --pack {p.name} --questions DEV.jsonl --out-of-pack OTHER.jsonl", highlight=False,
+                  markup=False)

@@ -9,6 +9,8 @@ gold from the rest. ``slmrag filter calibrate`` stores the result with :mod:`app
 With a *gate* (``filter.gate``), a question keeps nothing unless one of its candidates reaches the gate in
 cosine similarity, whatever the filter's scores: :func:`choose_gate` sets it from the answerable questions'
 best cosine (at most ``max_false`` of them gated), and every rate is then reported for gate + filter.
+A pack's *topic gate* (``filter.topic_model``, :mod:`app.filters.topic`) is counted the same way: a
+question it turns away keeps nothing, so every rate is measured as an ask would see it.
 """
 
 from __future__ import annotations
@@ -89,13 +91,14 @@ class ScoredQuestion:
     scores: list[float]
     gold: list[bool]
     best_cosine: float | None = None  # the gate's score: the best cosine among the candidates
+    on_topic: bool = True  # the pack's topic gate admits the question (True when the pack has none)
 
     @property
     def max_score(self) -> float:
         return max(self.scores) if self.scores else float("-inf")
 
     def passes(self, gate: float | None) -> bool:
-        return gate is None or (self.best_cosine is not None and self.best_cosine >= gate)
+        return self.on_topic and (gate is None or (self.best_cosine is not None and self.best_cosine >= gate))
 
     def abstains(self, threshold: float, gate: float | None) -> bool:
         return not self.passes(gate) or self.max_score < threshold
@@ -109,6 +112,7 @@ class Calibration:
     questions: list[ScoredQuestion]
     out_of_pack: list[ScoredQuestion] = field(default_factory=list)
     gate: float | None = None
+    topic_threshold: float | None = None  # the pack's topic gate, counted in every rate; None: it has none
 
     @property
     def gold_scores(self) -> list[float]:
@@ -142,6 +146,7 @@ class Calibration:
 
     def summary(self) -> dict:
         return {"kind": self.kind, "threshold": self.threshold, "keep_target": self.keep_target, "gate": self.gate,
+                **({"topic_threshold": self.topic_threshold} if self.topic_threshold is not None else {}),
                 "questions": len(self.questions),
                 "answerable": sum(1 for q in self.questions if any(q.gold)),
                 "gold_passages": len(self.gold_scores), "nongold_passages": len(self.other_scores),
@@ -149,18 +154,19 @@ class Calibration:
 
 
 def score_questions(filt, retriever, questions: Iterable[dict], k: int, *, labelled: bool = True,
-                    cosine=None, progress: Callable[[], None] | None = None) -> list[ScoredQuestion]:
+                    cosine=None, topic: Callable[[str], bool] | None = None,
+                    progress: Callable[[], None] | None = None) -> list[ScoredQuestion]:
     """Retrieve ``k`` candidates per question, score them with ``filt`` and, when ``labelled``, mark the gold
     ones; labelled questions are searched as ``slmrag eval`` does (within their document when doc-scoped),
     unlabelled ones (out-of-pack) across the whole index. With a ``cosine`` filter, each question's best
-    cosine (the gate's score) is recorded too."""
+    cosine (the gate's score) is recorded too; with ``topic`` (question -> admitted?), the topic gate's verdict."""
     out = []
     for q in questions:
         passages = retriever.search(q["question"], k, doc=scope(q) if labelled else None)
         scores = filt.score(q["question"], passages) if passages else []
         gold = [labelled and holds_evidence(p, q) for p in passages]
         best = max(cosine.score(q["question"], passages)) if cosine is not None and passages else None
-        out.append(ScoredQuestion(q, [float(s) for s in scores], gold, best))
+        out.append(ScoredQuestion(q, [float(s) for s in scores], gold, best, topic(q["question"]) if topic else True))
         if progress:
             progress()
     return out
@@ -181,7 +187,13 @@ def calibrate(assistant, questions: Sequence[dict], *, kind: str | None = None, 
     k = k or pack.config.retrieval.k
     filt = assistant.relevance_filter(kind)
     cosine = assistant.relevance_filter("cosine") if gate_max_false is not None else None
-    scored = score_questions(filt, assistant.retriever, questions, k, cosine=cosine, progress=progress)
+    # The pack's topic gate stands in front of every filter kind, as in an ask: its verdicts count too.
+    topic_threshold = assistant.filter_choice().topic
+    topic = None
+    if topic_threshold is not None:
+        gate_model = assistant.topic_gate
+        topic = lambda q: gate_model.score(assistant.embedder.encode_query(q)) >= topic_threshold  # noqa: E731
+    scored = score_questions(filt, assistant.retriever, questions, k, cosine=cosine, topic=topic, progress=progress)
     gate = None
     if gate_max_false is not None:
         gate = choose_gate([q.best_cosine for q in scored if any(q.gold)], max_false=gate_max_false)
@@ -189,6 +201,6 @@ def calibrate(assistant, questions: Sequence[dict], *, kind: str | None = None, 
     n_gold = sum(sum(q.gold) for q in scored)
     # Gold passages lost to the gate count against ``keep``: ask the rest for the share still missing.
     threshold = choose_threshold(gold, keep=min(1.0, keep * n_gold / max(len(gold), 1)))
-    oop = score_questions(filt, assistant.retriever, out_of_pack, k, labelled=False, cosine=cosine,
+    oop = score_questions(filt, assistant.retriever, out_of_pack, k, labelled=False, cosine=cosine, topic=topic,
                           progress=progress) if out_of_pack else []
-    return Calibration(kind, threshold, keep, scored, oop, gate)
+    return Calibration(kind, threshold, keep, scored, oop, gate, topic_threshold)

@@ -17,9 +17,10 @@ from app.evaluation.metrics import passage_holds_evidence
 REQUIRED_FIELDS = ("id", "question", "answer", "evidence", "doc")  # evidence may be "", answer too when answerable: false
 
 
-def load_questions(path: Path | str, limit: int | None = None) -> list[dict]:
+def load_questions(path: Path | str, limit: int | None = None, *, labelled: bool = True) -> list[dict]:
     """Read a question JSONL file, the first ``limit`` questions when given (the whole file is still
-    validated); raises InputError naming the bad line."""
+    validated); raises InputError naming the bad line. ``labelled=False`` asks only for a ``question`` on
+    each line (question files that teach which field a question belongs to, not its answer)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise InputError(f"{path}: no such question file; pass a .jsonl file with one question per line.")
@@ -40,14 +41,16 @@ def load_questions(path: Path | str, limit: int | None = None) -> list[dict]:
             # A row marked answerable: false has no answer by definition (legal training rows: the clause
             # is absent from that contract), and an arithmetic answer may have no single evidence snippet.
             optional = {"evidence"} | ({"answer"} if q.get("answerable") is False else set())
-            missing = [f for f in REQUIRED_FIELDS
+            required = REQUIRED_FIELDS if labelled else ("question",)
+            missing = [f for f in required
                        if not isinstance(q.get(f), str) or (f not in optional and not q[f].strip())]
             if missing:
                 raise InputError(f"{path}:{lineno}: missing or empty field(s) {', '.join(missing)}; every question "
-                                 f"needs {', '.join(REQUIRED_FIELDS)} (see docs/eval.md).")
-            if q["id"] in seen:
-                raise InputError(f"{path}:{lineno}: duplicate id '{q['id']}'; ids must be unique.")
-            seen.add(q["id"])
+                                 f"needs {', '.join(required)} (see docs/eval.md).")
+            if isinstance(q.get("id"), str):  # always, when labelled
+                if q["id"] in seen:
+                    raise InputError(f"{path}:{lineno}: duplicate id '{q['id']}'; ids must be unique.")
+                seen.add(q["id"])
             questions.append(q)
     if not questions:
         raise InputError(f"{path}: holds no questions.")
