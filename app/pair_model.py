@@ -24,6 +24,7 @@ HEAD_FILE = "head.safetensors"
 SPAN_FILE = "span.safetensors"  # optional: a token head (start, end) that marks the answer inside the passage
 FILES = ("adapter_model.safetensors", "adapter_config.json", HEAD_FILE)
 MAX_SPAN_TOKENS = 64
+SCALE_KEY = "pooled_scale"  # head.safetensors metadata: the scale the pooled vector was trained with (absent: 1)
 
 
 def base_model_dir() -> Path:
@@ -33,14 +34,19 @@ def base_model_dir() -> Path:
     return Path(packaged_path("minilm"))
 
 
-def pooled_logits(encoder, head, enc, torch, span_head=None):
+def pooled_logits(encoder, head, enc, torch, span_head=None, scale: float = 1.0):
     """The head's logits ``[batch, outputs]`` for the (question, passage) pairs in ``enc``: MiniLM's token
-    states mean-pooled and L2-normalised (how the model was trained to be read), then the linear head.
-    With ``span_head``: also its per-token logits ``[batch, tokens, 2]`` (start, end), as a pair."""
+    states mean-pooled and L2-normalised (how the model was trained to be read), times ``scale``, then the
+    linear head. With ``span_head``: also its per-token logits ``[batch, tokens, 2]`` (start, end), as a pair.
+
+    Why ``scale``: the pooled vectors of one question's passages are unit vectors a few degrees apart, so a
+    head that starts small (weights ~0.02) moves its logits by hundredths per step and a one-epoch run
+    hardly learns (the relevance model's loss stayed at chance). Scaled by 20, the same steps move them by
+    tenths. The scale a model was trained with is stored in its head file (:data:`SCALE_KEY`)."""
     states = encoder(**enc).last_hidden_state
     mask = enc["attention_mask"].unsqueeze(-1).to(states.dtype)
     pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1)
-    pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
+    pooled = torch.nn.functional.normalize(pooled.float(), dim=-1) * scale
     if span_head is None:
         return head(pooled)
     return head(pooled), span_head(states.float())
@@ -110,6 +116,7 @@ class PairModel:
         self._tok = None
         self._head = None
         self._span = None
+        self._scale = 1.0
 
     @property
     def outputs(self) -> int:
@@ -134,6 +141,7 @@ class PairModel:
                 model = peft.PeftModel.from_pretrained(model, str(self.folder), is_trainable=False)
                 reading = HEAD_FILE
                 head = _linear(load_file(str(self.folder / HEAD_FILE)), torch)
+                scale = head_scale(self.folder / HEAD_FILE)
                 if (self.folder / SPAN_FILE).is_file():
                     reading = SPAN_FILE
                     self._span = _linear(load_file(str(self.folder / SPAN_FILE)), torch)
@@ -142,7 +150,7 @@ class PairModel:
                     f"The trained model in {self.folder} could not be read ({reading}: {type(exc).__name__}: {exc}). "
                     "The file is damaged or was not written by slmrag: reinstall the pack, or train this model again "
                     "(slmrag adapt reader / adapt selector / filter train, with --pack NAME --train DIR).") from exc
-            self._tok, self._head = tok, head
+            self._tok, self._head, self._scale = tok, head, scale
             self._model = model.merge_and_unload().eval()
         return self
 
@@ -163,7 +171,7 @@ class PairModel:
                         return_offsets_mapping=True, return_tensors="pt")
         offsets = enc.pop("offset_mapping")[0].tolist()
         with torch.inference_mode():
-            _, tokens = pooled_logits(self._model, self._head, enc, torch, self._span)
+            _, tokens = pooled_logits(self._model, self._head, enc, torch, self._span, self._scale)
         allowed = passage_token_mask(enc, torch)[0].numpy() & np.array([o[0] >= start_char and o[1] > o[0] for o in offsets])
         i, j, p = best_span(tokens[0, :, 0].numpy(), tokens[0, :, 1].numpy(), allowed)
         if p == 0.0:
@@ -183,5 +191,23 @@ class PairModel:
             enc = self._tok([question] * len(chunk), chunk, truncation="only_second", max_length=self.max_length,
                             padding=True, return_tensors="pt")
             with torch.inference_mode(), autocast:
-                out.append(pooled_logits(self._model, self._head, enc, torch).float().numpy())
+                out.append(pooled_logits(self._model, self._head, enc, torch, scale=self._scale).float().numpy())
         return np.concatenate(out, axis=0) if out else np.zeros((0, self.outputs), dtype="float32")
+
+
+def head_scale(path: Path) -> float:
+    """The pooled-vector scale a head was trained with (its file's ``pooled_scale`` metadata; 1 when absent,
+    as in models saved before it existed). A value that is not a positive finite number is refused."""
+    import math
+
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        raw = (f.metadata() or {}).get(SCALE_KEY, "1")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{SCALE_KEY} metadata is {raw!r}, not a positive number")
+    return value

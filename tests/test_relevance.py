@@ -63,6 +63,30 @@ def test_saved_model_is_small_safetensors_with_metadata(trained):
     assert files == ["adapter_config.json", "adapter_model.safetensors", "filter.json", "head.safetensors"]
     assert (pack_dir / "filter" / "adapter_model.safetensors").stat().st_size < 5_000_000
     assert json.loads((pack_dir / "filter" / "filter.json").read_text())["seed"] == 0 and meta["steps"] > 0
+    from app.pair_model import head_scale
+
+    # The pooled vector is read at the scale it was trained with (stored in the head file).
+    assert head_scale(pack_dir / "filter" / "head.safetensors") == 20.0 and meta["pooled_scale"] == 20.0
+
+
+@pytest.mark.parametrize("metadata, expected", [(None, 1.0), ({"pooled_scale": "2.5"}, 2.5),
+                                                ({"pooled_scale": "nan"}, None), ({"pooled_scale": "-1"}, None),
+                                                ({"pooled_scale": "big"}, None)])
+def test_head_scale_is_read_from_the_head_file(tmp_path, metadata, expected):
+    """A head saved before the scale existed reads as 1; a scale that is not a positive number is refused
+    (the model would score every passage the same or backwards)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from app.pair_model import head_scale
+
+    path = tmp_path / "head.safetensors"
+    save_file({"weight": torch.zeros(1, 4), "bias": torch.zeros(1)}, str(path), metadata=metadata)
+    if expected is None:
+        with pytest.raises(ValueError, match="pooled_scale"):
+            head_scale(path)
+    else:
+        assert head_scale(path) == expected
 
 
 def test_pack_filter_model_ranks_gold_first(trained):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from app.errors import require
-from app.pair_model import HEAD_FILE, SPAN_FILE, base_model_dir, passage_token_mask, pooled_logits
+from app.pair_model import HEAD_FILE, SCALE_KEY, SPAN_FILE, base_model_dir, passage_token_mask, pooled_logits
 from app.training import replace_dir, warmup_then_decay
 
 BASE_NAME = "packaged:minilm"
@@ -41,7 +41,7 @@ def span_token_targets(tok, pairs: Sequence[tuple[str, str]], spans: Sequence[tu
 def train_pair_model(pairs: Sequence[tuple[str, str]], targets: Sequence, out_dir: Path | str, *, outputs: int,
                      loss, info_name: str, info: dict | None = None, epochs: int = 1, batch_size: int = 16,
                      lr: float = 1e-3, rank: int = 8, max_length: int = 192, seed: int = 0,
-                     spans: Sequence[tuple[int, int] | None] | None = None,
+                     spans: Sequence[tuple[int, int] | None] | None = None, scale: float = 1.0,
                      progress: Callable[[int, int, float], None] | None = None) -> dict:
     """Train on (question, passage) ``pairs`` and save adapter + head + ``info_name`` (metadata) to ``out_dir``.
 
@@ -49,7 +49,8 @@ def train_pair_model(pairs: Sequence[tuple[str, str]], targets: Sequence, out_di
     (one output) or class indices. ``spans``: per pair, the answer's character offsets in the passage (or
     None); given, a span head (start, end per token) is trained too, with cross-entropy over the passage's
     tokens, and saved as ``span.safetensors``; with ``loss=None`` it is the only objective (a span model).
-    The same seed and pairs give the same model.
+    ``scale`` multiplies the pooled vector before the heads (:func:`app.pair_model.pooled_logits`); it is
+    stored in the head file, so the model is read as it was trained. The same seed and pairs give the same model.
     """
     if loss is None and spans is None:
         raise ValueError("train_pair_model needs a loss, or spans to train a span model on")
@@ -92,7 +93,7 @@ def train_pair_model(pairs: Sequence[tuple[str, str]], targets: Sequence, out_di
         enc = tok([pairs[i][0] for i in idx], [pairs[i][1] for i in idx], truncation="only_second",
                   max_length=max_length, padding=True, return_tensors="pt")
         with autocast:
-            out = pooled_logits(model, head, enc, torch, span_head)
+            out = pooled_logits(model, head, enc, torch, span_head, scale)
         logits, token_logits = out if span_head is not None else (out, None)
         value_t = loss(logits.float(), [targets[i] for i in idx]) if loss is not None else 0.0
         if token_logits is not None:
@@ -116,13 +117,13 @@ def train_pair_model(pairs: Sequence[tuple[str, str]], targets: Sequence, out_di
     from safetensors.torch import save_file
 
     save_file({"weight": head.weight.detach().contiguous(), "bias": head.bias.detach().contiguous()},
-              str(tmp / HEAD_FILE))
+              str(tmp / HEAD_FILE), metadata={SCALE_KEY: repr(float(scale))})
     if span_head is not None:
         save_file({"weight": span_head.weight.detach().contiguous(), "bias": span_head.bias.detach().contiguous()},
                   str(tmp / SPAN_FILE))
     (tmp / "README.md").unlink(missing_ok=True)  # peft's model-card stub; the info file says how it was made
     meta = {**(info or {}), "pairs": len(pairs), "steps": len(batches), "epochs": epochs, "batch_size": batch_size,
-            "lr": lr, "rank": rank, "max_length": max_length, "seed": seed, "seconds": round(seconds, 1),
+            "lr": lr, "rank": rank, "max_length": max_length, "seed": seed, "pooled_scale": scale, "seconds": round(seconds, 1),
             "final_loss": round(float(ema or 0.0), 4), "base_model": BASE_NAME,
             **({"span_examples": sum(t is not None for t in span_tokens)} if span_tokens is not None else {})}
     (tmp / info_name).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")

@@ -38,7 +38,7 @@ class Pair:
 
 
 def build_pairs(assistant, rows: list[dict], *, out_of_pack: list[dict] = (), k: int = 10, seed: int = 0,
-                max_rows: int | None = None, negatives: int = 4,
+                max_rows: int | None = None, negatives: int = 9,
                 progress: Callable[[int, int], None] | None = None) -> list[Pair]:
     from app.evaluation.questions import evidence_passages, scope
 
@@ -77,9 +77,13 @@ def build_pairs(assistant, rows: list[dict], *, out_of_pack: list[dict] = (), k:
 
 
 def train_relevance(pairs: list[Pair], out_dir: Path | str, *, epochs: int = 1, batch_size: int = 16,
-                    lr: float = 1e-3, rank: int = 8, max_length: int = 192, seed: int = 0,
+                    lr: float = 1e-3, rank: int = 8, max_length: int = 256, seed: int = 0, scale: float = 20.0,
                     progress: Callable[[int, int, float], None] | None = None, info: dict | None = None) -> dict:
-    """Train the LoRA cross-encoder on ``pairs`` (BCE, positives weighted up) and save it to ``out_dir``."""
+    """Train the LoRA cross-encoder on ``pairs`` (BCE, positives weighted up) and save it to ``out_dir``.
+
+    ``max_length`` is the length the filter reads pairs at (:class:`app.filters.cross_encoder.RelevanceModel`),
+    so no passage is cut shorter in training than in use; ``scale`` (:func:`app.pair_model.pooled_logits`)
+    is what lets one epoch learn: legal's model trained with scale 1 ended at chance loss (dev AUC .55)."""
     torch = require("torch")
     from app.training.pair_model import train_pair_model
 
@@ -91,4 +95,4 @@ def train_relevance(pairs: list[Pair], out_dir: Path | str, *, epochs: int = 1, 
                             loss=lambda logits, y: bce(logits.view(-1), torch.tensor(y, dtype=torch.float32)),
                             info_name=INFO, info={**(info or {}), "pair_kinds": kinds}, epochs=epochs,
                             batch_size=batch_size, lr=lr, rank=rank, max_length=max_length, seed=seed,
-                            progress=progress)
+                            scale=scale, progress=progress)
