@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -87,7 +88,8 @@ def train_topic_gate(embedder, in_questions: Sequence[str], out_questions: Seque
     digest = hashlib.sha256("\n".join(list(in_questions) + ["\0"] + list(out_questions)).encode()).hexdigest()
     meta = {**(info or {}), "embedder": embedder.settings.model, "dim": int(x.shape[1]),
             "in_questions": len(in_questions), "out_questions": len(out_questions), "questions_sha256": digest,
-            "seed": seed, "folds": folds, "max_false": max_false, "threshold": round(threshold, 4),
+            # Rounded down, as every stored threshold is: the stored value never gates a question the chosen one admits.
+            "seed": seed, "folds": folds, "max_false": max_false, "threshold": math.floor(threshold * 1e4) / 1e4,
             "cross_validated": {"in_gated": float(np.mean(cv[y > 0] < threshold)),
                                 "out_admitted": float(np.mean(cv[y == 0] >= threshold))}}
     (tmp / INFO).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
