@@ -355,10 +355,11 @@ def test_export_without_corpus_or_index(dirs, tmp_path):
     result = export_pack("slim", tmp_path / "slim.tgz", with_corpus=False)
     files, manifest = read_archive(result.path)
     assert not manifest["with_index"] and manifest["index"] is None
-    # the pack's trained parts travel with it: the LoRA adapter and the relevance model (data files only)
+    # the pack's trained parts travel with it: the LoRA adapter, the relevance model and the topic gate (data files only)
     trained = ["pack/adapter/adapter.gguf", "pack/adapter/adapter.json", "pack/adapter/adapter_config.json",
                "pack/adapter/adapter_model.safetensors", "pack/filter/adapter_config.json",
-               "pack/filter/adapter_model.safetensors", "pack/filter/filter.json", "pack/filter/head.safetensors"]
+               "pack/filter/adapter_model.safetensors", "pack/filter/filter.json", "pack/filter/head.safetensors",
+               "pack/topic/topic.json", "pack/topic/topic.safetensors"]
     assert sorted(files) == sorted(trained + ["pack/expansions.yaml", "pack/pack.yaml", "pack/prompts/abstain.j2",
                                               "pack/prompts/answer.j2", "pack/prompts/disclaimer.md",
                                               "pack/prompts/system.j2"])
