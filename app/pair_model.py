@@ -24,6 +24,7 @@ HEAD_FILE = "head.safetensors"
 SPAN_FILE = "span.safetensors"  # optional: a token head (start, end) that marks the answer inside the passage
 FILES = ("adapter_model.safetensors", "adapter_config.json", HEAD_FILE)
 MAX_SPAN_TOKENS = 64
+READ_LENGTH = 256  # tokens of a (question, passage) pair a model reads; trainers read pairs at this length too
 SCALE_KEY = "pooled_scale"  # head.safetensors metadata: the scale the pooled vector was trained with (absent: 1)
 
 
@@ -108,7 +109,7 @@ class PairModel:
     """A trained pair model, its adapter merged into MiniLM once loaded (plain BERT again: no adapter cost
     per call). Cheap to construct; :meth:`load` does the work."""
 
-    def __init__(self, folder: Path | str, *, batch_size: int = 16, max_length: int = 256):
+    def __init__(self, folder: Path | str, *, batch_size: int = 16, max_length: int = READ_LENGTH):
         self.folder = Path(folder)
         self.batch_size = batch_size
         self.max_length = max_length

@@ -21,10 +21,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-
 from app.answers.shapes import passage_sentences
-from app.filters.cross_encoder import model_passage
+from app.filters.cross_encoder import model_passage, sigmoid
 
 INFO = "selector.json"
 SPAN_DIR = "span"  # inside the selector's folder: the span model, when trained with --span
@@ -93,7 +91,6 @@ class SentenceSelector:
         if not cands:
             return []
         texts = [model_passage(s, passages[n - 1].name, passages[n - 1].heading) for n, s in cands]
-        logits = self._model.logits(question, texts)[:, 0].astype("float64")
-        scores = 1.0 / (1.0 + np.exp(-logits))
+        scores = sigmoid(self._model.logits(question, texts)[:, 0])
         order = sorted(range(len(cands)), key=lambda i: (-scores[i], i))
         return [Selection(cands[i][0], cands[i][1], float(scores[i])) for i in order]

@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from app.errors import SlmragError, require
+from app.pair_model import READ_LENGTH
 from app.retrieval import Passage
 
 CE_SUBDIR = Path("filter") / "cross_encoder"
@@ -46,8 +47,9 @@ def model_passage(text: str, name: str = "", heading: str = "") -> str:
     return (" | ".join(parts) + "\n" + text) if parts else text
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+def sigmoid(x) -> np.ndarray:
+    """1 / (1 + e^-x) in float64: a logit as a probability (the trained filters', selector's and topic gate's scores)."""
+    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype="float64")))
 
 
 class CrossEncoderFilter:
@@ -100,7 +102,7 @@ class CrossEncoderFilter:
         # predict applies the model's sigmoid already; make sure of the [0, 1] range either way.
         arr = np.asarray(scores, dtype="float64").reshape(-1)
         if arr.size and (arr.min() < 0 or arr.max() > 1):
-            arr = _sigmoid(arr)
+            arr = sigmoid(arr)
         return [float(x) for x in arr]
 
 
@@ -108,7 +110,7 @@ class RelevanceModel:
     """The relevance model trained on labelled rows (:mod:`app.training.relevance`): a one-output pair model
     (:class:`app.pair_model.PairModel`); scores are sigmoid(logit) in [0, 1]."""
 
-    def __init__(self, folder: Path | str, *, batch_size: int = 16, max_length: int = 256):
+    def __init__(self, folder: Path | str, *, batch_size: int = 16, max_length: int = READ_LENGTH):
         from app.pair_model import PairModel
 
         self.folder = Path(folder)
@@ -131,4 +133,4 @@ class RelevanceModel:
         return self.score_texts(question, [model_passage(p.text, p.name, p.heading) for p in passages])
 
     def score_texts(self, question: str, texts: list[str]) -> list[float]:
-        return [float(x) for x in _sigmoid(self._pair.logits(question, list(texts))[:, 0].astype("float64"))]
+        return [float(x) for x in sigmoid(self._pair.logits(question, list(texts))[:, 0])]

@@ -21,13 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from app.errors import SlmragError
+from app.filters.cross_encoder import sigmoid
 
 WEIGHTS = "topic.safetensors"
 INFO = "topic.json"
-
-
-def logistic(x):
-    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype="float64")))
 
 
 class TopicGate:
@@ -43,8 +40,8 @@ class TopicGate:
     def load(self) -> "TopicGate":
         if self.weight is not None:
             return self
-        how = (f"Train it again with `slmrag filter topic --pack NAME --train DIR --out-of-pack OTHER.jsonl`, "
-               f"or remove filter.topic_model from pack.yaml.")
+        how = ("Train it again with `slmrag filter topic --pack NAME --train DIR --out-of-pack OTHER.jsonl`, "
+               "or remove filter.topic_model from pack.yaml.")
         missing = [f for f in (WEIGHTS, INFO) if not (self.folder / f).is_file()]
         if missing:
             raise SlmragError(f"filter.topic_model points to {self.folder}, which holds no topic gate (missing "
@@ -76,4 +73,4 @@ class TopicGate:
             raise SlmragError(f"The topic gate in {self.folder} expects {self.weight.shape[0]}-dimensional question "
                               f"vectors, the pack's embedder gives {v.shape[0]}: train the gate again with this "
                               "embedder (`slmrag filter topic`).")
-        return float(logistic(float(v @ self.weight) + self.bias))
+        return float(sigmoid(float(v @ self.weight) + self.bias))

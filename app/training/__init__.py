@@ -15,6 +15,15 @@ from pathlib import Path
 PICKLE_SUFFIXES = (".bin", ".pkl", ".pickle", ".pt", ".pth")
 
 
+def scratch_dir(target: Path) -> Path:
+    """An empty folder beside ``target`` for a trainer to write its model into (what was left there by a
+    crashed run is removed first); :func:`replace_dir` then moves it into place."""
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
 def replace_dir(built: Path, target: Path) -> None:
     """Move the finished folder ``built`` to ``target``, replacing the model that was there. A folder holding
     a pickle file is deleted instead: nothing slmrag stores may run code when loaded."""

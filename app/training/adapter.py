@@ -20,7 +20,6 @@ import json
 import math
 import random
 import re
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Callable
 from app.answers.shapes import NOT_FOUND, locate, route, sentences
 from app.errors import SlmragError, require
 from app.store import file_sha256
-from app.training import replace_dir, warmup_then_decay
+from app.training import replace_dir, scratch_dir, warmup_then_decay
 
 ADAPTER_INFO = "adapter.json"
 GGUF_FILE = "adapter.gguf"
@@ -261,9 +260,7 @@ def train_adapter(base_model: str, examples: list[Example], out_dir: Path | str,
     seconds = time.perf_counter() - t0
     model.eval()
     out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = scratch_dir(out_dir)
     _save_peft(model, tmp, torch, base_model)
     write_gguf_lora(tmp, tmp / GGUF_FILE, gen.gguf_source())
     shapes: dict[str, int] = {}

@@ -16,7 +16,6 @@ import logging
 import math
 import random
 import re
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ import numpy as np
 
 from app.errors import SlmragError, require
 from app.filters.cross_encoder import doc_label, model_passage, normalize
-from app.training import balanced_bce, replace_dir, warmup_then_decay
+from app.training import balanced_bce, replace_dir, scratch_dir, warmup_then_decay
 
 TRAIN_INFO = "slmrag_training.json"
 
@@ -396,8 +395,7 @@ def train_cross_encoder(snapshot, out_dir: Path | str, *, max_queries: int = 400
 
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = scratch_dir(out_dir)
     ce.save_pretrained(str(tmp), safe_serialization=True, create_model_card=False)
     kinds: dict[str, int] = {}
     for p in pairs:

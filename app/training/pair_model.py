@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import time
 from pathlib import Path
 from typing import Callable, Sequence
 
 from app.errors import require
 from app.pair_model import HEAD_FILE, SCALE_KEY, SPAN_FILE, base_model_dir, passage_token_mask, pooled_logits
-from app.training import replace_dir, warmup_then_decay
+from app.training import replace_dir, scratch_dir, warmup_then_decay
 
 BASE_NAME = "packaged:minilm"
 LORA_TARGETS = ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"]
@@ -109,8 +108,7 @@ def train_pair_model(pairs: Sequence[tuple[str, str]], targets: Sequence, out_di
             progress(step, len(batches), ema)
     seconds = time.perf_counter() - t0
     out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = scratch_dir(out_dir)
     # The base is always the installed package (never this machine's path to it, which the config would record).
     model.peft_config["default"].base_model_name_or_path = BASE_NAME
     model.save_pretrained(str(tmp), safe_serialization=True)

@@ -20,6 +20,7 @@ from typing import Callable
 from app.answers.reader import INFO, NONE
 from app.errors import SlmragError, require
 from app.filters.cross_encoder import model_passage
+from app.pair_model import READ_LENGTH
 
 
 @dataclass
@@ -70,7 +71,7 @@ def build_examples(assistant, rows: list[dict], labels: list[str], *, seed: int 
 
 
 def train_reader(examples: list[ReaderExample], labels: list[str], out_dir: Path | str, *, epochs: int = 6,
-                 lr: float = 5e-4, rank: int = 16, max_length: int = 256, seed: int = 0,
+                 lr: float = 5e-4, rank: int = 16, max_length: int = READ_LENGTH, seed: int = 0,
                  progress: Callable[[int, int, float], None] | None = None, info: dict | None = None) -> dict:
     """Train the reader (cross-entropy over labels + "none") and save it to ``out_dir``."""
     torch = require("torch")

@@ -24,6 +24,7 @@ from typing import Callable
 
 from app.errors import SlmragError, require
 from app.filters.cross_encoder import model_passage
+from app.pair_model import READ_LENGTH
 from app.training import balanced_bce
 
 INFO = "filter.json"
@@ -77,7 +78,7 @@ def build_pairs(assistant, rows: list[dict], *, out_of_pack: list[dict] = (), k:
 
 
 def train_relevance(pairs: list[Pair], out_dir: Path | str, *, epochs: int = 1, batch_size: int = 16,
-                    lr: float = 1e-3, rank: int = 8, max_length: int = 256, seed: int = 0, scale: float = 20.0,
+                    lr: float = 1e-3, rank: int = 8, max_length: int = READ_LENGTH, seed: int = 0, scale: float = 20.0,
                     progress: Callable[[int, int, float], None] | None = None, info: dict | None = None) -> dict:
     """Train the LoRA cross-encoder on ``pairs`` (BCE, positives weighted up) and save it to ``out_dir``.
 

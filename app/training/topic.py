@@ -19,8 +19,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from app.errors import SlmragError
-from app.filters.topic import INFO, WEIGHTS, logistic
-from app.training import replace_dir
+from app.filters.cross_encoder import sigmoid
+from app.filters.topic import INFO, WEIGHTS
+from app.training import replace_dir, scratch_dir
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, *, steps: int = 500, lr: float = 0.5,
@@ -36,7 +37,7 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, *, steps: int = 500, lr: float = 
     w = np.zeros(x.shape[1])
     b = 0.0
     for _ in range(steps):
-        g = sw * (logistic(x @ w + b) - y)
+        g = sw * (sigmoid(x @ w + b) - y)
         w -= lr * (x.T @ g / len(y) + l2 * w)
         b -= lr * float(g.mean())
     return w, b
@@ -48,7 +49,7 @@ def cross_validated(x: np.ndarray, y: np.ndarray, *, folds: int = 5, seed: int =
     out = np.zeros(len(y))
     for f in range(folds):
         w, b = fit_logistic(x[fold != f], y[fold != f], **fit)
-        out[fold == f] = logistic(x[fold == f] @ w + b)
+        out[fold == f] = sigmoid(x[fold == f] @ w + b)
     return out
 
 
@@ -77,11 +78,7 @@ def train_topic_gate(embedder, in_questions: Sequence[str], out_questions: Seque
     threshold = choose_topic_threshold(cv[y > 0], max_false)
     w, b = fit_logistic(x, y)
     out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    import shutil
-
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = scratch_dir(out_dir)
     from safetensors.numpy import save_file
 
     save_file({"weight": w.astype("float32"), "bias": np.array([b], dtype="float32")}, str(tmp / WEIGHTS))
