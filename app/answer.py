@@ -107,7 +107,9 @@ class AnswerStream:
         nearest: list[Passage] = []
         if self.prompt is None:
             nearest = self.passages[:3]
-            text, citations = self.abstain(nearest, "filter"), []
+            # The topic gate's verdict is its own reason: the question, not the passages, was turned away.
+            reason = "off_topic" if self.filter.get("off_topic") else "filter"
+            text, citations = self.abstain(nearest, reason), []
             fields = {"decided_by": "filter"}
             t.update(first_token_s=round(time.perf_counter() - self.t0, 4), tokens=0, tokens_per_s=None)
         else:

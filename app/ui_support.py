@@ -84,6 +84,20 @@ def answer_record(answer) -> dict:
     }
 
 
+def abstain_reason(rec: dict) -> str:
+    """Why an abstaining answer gave none, as the UI explains it: "unsupported" (written, then withheld),
+    "unnamed" (several documents, the question names none), "model" (the model or reader found no answer),
+    "off_topic" (the pack's topic gate turned the question away) or "filter" (no passage passed the filter)."""
+    if rec.get("withheld"):
+        return "unsupported"
+    decided = rec.get("decided_by")
+    if decided == "document":
+        return "unnamed"
+    if decided == "model":
+        return "model"
+    return "off_topic" if (rec.get("filter") or {}).get("off_topic") else "filter"
+
+
 def check_note(rec: dict) -> str:
     """One line saying which check decided about the answer, for the UI under the answer."""
     support = rec.get("support") or {}

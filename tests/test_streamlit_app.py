@@ -134,6 +134,7 @@ def test_answer_record_and_export():
                      nearest=[cite_dict(1, p3), cite_dict(2, p1)], decided_by="filter")
     arec = ui.answer_record(abstain)
     assert arec["abstained"] and [c["n"] for c in arec["citations"]] == [1, 2]  # nearest, in retrieval order
+    assert ui.abstain_reason(arec) == "filter"
 
     turns = [{"question": "What INR?", "answer": rec}, {"question": "Mars?", "answer": arec},
              {"question": "bad", "error": "The question is empty."}]
@@ -447,3 +448,15 @@ def test_clear_chat(app):
     run(at)
     assert turns(at) == [] and len(at.chat_message) == 0
     assert at.button(key="clear::medical").disabled
+
+
+def test_abstain_reason_names_the_check_that_turned_the_question_away():
+    """Each abstention is explained by what decided it; the topic gate's verdict is its own reason."""
+    from app import ui_support as ui
+
+    assert ui.abstain_reason({"decided_by": "filter", "filter": {"kind": "cosine"}}) == "filter"
+    assert ui.abstain_reason({"decided_by": "filter", "filter": {"off_topic": False}}) == "filter"
+    assert ui.abstain_reason({"decided_by": "filter", "filter": {"off_topic": True}}) == "off_topic"
+    assert ui.abstain_reason({"decided_by": "lexical", "withheld": True}) == "unsupported"
+    assert ui.abstain_reason({"decided_by": "document"}) == "unnamed"
+    assert ui.abstain_reason({"decided_by": "model"}) == "model"

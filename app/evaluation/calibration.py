@@ -188,7 +188,9 @@ def calibrate(assistant, questions: Sequence[dict], *, kind: str | None = None, 
     filt = assistant.relevance_filter(kind)
     cosine = assistant.relevance_filter("cosine") if gate_max_false is not None else None
     # The pack's topic gate stands in front of every filter kind, as in an ask: its verdicts count too.
-    topic_threshold = assistant.filter_choice().topic
+    from app.assistant import AskOptions
+
+    topic_threshold = assistant.filter_choice(AskOptions(filter=kind)).topic
     topic = None
     if topic_threshold is not None:
         gate_model = assistant.topic_gate

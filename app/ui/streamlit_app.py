@@ -211,6 +211,9 @@ ABSTAIN_REASONS = {
     "filter": "None of the retrieved passages passed the relevance filter, so the assistant does not answer. "
               "The nearest sources are listed below; try rephrasing, lowering the filter threshold in "
               "Settings, or adding a document that covers this.",
+    "off_topic": "The question does not look like one about this pack's subject, so no passage was kept and the "
+                 "assistant does not answer. If it is about your documents, ask it in their words; otherwise choose "
+                 "the domain pack for its subject in the sidebar.",
     "unsupported": "An answer was written, but the passages it cited do not support it, so it is not shown. "
                    "The passages that were considered are listed below.",
     "model": "The passages that were found do not answer this question. They are listed below.",
@@ -221,9 +224,7 @@ ABSTAIN_REASONS = {
 
 def render_answer_body(ans: dict, prefix: str) -> None:
     if ans.get("abstained"):
-        reason = ("unsupported" if ans.get("withheld") else "unnamed" if ans.get("decided_by") == "document"
-                  else "model" if ans.get("decided_by") == "model" else "filter")
-        st.markdown(f"<div class='slm-abstain'><b>Not found in your documents.</b> {ABSTAIN_REASONS[reason]}</div>",
+        st.markdown(f"<div class='slm-abstain'><b>Not found in your documents.</b> {ABSTAIN_REASONS[ui.abstain_reason(ans)]}</div>",
                     unsafe_allow_html=True)
         return
     if ans.get("shape") == "label" and ans.get("label"):
