@@ -428,6 +428,13 @@ class AnswerSettings(_Strict):
         "model finds most likely to answer, quoted word for word with its citation, and nothing is generated. "
         "Unset: the generator writes the quote, which is then checked to be verbatim.",
     )
+    selector_confident: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="With a sentence selector: the score under which it is unsure of its best sentence. Then the "
+        "sentences it ranked are re-ordered by how many of the question's content words each holds (its score "
+        "breaks ties): an unsure selector otherwise quotes a line that shares nothing with the question (a "
+        "document's 'Last updated' line for 'on how many devices ...'). 0: its ranking always stands.",
+    )
     term_end: str | None = Field(
         None,
         description="A regular expression for 'extract' questions that ask on what date a term ends ('on what "

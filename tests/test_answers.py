@@ -575,6 +575,38 @@ def test_selector_sentence_from_a_passage_about_something_else_gives_way_to_the_
     assert not c.grounded and c.decided_by == "lexical"
 
 
+def test_an_unsure_selector_quotes_the_sentence_that_holds_the_question_words():
+    """Under answers.selector_confident the selector's ranking is re-ordered by the question's content words
+    it holds (its score breaks ties); at or above it, or with the default 0, its ranking stands."""
+    from app.answers.compose import by_question_words
+    from app.answers.selector import Selection
+
+    updated = "Last updated: July 1, 2024."
+    price = "The list price is USD 149 per year for a single-user license."
+    grant = "A single-user license allows one user to install the Software on up to three (3) devices."
+    q = "On how many devices may a single-user license be installed?"
+    # the question holds 4 content words; the grant sentence all 4, the price 2, the update line none
+    ranked = [Selection(1, updated, 0.062), Selection(1, price, 0.040), Selection(1, grant, 0.039)]
+    assert [s.sentence for s in by_question_words(ranked, q, ["eula.txt"])] == [grant, price, updated]
+    tied = [Selection(1, "Colds lasted five days.", 0.3), Selection(1, "Zinc was given.", 0.2)]
+    assert [s.score for s in by_question_words(tied, "What about it?", [""])] == [0.3, 0.2]  # no word: order stands
+    # Words that name the document (its title here) do not count: a preamble holds them without answering.
+    preamble = "This Single-User License Agreement is between Cobaltline and you."
+    named = [Selection(1, preamble, 0.06), Selection(1, grant, 0.04)]
+    assert by_question_words(named, q, ["Single-User License Agreement"])[0].sentence == grant
+    assert by_question_words(named, "Is the single-user license agreement in force?",
+                             ["Single-User License Agreement"])[0].sentence == preamble  # nothing left: order stands
+
+    texts = [("a", f"{updated} {price} {grant}")]
+    unsure = AnswerSettings(shapes=["extract"], default="extract", selector_confident=0.5)
+    c = compose(FakeGenerator("unused"), _doc_prompt("extract", texts), q, unsure, selector=FakeSelector(ranked))
+    assert c.shaped.quote["text"] == grant and c.grounded
+    for settings in (AnswerSettings(shapes=["extract"], default="extract"),  # default 0: the ranking stands
+                     AnswerSettings(shapes=["extract"], default="extract", selector_confident=0.05)):
+        c = compose(FakeGenerator("unused"), _doc_prompt("extract", texts), q, settings, selector=FakeSelector(ranked))
+        assert c.shaped.quote["text"] == updated
+
+
 def test_a_question_names_a_document_by_a_word_of_its_file_name_that_the_others_lack():
     from app.answers.grounding import named_documents
 

@@ -13,7 +13,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from app.answers.grounding import Support, lexical_support, named_documents
+from app.answers.grounding import Support, content_stems, lexical_support, named_documents
 from app.filters.cross_encoder import doc_label
 from app.answers.shapes import (Shaped, best_sentence, calculate_from_table, date_from_term, finish_calculate,
                                 finish_extract, finish_free, finish_label, label_from_reading, quote_for_model,
@@ -86,8 +86,14 @@ def _scope(passage, opening_words: int) -> str:
     (a question names "the Riverbend protocol"; the passage under that title need not repeat it) and, when
     the pack says so, the first words of its document (a question names a contract by its parties, which
     the contract names once, at its start, not in the clause that answers)."""
+    return f"{_naming(passage, opening_words)} {passage.text}"
+
+
+def _naming(passage, opening_words: int) -> str:
+    """The words that name a passage's document: its name, section heading and, when the pack says so, the
+    first words of the document."""
     opening = " ".join(passage.opening.split()[:opening_words]) if opening_words else ""
-    return f"{doc_label(passage.name)} {passage.heading} {opening} {passage.text}"
+    return f"{doc_label(passage.name)} {passage.heading} {opening}"
 
 
 def compose(generator, prompt, question: str, settings: AnswerSettings, *, label_not_found: bool = False,
@@ -127,6 +133,8 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
     ranked = selector.rank(question, prompt.context) if shape == "extract" and selector is not None else None
     ending = term_end(ranked, prompt.context) if ranked and settings.term_end and re.search(
         settings.term_end, question, re.IGNORECASE) else None
+    if ranked and ranked[0].score < settings.selector_confident:
+        ranked = by_question_words(ranked, question, [_naming(p, settings.grounding.opening_words) for p in prompt.context])
     selection = _selected(ranked, scopes, question, settings) if ranked is not None and ending is None else None
     if selection is not None:
         selection = selector.marked(question, selection, prompt.context)
@@ -240,6 +248,16 @@ def _selected(ranked: list, scopes: list[str], question: str, settings: AnswerSe
     covered = {n: lexical_support(question, [scopes[n - 1]], question).score >= g.min_question_coverage
                for n in {s.n for s in ranked}}
     return next((s for s in ranked if covered[s.n]), ranked[0])
+
+
+def by_question_words(ranked: list, question: str, naming: list[str]) -> list:
+    """The selector's sentences re-ordered by how many distinct content words of ``question`` each holds,
+    not counting the words that name the sentence's document (``naming[n - 1]`` for passage n: its name,
+    heading, opening), which a preamble or title line holds without answering anything; the selector's order
+    breaks ties (the sort is stable)."""
+    asked = set(content_stems(question))
+    names = [set(content_stems(t)) for t in naming]
+    return sorted(ranked, key=lambda s: -len((asked - names[s.n - 1]) & set(content_stems(s.sentence))))
 
 
 def _check(shaped: Shaped, texts: list[str], scopes: list[str], doc_ids: list[str], question: str,
