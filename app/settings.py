@@ -154,8 +154,8 @@ class EmbedderSettings(_Strict):
     precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
         "auto",
         description="Matrix precision of the embedder on CPU: 'bf16' runs the matrix products in bfloat16 "
-        "(about 3x faster where the CPU has native bf16, AMX or AVX512-BF16; vectors within 1e-4 cosine of "
-        "fp32), 'fp32' never does, 'auto' picks bf16 only on CPUs with native bf16. 'int8' runs documents "
+        "(about 3x faster where the CPU has AMX; slower than fp32 on AVX512-BF16 alone; vectors within 1e-4 cosine of "
+        "fp32), 'fp32' never does, 'auto' picks bf16 only on CPUs with AMX. 'int8' runs documents "
         "and questions through ONNX Runtime with int8 weights (quantized once into the cache; about 1.6x "
         "bf16's speed on 2 cores, vectors ~0.99 cosine of fp32): an index built with int8 is searched only "
         "with int8, and switching to or from it means ingesting again.",

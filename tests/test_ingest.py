@@ -339,3 +339,12 @@ def test_long_pdf_embedded_in_several_batches_keeps_vectors_in_order(tmp_path, p
     embedder = Embedder(pack.config.embedder, pack.path)
     for c in snap.chunks:
         assert vids[int(np.argmax(stored @ embedder.encode_query(c.text)))] == c.vid, (c.page, c.text)
+
+
+def test_bf16_is_chosen_only_where_the_cpu_has_amx():
+    """AVX512-BF16 without AMX ran bf16 autocast slower than fp32 (app.embedder.native_bf16's docstring)."""
+    from app.embedder import bf16_pays
+
+    assert bf16_pays("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n")
+    assert not bf16_pays("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n")
+    assert not bf16_pays("flags\t\t: fpu sse2\n") and not bf16_pays("")
