@@ -5,8 +5,10 @@ still answer the answerable ones? Prints rates, asserts nothing.
     python bench/unanswerable.py --pack legal --index-dir DEV_INDEX --dev DEV.jsonl --other TRAIN.jsonl [--n 15]
 
 ``--other``: questions of the same domain about documents that are *not* in the index (for the shipped
-dev sets: the ``train/`` rows, whose documents are disjoint from the dev corpus; medical COVID-QA training
-rows are skipped because they ask about the dev articles). Their questions are asked corpus-wide, as a
+legal and finance dev sets: the ``train/`` rows, whose documents are disjoint from the dev corpus). Rows
+whose document is in the index are skipped; for medical that is every training row (its PubMedQA training
+abstracts are the dev corpus's distractor abstracts, its COVID-QA rows ask about the dev articles), so
+medical needs an index built without some documents whose questions are then asked. Their questions are asked corpus-wide, as a
 user would ask them. ``--dev`` questions are answerable from the index (asked in their own document when
 ``doc_scoped``).
 """
@@ -44,6 +46,10 @@ def main() -> None:
     a = Assistant(pack).load()
     indexed = {d.name for d in a.snapshot.documents.values()}
     other = [q for q in load_questions(args.other) if q.get("doc") not in indexed]
+    if not other:
+        sys.exit(f"error: every --other question in {args.other} is about a document in the index at "
+                 f"{args.index_dir}, so none is unanswerable there. Ingest the corpus without some documents "
+                 "and pass the questions about those (see this script's docstring).")
     dev = load_questions(args.dev)
     runs = {"unanswerable": rng.sample(other, min(args.n, len(other))), "answerable": rng.sample(dev, min(args.n, len(dev)))}
     out = {}
