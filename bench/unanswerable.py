@@ -8,8 +8,8 @@ still answer the answerable ones? Prints rates, asserts nothing.
 legal and finance dev sets: the ``train/`` rows, whose documents are disjoint from the dev corpus). Rows
 whose document is in the index are skipped; for medical that is every training row (its PubMedQA training
 abstracts are the dev corpus's distractor abstracts, its COVID-QA rows ask about the dev articles), so
-medical needs an index built without some documents whose questions are then asked. Their questions are asked corpus-wide, as a
-user would ask them. ``--dev`` questions are answerable from the index (asked in their own document when
+medical needs an index built without some documents whose questions are then asked. Their questions are
+asked corpus-wide, as a user would ask them. ``--dev`` questions are answerable from the index (asked in their own document when
 ``doc_scoped``).
 """
 

@@ -81,17 +81,12 @@ def label_probabilities(generator, prompt, labels: list[str], *, with_not_found:
     return calibrated(generator.next_token_choice(generator.chat_prompt(prompt.messages), choices), prior)
 
 
-def _scope(passage, opening_words: int) -> str:
-    """What the question's words are looked up in: the passage with its document's name and section heading
-    (a question names "the Riverbend protocol"; the passage under that title need not repeat it) and, when
-    the pack says so, the first words of its document (a question names a contract by its parties, which
-    the contract names once, at its start, not in the clause that answers)."""
-    return f"{_naming(passage, opening_words)} {passage.text}"
-
-
 def _naming(passage, opening_words: int) -> str:
-    """The words that name a passage's document: its name, section heading and, when the pack says so, the
-    first words of the document."""
+    """The words that name a passage's document: its name and section heading (a question names "the
+    Riverbend protocol"; the passage under that title need not repeat it) and, when the pack says so, the
+    first words of its document (a question names a contract by its parties, which the contract names once,
+    at its start, not in the clause that answers). With the passage's text it is the passage's *scope*, what
+    the question's words are looked up in."""
     opening = " ".join(passage.opening.split()[:opening_words]) if opening_words else ""
     return f"{doc_label(passage.name)} {passage.heading} {opening}"
 
@@ -106,7 +101,8 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
     answered from, doc id -> file name (the index's, or the one the user chose; default: those of the
     prompt's passages), for ``grounding.name_the_document``."""
     texts = [p.text for p in prompt.context]
-    scopes = [_scope(p, settings.grounding.opening_words) for p in prompt.context]
+    namings = [_naming(p, settings.grounding.opening_words) for p in prompt.context]
+    scopes = [f"{name} {p.text}" for name, p in zip(namings, prompt.context)]
     n = len(texts)
     timings: dict = {"tokens": 0}
     t0 = time.perf_counter()
@@ -134,7 +130,7 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
     ending = term_end(ranked, prompt.context) if ranked and settings.term_end and re.search(
         settings.term_end, question, re.IGNORECASE) else None
     if ranked and ranked[0].score < settings.selector_confident:
-        ranked = by_question_words(ranked, question, [_naming(p, settings.grounding.opening_words) for p in prompt.context])
+        ranked = by_question_words(ranked, question, namings)
     selection = _selected(ranked, scopes, question, settings) if ranked is not None and ending is None else None
     if selection is not None:
         selection = selector.marked(question, selection, prompt.context)

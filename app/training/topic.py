@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -21,6 +20,7 @@ import numpy as np
 from app.errors import SlmragError
 from app.filters.cross_encoder import sigmoid
 from app.filters.topic import INFO, WEIGHTS
+from app.pack_edit import round_down
 from app.training import replace_dir, scratch_dir
 
 
@@ -86,7 +86,7 @@ def train_topic_gate(embedder, in_questions: Sequence[str], out_questions: Seque
     meta = {**(info or {}), "embedder": embedder.settings.model, "dim": int(x.shape[1]),
             "in_questions": len(in_questions), "out_questions": len(out_questions), "questions_sha256": digest,
             # Rounded down, as every stored threshold is: the stored value never gates a question the chosen one admits.
-            "seed": seed, "folds": folds, "max_false": max_false, "threshold": math.floor(threshold * 1e4) / 1e4,
+            "seed": seed, "folds": folds, "max_false": max_false, "threshold": round_down(threshold),
             "cross_validated": {"in_gated": float(np.mean(cv[y > 0] < threshold)),
                                 "out_admitted": float(np.mean(cv[y == 0] >= threshold))}}
     (tmp / INFO).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
