@@ -623,6 +623,19 @@ def test_pack_answers_its_example_questions_with_citations(assistants, name, i):
 
 
 @pytest.mark.slow
+def test_legal_pack_quotes_the_licence_grant_when_its_selector_is_unsure(assistants):
+    """The shipped legal selector scores every sentence of the EULA about alike (~.04-.06) for this example and
+    ranks the 'Last updated' line first; under answers.selector_confident the sentence holding the question's
+    words (devices, install) is quoted instead."""
+    a = assistants["legal"]
+    q = a.pack.config.examples[2]
+    assert "devices" in q and a.pack.config.answers.selector_confident > 0
+    answer = a.ask(q).run()
+    assert not answer.abstained and answer.details["quote"]["by"] == "selector", answer.to_json()
+    assert "three (3) devices" in answer.answer and "Last updated" not in answer.answer, answer.answer
+
+
+@pytest.mark.slow
 def test_legal_pack_counts_and_reads_term_end_dates(assistants):
     """The shipped legal pack (its trained selector, the starter contracts): the services agreement runs
     'for an initial term of two (2) years' from its Effective Date, March 1, 2024; the lease names its end."""
