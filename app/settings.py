@@ -435,6 +435,13 @@ class AnswerSettings(_Strict):
         "breaks ties): an unsure selector otherwise quotes a line that shares nothing with the question (a "
         "document's 'Last updated' line for 'on how many devices ...'). 0: its ranking always stands.",
     )
+    table_lookup: bool = Field(
+        False,
+        description="Answer a question that asks for one line item's figure in one year ('What was net income in "
+        "2019?', no arithmetic form) with the cell of a kept passage's table whose row the question names and "
+        "whose column is that year, shown with the row, the year and the table's unit; nothing is generated. "
+        "Off: the generator reads the table.",
+    )
     term_end: str | None = Field(
         None,
         description="A regular expression for 'extract' questions that ask on what date a term ends ('on what "

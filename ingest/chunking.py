@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from app.settings import ChunkingSettings
+from app.table_text import is_figure_row, is_period_line as _is_period_line
 
 TokenCounter = Callable[[str], int]
 
@@ -301,8 +302,6 @@ def _nearest_heading(text: str, pos: int) -> str:
 
 
 _NUM = re.compile(r"\(?-?\$?\d[\d,]*\.?\d*\)?%?")
-
-
 def _is_table_line(line: str) -> bool:
     s = line.strip()
     if s.startswith("|") and s.count("|") >= 2:
@@ -310,7 +309,11 @@ def _is_table_line(line: str) -> bool:
     # Aligned plain-text rows: a label followed by two or more figures separated by runs of spaces.
     cells = [c for c in re.split(r"\s{2,}|\t", s) if c]
     figures = sum(1 for c in cells[1:] if _NUM.fullmatch(c.replace(" ", "")))
-    return len(cells) >= 3 and figures >= 2
+    if len(cells) >= 3 and figures >= 2:
+        return True
+    # Single-spaced rows, as PDFium extracts a statement: a label (or none, for a row of years) and two or
+    # more figures ending the line. A sentence that ends in figures ends with its full stop, so it is not one.
+    return is_figure_row(s)
 
 
 def _is_period_row(line: str) -> bool:
@@ -339,8 +342,17 @@ def _is_caption_line(line: str) -> bool:
     # A units / basis line such as "(in thousands of USD, except per-share amounts)", or "... (USD m):".
     if s.startswith("(") and s.endswith(")") and len(s) <= 120:
         return True
-    return len(s) <= 100 and not s.endswith(".") and (
-        s.endswith(":") or bool(re.search(r"\((?:in |amounts in |USD|EUR|GBP|\$|unaudited)", s, re.IGNORECASE)))
+    if len(s) > 100 or s.endswith("."):
+        return False
+    if s.endswith(":") or re.search(r"\((?:in |amounts in |USD|EUR|GBP|\$|unaudited)", s, re.IGNORECASE):
+        return True
+    # A units line without brackets ("$ in millions, except per share amounts"), and a statement's title
+    # in title case ("Consolidated Balance Sheets"), as filings print them above the columns.
+    if re.match(r"^[$€£]?\s*(?:amounts\s+)?in\s+(?:thousands|millions|billions)\b", s, re.IGNORECASE):
+        return True
+    words = re.findall(r"[A-Za-z][A-Za-z'’&-]*", s)
+    return s.lower() != "table of contents" and 2 <= len(words) <= 8 and len(words) == len(s.split()) and all(
+        w[0].isupper() or w.lower() in {"of", "and", "in", "for", "the", "to", "on"} for w in words)
 
 
 def _caption_start(text: str, s: int, e: int) -> int:
@@ -368,7 +380,39 @@ def _header_rows(lines: list[str]) -> int:
         if len(lines) > 1 and re.fullmatch(r"\s*\|?[\s:\-|]+\|?\s*", lines[1]):
             return 2
         return 1
-    return 1
+    # Plain text: the lines of periods above the first row ("Year Ended December 31," / "2017 2018 2019",
+    # or a date per line), when the block starts with them; else the one line above the rows.
+    last = 0
+    for k, line in enumerate(lines[:_HEADER_REACH]):
+        if _is_period_line(line):
+            last = k + 1
+        elif line.strip() and (_is_table_line(line) or not _is_short_label(line)):
+            break
+    return last or 1
+
+
+# How far above a plain-text table's first row its column header of periods may start: statements put a
+# few label lines ("ASSETS", "Current assets") between the periods and the first figures.
+_HEADER_REACH = 10
+
+
+def _is_short_label(line: str) -> bool:
+    s = line.strip()
+    return 0 < len(s) <= 60 and not s.endswith(".") and sum(c.isalpha() for c in s) >= 3
+
+
+def _plain_header_start(lines: list[str], flags: list[bool], i: int, floor: int) -> int:
+    """The first line of a plain-text table that starts its rows at line ``i``: the topmost line of periods
+    among the lines just above it (label lines between them and the rows allowed); ``i`` if none."""
+    start, k = i, i - 1
+    while k >= floor and i - k <= _HEADER_REACH:
+        line = lines[k]
+        if _is_period_line(line):
+            start = k
+        elif line.strip() and (flags[k] or not _is_short_label(line)):
+            break
+        k -= 1
+    return start
 
 
 def _table_blocks(text: str) -> Iterable[tuple[str, int, int]]:
@@ -385,14 +429,24 @@ def _table_blocks(text: str) -> Iterable[tuple[str, int, int]]:
         if flags[i] and (i + 1 < n and flags[i + 1] or lines[i].strip().startswith("|")):
             plain = not lines[i].strip().startswith("|")
 
-            def label(k: int) -> bool:  # a row label inside a plain-text table, followed by its rows
-                return plain and k + 1 < n and _is_row_label(lines[k]) and flags[k + 1] \
-                    and not lines[k + 1].strip().startswith("|")
+            def label(k: int) -> bool:
+                """A row label inside a plain-text table: up to three short lines ("LIABILITIES AND EQUITY",
+                "Current liabilities:") followed by a row of figures."""
+                if not plain:
+                    return False
+                for m in range(k, min(k + 4, n)):
+                    if m > k and flags[m] and not _is_period_line(lines[m]):
+                        return not lines[m].strip().startswith("|")
+                    if flags[m] or not _is_short_label(lines[m]) or _is_period_line(lines[m]):
+                        return False
+                return False
 
             j = i
             while j < n:
                 if j > i and _is_md_table_start(lines, j):
                     break  # the next Markdown table has its own header
+                if j > i and plain and _is_period_line(lines[j]):
+                    break  # a new column header of periods: the next table (the page's next statement)
                 if flags[j] or label(j):
                     j += 1
                 elif not lines[j].strip() and j + 1 < n and (flags[j + 1] or label(j + 1)) \
@@ -401,9 +455,12 @@ def _table_blocks(text: str) -> Iterable[tuple[str, int, int]]:
                 else:
                     break
             start_line = i
+            floor = next(k for k in range(n + 1) if offsets[k] >= cur_text_start)
+            if plain:
+                start_line = _plain_header_start(lines, flags, i, floor)
             # For plain-text tables the column header (periods) is usually the non-empty line just above.
             # (Unless the first row is that header already: a row of years with no label, "  2023  2022".)
-            if not lines[i].strip().startswith("|") and i > 0 and lines[i - 1].strip() and not flags[i - 1] \
+            if start_line == i and plain and i > floor and lines[i - 1].strip() and not flags[i - 1] \
                     and not _is_period_row(lines[i]):
                 start_line = i - 1
             if offsets[start_line] > cur_text_start:

@@ -304,6 +304,23 @@ def test_compose_calculates_from_the_table_row_without_generating():
     assert gen.calls == [""] and c.shaped.calculation["by"] == "model"
 
 
+def test_compose_reads_a_line_item_off_the_statement_without_generating():
+    statement = ("CONSOLIDATED BALANCE SHEETS\n(in thousands)\nAs of December 31, 2017 2016\n"
+                 "Total current liabilities 5,466,312 4,586,657\nTotal liabilities 15,430,786 10,906,810\n")
+    settings = AnswerSettings(shapes=["calculate", "free"], default="free", table_lookup=True)
+    gen = FakeGenerator("4,586,657 [1]")
+    c = compose(gen, _prompt("free", ["An unrelated passage.", statement]),
+                "What were total current liabilities at the end of FY2017 (in USD millions)?", settings)
+    assert gen.calls == []  # one line item, one year: the cell is read, not generated
+    # the figure as the table writes it, its unit, restated in the unit asked for, the row and year, cited
+    assert c.shaped.text == "5,466,312 (in thousands) = 5,466.31 million \u2014 Total current liabilities, 2017 [2]"
+    assert c.grounded and c.decided_by == "lexical" and c.shaped.cited == [2]
+    # off (the default): the generator answers
+    c = compose(gen, _prompt("free", [statement]), "What were total current liabilities in 2017?",
+                AnswerSettings(shapes=["free"], default="free"))
+    assert gen.calls == [""] and c.shaped.text.startswith("4,586,657")
+
+
 def test_reader_decision_is_the_passage_most_likely_to_state_a_verdict():
     """Passage 1 states nothing (none .7), passage 2 says yes: verdict 1 - .2 = .8, label probabilities
     .6/.1/.1 renormalised to .75/.125/.125."""

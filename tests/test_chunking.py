@@ -102,6 +102,35 @@ def test_finance_plain_text_table_keeps_periods_units_and_row_labels(count_token
     assert not any(c.text.splitlines()[-1].strip() == "Earnings per share" for c in chunks)
 
 
+def test_finance_single_spaced_statement_from_a_pdf_keeps_its_periods_in_every_chunk(count_tokens):
+    # What PDFium gives for a balance sheet: single spaces, one date part per line, label lines between
+    # the periods and the rows, a units line without brackets.
+    items = ["Cash and cash equivalents", "Short-term investments", "Receivables, net", "Merchandise inventories",
+             "Other current assets", "Total current assets", "Property and equipment, net", "Goodwill",
+             "Operating lease assets", "Other long-term assets", "Total assets"]
+    assets = [f"{label} $ {1000 + 37 * i:,} $ {900 + 41 * i:,}" for i, label in enumerate(items)]
+    debts = [f"{label} {200 + 13 * i:,} {190 + 11 * i:,}" for i, label in enumerate(
+        ["Accounts payable", "Accrued salaries and benefits", "Deferred revenue", "Current portion of long-term debt",
+         "Total current liabilities", "Long-term debt", "Total liabilities"])]
+    header = ["Consolidated Balance Sheets", "$ in millions, except per share amounts", "August 29,", "2021",
+              "August 30,", "2020"]
+    text = "\n".join(["Table of Contents", *header, "ASSETS", "CURRENT ASSETS", *assets, "LIABILITIES AND EQUITY",
+                      "Current liabilities:", *debts, "See the accompanying notes, which were revised on 12 14.",
+                      "Our revenue grew in 2021 and 2020."])
+    chunks = chunker(count_tokens, "finance", 90).split(text, page=38)
+    table_chunks = [c for c in chunks if any(r in c.text for r in assets + debts)]
+    assert len(table_chunks) >= 3, "the statement must be long enough to be split"
+    for c in table_chunks:
+        lines = c.text.splitlines()
+        assert lines[:len(header)] == header, c.text  # title, units and every period line, before the rows
+        assert "Table of Contents" not in lines  # a running header is not the table's caption
+    for r in assets + debts:
+        assert sum(r in c.text.splitlines() for c in table_chunks) == 1, r  # every row once, whole
+    # The label lines stay with the rows they introduce; prose after the table is not a row.
+    assert any("Current liabilities:" in c.text and debts[0] in c.text for c in table_chunks)
+    assert not any("Our revenue grew" in c.text for c in table_chunks)
+
+
 def test_finance_behaviour_is_what_makes_the_difference(count_tokens):
     # Control: the generic strategy does split this table without its header, so the tests above
     # really exercise the finance strategy.

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from app.answers.arithmetic import evaluate
-from app.answers.tables import table_calculation
+from app.answers.tables import TableCell, table_calculation, table_value
+from app.table_text import plain_tables
 
 PENSION = """| (In thousands) | 2019 | 2018 | 2017 |
 | --- | --- | --- | --- |
@@ -81,3 +82,68 @@ def test_period_headers_name_their_year_and_change_columns_are_not_years():
     # a header that names two years (a range) or another figure is not a year column
     ranges = "| | 2021 - 2022 | 2023 Plan 2 |\n| --- | --- | --- |\n| Payments | 10 | 20 |\n"
     assert table_calculation("What was the change in payments between 2022 and 2023?", [ranges]) is None
+
+
+# ---------------------------------------------------------------------------------------------- one cell
+# A balance sheet as PDFium writes it: single-spaced rows, the periods one date part per line, label lines
+# ("ASSETS") between the header and the rows, the units in a line above.
+STATEMENT = """CONSOLIDATED BALANCE SHEETS
+(amounts in thousands)
+August 29,
+2021
+August 30,
+2020
+ASSETS
+Cash and cash equivalents $ 11,258 $ 12,277
+Receivables, net 1,803 1,550
+Total current assets 29,505 28,120
+Total assets $ 59,268 $ 55,556
+LIABILITIES
+Total current liabilities 29,441 24,844
+Total liabilities (1) 41,190 —
+"""
+SEGMENTS = """| | 2019 | 2018 |
+| --- | --- | --- |
+| Customer A | $3.8 | $7.5 |
+| Customer B | $10.2 | 1.1 |
+"""
+
+
+def test_plain_text_statements_are_read_as_tables_of_years():
+    (cols, rows), = plain_tables(STATEMENT)
+    assert cols == {1: "2021", 2: "2020"}
+    assert rows[0] == ["Cash and cash equivalents", "11,258", "12,277"]  # currency signs are not cells
+    assert ["Total liabilities (1)", "41,190", "—"] in rows  # a dash is an empty cell, kept in its column
+    # one line of periods holding both years, and a new header of periods starting the next table
+    two = "Year Ended June 30, 2016 2015\nRevenue 85,320 93,580\nAs of December 31, 2017 2016\nAssets 10 20\n"
+    assert plain_tables(two) == [({1: "2016", 2: "2015"}, [["Revenue", "85,320", "93,580"]]),
+                                 ({1: "2017", 2: "2016"}, [["Assets", "10", "20"]])]
+
+
+@pytest.mark.parametrize("question, row, year, cell", [
+    ("What were total assets at the end of FY2021?", "Total assets", "2021", "59,268"),
+    ("What was the total current liabilities in 2020 (in USD millions)?", "Total current liabilities", "2020", "24,844"),
+    ("How much cash and cash equivalents did the company hold in 2020?", "Cash and cash equivalents", "2020", "12,277"),
+    ("What was the revenue from Customer B in 2019?", "Customer B", "2019", "$10.2"),
+])
+def test_a_line_item_in_one_year_is_the_cell_under_it(question, row, year, cell):
+    found = table_value(question, ["Prose without a table.", STATEMENT + "\n" + SEGMENTS])
+    assert found == TableCell(2, row, year, cell)
+
+
+@pytest.mark.parametrize("question", [
+    "What was the change in total assets between 2020 and 2021?",  # an arithmetic form: table_calculation's
+    "What were total assets in 2020 and 2021?",  # two years
+    "What were total assets?",  # no year
+    "Which was larger in 2021, total assets or total liabilities?",  # asks which, not for a figure
+    "What were total liabilities in 2020?",  # the cell is a dash
+    "What was goodwill in 2021?",  # no row the question names
+    "What was the revenue from Customer C in 2019?",  # "Customer A" / "Customer B" are other rows
+])
+def test_no_single_cell_no_answer(question):
+    assert table_value(question, [STATEMENT, SEGMENTS]) is None
+
+
+def test_a_year_in_two_columns_is_not_one_cell():
+    two_currencies = "| | 2019 | 2019 |\n| --- | --- | --- |\n| Carrying value | 79,647.3 | 24.3 |\n"
+    assert table_value("What was the carrying value in 2019?", [two_currencies]) is None

@@ -17,9 +17,9 @@ from app.answers.grounding import Support, content_stems, lexical_support, named
 from app.filters.cross_encoder import doc_label
 from app.answers.shapes import (Shaped, best_sentence, calculate_from_table, date_from_term, finish_calculate,
                                 finish_extract, finish_free, finish_label, label_from_reading, quote_for_model,
-                                quote_selection, read_label)
+                                quote_selection, read_label, value_from_table)
 from app.answers.dates import term_end
-from app.answers.tables import table_calculation
+from app.answers.tables import table_calculation, table_value
 from app.settings import AnswerSettings
 
 # The answer ends at a blank line or where a small model starts a new "Question:"/"Passages" block.
@@ -126,7 +126,9 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
         timings["first_token_s"] = timings["generate_s"] = time.perf_counter() - t0
         return Composed(Shaped(shape, ""), None, False, "document", timings)
     table = table_calculation(question, texts) if shape == "calculate" else None
-    ranked = selector.rank(question, prompt.context) if shape == "extract" and selector is not None else None
+    cell = table_value(question, texts) if settings.table_lookup and shape in ("free", "extract") else None
+    ranked = selector.rank(question, prompt.context) if shape == "extract" and selector is not None and cell is None \
+        else None
     ending = term_end(ranked, prompt.context) if ranked and settings.term_end and re.search(
         settings.term_end, question, re.IGNORECASE) else None
     if ranked and ranked[0].score < settings.selector_confident:
@@ -137,6 +139,10 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
     if table is not None:
         # The question's form fixes the arithmetic and a cited row holds the cells: no generation needed.
         shaped = calculate_from_table(table, texts, question)
+        first.append(time.perf_counter())
+    elif cell is not None:
+        # The question asks for one line item's figure in one year and a cited table holds it: read, not generated.
+        shaped = value_from_table(cell, texts, question)
         first.append(time.perf_counter())
     elif ending is not None:
         # The term runs for a duration from a start date the document states: slmrag counts, both are cited.

@@ -298,6 +298,37 @@ def calculate_from_table(tc, passages: list[str], question: str) -> Shaped:
     return shaped
 
 
+_ASKED_SCALE = re.compile(r"\bin\s+(?:(?:USD|US\$|\$|EUR|GBP)\s+)?(thousands|millions|billions)\b", re.IGNORECASE)
+_SCALE_FACTOR = {"thousands": 1e3, "millions": 1e6, "billions": 1e9}
+
+
+def value_from_table(cell, passages: list[str], question: str) -> Shaped:
+    """The answer for a :class:`app.answers.tables.TableCell`: the figure as its table writes it, with the
+    row, the year and the table's unit, cited - and restated in the unit the question asks for when the
+    table uses another ("in USD millions" of a table in thousands)."""
+    text = passages[cell.n - 1]
+    unit_m = _SCALE.search(text)
+    unit = unit_m.group(1).lower() if unit_m else ""
+    shown = f"{cell.cell}" + (f" (in {unit})" if unit else "")
+    asked_m = _ASKED_SCALE.search(question)
+    asked = asked_m.group(1).lower() if asked_m else ""
+    number = parse_cell(cell.cell)
+    if unit and asked and asked != unit and number is not None:
+        restated = number * _SCALE_FACTOR[unit] / _SCALE_FACTOR[asked]
+        shown += f" = {format_value(restated)} {asked[:-1]}"  # "millions" -> "5,466.31 million"
+    return Shaped("extract", f"{shown} \u2014 {cell.row}, {cell.year} [{cell.n}]", [cell.n],
+                  calculation=None, claim=f"{cell.cell} {cell.row}")
+
+
+def parse_cell(cell: str) -> float | None:
+    """A table cell's figure: "$ 1,980" -> 1980.0, "(1,600)" -> -1600.0; None if it is not one."""
+    m = re.fullmatch(r"\(?\s*-?\s*[$€£]?\s*(\d[\d,]*(?:\.\d+)?)\s*%?\s*\)?", cell.strip())
+    if not m:
+        return None
+    value = float(m.group(1).replace(",", ""))
+    return -value if cell.strip().startswith(("(", "-")) else value
+
+
 def _calculated(calc, cited: list[int], passages: list[str], question: str, extra: dict) -> Shaped:
     """Value, unit/scale, formula and citations of an evaluated formula."""
     n = len(passages)

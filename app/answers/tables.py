@@ -20,9 +20,11 @@ import re
 from dataclasses import dataclass
 
 from app.answers.grounding import content_stems
+from app.table_text import plain_tables
 
-_YEAR = re.compile(r"\b(19[5-9]\d|20\d\d)\b")
-_RANGE = re.compile(r"\b((?:19|20)\d\d)\s*(?:-|–|to|through)\s*((?:19|20)\d\d)\b")
+# A year the question names, also inside "FY2019" ("FY19" is not read: two digits are too often not a year).
+_YEAR = re.compile(r"(?<!\d)(19[5-9]\d|20\d\d)(?!\d)")
+_RANGE = re.compile(r"(?<!\d)((?:19|20)\d\d)\s*(?:-|–|to|through)\s*(?:FY)?((?:19|20)\d\d)(?!\d)")
 _PERCENT_CHANGE = re.compile(r"\b(percentage|percent|%)\s+(change|increase|decrease|growth)\b|\bgrowth rate\b", re.I)
 _CHANGE = re.compile(r"\b(change|difference|increase|decrease)\b", re.I)
 _AVERAGE = re.compile(r"\b(average|mean)\b", re.I)
@@ -76,7 +78,12 @@ def _number(cell: str) -> str | None:
 
 
 def _tables(text: str) -> list[tuple[dict[int, str], list[list[str]]]]:
-    """(column -> year, rows) for each run of table lines in ``text`` that has a header row of years."""
+    """(column -> year, rows) for each table in ``text`` with a header of years: the Markdown tables ingest
+    writes, then the plain-text ones a PDF's statements become (:func:`app.table_text.plain_tables`)."""
+    return _markdown_tables(text) + plain_tables(text)
+
+
+def _markdown_tables(text: str) -> list[tuple[dict[int, str], list[list[str]]]]:
     out = []
     years: dict[int, str] = {}
     rows: list[list[str]] = []
@@ -148,6 +155,64 @@ def table_calculation(question: str, passages: list[str], min_label_cover: float
                 if best is None or key > best[:3]:
                     best = (*key, calc)
     return best[3] if best else None
+
+
+@dataclass
+class TableCell:
+    """One cell a question asks for: a line item's figure for one year."""
+
+    n: int  # the passage (1-based) the row is in
+    row: str  # the row's label
+    year: str
+    cell: str  # the figure as the table writes it
+
+
+# Questions that ask which item, why, or whether - not for a line item's figure - even when they name a year
+# and a row ("Which segment had the highest revenue in 2022?").
+_NOT_A_FIGURE = re.compile(r"^\s*(?:which|who|whom|why|when|where|in which|is|are|was there|were there|does|do|did|"
+                           r"has|have|can|could|will|would|should)\b", re.IGNORECASE)
+
+
+def _marks(text: str) -> set[str]:
+    """The short tokens that tell rows apart where their words agree ("Customer A", "Tier 2", "Class B"),
+    which content words leave out; footnote markers ("Total debt (2)") are not among them."""
+    return set(re.findall(r"(?<![\w.,$])[A-Z0-9]{1,2}(?![\w.,%])", re.sub(r"\(\w{1,3}\)", " ", text)))
+
+
+def table_value(question: str, passages: list[str], min_label_cover: float = 0.6, min_common: int = 1) -> TableCell | None:
+    """The cell a "what was <line item> in <year>" question asks for, read off a row of the tables in
+    ``passages``, or None. Only for questions of no arithmetic form (those are :func:`table_calculation`'s)
+    that name exactly one year and a row label: at least ``min_label_cover`` of the label's content words are
+    the question's (as :func:`table_calculation` reads rows). Ties go to the row the question names most
+    fully, then to the better-ranked passage."""
+    if _operation(question) is not None or _NOT_A_FIGURE.match(question):
+        return None
+    years = sorted(set(_YEAR.findall(question)))
+    if len(years) != 1:
+        return None
+    year = years[0]
+    want = set(content_stems(_YEAR.sub(" ", question))) - _FORM_WORDS
+    asked = _marks(question)
+    best: tuple[float, int, int, TableCell] | None = None
+    for n, text in enumerate(passages, start=1):
+        for cols, rows in _tables(text):
+            at = [i for i, y in cols.items() if y == year]
+            if len(at) != 1:
+                continue  # no column for the year, or several (values in two currencies): not one cell
+            col = at[0]
+            for row in rows:
+                have = set(content_stems(row[0] if row else ""))
+                common = len(have & want)
+                if not have or common < min_common or common / len(have) < min_label_cover or col >= len(row):
+                    continue
+                if not _marks(row[0]) <= asked:
+                    continue  # "Customer A" is not the row for a question about Customer B
+                key = (common / len(have), common, -n)
+                if best is None or key > best[:3]:
+                    best = (*key, TableCell(n, row[0].strip(), year, row[col].strip()))
+    # The row the question names decides; an empty cell there ("-") is no answer, not a reason to read the
+    # next-best row.
+    return best[3] if best and _number(best[3].cell) is not None else None
 
 
 def _formula(op: str, years: list[str], values: list[str]) -> str:
