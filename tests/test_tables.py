@@ -49,6 +49,8 @@ def test_the_form_and_the_years_fix_the_formula(question, formula, value):
     "What was the change in revenue between 2018 and 2019?",  # no row the question names
     "What was the change in charges against warranty reserve between 2017 and 2018?",  # a "-" cell
     "What was the change in interest cost between 2015 and 2016?",  # years not in the table
+    # the question defines its own metric: the average it names is one of its parts, not the answer
+    "What is the DPO for 2019? DPO is defined as: 365 * (average interest cost between 2018 and 2019) / service cost.",
 ])
 def test_anything_ambiguous_leaves_the_formula_to_the_model(question):
     assert table_calculation(question, [PENSION, RESERVE]) is None
@@ -136,6 +138,8 @@ def test_a_line_item_in_one_year_is_the_cell_under_it(question, row, year, cell)
     "What were total assets in 2020 and 2021?",  # two years
     "What were total assets?",  # no year
     "Which was larger in 2021, total assets or total liabilities?",  # asks which, not for a figure
+    "Among total assets and total current assets, which grew most by 2021?",  # ... wherever "which" stands
+    "What is the 2021 leverage, defined as total liabilities / total assets?",  # a metric it defines
     "What were total liabilities in 2020?",  # the cell is a dash
     "What was goodwill in 2021?",  # no row the question names
     "What was the revenue from Customer C in 2019?",  # "Customer A" / "Customer B" are other rows

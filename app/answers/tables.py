@@ -125,7 +125,7 @@ def _years(question: str, op: str) -> list[str]:
 def table_calculation(question: str, passages: list[str], min_label_cover: float = 0.6) -> TableCalc | None:
     """The formula for ``question`` from a row of the tables in ``passages``, or None (see the module doc)."""
     op = _operation(question)
-    if op is None:
+    if op is None or _DEFINES.search(question):
         return None
     years = _years(question, op)
     if len(years) < 2 or (op != "average" and len(years) != 2):
@@ -168,9 +168,13 @@ class TableCell:
 
 
 # Questions that ask which item, why, or whether - not for a line item's figure - even when they name a year
-# and a row ("Which segment had the highest revenue in 2022?").
-_NOT_A_FIGURE = re.compile(r"^\s*(?:which|who|whom|why|when|where|in which|is|are|was there|were there|does|do|did|"
-                           r"has|have|can|could|will|would|should)\b", re.IGNORECASE)
+# and a row ("Which segment had the highest revenue in 2022?", "Among operating, investing and financing
+# activities, which brought in the most cash?").
+_NOT_A_FIGURE = re.compile(r"^\s*(?:why|when|where|is|are|was there|were there|does|do|did|has|have|can|could|"
+                           r"will|would|should)\b|\b(?:which|who|whom)\b", re.IGNORECASE)
+# A question that defines its own metric ("DPO is defined as: 365 * (average accounts payable ...) / ...")
+# asks for that metric, not for one of its parts that a fixed form or a single cell would give.
+_DEFINES = re.compile(r"\b(?:defined|calculated|computed)\s+as\b|[=*]", re.IGNORECASE)
 
 
 def _marks(text: str) -> set[str]:
@@ -185,7 +189,7 @@ def table_value(question: str, passages: list[str], min_label_cover: float = 0.6
     that name exactly one year and a row label: at least ``min_label_cover`` of the label's content words are
     the question's (as :func:`table_calculation` reads rows). Ties go to the row the question names most
     fully, then to the better-ranked passage."""
-    if _operation(question) is not None or _NOT_A_FIGURE.match(question):
+    if _operation(question) is not None or _NOT_A_FIGURE.search(question) or _DEFINES.search(question):
         return None
     years = sorted(set(_YEAR.findall(question)))
     if len(years) != 1:
