@@ -18,6 +18,20 @@ from app.queueing import HEARTBEAT_S, AnswerQueue, PositionCallback
 from app.retrieval import Passage
 
 
+def abstain_reason(*, decided_by: str, withheld: bool, off_topic: bool) -> str:
+    """Why an answer gave none - the branch of the pack's ``abstain.j2`` its text uses and what the UI says:
+    "unsupported" (written, then withheld by the grounding check), "unnamed" (several documents, the question
+    names none), "model" (the model or the label reader found no answer), "off_topic" (the pack's topic gate
+    turned the question away) or "filter" (no passage passed the filter). The one place this is decided."""
+    if withheld:
+        return "unsupported"
+    if decided_by == "document":
+        return "unnamed"
+    if decided_by == "model":
+        return "model"
+    return "off_topic" if off_topic else "filter"
+
+
 @dataclass
 class Answer:
     question: str
@@ -38,6 +52,7 @@ class Answer:
     withheld: bool = False  # an unsupported answer replaced by the abstention
     details: dict = field(default_factory=dict)  # label scores, the verbatim quote, the calculation
     nearest: list[dict] = field(default_factory=list)  # an abstention's nearest sources, numbered as its text
+    reason: str | None = None  # an abstention's :func:`abstain_reason`; None when it answered
 
     def to_json(self) -> dict:
         return {
@@ -52,6 +67,7 @@ class Answer:
             "details": self.details,
             "citations": self.citations,
             "nearest": self.nearest,
+            "abstain_reason": self.reason,
             "passages": [p.to_json() for p in self.passages],
             "abstained": self.abstained,
             "filter": self.filter,
@@ -108,9 +124,9 @@ class AnswerStream:
         if self.prompt is None:
             nearest = self.passages[:3]
             # The topic gate's verdict is its own reason: the question, not the passages, was turned away.
-            reason = "off_topic" if self.filter.get("off_topic") else "filter"
+            reason = abstain_reason(decided_by="filter", withheld=False, off_topic=bool(self.filter.get("off_topic")))
             text, citations = self.abstain(nearest, reason), []
-            fields = {"decided_by": "filter"}
+            fields = {"decided_by": "filter", "reason": reason}
             t.update(first_token_s=round(time.perf_counter() - self.t0, 4), tokens=0, tokens_per_s=None)
         else:
             gate = self.queue.admit(self.on_position, heartbeat_s=HEARTBEAT_S) if self.queue is not None else contextlib.nullcontext()
@@ -136,10 +152,13 @@ class AnswerStream:
             if withhold:
                 # Grounded or silent: the user sees the abstention with the passages that were considered.
                 nearest = self.context[:3] or self.passages[:3]
-                reason = "model" if s.refused else "unnamed" if unnamed else "unsupported"
+                # A refusal is decided by "model" and an unnamed document by "document" (compose); the rest
+                # was written and then withheld.
+                fields["withheld"] = not (s.refused or unnamed)
+                reason = abstain_reason(decided_by=c.decided_by, withheld=fields["withheld"], off_topic=False)
                 text, citations = self.abstain(nearest, reason), []
                 self.abstained = True
-                fields["withheld"] = reason == "unsupported"
+                fields["reason"] = reason
             else:
                 text = s.text
                 citations = [cite_dict(n, self.context[n - 1]) for n in s.cited]

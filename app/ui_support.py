@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from app.answer import abstain_reason as answer_abstain_reason
 from app.errors import InputError
 
 # Same set the ingest loaders read (kept literal so this module never imports the ingest stack).
@@ -81,21 +82,17 @@ def answer_record(answer) -> dict:
         # the answer's shape and the check that decided whether it is shown (app/answers/compose.py)
         "shape": answer.shape, "label": answer.label, "grounded": answer.grounded, "support": answer.support,
         "decided_by": answer.decided_by, "withheld": answer.withheld, "details": dict(answer.details),
+        "abstain_reason": answer.reason,
     }
 
 
 def abstain_reason(rec: dict) -> str:
-    """Why an abstaining answer gave none, as the UI explains it: "unsupported" (written, then withheld),
-    "unnamed" (several documents, the question names none), "model" (the model or reader found no answer),
-    "off_topic" (the pack's topic gate turned the question away) or "filter" (no passage passed the filter)."""
-    if rec.get("withheld"):
-        return "unsupported"
-    decided = rec.get("decided_by")
-    if decided == "document":
-        return "unnamed"
-    if decided == "model":
-        return "model"
-    return "off_topic" if (rec.get("filter") or {}).get("off_topic") else "filter"
+    """Why an abstaining answer gave none (:func:`app.answer.abstain_reason`): the reason the answer carries,
+    or, for an answer stored before answers carried it, the same rule applied to its stored fields."""
+    if rec.get("abstain_reason"):
+        return rec["abstain_reason"]
+    return answer_abstain_reason(decided_by=rec.get("decided_by") or "", withheld=bool(rec.get("withheld")),
+                                 off_topic=bool((rec.get("filter") or {}).get("off_topic")))
 
 
 def check_note(rec: dict) -> str:

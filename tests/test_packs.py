@@ -691,6 +691,7 @@ def test_finance_pack_turns_other_fields_questions_away_by_its_topic_gate(assist
     assert gated.abstained and gated.decided_by == "filter", gated.to_json()
     assert gated.filter["off_topic"] is True and gated.filter["topic_score"] < gated.filter["topic_threshold"]
     assert "does not look like one about what this pack covers" in gated.answer  # the user is told why
+    assert gated.reason == "off_topic" and gated.to_json()["abstain_reason"] == "off_topic"  # ... and the UI
     for example in a.pack.config.examples:  # the pack's own example questions pass it
         assert a.retrieve(example).filter_json()["off_topic"] is False, example
 

@@ -131,8 +131,9 @@ def test_answer_record_and_export():
 
     abstain = Answer("Mars?", "I could not find this [1] [2].", True, [], [p3, p1], [], "", {"total_s": 0.1},
                      {"kind": "cosine", "threshold": 0.2, "min_keep": 0},
-                     nearest=[cite_dict(1, p3), cite_dict(2, p1)], decided_by="filter")
+                     nearest=[cite_dict(1, p3), cite_dict(2, p1)], decided_by="filter", reason="filter")
     arec = ui.answer_record(abstain)
+    assert arec["abstain_reason"] == "filter"
     assert arec["abstained"] and [c["n"] for c in arec["citations"]] == [1, 2]  # nearest, in retrieval order
     assert ui.abstain_reason(arec) == "filter"
 
@@ -460,3 +461,5 @@ def test_abstain_reason_names_the_check_that_turned_the_question_away():
     assert ui.abstain_reason({"decided_by": "lexical", "withheld": True}) == "unsupported"
     assert ui.abstain_reason({"decided_by": "document"}) == "unnamed"
     assert ui.abstain_reason({"decided_by": "model"}) == "model"
+    # An answer that carries its reason (every answer since answers did) is explained by it, not re-derived.
+    assert ui.abstain_reason({"decided_by": "filter", "filter": {}, "abstain_reason": "off_topic"}) == "off_topic"
