@@ -88,6 +88,8 @@ def test_label_answer_leads_with_the_label():
     free = finish_free("Yes it does [1]. Yes it does [1].", 1, 3)
     assert free.text == "Yes it does [1]." and not free.refused
     assert finish_free(NOT_FOUND, 1, 3).refused
+    # a citation and nothing else says nothing: no answer (seen on finance dev: "[5]" shown as grounded)
+    assert finish_free("[2].", 2, 3).refused and not finish_free("2018 [2].", 2, 3).refused
     # without logit scoring the label is read from the text: whole words of the pack's labels only
     assert read_label("**Maybe**: the trial was small", ["yes", "no", "maybe"]) == "maybe"
     assert read_label("Nothing known; yesterday's data", ["yes", "no"]) is None
@@ -203,6 +205,10 @@ def test_compose_cites_an_uncited_but_supported_answer_and_refuses_an_unsupporte
     assert c.grounded and c.shaped.cited == [2] and c.shaped.text.endswith("[2]")
     c = compose(FakeGenerator("Aspirin 75 mg for atrial fibrillation."), _prompt("free", [P]), "What dose?", settings)
     assert not c.grounded and c.decided_by == "citation"
+    # cited, but nothing in it to look up: not an answer a passage supports
+    # (the passage's own sentence is quoted instead, as for any answer that fails the check)
+    c = compose(FakeGenerator("It is so [1]."), _prompt("free", [P]), "What is stage 1 hypertension?", settings)
+    assert c.decided_by == "verbatim" and "It is so" not in c.shaped.text and "130-139" in c.shaped.text
 
 
 def test_compose_keeps_slmrags_own_quote_only_when_its_passage_covers_the_question():

@@ -294,7 +294,8 @@ def _check(shaped: Shaped, texts: list[str], scopes: list[str], doc_ids: list[st
         return Composed(shaped, None, True, "none", timings)
     cited = [texts[i - 1] for i in shaped.cited if 1 <= i <= n]
     support = lexical_support(shaped.claim or shaped.text, cited, question)
-    if support.score >= g.min_support:
+    # An answer with no content word or figure to look up ("It is. [1]") states nothing a passage supports.
+    if support.checked and support.score >= g.min_support:
         return Composed(shaped, support, True, "lexical", timings)
     return _evidence_instead(shaped, texts, scopes, question, settings, timings,
                              Composed(shaped, support, False, "lexical", timings))

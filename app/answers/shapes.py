@@ -100,8 +100,9 @@ def drop_invalid_citations(text: str, n: int) -> str:
 
 
 def is_not_found(text: str) -> bool:
+    """The model says the passages do not answer - in words, or by writing nothing but citations ("[5]")."""
     head = " ".join(text.split()[:25])
-    return bool(_NOT_FOUND.search(head))
+    return bool(_NOT_FOUND.search(head)) or not re.search(r"[^\W_]", _CITE.sub(" ", text))
 
 
 def tidy(text: str, n_passages: int, max_sentences: int) -> str:
