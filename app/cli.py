@@ -61,6 +61,9 @@ def ingest(
         out.print(f"added {len(summary.added)}, updated {len(summary.updated)}, skipped {len(summary.skipped)} "
                   f"unchanged, failed {len(summary.failed)}; {summary.chunks} new chunks from {summary.pages} "
                   f"pages in {summary.seconds:.1f}s{rate}", highlight=False)
+        if summary.rechunked:
+            out.print(f"({len(summary.rechunked)} of the updated files were unchanged and chunked again: the pack's "
+                      "chunking settings or slmrag's chunking rules changed since they were ingested)", highlight=False)
         for f in summary.failed:
             err.print(f"[red]failed:[/] {f['error']}", highlight=False)
     raise typer.Exit(0 if summary.ok else 1)

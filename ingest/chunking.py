@@ -24,6 +24,21 @@ from app.table_text import is_figure_row, is_period_line as _is_period_line
 
 TokenCounter = Callable[[str], int]
 
+# The version of each strategy's rules. Bumped when a change of the rules gives a document other chunks, so
+# that an index built under the old rules is re-chunked on its next ingest (see chunking_identity).
+# finance 2: single-spaced PDF statement rows and lines of periods are tables (their header in every chunk).
+RULES = {"sections": 1, "legal": 1, "finance": 2}
+
+
+def chunking_identity(settings: ChunkingSettings, rules: int | None = None) -> str:
+    """What decides a document's chunks and their vectors: the strategy and its rules' version, the sizes and
+    the contextual header. Ingest stores it with each document and re-chunks an unchanged file whose stored
+    identity differs. ``rules``: another version than the current one (1: what a document ingested before
+    identities were stored was chunked with)."""
+    version = RULES.get(settings.strategy, 1) if rules is None else rules
+    return (f"{settings.strategy} v{version} {settings.chunk_tokens}/{settings.overlap_tokens} tokens"
+            f"{' header' if settings.contextual_header else ''}")
+
 
 @dataclass
 class Chunk:

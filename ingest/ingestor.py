@@ -1,6 +1,8 @@
 """Ingest files into a pack's index: load -> (redact) -> chunk -> embed -> store.
 
-Incremental (an unchanged file is skipped by content hash, a changed one replaces its chunks), and one
+Incremental (an unchanged file is skipped by content hash, a changed one replaces its chunks; an unchanged
+file whose chunks were made by other chunking - pack settings or slmrag's rules, see
+:func:`ingest.chunking.chunking_identity` - is chunked again), and one
 bad file never stops the batch: it is reported with its reason and the rest go in. Work is committed in
 generations (see :mod:`app.store`), so a crash loses at most the uncommitted tail, never the index.
 """
@@ -22,7 +24,7 @@ from app.embedder import Embedder
 from app.errors import DocumentError, SlmragError
 from app.packs import Pack
 from app.store import ChunkRow, DocumentRecord, IndexStore, chunk_hash, doc_id_for, file_sha256
-from ingest.chunking import Chunker
+from ingest.chunking import Chunker, chunking_identity
 from ingest.loaders import SUPPORTED_SUFFIXES
 from ingest.metadata import document_metadata
 from ingest.redact import redact
@@ -40,7 +42,8 @@ def commit_every() -> int:
 @dataclass
 class IngestSummary:
     added: list[str] = field(default_factory=list)
-    updated: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)  # changed files, and the unchanged ones re-chunked
+    rechunked: list[str] = field(default_factory=list)  # unchanged files chunked again: the chunking changed
     skipped: list[str] = field(default_factory=list)
     failed: list[dict] = field(default_factory=list)
     chunks: int = 0
@@ -152,6 +155,7 @@ class Ingestor:
         self.embedder = embedder or Embedder(pack.config.embedder, pack.path)
         self.store = IndexStore(pack.index_dir)
         self.chunker = Chunker(pack.config.chunking, self.embedder.count_tokens)
+        self.chunking = chunking_identity(pack.config.chunking)
         self._worker: ParseWorker | None = None  # the batch's parser process (see ingest.sandbox)
 
     # ------------------------------------------------------------------ one document
@@ -190,6 +194,7 @@ class Ingestor:
         if not rows:
             raise DocumentError(f"{path}: no text could be extracted; nothing to index.")
         meta = document_metadata(path.name, info.title, "\n".join(sample))
+        meta["chunking"] = self.chunking
         if redactions:
             meta["redactions"] = redactions
         record = DocumentRecord(doc_id, key, path.name, sha, size, info.kind, info.title,
@@ -242,9 +247,14 @@ class Ingestor:
                     DocumentError(f"{path}: cannot read the file ({exc.strerror or exc}); skipped."))})
             else:
                 existing = writer.document(str(path))
-                if existing and existing.sha256 == sha:  # (collect_files already dropped duplicate paths)
-                    summary.skipped.append(str(path))
+                # A document stored before identities were recorded was chunked by version 1 of the rules.
+                chunked = existing and (existing.info.get("chunking")
+                                        or chunking_identity(self.pack.config.chunking, rules=1))
+                if existing and existing.sha256 == sha and chunked == self.chunking:
+                    summary.skipped.append(str(path))  # (collect_files already dropped duplicate paths)
                 else:
+                    if existing and existing.sha256 == sha:
+                        summary.rechunked.append(str(path))
                     jobs.append(_Job(path, size, sha, existing))
                     continue
             progress.advance()

@@ -105,6 +105,38 @@ def test_reingest_is_noop_and_change_replaces(tmp_path, pdf_factory, tmp_pack):
     assert store.check() == []
 
 
+def test_unchanged_files_are_chunked_again_when_the_chunking_changed(tmp_path, pdf_factory, tmp_pack):
+    import dataclasses
+    import json
+    import sqlite3
+
+    from ingest.chunking import chunking_identity
+
+    pack = tmp_pack("medical")
+    docs = corpus(tmp_path, pdf_factory)
+    Ingestor(pack).ingest([docs])
+    store = IndexStore(pack.index_dir)
+    stored = {d.name: d.info["chunking"] for d in store.documents().values()}
+    assert set(stored.values()) == {chunking_identity(pack.config.chunking)} and len(stored) == 4
+    # Other chunk sizes in the pack: every file is chunked again though none changed, and says so.
+    smaller = dataclasses.replace(pack, config=pack.config.model_copy(update={
+        "chunking": pack.config.chunking.model_copy(update={"chunk_tokens": 64})}))
+    again = Ingestor(smaller).ingest([docs])
+    assert len(again.rechunked) == 4 and sorted(again.updated) == sorted(again.rechunked) and again.skipped == []
+    assert {d.info["chunking"] for d in store.documents().values()} == {chunking_identity(smaller.config.chunking)}
+    assert Ingestor(smaller).ingest([docs]).skipped != []  # ... once
+    # A document stored before identities were recorded counts as chunked by version 1 of the rules: skipped
+    # under a strategy still at version 1, chunked again under one whose rules changed since.
+    with sqlite3.connect(store.db_path) as db:
+        for doc_id, info in db.execute("SELECT doc_id, info_json FROM documents").fetchall():
+            legacy = {k: v for k, v in json.loads(info).items() if k != "chunking"}
+            db.execute("UPDATE documents SET info_json = ? WHERE doc_id = ?", (json.dumps(legacy), doc_id))
+    assert len(Ingestor(smaller).ingest([docs]).skipped) == 4  # sections v1 = what they were chunked with
+    finance_rules = dataclasses.replace(smaller, config=smaller.config.model_copy(update={
+        "chunking": smaller.config.chunking.model_copy(update={"strategy": "finance"})}))
+    assert len(Ingestor(finance_rules).ingest([docs]).rechunked) == 4  # finance is at v2
+
+
 def test_remove_document(tmp_path, pdf_factory, tmp_pack):
     pack = tmp_pack("medical")
     docs = corpus(tmp_path, pdf_factory)
