@@ -108,6 +108,7 @@ SEGMENTS = """| | 2019 | 2018 |
 | --- | --- | --- |
 | Customer A | $3.8 | $7.5 |
 | Customer B | $10.2 | 1.1 |
+| Total | $14.0 | $8.6 |
 """
 
 
@@ -143,6 +144,7 @@ def test_a_line_item_in_one_year_is_the_cell_under_it(question, row, year, cell)
     "What were total liabilities in 2020?",  # the cell is a dash
     "What was goodwill in 2021?",  # no row the question names
     "What was the revenue from Customer C in 2019?",  # "Customer A" / "Customer B" are other rows
+    "What were total sales in 2019?",  # a "Total" row does not say what it totals
 ])
 def test_no_single_cell_no_answer(question):
     assert table_value(question, [STATEMENT, SEGMENTS]) is None

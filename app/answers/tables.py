@@ -177,6 +177,11 @@ _NOT_A_FIGURE = re.compile(r"^\s*(?:why|when|where|is|are|was there|were there|d
 _DEFINES = re.compile(r"\b(?:defined|calculated|computed)\s+as\b|[=*]", re.IGNORECASE)
 
 
+# Row labels made only of these words ("Total", "Net", "Other") do not say which line item they total: a
+# question's "total assets" matched the "Total" row of another table (finance dev, an older chunking).
+_GENERIC = set(content_stems("total totals subtotal net other amount"))
+
+
 def _marks(text: str) -> set[str]:
     """The short tokens that tell rows apart where their words agree ("Customer A", "Tier 2", "Class B"),
     which content words leave out; footnote markers ("Total debt (2)") are not among them."""
@@ -206,6 +211,8 @@ def table_value(question: str, passages: list[str], min_label_cover: float = 0.6
             col = at[0]
             for row in rows:
                 have = set(content_stems(row[0] if row else ""))
+                if have <= _GENERIC:
+                    continue  # "Total" names no line item of its own: in the wrong table it is the wrong figure
                 common = len(have & want)
                 if not have or common < min_common or common / len(have) < min_label_cover or col >= len(row):
                     continue
