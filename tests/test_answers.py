@@ -321,6 +321,12 @@ def test_compose_reads_a_line_item_off_the_statement_without_generating():
     # the figure as the table writes it, its unit, restated in the unit asked for, the row and year, cited
     assert c.shaped.text == "5,466,312 (in thousands) = 5,466.31 million \u2014 Total current liabilities, 2017 [2]"
     assert c.grounded and c.decided_by == "lexical" and c.shaped.cited == [2]
+    # the answer says what was read, and the UI says so: row and column, for the analyst to check
+    lookup = c.shaped.to_json()["lookup"]
+    assert lookup == {"n": 2, "row": "Total current liabilities", "year": "2017", "cell": "5,466,312", "unit": "thousands"}
+    from app.ui_support import check_note
+    assert check_note({"decided_by": "lexical", "grounded": True, "details": {"lookup": lookup}}).startswith(
+        "Read off the table in [2] by slmrag, not generated: the row \u201cTotal current liabilities\u201d, the column for 2017.")
     # off (the default): the generator answers
     c = compose(gen, _prompt("free", [statement]), "What were total current liabilities in 2017?",
                 AnswerSettings(shapes=["free"], default="free"))

@@ -49,6 +49,7 @@ class Shaped:
     refused: bool = False  # the model said the passages do not answer
     claim: str = ""  # the part of the answer the grounding check reads
     label_by: str | None = None  # what chose the label: "generator" (its label log-probabilities) or "reader"
+    lookup: dict | None = None  # a figure read off a table: {"n", "row", "year", "cell", "unit"}
 
     def to_json(self) -> dict:
         out = {"shape": self.shape, "label": self.label, "quote": self.quote, "calculation": self.calculation,
@@ -57,6 +58,8 @@ class Shaped:
             out["label_scores"] = self.label_scores
         if self.label_by is not None:
             out["label_by"] = self.label_by
+        if self.lookup is not None:
+            out["lookup"] = self.lookup
         return out
 
 
@@ -318,7 +321,8 @@ def value_from_table(cell, passages: list[str], question: str) -> Shaped:
         restated = number * _SCALE_FACTOR[unit] / _SCALE_FACTOR[asked]
         shown += f" = {format_value(restated)} {asked[:-1]}"  # "millions" -> "5,466.31 million"
     return Shaped("extract", f"{shown} \u2014 {cell.row}, {cell.year} [{cell.n}]", [cell.n],
-                  calculation=None, claim=f"{cell.cell} {cell.row}")
+                  claim=f"{cell.cell} {cell.row}",
+                  lookup={"n": cell.n, "row": cell.row, "year": cell.year, "cell": cell.cell, "unit": unit})
 
 
 def parse_cell(cell: str) -> float | None:
