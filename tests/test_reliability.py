@@ -34,7 +34,8 @@ CLI_TIMEOUT = 600
 
 def slmrag_cmd() -> list[str]:
     exe = shutil.which("slmrag")
-    return [exe] if exe else [sys.executable, "-m", "app.cli"]
+    # -P: the working directory is not put on sys.path (tests run the CLI inside folders with planted modules)
+    return [exe] if exe else [sys.executable, "-P", "-m", "app.cli"]
 
 
 def run_cli(args: list[str], cwd: Path | None = None, env: dict | None = None, timeout: int = CLI_TIMEOUT):
