@@ -69,7 +69,7 @@ def is_period_line(line: str) -> bool:
 
 def period_years(line: str) -> list[str]:
     """The years a line of periods names, in column order."""
-    return [y for y in re.findall(r"(?<!\d)((?:19|20)\d\d)(?!\d)", line)]
+    return re.findall(r"(?<!\d)((?:19|20)\d\d)(?!\d)", line)
 
 
 def plain_tables(text: str) -> list[tuple[dict[int, str], list[list[str]]]]:
@@ -95,7 +95,7 @@ def plain_tables(text: str) -> list[tuple[dict[int, str], list[list[str]]]]:
         label, figures = figure_row(s)
         if len(figures) == len(years) + 1 and re.fullmatch(r"\(\d\)", figures[0]):
             label, figures = f"{label} {figures[0]}", figures[1:]  # a footnote marker: "Total debt (1) 10 20"
-        if years and label and len(figures) == len(years) and len(years) >= 1:
+        if years and label and len(figures) == len(years):
             rows.append([label, *figures])
     if years and rows:
         out.append(({i + 1: y for i, y in enumerate(years)}, rows))

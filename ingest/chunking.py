@@ -317,6 +317,8 @@ def _nearest_heading(text: str, pos: int) -> str:
 
 
 _NUM = re.compile(r"\(?-?\$?\d[\d,]*\.?\d*\)?%?")
+
+
 def _is_table_line(line: str) -> bool:
     s = line.strip()
     if s.startswith("|") and s.count("|") >= 2:
@@ -341,13 +343,6 @@ def _is_md_table_start(lines: list[str], k: int) -> bool:
     """A Markdown pipe row followed by a separator row (|---|---|): the header of a new table."""
     return (k + 1 < len(lines) and lines[k].strip().startswith("|")
             and bool(re.fullmatch(r"\s*\|?\s*:?-{2,}:?\s*(?:\|\s*:?-{2,}:?\s*)*\|?\s*", lines[k + 1])))
-
-
-def _is_row_label(line: str) -> bool:
-    """A short label between rows of a plain-text table ("Earnings per share"): part of the table."""
-    s = line.strip()
-    return (0 < len(s) <= 60 and not s.startswith("|") and not s.endswith(".") and not _is_heading_line(s)
-            and sum(c.isalpha() for c in s) >= 3 and not _is_table_line(s))
 
 
 def _is_caption_line(line: str) -> bool:

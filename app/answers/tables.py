@@ -1,4 +1,4 @@
-"""A calculation read off a table row, for questions whose form fixes the arithmetic.
+"""Answers read off a table: a calculation whose form fixes the arithmetic, or one line item's cell.
 
 Most "calculate" questions over financial tables have one of a few forms - the change of a line item
 between two years, its percentage change, its average over years - and for those the arithmetic is fixed
@@ -8,10 +8,14 @@ baselines do (tag the cells, choose the operator from a small set), slmrag picks
 question's form, the row whose label the question names, and the cells under the years the question names,
 and shows the formula it evaluated with the cited passage: the analyst checks the formula and the cells.
 
-Tables are the markdown tables ingest writes (``| label | 2019 | 2018 |`` with a header row of years).
-Nothing here is keyed to particular questions: only the form (change / percentage change / average) and
-the years named. When anything is ambiguous - no such form, fewer years than the form needs, no row whose
-label the question names, a missing cell - it returns None and the model's own formula stands.
+A question of no such form that names one year and a row ("What was net income in FY2019?") is answered
+with that row's cell under that year (:func:`table_value`), shown with its row, year and unit.
+
+Tables are the markdown tables ingest writes (``| label | 2019 | 2018 |`` with a header row of years) and
+the plain-text ones a PDF's statements become (:mod:`app.table_text`). Nothing here is keyed to particular
+questions: only the form (change / percentage change / average / one cell) and the years named. When
+anything is ambiguous - no such form, fewer years than the form needs, no row whose label the question
+names, a missing cell - it returns None and the model's own answer stands.
 """
 
 from __future__ import annotations
@@ -188,7 +192,7 @@ def _marks(text: str) -> set[str]:
     return set(re.findall(r"(?<![\w.,$])[A-Z0-9]{1,2}(?![\w.,%])", re.sub(r"\(\w{1,3}\)", " ", text)))
 
 
-def table_value(question: str, passages: list[str], min_label_cover: float = 0.6, min_common: int = 1) -> TableCell | None:
+def table_value(question: str, passages: list[str], min_label_cover: float = 0.6) -> TableCell | None:
     """The cell a "what was <line item> in <year>" question asks for, read off a row of the tables in
     ``passages``, or None. Only for questions of no arithmetic form (those are :func:`table_calculation`'s)
     that name exactly one year and a row label: at least ``min_label_cover`` of the label's content words are
@@ -214,7 +218,7 @@ def table_value(question: str, passages: list[str], min_label_cover: float = 0.6
                 if have <= _GENERIC:
                     continue  # "Total" names no line item of its own: in the wrong table it is the wrong figure
                 common = len(have & want)
-                if not have or common < min_common or common / len(have) < min_label_cover or col >= len(row):
+                if common == 0 or common / len(have) < min_label_cover or col >= len(row):
                     continue
                 if not _marks(row[0]) <= asked:
                     continue  # "Customer A" is not the row for a question about Customer B
