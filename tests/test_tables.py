@@ -153,3 +153,15 @@ def test_no_single_cell_no_answer(question):
 def test_a_year_in_two_columns_is_not_one_cell():
     two_currencies = "| | 2019 | 2019 |\n| --- | --- | --- |\n| Carrying value | 79,647.3 | 24.3 |\n"
     assert table_value("What was the carrying value in 2019?", [two_currencies]) is None
+
+
+def test_a_cell_is_shown_with_its_tables_unit_except_a_per_share_figure():
+    from app.answers.shapes import value_from_table
+
+    statement = ("(in thousands of USD, except per-share amounts)\nYear Ended December 31, 2023 2022\n"
+                 "Net income 72,300 63,350\nEarnings per share\nDiluted 2.50 2.16\n")
+    q = "What was diluted earnings per share in 2023?"
+    assert value_from_table(table_value(q, [statement]), [statement], q).text == "2.50 \u2014 Diluted, 2023 [1]"
+    q = "What was net income in 2023, in USD millions?"
+    assert value_from_table(table_value(q, [statement]), [statement], q).text == (
+        "72,300 (in thousands) = 72.30 million \u2014 Net income, 2023 [1]")

@@ -302,6 +302,7 @@ def calculate_from_table(tc, passages: list[str], question: str) -> Shaped:
     return shaped
 
 
+_PER_SHARE = re.compile(r"\bper\s+(?:\w+\s+)?share\b|\bEPS\b", re.IGNORECASE)
 _ASKED_SCALE = re.compile(r"\bin\s+(?:(?:USD|US\$|\$|EUR|GBP)\s+)?(thousands|millions|billions)\b", re.IGNORECASE)
 _SCALE_FACTOR = {"thousands": 1e3, "millions": 1e6, "billions": 1e9}
 
@@ -313,6 +314,8 @@ def value_from_table(cell, passages: list[str], question: str) -> Shaped:
     text = passages[cell.n - 1]
     unit_m = _SCALE.search(text)
     unit = unit_m.group(1).lower() if unit_m else ""
+    if unit and _PER_SHARE.search(f"{question} {cell.row}") and re.search(r"except\s+(?:for\s+)?per[- ]share", text, re.I):
+        unit = ""  # "(in thousands, except per-share amounts)": earnings per share is in currency units
     shown = f"{cell.cell}" + (f" (in {unit})" if unit else "")
     asked_m = _ASKED_SCALE.search(question)
     asked = asked_m.group(1).lower() if asked_m else ""
