@@ -216,6 +216,8 @@ def test_eval_end_to_end_on_a_fixture_corpus(tmp_path, monkeypatch):
         assert r["slmrag"]["timings"]["total_s"] >= r["slmrag"]["timings"]["first_token_s"] > 0
         assert isinstance(r["slmrag"]["answer"], str) and isinstance(r["naive"]["answer"], str)
         assert r["slmrag"]["score"]["kind"] in ("label", "text")
+        if r["slmrag"]["abstained"]:  # an abstention's text names sources, not an answer: never correct
+            assert r["slmrag"]["score"]["correct"] is False and r["slmrag"]["score"]["f1"] == 0.0, r["id"]
     # The doc-scoped question only sees its own document (each fixture file is one chunk).
     assert {p["name"] for p in recs["fx-4"]["slmrag"]["passages"]} == {"canteen.txt"}
     assert {p["name"] for p in recs["fx-4"]["naive"]["passages"]} == {"canteen.txt"}

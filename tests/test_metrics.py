@@ -247,6 +247,10 @@ def test_answer_correct_numeric_and_text_finance():
     r = answer_correct("It was about $21.2 million.", q)
     assert r["kind"] == "numeric" and r["correct"] is True
     assert answer_correct("It was about $30 million.", q)["correct"] is False
+    # a citation marker is not a figure: "[2]" is not 2 billion
+    ebitda = {"source": "financebench", "answer": "Adj. EBITDA was $2,018mn in FY 2023"}
+    assert answer_correct("Further details can be found in this release [2].", ebitda)["correct"] is False
+    assert answer_correct("Adjusted EBITDA was $2,018 million [2].", ebitda)["correct"] is True
     fb = {"source": "financebench", "answer": "Richard A. Johnson"}
     # gold normalises to {richard, johnson} ("A." is an article once punctuation goes):
     # pred {johnson}: P = 1, R = 1/2, F1 = 2/3 >= 0.5

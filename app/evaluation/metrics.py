@@ -457,6 +457,9 @@ def answer_correct(prediction: str, question: Mapping[str, Any]) -> AnswerScore:
     """
     gold = str(question.get("answer", ""))
     source = str(question.get("source", "")).lower()
+    # A citation marker is not a figure: "[2]" matched a gold "$2,018mn" read as 2 billion (as task_score
+    # found before; this metric still counted it).
+    prediction = re.sub(r"\[\d{1,2}\]", " ", prediction)
     f1 = token_f1(prediction, gold)
     em = exact_match(prediction, gold)
 

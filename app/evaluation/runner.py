@@ -192,7 +192,8 @@ def slmrag_record(assistant, q: dict, opts: EvalOptions, max_tokens: int) -> dic
             "abstained_filter": answer.decided_by == "filter",
             "refused": bool(refused),
             "abstained": abstained,
-            "score": answer_correct(answer.answer, q),
+            # An abstention states nothing: its text names the nearest sources ("p.40"), not an answer.
+            "score": answer_correct("" if abstained else answer.answer, q),
             "task": task_score(info, answer.answer, q, abstained),
             "hygiene": hygiene(info, answer.answer, len(answer.context), abstained),
         })
@@ -239,7 +240,7 @@ def naive_record(naive, q: dict, opts: EvalOptions, max_tokens: int) -> dict:
                         "tokens": n_tokens,
                         "tokens_per_s": round((n_tokens - 1) / gen_s, 2) if n_tokens > 1 and gen_s > 0 else None})
         refused = is_refusal(text)
-        rec.update({"answer": text, "refused": refused, "abstained": refused, "score": answer_correct(text, q),
+        rec.update({"answer": text, "refused": refused, "abstained": refused, "score": answer_correct("" if refused else text, q),
                     "task": task_score({}, text, q, refused),
                     "hygiene": hygiene({}, text, len(context), refused)})
     else:
