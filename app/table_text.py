@@ -22,7 +22,7 @@ MONTH_WORDS = {"january", "february", "march", "april", "may", "june", "july", "
                "nov", "dec"}
 PERIOD_WORDS = MONTH_WORDS | {"year", "years", "ended", "ending", "as", "of", "at", "fiscal", "fy", "and", "the",
                               "three", "six", "nine", "twelve", "months", "weeks", "quarter", "period", "for"}
-_YEAR = re.compile(r"(?:19|20)\d\d")
+_YEAR = re.compile(r"(?<!\d)((?:19|20)\d\d)(?!\d)")
 
 
 def figure_row(line: str) -> tuple[str, list[str]]:
@@ -69,7 +69,7 @@ def is_period_line(line: str) -> bool:
 
 def period_years(line: str) -> list[str]:
     """The years a line of periods names, in column order."""
-    return re.findall(r"(?<!\d)((?:19|20)\d\d)(?!\d)", line)
+    return _YEAR.findall(line)
 
 
 def plain_tables(text: str) -> list[tuple[dict[int, str], list[list[str]]]]:

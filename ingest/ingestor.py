@@ -247,13 +247,13 @@ class Ingestor:
                     DocumentError(f"{path}: cannot read the file ({exc.strerror or exc}); skipped."))})
             else:
                 existing = writer.document(str(path))
+                unchanged = existing is not None and existing.sha256 == sha
                 # A document stored before identities were recorded was chunked by version 1 of the rules.
-                chunked = existing and (existing.info.get("chunking")
-                                        or chunking_identity(self.pack.config.chunking, rules=1))
-                if existing and existing.sha256 == sha and chunked == self.chunking:
+                if unchanged and (existing.info.get("chunking")
+                                  or chunking_identity(self.pack.config.chunking, rules=1)) == self.chunking:
                     summary.skipped.append(str(path))  # (collect_files already dropped duplicate paths)
                 else:
-                    if existing and existing.sha256 == sha:
+                    if unchanged:
                         summary.rechunked.append(str(path))
                     jobs.append(_Job(path, size, sha, existing))
                     continue

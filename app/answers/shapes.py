@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from app.answers.arithmetic import FormulaError, evaluate, find_formula, format_value
 from app.answers.grounding import content_stems
+from app.numbers import SCALE_WORDS, parse_numbers
 
 SHAPES = ("label", "extract", "calculate", "free")
 NOT_FOUND = "I could not find this in your documents."
@@ -304,7 +305,6 @@ def calculate_from_table(tc, passages: list[str], question: str) -> Shaped:
 
 _PER_SHARE = re.compile(r"\bper\s+(?:\w+\s+)?share\b|\bEPS\b", re.IGNORECASE)
 _ASKED_SCALE = re.compile(r"\bin\s+(?:(?:USD|US\$|\$|EUR|GBP)\s+)?(thousands|millions|billions)\b", re.IGNORECASE)
-_SCALE_FACTOR = {"thousands": 1e3, "millions": 1e6, "billions": 1e9}
 
 
 def value_from_table(cell, passages: list[str], question: str) -> Shaped:
@@ -319,22 +319,13 @@ def value_from_table(cell, passages: list[str], question: str) -> Shaped:
     shown = f"{cell.cell}" + (f" (in {unit})" if unit else "")
     asked_m = _ASKED_SCALE.search(question)
     asked = asked_m.group(1).lower() if asked_m else ""
-    number = parse_cell(cell.cell)
-    if unit and asked and asked != unit and number is not None:
-        restated = number * _SCALE_FACTOR[unit] / _SCALE_FACTOR[asked]
+    numbers = parse_numbers(cell.cell)
+    if unit and asked and asked != unit and len(numbers) == 1:
+        restated = numbers[0] * SCALE_WORDS[unit[:-1]] / SCALE_WORDS[asked[:-1]]  # "thousands" -> "thousand"
         shown += f" = {format_value(restated)} {asked[:-1]}"  # "millions" -> "5,466.31 million"
     return Shaped("extract", f"{shown} \u2014 {cell.row}, {cell.year} [{cell.n}]", [cell.n],
                   claim=f"{cell.cell} {cell.row}",
                   lookup={"n": cell.n, "row": cell.row, "year": cell.year, "cell": cell.cell, "unit": unit})
-
-
-def parse_cell(cell: str) -> float | None:
-    """A table cell's figure: "$ 1,980" -> 1980.0, "(1,600)" -> -1600.0; None if it is not one."""
-    m = re.fullmatch(r"\(?\s*-?\s*[$€£]?\s*(\d[\d,]*(?:\.\d+)?)\s*%?\s*\)?", cell.strip())
-    if not m:
-        return None
-    value = float(m.group(1).replace(",", ""))
-    return -value if cell.strip().startswith(("(", "-")) else value
 
 
 def _calculated(calc, cited: list[int], passages: list[str], question: str, extra: dict) -> Shaped:
