@@ -165,3 +165,15 @@ def test_a_cell_is_shown_with_its_tables_unit_except_a_per_share_figure():
     q = "What was net income in 2023, in USD millions?"
     assert value_from_table(table_value(q, [statement]), [statement], q).text == (
         "72,300 (in thousands) = 72.30 million \u2014 Net income, 2023 [1]")
+
+
+def test_a_per_share_calculation_is_not_shown_in_the_tables_unit():
+    from app.answers.shapes import calculate_from_table
+
+    statement = ("| (in thousands of USD, except per-share amounts) | 2023 | 2022 |\n| --- | --- | --- |\n"
+                 "| Net income | 72,300 | 63,350 |\n| Diluted earnings per share | 2.50 | 2.16 |\n")
+    q = "What was the change in diluted earnings per share between 2022 and 2023?"
+    assert calculate_from_table(table_calculation(q, [statement]), [statement], q).text == "0.34 = 2.50 - 2.16 [1]"
+    q = "What was the change in net income between 2022 and 2023?"
+    assert calculate_from_table(table_calculation(q, [statement]), [statement], q).text == (
+        "8,950.00 thousands = 72,300 - 63,350 [1]")

@@ -307,15 +307,22 @@ _PER_SHARE = re.compile(r"\bper\s+(?:\w+\s+)?share\b|\bEPS\b", re.IGNORECASE)
 _ASKED_SCALE = re.compile(r"\bin\s+(?:(?:USD|US\$|\$|EUR|GBP)\s+)?(thousands|millions|billions)\b", re.IGNORECASE)
 
 
+def table_unit(source: str, about: str) -> str:
+    """The unit ("thousands", "millions", "billions") the tables in ``source`` state their figures in, or ""
+    for none - or for a per-share figure (``about``: the question, with the row when known) in a table
+    "in thousands, except per-share amounts": earnings per share are in currency units."""
+    m = _SCALE.search(source)
+    if not m or (_PER_SHARE.search(about) and re.search(r"except\s+(?:for\s+)?per[- ]share", source, re.I)):
+        return ""
+    return m.group(1).lower()
+
+
 def value_from_table(cell, passages: list[str], question: str) -> Shaped:
     """The answer for a :class:`app.answers.tables.TableCell`: the figure as its table writes it, with the
     row, the year and the table's unit, cited - and restated in the unit the question asks for when the
     table uses another ("in USD millions" of a table in thousands)."""
     text = passages[cell.n - 1]
-    unit_m = _SCALE.search(text)
-    unit = unit_m.group(1).lower() if unit_m else ""
-    if unit and _PER_SHARE.search(f"{question} {cell.row}") and re.search(r"except\s+(?:for\s+)?per[- ]share", text, re.I):
-        unit = ""  # "(in thousands, except per-share amounts)": earnings per share is in currency units
+    unit = table_unit(text, f"{question} {cell.row}")
     shown = f"{cell.cell}" + (f" (in {unit})" if unit else "")
     asked_m = _ASKED_SCALE.search(question)
     asked = asked_m.group(1).lower() if asked_m else ""
@@ -334,8 +341,7 @@ def _calculated(calc, cited: list[int], passages: list[str], question: str, extr
     percent = bool(re.search(r"percent|%|proportion|share|rate|margin", question, re.IGNORECASE)) and (
         "* 100" in calc.formula or "*100" in calc.formula)
     source = " ".join(passages[i - 1] for i in (cited or range(1, n + 1)))
-    scale_m = _SCALE.search(source)
-    scale = scale_m.group(1).lower() if scale_m and not percent else ""
+    scale = "" if percent else table_unit(source, f"{question} {extra.get('row', '')}")
     display = format_value(calc.value, percent=percent) + (f" {scale}" if scale else "")
     cites = "".join(f" [{i}]" for i in cited)
     shown = f"{display} = {calc.formula}{cites}"
