@@ -440,6 +440,7 @@ class AnswerScore(TypedDict):
 
 
 _TEXT_F1_THRESHOLD = 0.5
+CITATION = re.compile(r"\[\d{1,2}\]")  # an answer's "[n]": never part of what it states
 _NUMERIC_SOURCES = frozenset({"financebench", "tat-qa"})
 
 
@@ -459,7 +460,7 @@ def answer_correct(prediction: str, question: Mapping[str, Any]) -> AnswerScore:
     source = str(question.get("source", "")).lower()
     # A citation marker is not a figure: "[2]" matched a gold "$2,018mn" read as 2 billion (as task_score
     # found before; this metric still counted it).
-    prediction = re.sub(r"\[\d{1,2}\]", " ", prediction)
+    prediction = CITATION.sub(" ", prediction)
     f1 = token_f1(prediction, gold)
     em = exact_match(prediction, gold)
 

@@ -23,10 +23,9 @@ import re
 from collections import Counter
 from typing import Any, Mapping
 
-from app.evaluation.metrics import (_squad_normalize, evidence_spans, exact_match, extract_label, mean,
-                                    numbers_match, parse_numbers, token_f1)
+from app.evaluation.metrics import (CITATION as _CITE, _squad_normalize, evidence_spans, exact_match,
+                                    extract_label, mean, numbers_match, parse_numbers, token_f1)
 
-_CITE = re.compile(r"\[\d{1,2}\]")
 _QUOTE = re.compile(r"^[\s\u201c\"]+|[\s\u201d\"]+$")
 _MONTHS = {m: i + 1 for i, m in enumerate(
     "january february march april may june july august september october november december".split())}
