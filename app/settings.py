@@ -442,6 +442,13 @@ class AnswerSettings(_Strict):
         "whose column is that year, shown with the row, the year and the table's unit; nothing is generated. "
         "Off: the generator reads the table.",
     )
+    row_names: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Other names tables give a line item, for reading a row off a table (table_lookup and the "
+        "fixed-form calculations): when a question says a key (a phrase, on word boundaries, lower case: 'cogs'), "
+        "a row labelled by one of its names ('cost of revenue', 'cost of sales') counts as the row it names. "
+        "Standard synonyms of the domain, not a question's wording; empty: a row must share the question's words.",
+    )
     term_end: str | None = Field(
         None,
         description="A regular expression for 'extract' questions that ask on what date a term ends ('on what "
@@ -462,6 +469,19 @@ class AnswerSettings(_Strict):
     @classmethod
     def _term_end_compiles(cls, value: str | None) -> str | None:
         return _regex(value)
+
+    @field_validator("row_names")
+    @classmethod
+    def _row_names_are_phrases(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        out = {}
+        for term, names in value.items():
+            key = " ".join(term.lower().split())
+            kept = [" ".join(n.split()) for n in names if n.strip()]
+            if not key or not kept:
+                raise ValueError(f"row_names: '{term}' needs a phrase and at least one other name, e.g. "
+                                 "cogs: [cost of revenue, cost of sales]")
+            out[key] = kept
+        return out
 
     @model_validator(mode="after")
     def _known_shapes(self) -> "AnswerSettings":

@@ -1,13 +1,15 @@
 #!/usr/bin/env python
-"""How often the one-cell table lookup (``answers.table_lookup``) answers, and how often it is right, on a
-question set with gold documents: each question that the pack does not route to ``calculate`` is asked of
-its gold document as the only passage (retrieval and the filter left out, so only the lookup is measured).
-Prints counts and the wrong cases, asserts nothing. Tune on training rows, never on dev.
+"""How often the answers read off a table answer, and how often they are right, on a question set with gold
+documents: each question is asked of its gold document as the only passage (retrieval and the filter left
+out, so only the table reading is measured) - the one-cell lookup (``answers.table_lookup``) for questions
+the pack does not route to ``calculate``, the fixed-form calculation for those it does. Both read rows with
+the pack's ``answers.row_names``. Prints counts and the wrong lookups, asserts nothing. Tune on training
+rows, never on dev.
 
     python bench/table_lookup.py --pack finance --questions ../shared/data/finance/train [--show 20]
 
 ``--questions``: a folder with ``questions.jsonl`` (TAT-QA-style rows: ``answer`` / ``answer_raw``,
-``scale``) and ``corpus/``. A lookup is right when its cell matches the gold figure within 0.5 %
+``scale``) and ``corpus/``. A lookup or a calculation is right when its figure matches the gold within 0.5 %
 (scale-aware, as ``slmrag eval`` scores TAT-QA).
 """
 
@@ -23,7 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from app.answers.shapes import route  # noqa: E402
-from app.answers.tables import table_value  # noqa: E402
+from app.answers.arithmetic import evaluate  # noqa: E402
+from app.answers.tables import table_calculation, table_value  # noqa: E402
 from app.evaluation.metrics import numbers_match  # noqa: E402
 from app.packs import load_pack  # noqa: E402
 
@@ -39,15 +42,21 @@ def main() -> int:
     wrong = []
     for line in (args.questions / "questions.jsonl").read_text(encoding="utf-8").splitlines():
         q = json.loads(line)
-        if route(q["question"], answers.route, answers.shapes, answers.default) == "calculate":
-            continue
-        counts["asked"] += 1
-        cell = table_value(q["question"], [(args.questions / "corpus" / q["doc"]).read_text(encoding="utf-8")])
-        if cell is None:
-            continue
+        doc = [(args.questions / "corpus" / q["doc"]).read_text(encoding="utf-8")]
         raw = q.get("answer_raw")
         gold = " ".join(map(str, raw)) if isinstance(raw, list) else str(raw if raw not in (None, "") else q["answer"])
         scale = q.get("scale") if isinstance(q.get("scale"), str) and q.get("scale") else None
+        if route(q["question"], answers.route, answers.shapes, answers.default) == "calculate":
+            counts["calc_asked"] += 1
+            calc = table_calculation(q["question"], doc, row_names=answers.row_names)
+            if calc is not None:
+                counts["calc_answered"] += 1
+                counts["calc_right"] += numbers_match(f"{evaluate(calc.formula).value}", gold, scale=scale, rel_tol=0.005)
+            continue
+        counts["asked"] += 1
+        cell = table_value(q["question"], doc, row_names=answers.row_names)
+        if cell is None:
+            continue
         ok = numbers_match(cell.cell, gold, scale=scale, rel_tol=0.005)
         counts["right" if ok else "wrong"] += 1
         if not ok:
@@ -56,6 +65,9 @@ def main() -> int:
     print(f"{counts['asked']} questions not routed to calculate; the lookup answered {answered} "
           f"({answered / max(counts['asked'], 1):.1%}): {counts['right']} right, {counts['wrong']} wrong "
           f"(precision {counts['right'] / max(answered, 1):.1%})")
+    print(f"{counts['calc_asked']} questions routed to calculate; the fixed-form calculation answered "
+          f"{counts['calc_answered']}: {counts['calc_right']} right "
+          f"(precision {counts['calc_right'] / max(counts['calc_answered'], 1):.1%})")
     if wrong and args.show:
         print(f"wrong (first {min(args.show, len(wrong))}):")
         print("\n".join(wrong[:args.show]))

@@ -177,3 +177,36 @@ def test_a_per_share_calculation_is_not_shown_in_the_tables_unit():
     q = "What was the change in net income between 2022 and 2023?"
     assert calculate_from_table(table_calculation(q, [statement]), [statement], q).text == (
         "8,950.00 thousands = 72,300 - 63,350 [1]")
+
+
+INCOME = """INCOME STATEMENTS
+(In millions)
+Year Ended June 30, 2016 2015
+Revenue 85,320 93,580
+Cost of revenue 32,780 33,038
+Gross margin 52,540 60,542
+Effective tax rate 19.5% 21.0%
+"""
+NAMES = {"cogs": ["cost of revenue", "cost of sales"], "net sales": ["revenue"]}
+
+
+def test_a_line_item_named_otherwise_in_the_table_is_read_by_the_packs_row_names():
+    """"COGS" shares no word with "Cost of revenue": only the pack's row_names make it that row; the same
+    reading serves a calculation ("net sales" read as "revenue")."""
+    q = "What is the FY2016 COGS for the company?"
+    assert table_value(q, [INCOME]) is None
+    assert table_value(q, [INCOME], row_names=NAMES) == TableCell(1, "Cost of revenue", "2016", "32,780")
+    calc = table_calculation("What was the change in net sales between 2015 and 2016?", [INCOME], row_names=NAMES)
+    assert calc.row == "Revenue" and calc.formula == "85,320 - 93,580"
+    # a term inside another word is not said: "cogs" in "cogswheel"
+    assert table_value("What was the FY2016 cogswheel output?", [INCOME], row_names=NAMES) is None
+
+
+def test_a_change_asked_in_percent_is_a_percentage_change_unless_the_row_is_in_percent():
+    q = "What is the year-over-year change in revenue from FY2015 to FY2016 (in units of percents)?"
+    calc = table_calculation(q, [INCOME])
+    assert calc.operation == "percent_change" and calc.formula == "((85,320 - 93,580) / 93,580) * 100"
+    assert evaluate(calc.formula).value == pytest.approx(-8.827, abs=1e-3)
+    calc = table_calculation("What is the change in the effective tax rate from 2015 to 2016 in percent?", [INCOME])
+    assert calc.operation == "change" and calc.formula == "19.5 - 21.0"  # points, not a percentage change
+    assert table_calculation("What is the change in revenue from 2015 to 2016?", [INCOME]).operation == "change"

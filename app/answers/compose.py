@@ -125,8 +125,9 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
         # given for a question that did not say which; nothing is generated.
         timings["first_token_s"] = timings["generate_s"] = time.perf_counter() - t0
         return Composed(Shaped(shape, ""), None, False, "document", timings)
-    table = table_calculation(question, texts) if shape == "calculate" else None
-    cell = table_value(question, texts) if settings.table_lookup and shape in ("free", "extract") else None
+    table = table_calculation(question, texts, row_names=settings.row_names) if shape == "calculate" else None
+    cell = table_value(question, texts, row_names=settings.row_names) \
+        if settings.table_lookup and shape in ("free", "extract") else None
     ranked = selector.rank(question, prompt.context) if shape == "extract" and selector is not None and cell is None \
         else None
     ending = term_end(ranked, prompt.context) if ranked and settings.term_end and re.search(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Mapping, Sequence
 
 from app.answers.grounding import content_stems
 from app.table_text import plain_tables
@@ -35,6 +36,10 @@ _AVERAGE = re.compile(r"\b(average|mean)\b", re.I)
 # Words of the question's form, not of the line item it names.
 _FORM_WORDS = set(content_stems("percentage percent change difference increase decrease growth rate average mean "
                                 "year years fiscal period between"))
+# "... change in revenue from FY2016 to FY2017 (in units of percents ...)": the change asked for in percent.
+# Not "the change in percentage of sales": a row that is itself a share, whose change is in points.
+_IN_PERCENT = re.compile(r"\b(?:in|as an?)\s+(?:units\s+of\s+)?(?:percents?|percentages?)\b(?!\s+of\b)|\bin\s+%",
+                         re.IGNORECASE)
 _CELL = re.compile(r"^\(?-?\$?\s*\(?\s*(\d[\d,]*(?:\.\d+)?)\s*\)?\s*%?\)?$")
 
 
@@ -126,15 +131,43 @@ def _years(question: str, op: str) -> list[str]:
     return named
 
 
-def table_calculation(question: str, passages: list[str], min_label_cover: float = 0.6) -> TableCalc | None:
-    """The formula for ``question`` from a row of the tables in ``passages``, or None (see the module doc)."""
+def asked_words(question: str, row_names: Mapping[str, Sequence[str]] | None = None) -> list[set[str]]:
+    """The content words a row label may share with ``question`` to be the row it names (years and words of
+    the form aside): the question's own, then, for each line item of ``row_names`` the question says (a
+    phrase, on word boundaries: "cogs"), the question's words with that phrase read as each of the other
+    names tables give it ("cost of revenue") - one set per reading, as if the question had used that name."""
+    low = " ".join(question.lower().split())
+    texts = [low]
+    for term, names in (row_names or {}).items():
+        pattern = re.compile(r"(?<![a-z0-9])" + re.escape(term) + r"(?![a-z0-9])")
+        if pattern.search(low):
+            texts += [pattern.sub(f" {name.lower()} ", low) for name in names]
+    return [set(content_stems(_YEAR.sub(" ", t))) - _FORM_WORDS for t in texts]
+
+
+def _named_by(label: str, readings: list[set[str]]) -> tuple[float, bool, int]:
+    """How fully the question names a row labelled ``label`` under its best reading: (share of the label's
+    content words it says, whether in the question's own words, how many). Its own words come before another
+    name's: "license revenue" is the "License" row, not "Net sales" read for "revenue"."""
+    have = set(content_stems(label))
+    if not have:
+        return 0.0, False, 0
+    return max(((len(have & want) / len(have), i == 0, len(have & want)) for i, want in enumerate(readings)),
+               default=(0.0, False, 0))
+
+
+def table_calculation(question: str, passages: list[str], min_label_cover: float = 0.6,
+                      row_names: Mapping[str, Sequence[str]] | None = None) -> TableCalc | None:
+    """The formula for ``question`` from a row of the tables in ``passages``, or None (see the module doc);
+    ``row_names``: other names of line items (see :func:`asked_words`)."""
     op = _operation(question)
     if op is None or _DEFINES.search(question):
         return None
     years = _years(question, op)
     if len(years) < 2 or (op != "average" and len(years) != 2):
         return None
-    want = set(content_stems(_YEAR.sub(" ", question))) - _FORM_WORDS
+    readings = asked_words(question, row_names)
+    in_percent = op == "change" and bool(_IN_PERCENT.search(question))
     best: tuple[float, int, int, TableCalc] | None = None
     for n, text in enumerate(passages, start=1):
         for cols, rows in _tables(text):
@@ -143,22 +176,21 @@ def table_calculation(question: str, passages: list[str], min_label_cover: float
                 continue
             for row in rows:
                 label = row[0] if row else ""
-                have = set(content_stems(label))
-                if not have:
-                    continue
-                common = len(have & want)
-                cover = common / len(have)
+                cover, own, common = _named_by(label, readings)
                 if common == 0 or cover < min_label_cover:
                     continue
                 values = [_number(row[by_year[y]]) if by_year[y] < len(row) else None for y in years]
                 if any(v is None for v in values):
                     continue
-                calc = TableCalc(_formula(op, years, values), n, label, years, op,
+                # A change asked for in percent is a percentage change - unless the row is itself in percent
+                # (a margin's change is its difference in points).
+                row_op = "percent_change" if in_percent and not any("%" in c for c in row) else op
+                calc = TableCalc(_formula(row_op, years, values), n, label, years, row_op,
                                  [f"({v[2:-1]})" if v.startswith("(-") else v for v in values])
-                key = (cover, common, -n)  # the row the question names most fully; ties: the better passage
-                if best is None or key > best[:3]:
+                key = (cover, own, common, -n)  # the row the question names most fully; ties: the better passage
+                if best is None or key > best[:4]:
                     best = (*key, calc)
-    return best[3] if best else None
+    return best[4] if best else None
 
 
 @dataclass
@@ -192,11 +224,12 @@ def _marks(text: str) -> set[str]:
     return set(re.findall(r"(?<![\w.,$])[A-Z0-9]{1,2}(?![\w.,%])", re.sub(r"\(\w{1,3}\)", " ", text)))
 
 
-def table_value(question: str, passages: list[str], min_label_cover: float = 0.6) -> TableCell | None:
+def table_value(question: str, passages: list[str], min_label_cover: float = 0.6,
+                row_names: Mapping[str, Sequence[str]] | None = None) -> TableCell | None:
     """The cell a "what was <line item> in <year>" question asks for, read off a row of the tables in
     ``passages``, or None. Only for questions of no arithmetic form (those are :func:`table_calculation`'s)
     that name exactly one year and a row label: at least ``min_label_cover`` of the label's content words are
-    the question's (as :func:`table_calculation` reads rows). Ties go to the row the question names most
+    the question's (as :func:`table_calculation` reads rows, ``row_names`` included). Ties go to the row the question names most
     fully, then to the better-ranked passage."""
     if _operation(question) is not None or _NOT_A_FIGURE.search(question) or _DEFINES.search(question):
         return None
@@ -204,7 +237,7 @@ def table_value(question: str, passages: list[str], min_label_cover: float = 0.6
     if len(years) != 1:
         return None
     year = years[0]
-    want = set(content_stems(_YEAR.sub(" ", question))) - _FORM_WORDS
+    readings = asked_words(question, row_names)
     asked = _marks(question)
     best: tuple[float, int, int, TableCell] | None = None
     for n, text in enumerate(passages, start=1):
@@ -214,20 +247,19 @@ def table_value(question: str, passages: list[str], min_label_cover: float = 0.6
                 continue  # no column for the year, or several (values in two currencies): not one cell
             col = at[0]
             for row in rows:
-                have = set(content_stems(row[0] if row else ""))
-                if have <= _GENERIC:
+                if set(content_stems(row[0] if row else "")) <= _GENERIC:
                     continue  # "Total" names no line item of its own: in the wrong table it is the wrong figure
-                common = len(have & want)
-                if common == 0 or common / len(have) < min_label_cover or col >= len(row):
+                cover, own, common = _named_by(row[0], readings)
+                if common == 0 or cover < min_label_cover or col >= len(row):
                     continue
                 if not _marks(row[0]) <= asked:
                     continue  # "Customer A" is not the row for a question about Customer B
-                key = (common / len(have), common, -n)
-                if best is None or key > best[:3]:
+                key = (cover, own, common, -n)
+                if best is None or key > best[:4]:
                     best = (*key, TableCell(n, row[0].strip(), year, row[col].strip()))
     # The row the question names decides; an empty cell there ("-") is no answer, not a reason to read the
     # next-best row.
-    return best[3] if best and _number(best[3].cell) is not None else None
+    return best[4] if best and _number(best[4].cell) is not None else None
 
 
 def _formula(op: str, years: list[str], values: list[str]) -> str:
