@@ -91,7 +91,7 @@ class AnswerStream:
     def __init__(self, *, question: str, generator, prompt, passages: list[Passage],
                  abstain: Callable[[list[Passage], str], str], answers, disclaimer: str, filter, timings: dict,
                  t0: float, index_generation: int = 0, label_not_found: bool = False, label_prior=None, reader=None,
-                 selector=None, documents: dict[str, str] | None = None,
+                 selector=None, label_selector=None, documents: dict[str, str] | None = None,
                  queue: AnswerQueue | None = None, on_position: PositionCallback | None = None):
         self.question = question
         self.generator = generator
@@ -107,6 +107,7 @@ class AnswerStream:
         self.label_prior = label_prior  # a callable giving the content-free label probabilities, or None
         self.reader = reader  # the pack's label reader and sentence selector, or None (see compose)
         self.selector = selector
+        self.label_selector = label_selector
         self.documents = documents  # what the question could be answered from (see compose's documents)
         self.disclaimer = disclaimer
         self.filter = filter
@@ -137,7 +138,8 @@ class AnswerStream:
                 c = compose(self.generator, self.prompt, self.question, self.answers,
                             label_not_found=self.label_not_found,
                             label_prior=self.label_prior() if self.label_prior and self.shape == "label" and self.reader is None else None,
-                            reader=self.reader, selector=self.selector, documents=self.documents)
+                            reader=self.reader, selector=self.selector, label_selector=self.label_selector,
+                            documents=self.documents)
             s = c.shaped
             gen = c.timings
             t["first_token_s"] = round(gen_start - self.t0 + gen["first_token_s"], 4)

@@ -125,7 +125,7 @@ class Assistant:
         _ = self.topic_gate  # a few KB; a broken one is reported at load, not on the first question
         if generator:
             self.generator.load()
-            _ = self.label_reader, self.sentence_selector  # when the pack has them: a cold start is not an answer's latency
+            _ = self.label_reader, self.sentence_selector, self.label_selector  # when the pack has them: a cold start is not an answer's latency
         return self
 
     def refresh(self) -> bool:
@@ -195,6 +195,15 @@ class Assistant:
 
         return self._pack_model("extract_selector", self.pack.config.answers.extract_selector,
                                 SentenceSelector.from_folder)
+
+    @property
+    def label_selector(self):
+        """The pack's sentence selector for label answers' support (``answers.label_selector``), loaded on first
+        use; None when it has none."""
+        from app.answers.selector import SentenceSelector
+
+        return self._pack_model("label_selector", self.pack.config.answers.label_selector,
+                                lambda path: SentenceSelector.from_folder(path, "label_selector"))
 
     def _pack_model(self, setting: str, folder: str | None, load):
         """A small model the pack ships (the pack-relative ``folder`` its ``setting`` names), loaded once."""
@@ -301,5 +310,6 @@ class Assistant:
                             label_not_found=answers.label_not_found,
                             label_prior=self.label_prior if answers.label_calibration == "content_free" else None,
                             reader=self.label_reader, selector=self.sentence_selector,
+                            label_selector=self.label_selector,
                             documents=self._answerable_documents(view, options),
                             queue=self.queue, on_position=on_position)

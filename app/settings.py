@@ -428,6 +428,13 @@ class AnswerSettings(_Strict):
         "model finds most likely to answer, quoted word for word with its citation, and nothing is generated. "
         "Unset: the generator writes the quote, which is then checked to be verbatim.",
     )
+    label_selector: str | None = Field(
+        None,
+        description="The pack-relative folder of a sentence selector trained on the pack's 'label' rows (`slmrag "
+        "adapt selector --shape label`): with a label reader, a 'label' answer quotes the sentence this model finds "
+        "most likely to state what the answer rests on (the clause), from the kept passages of documents that cover "
+        "what the question names, instead of the reader's own pick. Unset: the reader's sentence.",
+    )
     selector_confident: float = Field(
         0.0, ge=0.0, le=1.0,
         description="With a sentence selector: the score under which it is unsure of its best sentence. Then the "

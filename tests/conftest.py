@@ -33,8 +33,9 @@ def write_pdf(path: Path, pages: list[str]) -> Path:
 
 
 #: What a built-in pack ships that was trained on its own data, and the pack.yaml lines pointing at it.
-TRAINED_FOLDERS = ("adapter", "filter", "label_reader", "extract_selector", "topic")
-TRAINED_SETTINGS = ("adapter:", "model: filter", "label_reader:", "extract_selector:", "topic_model:", "topic_threshold:")
+TRAINED_FOLDERS = ("adapter", "filter", "label_reader", "extract_selector", "label_selector", "topic")
+TRAINED_SETTINGS = ("adapter:", "model: filter", "label_reader:", "extract_selector:", "label_selector:", "topic_model:",
+                    "topic_threshold:")
 
 
 def tiny_pack_dir(folder: Path, name: str, docs: dict[str, str], base: str = "medical") -> Path:

@@ -424,6 +424,27 @@ def test_only_a_document_that_covers_the_question_may_decide_the_label():
     assert reader.eligible == [None]
 
 
+def test_a_label_selector_chooses_the_sentence_a_readers_label_quotes():
+    """The reader decides (passage 1, "yes"); the label selector ranks a sentence of document b first, but b
+    does not cover what the question names, so its best sentence of document a - in passage 3 - is quoted
+    and cited, the reader's label and scores unchanged."""
+    from app.answers.selector import Selection
+
+    q = "Does the distribution agreement require the distributor to keep product liability insurance?"
+    a1 = "This distribution agreement is made between Tidewater and the distributor."
+    b = "The supplier shall keep general liability insurance of one million dollars."
+    a3 = "The distributor shall maintain product liability insurance naming the supplier as insured."
+    prompt = _doc_prompt("label", [("a", a1), ("b", b), ("a", a3)])
+    ranked = [Selection(2, b, 0.9), Selection(3, a3, 0.8), Selection(1, a1, 0.1)]
+    settings = AnswerSettings(shapes=["label"], labels=["yes", "no"], default="label")
+    c = compose(FakeGenerator("unused"), prompt, q, settings, reader=FakeReader(1, "yes"),
+                label_selector=FakeSelector(ranked))
+    assert c.shaped.text == f"Yes. \u201c{a3}\u201d [3]" and c.shaped.cited == [3] and c.grounded
+    assert c.shaped.label_scores == {"yes": 0.2, "no": 0.8, "verdict": 0.9}
+    c = compose(FakeGenerator("unused"), prompt, q, settings, reader=FakeReader(1, "yes"))  # no selector: the reader's
+    assert c.shaped.text == f"Yes. \u201c{a1}\u201d [1]"
+
+
 def test_reader_quotes_the_sentence_of_the_deciding_passage_that_states_the_label():
     """Passage 2 states a verdict (none low); of its two sentences the second gives "no" the higher
     probability, so that one is quoted."""
@@ -731,7 +752,7 @@ def test_a_term_end_is_counted_from_the_documents_start_date():
     assert c.shaped.calculation is None and c.shaped.text == f"\u201c{term}\u201d [2]"
 
 
-def test_a_bad_term_end_pattern_or_positives_rule_is_refused_up_front(tmp_path):
+def test_a_bad_term_end_pattern_selector_option_or_row_name_is_refused_up_front(tmp_path):
     from typer.testing import CliRunner
 
     from app.cli import app as cli
@@ -740,3 +761,8 @@ def test_a_bad_term_end_pattern_or_positives_rule_is_refused_up_front(tmp_path):
         AnswerSettings(term_end="(on what date")
     res = CliRunner().invoke(cli, ["adapt", "selector", "--pack", "medical", "--train", str(tmp_path), "--positives", "nope"])
     assert res.exit_code != 0 and "--positives must be one of evidence, answer" in res.output
+    res = CliRunner().invoke(cli, ["adapt", "selector", "--pack", "medical", "--train", str(tmp_path), "--shape", "free"])
+    assert res.exit_code != 0 and "--shape must be one of extract, label" in res.output
+    with pytest.raises(ValueError, match="row_names: 'cogs' needs a phrase and at least one other name"):
+        AnswerSettings(row_names={"cogs": [" "]})
+    assert AnswerSettings(row_names={"  COGS ": ["cost of  sales"]}).row_names == {"cogs": ["cost of sales"]}

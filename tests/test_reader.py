@@ -132,6 +132,23 @@ def test_selector_examples_mark_the_sentence_holding_the_answer(trained):
         assert any(e.label == 0 for e in sentences if e.row_id == row["id"])
 
 
+def test_label_selector_examples_teach_the_sentence_that_states_the_verdict(trained):
+    """For 'label' rows (answer "yes"/"no", not text of any sentence) the positives are the sentences made
+    mostly of the gold evidence's words (the evidence itself; also a short title sharing most of its words),
+    and the other sentences of the retrieved passages are negatives."""
+    pack_dir, root, _, _, _ = trained
+    assistant = Assistant(load_pack_dir(pack_dir).with_index_dir(root / "index")).load(generator=False)
+    sentences = build_selector_examples(assistant, ROWS, shape="label")
+    for row in ROWS:
+        pos = [e.sentence for e in sentences if e.row_id == row["id"] and e.label > 0]
+        assert any(s.endswith(row["evidence"]) for s in pos), (row["id"], pos)
+        assert not any("OBJECTIVE" in s for s in pos)
+        assert any(e.label == 0 and "OBJECTIVE" in e.sentence for e in sentences if e.row_id == row["id"])
+        assert all(e.span is None for e in sentences)
+    with pytest.raises(SlmragError, match="No 'label' training row"):  # extract rows teach no label's sentence
+        build_selector_examples(assistant, EXTRACT_ROWS, shape="label")
+
+
 def test_selector_examples_mark_the_answer_inside_the_answering_sentence(trained):
     _, _, _, _, sentences = trained
     for row in EXTRACT_ROWS:

@@ -92,12 +92,13 @@ def _naming(passage, opening_words: int) -> str:
 
 
 def compose(generator, prompt, question: str, settings: AnswerSettings, *, label_not_found: bool = False,
-            label_prior: dict[str, float] | None = None, reader=None, selector=None,
+            label_prior: dict[str, float] | None = None, reader=None, selector=None, label_selector=None,
             documents: dict[str, str] | None = None) -> Composed:
     """Generate, shape and check one answer for ``prompt`` (an :class:`app.prompting.Prompt`). ``reader``: the
     pack's label reader (:class:`app.answers.reader.LabelReader`), which then chooses 'label' answers;
     ``selector``: its sentence selector (:class:`app.answers.selector.SentenceSelector`), which then
-    chooses the sentence an 'extract' answer quotes. ``documents``: the documents the question could be
+    chooses the sentence an 'extract' answer quotes; ``label_selector``: one trained on the pack's label rows,
+    which then chooses the sentence a reader's label quotes as its support. ``documents``: the documents the question could be
     answered from, doc id -> file name (the index's, or the one the user chose; default: those of the
     prompt's passages), for ``grounding.name_the_document``."""
     texts = [p.text for p in prompt.context]
@@ -155,7 +156,7 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
         first.append(time.perf_counter())
     elif shape == "label" and reader is not None:
         # The trained reader reads each kept passage; the one that states a verdict decides (no generation).
-        shaped = _read_label(reader, question, prompt.context, scopes, doc_ids, settings)
+        shaped = _read_label(reader, question, prompt.context, scopes, doc_ids, settings, label_selector)
         first.append(time.perf_counter())
     elif shape == "label" and generator.scores_choices:
         probs = biased(label_probabilities(generator, prompt, list(settings.labels), with_not_found=label_not_found,
@@ -210,11 +211,21 @@ def _named(question: str, passages: list, settings: AnswerSettings,
 
 
 def _read_label(reader, question: str, passages: list, scopes: list[str], doc_ids: list[str],
-                settings: AnswerSettings) -> Shaped:
+                settings: AnswerSettings, support=None) -> Shaped:
     """The label reader's answer: its verdict from a passage of a document the question names, supported by
-    that passage's sentence that states it. Below ``min_verdict`` no such passage states a verdict, and the
-    answer is not found."""
-    reading = reader.read(question, passages, _documents_covering(scopes, doc_ids, question, settings))
+    that passage's sentence that states it - or, with a ``support`` selector (``answers.label_selector``), by
+    the sentence that selector ranks first among the passages the reader could decide from. Below
+    ``min_verdict`` no such passage states a verdict, and the answer is not found."""
+    eligible = _documents_covering(scopes, doc_ids, question, settings)
+    reading = reader.read(question, passages, eligible)
+    if support is not None:
+        allowed = eligible if eligible is not None and any(eligible) else [True] * len(passages)
+        best = next((s for s in support.rank(question, passages) if allowed[s.n - 1]), None)
+        if best is not None:
+            # The reader tells whether a clause of this kind is there (its verdict, across the passages); which
+            # sentence states it is a ranking the selector learnt from the gold clauses (dev CUAD: the
+            # reader's own sentence overlapped the gold clause for 15 of 54, the selector's for 23).
+            reading.n, reading.sentence = best.n, best.sentence
     shaped = label_from_reading(reading, [p.text for p in passages], question)
     if reading.verdict < settings.min_verdict:
         shaped.refused, shaped.label = True, None

@@ -57,11 +57,13 @@ class SentenceSelector:
         self._span = PairModel(self.folder / SPAN_DIR)
 
     @classmethod
-    def from_folder(cls, folder: Path | str) -> "SentenceSelector":
+    def from_folder(cls, folder: Path | str, setting: str = "extract_selector") -> "SentenceSelector":
+        """``setting``: the pack.yaml setting under ``answers`` that names ``folder`` (for the error)."""
         from app.pair_model import check_folder
 
-        return cls(check_folder(folder, "answers.extract_selector", "slmrag adapt selector --pack NAME --train DIR; "
-                                "or remove answers.extract_selector from pack.yaml."))
+        shape = "label" if setting == "label_selector" else "extract"
+        return cls(check_folder(folder, f"answers.{setting}", f"slmrag adapt selector --pack NAME --train DIR --shape "
+                                f"{shape}; or remove answers.{setting} from pack.yaml."))
 
     def load(self) -> "SentenceSelector":
         self._model.load()

@@ -175,9 +175,13 @@ def register(app, packs_app, filter_app) -> None:
         train: Path = typer.Option(..., "--train", help="A folder with questions.jsonl and corpus/ (rows with an "
                                    "answer or evidence that is text of their document)."),
         out_dir: Optional[Path] = typer.Option(None, "--out", help="Where the selector goes (default: the pack's "
-                                               "extract_selector/ folder, and pack.yaml's answers.extract_selector is set to it)."),
+                                               "extract_selector/ folder, and pack.yaml's answers.extract_selector is set to "
+                                               "it; with --shape label: label_selector/ and answers.label_selector)."),
         index_dir: Optional[Path] = IndexDirOpt,
-        max_rows: int = typer.Option(1000, "--max-rows", min=1, help="Most extract-routed rows to learn from."),
+        shape: str = typer.Option("extract", "--shape", help="Which answers it chooses the sentence for: 'extract' "
+                                  "(the sentence that answers) or 'label' (the sentence a yes/no answer rests on, "
+                                  "taught by the label-routed rows' gold evidence)."),
+        max_rows: int = typer.Option(1000, "--max-rows", min=1, help="Most rows of that shape to learn from."),
         epochs: int = typer.Option(3, "--epochs", min=1, max=50),
         rank: int = typer.Option(16, "--rank", min=1, max=128, help="LoRA rank."),
         lr: float = typer.Option(5e-4, "--lr", help="Learning rate of the adapter (the head's is ten times it)."),
@@ -196,20 +200,23 @@ def register(app, packs_app, filter_app) -> None:
     ) -> None:
         """Train the sentence selector: a MiniLM cross-encoder that finds the kept passages' sentence that answers
         an 'extract' question; those answers then quote it word for word instead of generating."""
-        from app.training.selector import POSITIVES, build_examples, train_selector
+        from app.training.selector import POSITIVES, SHAPES, build_examples, train_selector
 
         if positives not in POSITIVES:
             fail(SlmragError(f"--positives must be one of {', '.join(POSITIVES)}, not {positives!r}."))
+        if shape not in SHAPES:
+            fail(SlmragError(f"--shape must be one of {', '.join(SHAPES)}, not {shape!r}."))
 
         def build(assistant, rows, seed, max_rows, progress):
-            return build_examples(assistant, rows, seed=seed, max_rows=max_rows, positives=positives, progress=progress)
+            return build_examples(assistant, rows, seed=seed, max_rows=max_rows, positives=positives, shape=shape,
+                                  progress=progress)
 
         def fit(examples, target, p, info=None, **kw):
             return train_selector(examples, target, span=span, span_epochs=span_epochs,
-                                  info={**(info or {}), "positives_rule": positives}, **kw)
+                                  info={**(info or {}), "positives_rule": positives, "shape": shape}, **kw)
 
-        meta, target = _train_answer_model(pack, train, out_dir, index_dir, as_json, shape="extract",
-                                           setting="extract_selector", build=build, fit=fit, max_rows=max_rows,
+        meta, target = _train_answer_model(pack, train, out_dir, index_dir, as_json, shape=shape,
+                                           setting=f"{shape}_selector", build=build, fit=fit, max_rows=max_rows,
                                            seed=seed, epochs=epochs, lr=lr, rank=rank)
         if not as_json:
             spans = f", {meta['span_examples']} with a marked answer" if "span_examples" in meta else ""

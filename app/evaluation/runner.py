@@ -295,7 +295,7 @@ def _pack_info(pack) -> dict:
 
 #: The small trained models a pack's answers may use (pack.yaml ``answers.<setting>``: a pack-relative
 #: folder), each with the name of its metadata file, where ``slmrag adapt record`` keeps its dev figures.
-ANSWER_MODELS = {"label_reader": READER_INFO, "extract_selector": SELECTOR_INFO}
+ANSWER_MODELS = {"label_reader": READER_INFO, "extract_selector": SELECTOR_INFO, "label_selector": SELECTOR_INFO}
 
 
 def _prepare_filter_model(pack, user_index: Path, scratch: Path | None) -> str | None:

@@ -63,6 +63,7 @@ def in_evidence(sentence: str, evidence: str) -> bool:
 
 
 POSITIVES = ("evidence", "answer")
+SHAPES = ("extract", "label")  # the answers a selector chooses the sentence for
 
 
 def answer_is_text(row: dict, doc_text: str, positives: str = "evidence") -> bool:
@@ -89,11 +90,17 @@ def holds_answer(sentence: str, row: dict, answer_in_doc: bool, positives: str =
 
 
 def build_examples(assistant, rows: list[dict], *, seed: int = 0, max_rows: int | None = None, negatives: int = 12,
-                   positives: str = "evidence", progress: Callable[[int, int], None] | None = None) -> list[SelectorExample]:
+                   positives: str = "evidence", shape: str = "extract",
+                   progress: Callable[[int, int], None] | None = None) -> list[SelectorExample]:
     """The selector's examples from ``rows`` (see the module's docstring); ``positives``: "evidence" (an
-    answering sentence lies in the gold evidence) or "answer" (any sentence holding a text answer)."""
+    answering sentence lies in the gold evidence) or "answer" (any sentence holding a text answer).
+    ``shape``: the rows the pack routes to this shape teach it: "extract" (the sentence that answers) or
+    "label" (the sentence that states the clause or finding a yes/no answer rests on: its answer, "Yes", is
+    not text of the sentence, so the gold evidence alone places it)."""
     if positives not in POSITIVES:
         raise SlmragError(f"positives must be one of {', '.join(POSITIVES)}, not {positives!r}.")
+    if shape not in SHAPES:
+        raise SlmragError(f"shape must be one of {', '.join(SHAPES)}, not {shape!r}.")
     from app.answers.shapes import route
     from app.assistant import AskOptions
     from app.evaluation.questions import scope
@@ -101,7 +108,8 @@ def build_examples(assistant, rows: list[dict], *, seed: int = 0, max_rows: int 
     cfg = assistant.pack.config.answers
     rng = random.Random(seed)
     picked = [r for r in rows if str(r.get("question") or "").strip() and r.get("doc") and r.get("answerable") is not False
-              and str(r.get("answer") or "").strip() and route(r["question"], cfg.route, cfg.shapes, cfg.default) == "extract"]
+              and str(r.get("answer") or "").strip() and route(r["question"], cfg.route, cfg.shapes, cfg.default) == shape
+              and (shape == "extract" or str(r.get("evidence") or "").strip())]
     rng.shuffle(picked)
     picked = picked[: max_rows or len(picked)]
     out: list[SelectorExample] = []
@@ -109,7 +117,7 @@ def build_examples(assistant, rows: list[dict], *, seed: int = 0, max_rows: int 
         question, rid = row["question"].strip(), str(row.get("id", i))
         found = assistant.retrieve(question, AskOptions(doc=scope(row))).passages
         own = assistant.retriever.search(question, 50, doc=row["doc"])
-        answer_in_doc = answer_is_text(row, " ".join(p.text for p in own), positives)
+        answer_in_doc = shape == "extract" and answer_is_text(row, " ".join(p.text for p in own), positives)
         cands = candidates(found)
         pos = [(n, s) for n, s in cands if holds_answer(s, row, answer_in_doc, positives)]
         if not pos:  # retrieval missed it: the row still teaches where the answer is, from its own document
@@ -128,7 +136,7 @@ def build_examples(assistant, rows: list[dict], *, seed: int = 0, max_rows: int 
         if progress:
             progress(i, len(picked))
     if not any(e.label > 0 for e in out):
-        raise SlmragError("No 'extract' training row's answer was found in a sentence of its document; check that the "
+        raise SlmragError(f"No '{shape}' training row's answer was found in a sentence of its document; check that the "
                           "rows' 'doc' files are in corpus/ and their 'answer' or 'evidence' is text of those files.")
     return out
 
