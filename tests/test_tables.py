@@ -210,3 +210,14 @@ def test_a_change_asked_in_percent_is_a_percentage_change_unless_the_row_is_in_p
     calc = table_calculation("What is the change in the effective tax rate from 2015 to 2016 in percent?", [INCOME])
     assert calc.operation == "change" and calc.formula == "19.5 - 21.0"  # points, not a percentage change
     assert table_calculation("What is the change in revenue from 2015 to 2016?", [INCOME]).operation == "change"
+
+
+def test_a_row_read_by_another_name_must_hold_that_whole_name():
+    """"revenue" read as "net sales" names "Total net sales", not "Net income" (whose "income" is the
+    question's "statement of income")."""
+    ops = "STATEMENTS OF OPERATIONS\nYear Ended December 31,\n2016 2017\nTotal net sales 135,987 177,866\n" \
+          "Net income 2,371 3,033\n"
+    q = "What is the change in revenue from FY2016 to FY2017 in percent, using the statement of income?"
+    assert table_calculation(q, [ops], row_names={"revenue": ["net sales"]}).row == "Total net sales"
+    assert table_calculation(q, [ops.replace("Total net sales 135,987 177,866\n", "")],
+                             row_names={"revenue": ["net sales"]}) is None

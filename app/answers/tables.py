@@ -131,29 +131,33 @@ def _years(question: str, op: str) -> list[str]:
     return named
 
 
-def asked_words(question: str, row_names: Mapping[str, Sequence[str]] | None = None) -> list[set[str]]:
-    """The content words a row label may share with ``question`` to be the row it names (years and words of
-    the form aside): the question's own, then, for each line item of ``row_names`` the question says (a
-    phrase, on word boundaries: "cogs"), the question's words with that phrase read as each of the other
-    names tables give it ("cost of revenue") - one set per reading, as if the question had used that name."""
+def asked_words(question: str, row_names: Mapping[str, Sequence[str]] | None = None) -> list[tuple[set[str], set[str]]]:
+    """How ``question`` may name a row: (the content words a row label may share with it, the words the label
+    must hold) per reading - years and words of the form aside. First the question's own words (nothing
+    required); then, for each line item of ``row_names`` the question says (a phrase, on word boundaries:
+    "cogs"), its words with that phrase read as each other name tables give it ("cost of revenue"), and the
+    row must then hold that whole name: "Total net sales" is named by "revenue" read as "net sales", "Net
+    income" is not (its "net" is the name's, its "income" the question's "statement of income")."""
     low = " ".join(question.lower().split())
-    texts = [low]
+    out = [(set(content_stems(_YEAR.sub(" ", low))) - _FORM_WORDS, set())]
     for term, names in (row_names or {}).items():
         pattern = re.compile(r"(?<![a-z0-9])" + re.escape(term) + r"(?![a-z0-9])")
         if pattern.search(low):
-            texts += [pattern.sub(f" {name.lower()} ", low) for name in names]
-    return [set(content_stems(_YEAR.sub(" ", t))) - _FORM_WORDS for t in texts]
+            for name in names:
+                text = pattern.sub(f" {name.lower()} ", low)
+                out.append((set(content_stems(_YEAR.sub(" ", text))) - _FORM_WORDS, set(content_stems(name))))
+    return out
 
 
-def _named_by(label: str, readings: list[set[str]]) -> tuple[float, bool, int]:
+def _named_by(label: str, readings: list[tuple[set[str], set[str]]]) -> tuple[float, bool, int]:
     """How fully the question names a row labelled ``label`` under its best reading: (share of the label's
     content words it says, whether in the question's own words, how many). Its own words come before another
     name's: "license revenue" is the "License" row, not "Net sales" read for "revenue"."""
     have = set(content_stems(label))
     if not have:
         return 0.0, False, 0
-    return max(((len(have & want) / len(have), i == 0, len(have & want)) for i, want in enumerate(readings)),
-               default=(0.0, False, 0))
+    return max(((len(have & want) / len(have), i == 0, len(have & want))
+                for i, (want, needed) in enumerate(readings) if needed <= have), default=(0.0, False, 0))
 
 
 def table_calculation(question: str, passages: list[str], min_label_cover: float = 0.6,
