@@ -377,6 +377,13 @@ class GroundingSettings(_Strict):
     )
 
 
+class RatioSettings(_Strict):
+    of: list[str] = Field(..., min_length=1, description="Row labels of the numerator, any of which a statement "
+                          "may use ('net income', 'net earnings').")
+    per: list[str] = Field(..., min_length=1, description="Row labels of the denominator ('revenue', 'net sales').")
+    percent: bool = Field(True, description="Shown in percent (a margin), else as a plain ratio (a current ratio).")
+
+
 class AnswerSettings(_Strict):
     shapes: list[str] = Field(
         default_factory=lambda: ["free"],
@@ -456,6 +463,14 @@ class AnswerSettings(_Strict):
         "a row labelled by one of its names ('cost of revenue', 'cost of sales') counts as the row it names. "
         "Standard synonyms of the domain, not a question's wording; empty: a row must share the question's words.",
     )
+    ratios: dict[str, RatioSettings] = Field(
+        default_factory=dict,
+        description="Ratios a 'calculate' question may ask for by name ('net profit margin'), computed from two "
+        "rows of the kept passages' tables under the years the question names: one year's ratio, their average "
+        "('3 year average ... FY2015 - FY2017') or its change between two years (in points). A row is one "
+        "labelled by one of the names (mostly: 'Total net sales' for 'net sales'). Used when no row of the "
+        "tables is the figure itself; the formula and both rows are shown and cited. Empty: none.",
+    )
     term_end: str | None = Field(
         None,
         description="A regular expression for 'extract' questions that ask on what date a term ends ('on what "
@@ -476,6 +491,14 @@ class AnswerSettings(_Strict):
     @classmethod
     def _term_end_compiles(cls, value: str | None) -> str | None:
         return _regex(value)
+
+    @field_validator("ratios")
+    @classmethod
+    def _ratio_names(cls, value: dict[str, RatioSettings]) -> dict[str, RatioSettings]:
+        out = {" ".join(k.lower().split()): v for k, v in value.items()}
+        if "" in out:
+            raise ValueError("ratios: a ratio needs a name, e.g. 'net profit margin: {of: [net income], per: [revenue]}'")
+        return out
 
     @field_validator("row_names")
     @classmethod

@@ -766,3 +766,15 @@ def test_a_bad_term_end_pattern_selector_option_or_row_name_is_refused_up_front(
     with pytest.raises(ValueError, match="row_names: 'cogs' needs a phrase and at least one other name"):
         AnswerSettings(row_names={"cogs": [" "]})
     assert AnswerSettings(row_names={"  COGS ": ["cost of  sales"]}).row_names == {"cogs": ["cost of sales"]}
+
+
+def test_a_ratio_from_two_cited_statement_chunks_is_shown_with_both_and_grounded():
+    top = "Consolidated Balance Sheets\n(in millions)\nAs of December 31, 2019 2018\nTotal current assets 500 400\n"
+    bottom = "Consolidated Balance Sheets\n(in millions)\nAs of December 31, 2019 2018\nTotal current liabilities 250 250\n"
+    settings = AnswerSettings(shapes=["calculate", "free"], default="calculate", ratios={
+        "current ratio": {"of": ["total current assets"], "per": ["total current liabilities"], "percent": False}})
+    gen = FakeGenerator("should not be used")
+    c = compose(gen, _doc_prompt("calculate", [("a", top), ("a", bottom)]), "What is the current ratio in 2019?", settings)
+    assert gen.calls == [] and c.grounded and c.shaped.cited == [1, 2]
+    assert c.shaped.text == "2 = (500 / 250) [1] [2]", c.shaped.text
+    assert c.shaped.calculation["row"] == "Total current assets / Total current liabilities"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from app.answers.arithmetic import evaluate
-from app.answers.tables import TableCell, table_calculation, table_value
+from app.answers.tables import TableCell, ratio_calculation, table_calculation, table_value
+from app.settings import RatioSettings
 from app.table_text import plain_tables
 
 PENSION = """| (In thousands) | 2019 | 2018 | 2017 |
@@ -221,3 +222,56 @@ def test_a_row_read_by_another_name_must_hold_that_whole_name():
     assert table_calculation(q, [ops], row_names={"revenue": ["net sales"]}).row == "Total net sales"
     assert table_calculation(q, [ops.replace("Total net sales 135,987 177,866\n", "")],
                              row_names={"revenue": ["net sales"]}) is None
+
+
+EARNINGS = """Consolidated Statements of Earnings
+$ in millions
+Fiscal Years Ended 2017 2016 2015
+Revenue 39,403 39,528 40,339
+Gross profit 9,440 9,191 9,047
+Net earnings 1,228 897 1,233
+"""
+RATIOS = {"net profit margin": RatioSettings(of=["net income", "net earnings"], per=["revenue", "net sales"]),
+          "gross margin": RatioSettings(of=["gross profit", "gross margin"], per=["revenue"]),
+          "current ratio": RatioSettings(of=["total current assets"], per=["total current liabilities"], percent=False)}
+
+
+@pytest.mark.parametrize("question, formula, value", [
+    ("What is the FY2015 - FY2017 3 year average net profit margin (as a %)?",
+     "(((1,233 / 40,339) + (897 / 39,528) + (1,228 / 39,403)) / 3) * 100", 2.8141),
+    ("What was the gross margin in 2016?", "(9,191 / 39,528) * 100", 23.2519),
+    ("What was the change in net profit margin from 2016 to 2017?", "(1,228 / 39,403 - 897 / 39,528) * 100", 0.8472),
+])
+def test_a_ratio_asked_by_name_is_computed_from_its_two_rows(question, formula, value):
+    calc = ratio_calculation(question, ["No table here.", EARNINGS], RATIOS)
+    assert calc.formula == formula and calc.row in ("Net earnings / Revenue", "Gross profit / Revenue")
+    assert evaluate(calc.formula).value == pytest.approx(value, abs=1e-3) and calc.cited == [2]
+
+
+def test_a_ratios_rows_may_come_from_two_passages_in_the_same_unit():
+    """The statement's chunks repeat its units; a table in another unit is not mixed in."""
+    top = "Consolidated Balance Sheets\n(in millions)\nAs of December 31, 2019 2018\nTotal current assets 500 400\n"
+    bottom = "Consolidated Balance Sheets\n(in millions)\nAs of December 31, 2019 2018\nTotal current liabilities 250 250\n"
+    calc = ratio_calculation("What is the current ratio in 2019?", [top, bottom], RATIOS)
+    assert calc.formula == "(500 / 250)" and calc.cited == [1, 2] and evaluate(calc.formula).value == 2
+    assert ratio_calculation("What is the current ratio in 2019?", [top, bottom.replace("millions", "thousands")],
+                             RATIOS) is None
+
+
+@pytest.mark.parametrize("question", [
+    "What was the net profit margin?",  # no year
+    "What was the net profit margin in 2016 and 2017?",  # two years, no form for them
+    "What was the percentage change in net profit margin from 2016 to 2017?",  # not a ratio's form
+    "What was the net profit margin in 2014?",  # no column for the year
+    "What is the 2016 net profit margin, defined as net earnings / revenue?",  # defines its own
+    "What was the operating margin in 2016?",  # not one of the pack's ratios
+])
+def test_no_ratio_no_answer(question):
+    assert ratio_calculation(question, [EARNINGS], RATIOS) is None
+
+
+def test_a_statement_row_named_as_the_ratio_is_the_figure_unless_a_percent_is_asked():
+    """Cisco's statement has a "Gross margin" row (an amount): "the gross margin in 2016" may ask for it."""
+    table = EARNINGS.replace("Gross profit", "Gross margin")
+    assert ratio_calculation("What was the gross margin in 2016?", [table], RATIOS) is None
+    assert ratio_calculation("What was the gross margin in 2016 (in %)?", [table], RATIOS).formula == "(9,191 / 39,528) * 100"

@@ -19,7 +19,7 @@ from app.answers.shapes import (Shaped, best_sentence, calculate_from_table, dat
                                 finish_extract, finish_free, finish_label, label_from_reading, quote_for_model,
                                 quote_selection, read_label, value_from_table)
 from app.answers.dates import term_end
-from app.answers.tables import table_calculation, table_value
+from app.answers.tables import ratio_calculation, table_calculation, table_value
 from app.settings import AnswerSettings
 
 # The answer ends at a blank line or where a small model starts a new "Question:"/"Passages" block.
@@ -126,7 +126,9 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
         # given for a question that did not say which; nothing is generated.
         timings["first_token_s"] = timings["generate_s"] = time.perf_counter() - t0
         return Composed(Shaped(shape, ""), None, False, "document", timings)
-    table = table_calculation(question, texts, row_names=settings.row_names) if shape == "calculate" else None
+    # A row that is the figure itself first; else a ratio the pack defines, from its two rows.
+    table = (table_calculation(question, texts, row_names=settings.row_names)
+             or ratio_calculation(question, texts, settings.ratios)) if shape == "calculate" else None
     cell = table_value(question, texts, row_names=settings.row_names) \
         if settings.table_lookup and shape in ("free", "extract") else None
     ranked = selector.rank(question, prompt.context) if shape == "extract" and selector is not None and cell is None \

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from app.answers.grounding import content_stems
+from app.answers.shapes import table_unit
 from app.table_text import plain_tables
 
 # A year the question names, also inside "FY2019" ("FY19" is not read: two digits are too often not a year).
@@ -51,6 +52,7 @@ class TableCalc:
     years: list[str]  # the columns used, in formula order
     operation: str  # "change", "percent_change" or "average"
     cells: list[str]  # the cells' figures as the table writes them (what the grounding check looks up)
+    cited: list[int] | None = None  # the passages of its rows when more than ``n`` (a ratio's two rows)
 
 
 _MONTHS = ("january february march april may june july august september october november december "
@@ -195,6 +197,78 @@ def table_calculation(question: str, passages: list[str], min_label_cover: float
                 if best is None or key > best[:4]:
                     best = (*key, calc)
     return best[4] if best else None
+
+
+def _ratio_row(names: Sequence[str], passages: list[str], years: list[str],
+               min_label_cover: float) -> tuple[int, str, list[str]] | None:
+    """The row labelled by one of ``names`` (it holds the name's content words, which make at least
+    ``min_label_cover`` of its own: "Total net sales" for "net sales", not "Net sales by segment in
+    Europe") with a figure under each of ``years``: (passage, label, cells). The fullest match wins, then
+    the better-ranked passage, then the earlier row."""
+    wanted = [set(content_stems(name)) for name in names]
+    best: tuple[float, int, int, tuple[int, str, list[str]]] | None = None
+    for n, text in enumerate(passages, start=1):
+        for cols, rows in _tables(text):
+            by_year = {y: i for i, y in cols.items()}
+            if not all(y in by_year for y in years):
+                continue
+            for r, row in enumerate(rows):
+                have = set(content_stems(row[0] if row else ""))
+                cover = max((len(w) / len(have) for w in wanted if w and have and w <= have), default=0.0)
+                if cover < min_label_cover:
+                    continue
+                values = [_number(row[by_year[y]]) if by_year[y] < len(row) else None for y in years]
+                if any(v is None for v in values):
+                    continue
+                key = (cover, -n, -r)
+                if best is None or key > best[:3]:
+                    best = (*key, (n, row[0].strip(), values))
+    return best[3] if best else None
+
+
+_PERCENT = re.compile(r"%|\bper\s?cent|\bpercentage\b", re.IGNORECASE)
+
+
+def ratio_calculation(question: str, passages: list[str], ratios: Mapping[str, object],
+                      min_label_cover: float = 0.6) -> TableCalc | None:
+    """A ratio the question asks for by name (``ratios``: name -> settings with ``of``, ``per`` and
+    ``percent``, see ``answers.ratios``) from two rows of the tables in ``passages``: in one year, averaged
+    over the years it names, or its change between two years (in points); None when the question names no
+    ratio, defines its own, asks for another form, or a row or a year's figure is missing."""
+    low = " ".join(question.lower().split())
+    said = [k for k in sorted(ratios, key=len, reverse=True)
+            if re.search(r"(?<![a-z0-9])" + re.escape(k) + r"(?![a-z0-9])", low)]
+    if not said or _DEFINES.search(question):
+        return None
+    spec = ratios[said[0]]
+    op = _operation(question)
+    if op == "percent_change":
+        return None
+    years = _years(question, op or "average")
+    if (op is None and len(years) != 1) or (op == "change" and len(years) != 2) or (op == "average" and len(years) < 2):
+        return None
+    if _ratio_row([said[0]], passages, years, min_label_cover) is not None and not _PERCENT.search(question):
+        # The statement has a row of that name ("Gross margin" - an amount): the question may well ask for it.
+        return None
+    num = _ratio_row(spec.of, passages, years, min_label_cover)
+    den = _ratio_row(spec.per, passages, years, min_label_cover)
+    if num is None or den is None:
+        return None
+    if num[0] != den[0] and table_unit(passages[num[0] - 1], "") != table_unit(passages[den[0] - 1], ""):
+        return None  # two tables in different units (a segment table in thousands, the statement in millions)
+    by_year = {y: (a, b) for y, a, b in zip(years, num[2], den[2])}
+    parts = [f"{by_year[y][0]} / {by_year[y][1]}" for y in years]
+    if op == "change":
+        body = f"({parts[1]} - {parts[0]})"
+    elif op == "average":
+        body = f"(({' + '.join(f'({p})' for p in parts)}) / {len(parts)})"
+    else:
+        body = f"({parts[0]})"
+    formula = f"{body} * 100" if spec.percent else body
+    row = f"{num[1]} / {den[1]}"
+    cells = [f"({c[2:-1]})" if c.startswith("(-") else c for c in num[2] + den[2]]
+    return TableCalc(formula, num[0], row, years, f"ratio_{op}" if op else "ratio", cells,
+                     cited=sorted({num[0], den[0]}))
 
 
 @dataclass
