@@ -143,7 +143,13 @@ class Retriever:
             # The question points at one document: rank its chunks on their own (a clause or a table
             # competes only with its own document's text, not with every document that shares the
             # question's names), put them first, then let the corpus-wide ranking fill what is left.
-            in_doc, d_score, b_score = self._fuse(question, qvec, bm25, n, routed)
+            # Within it, the words that name the document ("Best Buy" in BESTBUY_2019_10K) say nothing: every
+            # chunk is that document's. Left in the keyword query they favour the chunks that repeat the name
+            # ("Best Buy Mobile" store counts) over the balance sheet the question asks about.
+            names = (self.snap.documents[routed].info or {}).get("name_words", []) if routed in self.snap.documents else []
+            own = _without_names(query, names) if bm25 is not None else query
+            in_bm25 = self.bm25_scores(own) if own != query and own.strip() else bm25
+            in_doc, d_score, b_score = self._fuse(question, qvec, in_bm25, n, routed)
             first = in_doc[:k]
             taken = {vid for vid, _ in first}
             ranked = first + [kv for kv in ranked if kv[0] not in taken]
@@ -288,6 +294,21 @@ class _QuestionMeta:
     def of(cls, question: str) -> "_QuestionMeta":
         low = question.lower()
         return cls(question_years(question), set(re.findall(r"[a-z][a-z&']{2,}", low)), re.sub(r"[^a-z0-9]", "", low))
+
+
+def _without_names(query: str, names: list[str]) -> str:
+    """``query``'s words without those that name a document whose name words are ``names``: a name word
+    itself, or a run of up to three words that spell one written together ("Best Buy's" for "bestbuy")."""
+    tokens = re.findall(r"[A-Za-z0-9&']+", query)
+    low = [re.sub(r"'s?$", "", t.lower()) for t in tokens]
+    named = set(names)
+    drop: set[int] = {i for i, t in enumerate(low) if t in named}
+    for i in range(len(low)):
+        for j in range(i + 2, min(i + 3, len(low)) + 1):
+            joined = "".join(low[i:j])
+            if len(joined) >= 5 and joined in named:
+                drop.update(range(i, j))
+    return " ".join(t for i, t in enumerate(tokens) if i not in drop)
 
 
 def _norm(text: str) -> str:

@@ -229,7 +229,8 @@ class RetrievalSettings(_Strict):
         False,
         description="Document-first search: rank documents by their best BM25 chunk (plus the metadata the "
         "question names, when metadata_boost > 0); when one document clearly leads, its chunks are searched "
-        "on their own and placed first, then the corpus-wide ranking fills the rest.",
+        "on their own and placed first, then the corpus-wide ranking fills the rest. Within that document the "
+        "keyword query leaves out the words that name it ('Best Buy' for BESTBUY_2019_10K): every chunk is its.",
     )
     doc_margin: float = Field(
         1.2,

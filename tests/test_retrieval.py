@@ -220,3 +220,14 @@ def test_table_row_named_by_the_question_leads(tmp_pack, tmp_path):
     assert "| Service cost | 5,809 |" in on[0].text
     off = top(assistant, q, k=1, table_row_boost=0.0)
     assert "| Service cost |" not in off[0].text  # the prose repeats the question's words
+
+
+def test_words_naming_the_routed_document_leave_its_keyword_query():
+    from app.retrieval import _without_names
+
+    q = "What were Best Buy's total inventories in FY2019?"
+    assert _without_names(q, ["bestbuy"]) == "What were total inventories in FY2019"
+    assert _without_names("Does MetLife's remarketing agent get a fee?", ["metlife", "remarketing"]) == "Does agent get a fee"
+    # a run must spell the whole name word; short runs never do
+    assert _without_names("Is the best price to buy fixed?", ["bestbuy"]) == "Is the best price to buy fixed"
+    assert _without_names("Is AB fixed?", ["ab"]) == "Is fixed"
