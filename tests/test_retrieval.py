@@ -231,3 +231,31 @@ def test_words_naming_the_routed_document_leave_its_keyword_query():
     # a run must spell the whole name word; short runs never do
     assert _without_names("Is the best price to buy fixed?", ["bestbuy"]) == "Is the best price to buy fixed"
     assert _without_names("Is AB fixed?", ["ab"]) == "Is fixed"
+
+
+def test_within_the_routed_filing_its_name_words_do_not_pick_the_chunk(tmp_pack, tmp_path):
+    """The question names Brightway (BRIGHTWAY_2019_10K routes); the filing repeats "Brightway" in its store
+    tables, and its balance sheet never says it. Ranked with the name in the keyword query, a store table
+    leads; without it, the balance sheet does (keyword ranking alone: the change is to its query)."""
+    pack = tmp_pack("finance")
+    stores = "\n\n".join(f"## Brightway {kind}\n" + " ".join(
+        f"Brightway {kind} total in region {i}: Brightway {kind} stores {n + i}, openings {i}, closings {i + 1}."
+        for i in range(12)) for kind, n in [("Mobile", 300), ("Outlet", 120), ("Express", 80), ("Canada", 60)])
+    files = {"BRIGHTWAY_2019_10K.md": f"# Form 10-K\n\n{stores}\n\n## Consolidated balance sheets\n"
+             "Merchandise inventories 5,409; receivables 1,015; prepaid expenses 466.\n",
+             # other filings' many chunks make "Brightway" a rare, weighty keyword corpus-wide
+             "OTHERCO_2019_10K.md": "# Form 10-K\n\n" + "\n\n".join(
+                 f"## Section {i}\n" + "Receivables, leases and pensions were reviewed by the committee. " * 30
+                 for i in range(20))}
+    a = build(pack, files, tmp_path)
+    q = "What were Brightway's total inventories?"
+    a.pack.config.retrieval.doc_first = True
+    r = a.retriever
+    bm25 = r.bm25_scores(r.expand(q))
+    routed = r.route(q, bm25)
+    assert routed is not None and a.view.snapshot.documents[routed].name == "BRIGHTWAY_2019_10K.md"
+    with_names, _, _ = r._fuse(q, None, bm25, 2, routed)
+    chunks, positions = a.view.snapshot.chunks, a.view.snapshot.vid_to_pos
+    assert "5,409" not in chunks[positions[with_names[0][0]]].text  # the name words pick a store table
+    on = r.search(q, 2, mode="bm25")  # the same keyword ranking, the name words left out inside the filing
+    assert "5,409" in on[0].text and on[0].extra.get("routed")
