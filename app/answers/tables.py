@@ -9,7 +9,10 @@ question's form, the row whose label the question names, and the cells under the
 and shows the formula it evaluated with the cited passage: the analyst checks the formula and the cells.
 
 A question of no such form that names one year and a row ("What was net income in FY2019?") is answered
-with that row's cell under that year (:func:`table_value`), shown with its row, year and unit.
+with that row's cell under that year (:func:`table_value`), shown with its row, year and unit. A ratio the
+pack defines by its two rows ("net profit margin": net income over revenue) is computed from them
+(:func:`ratio_calculation`). Rows are also found by the other names the pack gives a line item
+(``answers.row_names``: "COGS" is "Cost of revenue").
 
 Tables are the markdown tables ingest writes (``| label | 2019 | 2018 |`` with a header row of years) and
 the plain-text ones a PDF's statements become (:mod:`app.table_text`). Nothing here is keyed to particular
@@ -50,7 +53,7 @@ class TableCalc:
     n: int  # the passage (1-based) the row is in
     row: str  # the row's label
     years: list[str]  # the columns used, in formula order
-    operation: str  # "change", "percent_change" or "average"
+    operation: str  # "change", "percent_change", "average"; a ratio's "ratio", "ratio_change", "ratio_average"
     cells: list[str]  # the cells' figures as the table writes them (what the grounding check looks up)
     cited: list[int] | None = None  # the passages of its rows when more than ``n`` (a ratio's two rows)
 
@@ -133,6 +136,11 @@ def _years(question: str, op: str) -> list[str]:
     return named
 
 
+def _says(phrase: str, low: str) -> re.Match | None:
+    """Where the lower-cased question ``low`` says ``phrase``, on word boundaries ("cogs", not "cogswheel")."""
+    return re.search(r"(?<![a-z0-9])" + re.escape(phrase) + r"(?![a-z0-9])", low)
+
+
 def asked_words(question: str, row_names: Mapping[str, Sequence[str]] | None = None) -> list[tuple[set[str], set[str]]]:
     """How ``question`` may name a row: (the content words a row label may share with it, the words the label
     must hold) per reading - years and words of the form aside. First the question's own words (nothing
@@ -143,10 +151,9 @@ def asked_words(question: str, row_names: Mapping[str, Sequence[str]] | None = N
     low = " ".join(question.lower().split())
     out = [(set(content_stems(_YEAR.sub(" ", low))) - _FORM_WORDS, set())]
     for term, names in (row_names or {}).items():
-        pattern = re.compile(r"(?<![a-z0-9])" + re.escape(term) + r"(?![a-z0-9])")
-        if pattern.search(low):
+        if (m := _says(term, low)) is not None:
             for name in names:
-                text = pattern.sub(f" {name.lower()} ", low)
+                text = f"{low[:m.start()]} {name.lower()} {low[m.end():]}"
                 out.append((set(content_stems(_YEAR.sub(" ", text))) - _FORM_WORDS, set(content_stems(name))))
     return out
 
@@ -174,7 +181,7 @@ def table_calculation(question: str, passages: list[str], min_label_cover: float
         return None
     readings = asked_words(question, row_names)
     in_percent = op == "change" and bool(_IN_PERCENT.search(question))
-    best: tuple[float, int, int, TableCalc] | None = None
+    best: tuple[float, bool, int, int, TableCalc] | None = None
     for n, text in enumerate(passages, start=1):
         for cols, rows in _tables(text):
             by_year = {y: i for i, y in cols.items()}
@@ -236,8 +243,7 @@ def ratio_calculation(question: str, passages: list[str], ratios: Mapping[str, o
     over the years it names, or its change between two years (in points); None when the question names no
     ratio, defines its own, asks for another form, or a row or a year's figure is missing."""
     low = " ".join(question.lower().split())
-    said = [k for k in sorted(ratios, key=len, reverse=True)
-            if re.search(r"(?<![a-z0-9])" + re.escape(k) + r"(?![a-z0-9])", low)]
+    said = [k for k in sorted(ratios, key=len, reverse=True) if _says(k, low)]
     if not said or _DEFINES.search(question):
         return None
     spec = ratios[said[0]]
@@ -307,8 +313,8 @@ def table_value(question: str, passages: list[str], min_label_cover: float = 0.6
     """The cell a "what was <line item> in <year>" question asks for, read off a row of the tables in
     ``passages``, or None. Only for questions of no arithmetic form (those are :func:`table_calculation`'s)
     that name exactly one year and a row label: at least ``min_label_cover`` of the label's content words are
-    the question's (as :func:`table_calculation` reads rows, ``row_names`` included). Ties go to the row the question names most
-    fully, then to the better-ranked passage."""
+    the question's (as :func:`table_calculation` reads rows, ``row_names`` included). Ties go to the row the
+    question names most fully, then to the better-ranked passage."""
     if _operation(question) is not None or _NOT_A_FIGURE.search(question) or _DEFINES.search(question):
         return None
     years = sorted(set(_YEAR.findall(question)))
@@ -317,7 +323,7 @@ def table_value(question: str, passages: list[str], min_label_cover: float = 0.6
     year = years[0]
     readings = asked_words(question, row_names)
     asked = _marks(question)
-    best: tuple[float, int, int, TableCell] | None = None
+    best: tuple[float, bool, int, int, TableCell] | None = None
     for n, text in enumerate(passages, start=1):
         for cols, rows in _tables(text):
             at = [i for i, y in cols.items() if y == year]
