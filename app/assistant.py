@@ -203,7 +203,7 @@ class Assistant:
         from app.answers.selector import SentenceSelector
 
         return self._pack_model("label_selector", self.pack.config.answers.label_selector,
-                                lambda path: SentenceSelector.from_folder(path, "label_selector"))
+                                lambda path: SentenceSelector.from_folder(path, "label"))
 
     def _pack_model(self, setting: str, folder: str | None, load):
         """A small model the pack ships (the pack-relative ``folder`` its ``setting`` names), loaded once."""

@@ -57,11 +57,11 @@ class SentenceSelector:
         self._span = PairModel(self.folder / SPAN_DIR)
 
     @classmethod
-    def from_folder(cls, folder: Path | str, setting: str = "extract_selector") -> "SentenceSelector":
-        """``setting``: the pack.yaml setting under ``answers`` that names ``folder`` (for the error)."""
+    def from_folder(cls, folder: Path | str, shape: str = "extract") -> "SentenceSelector":
+        """``shape``: the answers it chooses sentences for; ``answers.<shape>_selector`` names ``folder``."""
         from app.pair_model import check_folder
 
-        shape = "label" if setting == "label_selector" else "extract"
+        setting = f"{shape}_selector"
         return cls(check_folder(folder, f"answers.{setting}", f"slmrag adapt selector --pack NAME --train DIR --shape "
                                 f"{shape}; or remove answers.{setting} from pack.yaml."))
 

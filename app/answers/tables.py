@@ -136,6 +136,18 @@ def _years(question: str, op: str) -> list[str]:
     return named
 
 
+def _figures(row: list[str], by_year: dict[str, int], years: list[str]) -> list[str] | None:
+    """The row's figures under ``years`` (columns ``by_year``), as :func:`_number` reads them; None when one
+    is missing."""
+    values = [_number(row[by_year[y]]) if by_year[y] < len(row) else None for y in years]
+    return None if any(v is None for v in values) else values
+
+
+def _as_written(value: str) -> str:
+    """A figure as the grounding check looks it up in the passage: "(-1,600)" is written "(1,600)"."""
+    return f"({value[2:-1]})" if value.startswith("(-") else value
+
+
 def _says(phrase: str, low: str) -> re.Match | None:
     """Where the lower-cased question ``low`` says ``phrase``, on word boundaries ("cogs", not "cogswheel")."""
     return re.search(r"(?<![a-z0-9])" + re.escape(phrase) + r"(?![a-z0-9])", low)
@@ -192,44 +204,39 @@ def table_calculation(question: str, passages: list[str], min_label_cover: float
                 cover, own, common = _named_by(label, readings)
                 if common == 0 or cover < min_label_cover:
                     continue
-                values = [_number(row[by_year[y]]) if by_year[y] < len(row) else None for y in years]
-                if any(v is None for v in values):
+                values = _figures(row, by_year, years)
+                if values is None:
                     continue
                 # A change asked for in percent is a percentage change - unless the row is itself in percent
                 # (a margin's change is its difference in points).
                 row_op = "percent_change" if in_percent and not any("%" in c for c in row) else op
                 calc = TableCalc(_formula(row_op, years, values), n, label, years, row_op,
-                                 [f"({v[2:-1]})" if v.startswith("(-") else v for v in values])
+                                 list(map(_as_written, values)))
                 key = (cover, own, common, -n)  # the row the question names most fully; ties: the better passage
                 if best is None or key > best[:4]:
                     best = (*key, calc)
     return best[4] if best else None
 
 
-def _ratio_row(names: Sequence[str], passages: list[str], years: list[str],
+def _ratio_row(names: Sequence[str], tables: list[tuple[int, dict[int, str], list[list[str]]]], years: list[str],
                min_label_cover: float) -> tuple[int, str, list[str]] | None:
-    """The row labelled by one of ``names`` (it holds the name's content words, which make at least
-    ``min_label_cover`` of its own: "Total net sales" for "net sales", not "Net sales by segment in
-    Europe") with a figure under each of ``years``: (passage, label, cells). The fullest match wins, then
-    the better-ranked passage, then the earlier row."""
-    wanted = [set(content_stems(name)) for name in names]
+    """The row labelled by one of ``names`` (it holds the whole name, which makes at least ``min_label_cover``
+    of its label's content words: "Total net sales" for "net sales", not "Net sales by segment in Europe")
+    with a figure under each of ``years``, among ``tables`` (passage, columns, rows): (passage, label,
+    figures). The fullest match wins, then the better-ranked passage, then the earlier row."""
+    readings = [(set(content_stems(name)),) * 2 for name in names]  # the name is both what is said and needed
     best: tuple[float, int, int, tuple[int, str, list[str]]] | None = None
-    for n, text in enumerate(passages, start=1):
-        for cols, rows in _tables(text):
-            by_year = {y: i for i, y in cols.items()}
-            if not all(y in by_year for y in years):
+    for n, cols, rows in tables:
+        by_year = {y: i for i, y in cols.items()}
+        if not all(y in by_year for y in years):
+            continue
+        for r, row in enumerate(rows):
+            cover, _, common = _named_by(row[0] if row else "", readings)
+            if common == 0 or cover < min_label_cover or (values := _figures(row, by_year, years)) is None:
                 continue
-            for r, row in enumerate(rows):
-                have = set(content_stems(row[0] if row else ""))
-                cover = max((len(w) / len(have) for w in wanted if w and have and w <= have), default=0.0)
-                if cover < min_label_cover:
-                    continue
-                values = [_number(row[by_year[y]]) if by_year[y] < len(row) else None for y in years]
-                if any(v is None for v in values):
-                    continue
-                key = (cover, -n, -r)
-                if best is None or key > best[:3]:
-                    best = (*key, (n, row[0].strip(), values))
+            key = (cover, -n, -r)
+            if best is None or key > best[:3]:
+                best = (*key, (n, row[0].strip(), values))
     return best[3] if best else None
 
 
@@ -253,11 +260,12 @@ def ratio_calculation(question: str, passages: list[str], ratios: Mapping[str, o
     years = _years(question, op or "average")
     if (op is None and len(years) != 1) or (op == "change" and len(years) != 2) or (op == "average" and len(years) < 2):
         return None
-    if _ratio_row([said[0]], passages, years, min_label_cover) is not None and not _PERCENT.search(question):
+    tables = [(n, cols, rows) for n, text in enumerate(passages, start=1) for cols, rows in _tables(text)]
+    if _ratio_row([said[0]], tables, years, min_label_cover) is not None and not _PERCENT.search(question):
         # The statement has a row of that name ("Gross margin" - an amount): the question may well ask for it.
         return None
-    num = _ratio_row(spec.of, passages, years, min_label_cover)
-    den = _ratio_row(spec.per, passages, years, min_label_cover)
+    num = _ratio_row(spec.of, tables, years, min_label_cover)
+    den = _ratio_row(spec.per, tables, years, min_label_cover)
     if num is None or den is None:
         return None
     if num[0] != den[0] and table_unit(passages[num[0] - 1], "") != table_unit(passages[den[0] - 1], ""):
@@ -272,9 +280,8 @@ def ratio_calculation(question: str, passages: list[str], ratios: Mapping[str, o
         body = f"({parts[0]})"
     formula = f"{body} * 100" if spec.percent else body
     row = f"{num[1]} / {den[1]}"
-    cells = [f"({c[2:-1]})" if c.startswith("(-") else c for c in num[2] + den[2]]
-    return TableCalc(formula, num[0], row, years, f"ratio_{op}" if op else "ratio", cells,
-                     cited=sorted({num[0], den[0]}))
+    return TableCalc(formula, num[0], row, years, f"ratio_{op}" if op else "ratio",
+                     list(map(_as_written, num[2] + den[2])), cited=sorted({num[0], den[0]}))
 
 
 @dataclass
