@@ -440,9 +440,10 @@ def test_a_label_selector_chooses_the_sentence_a_readers_label_quotes():
     c = compose(FakeGenerator("unused"), prompt, q, settings, reader=FakeReader(1, "yes"),
                 label_selector=FakeSelector(ranked))
     assert c.shaped.text == f"Yes. \u201c{a3}\u201d [3]" and c.shaped.cited == [3] and c.grounded
+    assert c.shaped.quote["by"] == "selector"
     assert c.shaped.label_scores == {"yes": 0.2, "no": 0.8, "verdict": 0.9}
     c = compose(FakeGenerator("unused"), prompt, q, settings, reader=FakeReader(1, "yes"))  # no selector: the reader's
-    assert c.shaped.text == f"Yes. \u201c{a1}\u201d [1]"
+    assert c.shaped.text == f"Yes. \u201c{a1}\u201d [1]" and "by" not in c.shaped.quote
 
 
 def test_reader_quotes_the_sentence_of_the_deciding_passage_that_states_the_label():

@@ -149,6 +149,31 @@ def test_label_selector_examples_teach_the_sentence_that_states_the_verdict(trai
         build_selector_examples(assistant, EXTRACT_ROWS, shape="label")
 
 
+def test_pack_with_a_label_selector_quotes_the_sentence_it_was_taught_states_the_verdict(trained, tmp_path):
+    """A label selector trained on the rows' evidence, in a copy of the pack with the reader: each label is
+    still the reader's, and its quote is the sentence the selector ranks first - one of those it was taught
+    (the evidence, or a title sharing its words) - marked as the selector's choice."""
+    pack_dir, root, _, _, _ = trained
+    own = tmp_path / "pack"
+    shutil.copytree(pack_dir, own)
+    assistant = Assistant(load_pack_dir(own).with_index_dir(root / "index")).load(generator=False)
+    taught = build_selector_examples(assistant, ROWS, shape="label")
+    train_selector(taught * 8, own / "label_selector", epochs=4, lr=1e-3, rank=8, seed=0)
+    text = (own / "pack.yaml").read_text()
+    (own / "pack.yaml").write_text(text.replace(
+        "answers:\n", "answers:\n  label_reader: label_reader\n  label_selector: label_selector\n", 1))
+    assistant = Assistant(load_pack_dir(own).with_index_dir(root / "index")).load()
+    for row in ROWS:
+        stream = assistant.ask(row["question"])
+        "".join(stream)
+        a = stream.answer.to_json()
+        quote = a["details"]["quote"]
+        assert a["label"] == row["answer"] and a["details"]["label_by"] == "reader" and a["grounded"], a
+        assert quote["by"] == "selector", quote
+        positives = [e.sentence for e in taught if e.row_id == row["id"] and e.label > 0]
+        assert any(p.endswith(quote["text"]) for p in positives), (quote, positives)
+
+
 def test_selector_examples_mark_the_answer_inside_the_answering_sentence(trained):
     _, _, _, _, sentences = trained
     for row in EXTRACT_ROWS:

@@ -220,15 +220,18 @@ def _read_label(reader, question: str, passages: list, scopes: list[str], doc_id
     ``min_verdict`` no such passage states a verdict, and the answer is not found."""
     eligible = _documents_covering(scopes, doc_ids, question, settings)
     reading = reader.read(question, passages, eligible)
+    chosen = None
     if support is not None:
         allowed = eligible if eligible is not None and any(eligible) else [True] * len(passages)
-        best = next((s for s in support.rank(question, passages) if allowed[s.n - 1]), None)
-        if best is not None:
+        chosen = next((s for s in support.rank(question, passages) if allowed[s.n - 1]), None)
+        if chosen is not None:
             # The reader tells whether a clause of this kind is there (its verdict, across the passages); which
             # sentence states it is a ranking the selector learnt from the gold clauses (dev CUAD: the
             # reader's own sentence overlapped the gold clause for 15 of 54, the selector's for 23).
-            reading.n, reading.sentence = best.n, best.sentence
+            reading.n, reading.sentence = chosen.n, chosen.sentence
     shaped = label_from_reading(reading, [p.text for p in passages], question)
+    if chosen is not None:
+        shaped.quote["by"] = "selector"  # ask --json says which model chose the support, as for extract quotes
     if reading.verdict < settings.min_verdict:
         shaped.refused, shaped.label = True, None
     return shaped
