@@ -115,8 +115,10 @@ def check_note(rec: dict) -> str:
         missing = ", ".join(support.get("missing", [])[:5])
         return f"Not supported by the cited passages{score}" + (f"; not found there: {missing}" if missing else "") + "."
     if details.get("label_by") == "reader" and rec.get("grounded"):
+        chooser = (", chosen by its trained sentence selector," if (details.get("quote") or {}).get("by") == "selector"
+                   else "")
         return ("The label was read from the cited passage by this pack's trained label reader" + how_sure +
-                "; the sentence that states it is quoted word for word.")
+                f"; the sentence that states it{chooser} is quoted word for word.")
     if rec.get("decided_by") == "verbatim":
         quote = details.get("quote") or {}
         if quote.get("by") == "dates":

@@ -552,6 +552,10 @@ def test_ui_note_says_the_reader_chose_the_label():
     rec = {"grounded": True, "decided_by": "lexical", "support": {"score": 1.0},
            "details": {"label_by": "reader", "label_scores": {"yes": 0.9, "no": 0.1, "verdict": 0.93}}}
     assert "trained label reader (verdict 0.93)" in check_note(rec)
+    assert check_note(rec).endswith("; the sentence that states it is quoted word for word.")
+    rec["details"]["quote"] = {"by": "selector"}
+    assert check_note(rec).endswith("the sentence that states it, chosen by its trained sentence selector, is quoted "
+                                    "word for word.")
     assert check_note({**rec, "details": {}}) == "Checked against the cited passages (support 1.00)."
     none = {"grounded": False, "decided_by": "model", "details": {"label_by": "reader", "label_scores": {"verdict": 0.01}}}
     assert check_note(none).endswith("found no verdict on the question in the passages of the documents it names (verdict 0.01).")
