@@ -312,4 +312,5 @@ class Assistant:
                             reader=self.label_reader, selector=self.sentence_selector,
                             label_selector=self.label_selector,
                             documents=self._answerable_documents(view, options),
+                            same_table=view.retriever.same_table,
                             queue=self.queue, on_position=on_position)

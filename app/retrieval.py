@@ -155,16 +155,40 @@ class Retriever:
             ranked = first + [kv for kv in ranked if kv[0] not in taken]
             dense_score = {**dense_score, **d_score}
             bm25_score = {**bm25_score, **b_score}
-        positions = self.snap.vid_to_pos
         out = []
         for rank, (vid, sc) in enumerate(ranked[:k], start=1):
-            c = self.snap.chunks[positions[vid]]
-            d = self.snap.documents.get(c.doc_id)
-            out.append(Passage(vid=vid, doc_id=c.doc_id, source=d.path if d else "", name=d.name if d else "",
-                               page=c.page, text=c.text, heading=c.heading, start=c.start, end=c.end,
-                               score=sc, dense=dense_score.get(vid), bm25=bm25_score.get(vid), rank=rank,
-                               extra={"routed": True} if routed is not None and c.doc_id == routed else {},
-                               opening=self.snap.chunks[self._first_pos[c.doc_id]].text[:2000]))
+            p = self._passage(vid)
+            p.score, p.dense, p.bm25, p.rank = sc, dense_score.get(vid), bm25_score.get(vid), rank
+            p.extra = {"routed": True} if routed is not None and p.doc_id == routed else {}
+            out.append(p)
+        return out
+
+    def _passage(self, vid: int) -> Passage:
+        c = self.snap.chunks[self.snap.vid_to_pos[vid]]
+        d = self.snap.documents.get(c.doc_id)
+        return Passage(vid=vid, doc_id=c.doc_id, source=d.path if d else "", name=d.name if d else "",
+                       page=c.page, text=c.text, heading=c.heading, start=c.start, end=c.end,
+                       opening=self.snap.chunks[self._first_pos[c.doc_id]].text[:2000])
+
+    def same_table(self, passages: list[Passage], limit: int = 4) -> list[Passage]:
+        """The other chunks of the tables ``passages`` hold: a statement the chunker split keeps its title line
+        at the head of every chunk, so a chunk of the same document and page that opens with the same line is
+        another part of the same table (the upper half with revenue when the lower half with net income was
+        retrieved). At most ``limit`` per passage, in document order; none already among ``passages``."""
+        have = {p.vid for p in passages}
+        out: list[Passage] = []
+        for p in passages:
+            title = _first_line(p.text)
+            if not title or p.doc_id not in self._doc_vids:
+                continue
+            found = []
+            for vid in self._doc_vids[p.doc_id]:
+                c = self.snap.chunks[self.snap.vid_to_pos[int(vid)]]
+                if int(vid) not in have and c.page == p.page and _first_line(c.text) == title:
+                    found.append((c.ord, int(vid)))
+            for _, vid in sorted(found)[:limit]:
+                have.add(vid)
+                out.append(self._passage(vid))
         return out
 
     def expand(self, question: str) -> str:
@@ -309,6 +333,16 @@ def _without_names(query: str, names: list[str]) -> str:
             if len(joined) >= 5 and joined in named:
                 drop.update(range(i, j))
     return " ".join(t for i, t in enumerate(tokens) if i not in drop)
+
+
+def _first_line(text: str) -> str:
+    """A chunk's first non-empty line, spaces normalised; "" when it is short enough to be a figure or a
+    fragment rather than a title (a table's title names the statement)."""
+    for line in text.splitlines():
+        line = " ".join(line.split())
+        if line:
+            return line if len(line) >= 12 and re.search(r"[A-Za-z]{4}", line) else ""
+    return ""
 
 
 def _norm(text: str) -> str:

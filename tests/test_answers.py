@@ -310,6 +310,23 @@ def test_compose_calculates_from_the_table_row_without_generating():
     assert gen.calls == [""] and c.shaped.calculation["by"] == "model"
 
 
+def test_compose_reads_the_rest_of_a_split_statement_and_cites_the_part_it_used():
+    """The kept chunk is the statement's lower half; revenue is in the upper half, which only same_table finds:
+    the answer reads it there and cites it as one more passage (and only that one)."""
+    title = "STATEMENTS OF OPERATIONS\n(in millions)\nYear Ended December 31,\n2016 2017\n"
+    lower = _prompt("calculate", ["An unrelated passage.", title + "Net income 2,371 3,033\n"])
+    upper = _prompt("calculate", [title + "Operating expense 5 6\n", title + "Total net sales 135,987 177,866\n"]).context
+    settings = AnswerSettings(shapes=["calculate", "free"], default="free", row_names={"revenue": ["net sales"]})
+    gen = FakeGenerator("3,033 [2]")
+    q = "What was the percentage change in revenue from FY2016 to FY2017?"
+    c = compose(gen, lower, q, settings, same_table=lambda passages: upper)
+    assert gen.calls == [] and c.shaped.text == "30.80% = ((177,866 - 135,987) / 135,987) * 100 [3]"
+    assert c.grounded and c.added == [upper[1]] and c.shaped.cited == [3]
+    # without the rest of the table the row is not there: the model answers, nothing is added
+    c = compose(gen, lower, q, settings)
+    assert gen.calls == [""] and c.added == []
+
+
 def test_compose_reads_a_line_item_off_the_statement_without_generating():
     statement = ("CONSOLIDATED BALANCE SHEETS\n(in thousands)\nAs of December 31, 2017 2016\n"
                  "Total current liabilities 5,466,312 4,586,657\nTotal liabilities 15,430,786 10,906,810\n")

@@ -259,3 +259,41 @@ def test_within_the_routed_filing_its_name_words_do_not_pick_the_chunk(tmp_pack,
     assert "5,409" not in chunks[positions[with_names[0][0]]].text  # the name words pick a store table
     on = r.search(q, 2, mode="bm25")  # the same keyword ranking, the name words left out inside the filing
     assert "5,409" in on[0].text and on[0].extra.get("routed")
+
+
+# ---------------------------------------------------------------------------------------------- same table
+def statement(company: str, rows: int) -> str:
+    """An income statement as a PDF's text gives it, long enough for the finance chunker to split it; every
+    part opens with the statement's title, units and periods."""
+    items = [f"{name} {1000 + 37 * i:,} {1100 + 41 * i:,}" for i, name in enumerate(
+        ["Total net sales", "Cost of sales"] + [f"{company} operating expense line {w}" for w in
+                                                 "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike "
+                                                 "november oscar papa quebec romeo sierra tango".split()[:rows]]
+        + ["Income before income taxes", "Net income"])]
+    return "\n".join([f"CONSOLIDATED STATEMENTS OF OPERATIONS OF {company.upper()}", "(in millions)",
+                      "Year Ended December 31,", "2018 2019", *items, "", f"{company} sells widgets worldwide."])
+
+
+@pytest.fixture()
+def statements(tmp_pack, tmp_path):
+    pack = tmp_pack("finance")
+    # Two companies' statements: the other's parts are not this one's, even where their rows read alike.
+    return build(pack, {"NORTHWIND_2019_10K.txt": statement("Northwind", 20),
+                        "FABRIKAM_2019_10K.txt": statement("Northwind", 20).replace("Net income", "Net earnings")},
+                 tmp_path)
+
+
+def test_the_rest_of_a_split_statement_is_found_by_its_title(statements):
+    hits = top(statements, "What was Northwind's net income in 2019?", k=10, doc_first=True)
+    lower = next(p for p in hits if p.name == "NORTHWIND_2019_10K.txt" and "Net income" in p.text
+                 and "Total net sales" not in p.text)
+    parts = statements.retriever.same_table([lower])
+    assert parts, "the statement must be split over chunks for this test"
+    assert all(p.doc_id == lower.doc_id and p.text.splitlines()[0] == lower.text.splitlines()[0] for p in parts)
+    assert any("Total net sales" in p.text for p in parts)  # the upper half, which the question did not retrieve
+    assert lower.vid not in {p.vid for p in parts}
+    # the same title in another document is another table
+    assert not any(p.name == "FABRIKAM_2019_10K.txt" for p in parts)
+    # a passage that opens with a fragment, not a title, has no table to complete
+    lower.text = "2019\n" + lower.text
+    assert statements.retriever.same_table([lower]) == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.answers.arithmetic import evaluate
-from app.answers.tables import TableCell, ratio_calculation, table_calculation, table_value
+from app.answers.tables import TableCell, defined_calculation, ratio_calculation, table_calculation, table_value
 from app.settings import RatioSettings
 from app.table_text import plain_tables
 
@@ -275,3 +275,59 @@ def test_a_statement_row_named_as_the_ratio_is_the_figure_unless_a_percent_is_as
     table = EARNINGS.replace("Gross profit", "Gross margin")
     assert ratio_calculation("What was the gross margin in 2016?", [table], RATIOS) is None
     assert ratio_calculation("What was the gross margin in 2016 (in %)?", [table], RATIOS).formula == "(9,191 / 39,528) * 100"
+
+
+BALANCE = """CONSOLIDATED BALANCE SHEETS
+(in millions)
+December 31,
+2018 2019
+Inventories 1,000 1,200
+Accounts payable 3,000 3,400
+Property and equipment, net 8,000 10,000
+"""
+OPERATIONS = """CONSOLIDATED STATEMENTS OF OPERATIONS
+(in millions)
+Year Ended December 31,
+2018 2019
+Total net sales 20,000 24,000
+Cost of sales 12,000 14,000
+"""
+
+
+@pytest.mark.parametrize("question, formula, value, unitless", [
+    # days payable: an average, a cell by its other name (COGS), a change; days are no amount
+    ("What is the FY2019 DPO? DPO is defined as: 365 * (average accounts payable between FY2018 and FY2019) / "
+     "(FY2019 COGS + change in inventory between FY2018 and FY2019). Round to two decimals.",
+     "365 * ((3,000 + 3,400) / 2) / (14,000 + (1,200 - 1,000))", 82.2535, True),
+    # a term without a year takes the question's one year; a percent asked of a ratio is shown in percent
+    ("What is the FY2019 fixed asset turnover in percent? It is calculated as revenue / average PP&E "
+     "between FY2018 and FY2019.", "(24,000 / ((8,000 + 10,000) / 2)) * 100", 266.6667, True),
+    # an amount: doubling every line item doubles it, so it keeps the tables' unit
+    ("What is the FY2019 gross profit, defined as net sales - cost of sales?", "24,000 - 14,000", 10000, False),
+])
+def test_a_metric_the_question_defines_is_evaluated_over_its_line_items(question, formula, value, unitless):
+    names = {"cogs": ["cost of sales"], "pp&e": ["property and equipment, net"], "revenue": ["net sales"]}
+    calc = defined_calculation(question, ["No table.", BALANCE, OPERATIONS], row_names=names)
+    assert calc.formula == formula and calc.operation == "defined" and calc.unitless is unitless
+    assert evaluate(calc.formula).value == pytest.approx(value, abs=1e-3)
+    # every passage a line item was read from is cited
+    assert calc.cited == ([3] if formula == "24,000 - 14,000" else [2, 3])
+
+
+@pytest.mark.parametrize("question", [
+    "What is the FY2019 DPO?",  # defines nothing
+    "What is the FY2019 turnover, defined as the sales over the assets held?",  # words, not a formula
+    "What is the FY2019 ratio, defined as: goodwill / total net sales?",  # a line item no table has
+    "What is the ratio, defined as: inventories / cost of sales?",  # no year for the terms, none in the question
+    "What is the FY2019 ratio, defined as: change in inventories between FY2017 and FY2019 / cost of sales?",  # no 2017 column
+    "What is the FY2019 metric, defined as: inventories * inventories + cost of sales?",  # neither amount nor ratio
+])
+def test_no_clear_definition_no_defined_answer(question):
+    assert defined_calculation(question, [BALANCE, OPERATIONS]) is None
+
+
+def test_a_defined_metrics_line_items_must_share_a_unit():
+    thousands = OPERATIONS.replace("(in millions)", "(in thousands)")
+    q = "What is the FY2019 ratio, defined as: inventories / cost of sales?"
+    assert defined_calculation(q, [BALANCE, OPERATIONS]).formula == "1,200 / 14,000"
+    assert defined_calculation(q, [BALANCE, thousands]) is None

@@ -19,7 +19,7 @@ from app.answers.shapes import (Shaped, best_sentence, calculate_from_table, dat
                                 finish_extract, finish_free, finish_label, label_from_reading, quote_for_model,
                                 quote_selection, read_label, value_from_table)
 from app.answers.dates import term_end
-from app.answers.tables import ratio_calculation, table_calculation, table_value
+from app.answers.tables import defined_calculation, ratio_calculation, table_calculation, table_value
 from app.settings import AnswerSettings
 
 # The answer ends at a blank line or where a small model starts a new "Question:"/"Passages" block.
@@ -38,6 +38,7 @@ class Composed:
     decided_by: str  # which check decided: "lexical", "verbatim", "none", "model" (the model said not found),
     # "document" (the question names none of the kept passages' documents, see GroundingSettings.name_the_document)
     timings: dict = field(default_factory=dict)
+    added: list = field(default_factory=list)  # passages the answer cites beyond the prompt's (same_table), in order
 
 
 def _spellings(label: str) -> list[str]:
@@ -93,14 +94,16 @@ def _naming(passage, opening_words: int) -> str:
 
 def compose(generator, prompt, question: str, settings: AnswerSettings, *, label_not_found: bool = False,
             label_prior: dict[str, float] | None = None, reader=None, selector=None, label_selector=None,
-            documents: dict[str, str] | None = None) -> Composed:
+            documents: dict[str, str] | None = None, same_table=None) -> Composed:
     """Generate, shape and check one answer for ``prompt`` (an :class:`app.prompting.Prompt`). ``reader``: the
     pack's label reader (:class:`app.answers.reader.LabelReader`), which then chooses 'label' answers;
     ``selector``: its sentence selector (:class:`app.answers.selector.SentenceSelector`), which then
     chooses the sentence an 'extract' answer quotes; ``label_selector``: one trained on the pack's label rows,
     which then chooses the sentence a reader's label quotes as its support. ``documents``: the documents the question could be
     answered from, doc id -> file name (the index's, or the one the user chose; default: those of the
-    prompt's passages), for ``grounding.name_the_document``."""
+    prompt's passages), for ``grounding.name_the_document``. ``same_table``: passages -> the other chunks of
+    the tables they hold (:meth:`app.retrieval.Retriever.same_table`); a figure no kept chunk holds is then
+    read off the rest of its statement, and that chunk is cited as one more passage (``Composed.added``)."""
     texts = [p.text for p in prompt.context]
     namings = [_naming(p, settings.grounding.opening_words) for p in prompt.context]
     scopes = [f"{name} {p.text}" for name, p in zip(namings, prompt.context)]
@@ -126,11 +129,28 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
         # given for a question that did not say which; nothing is generated.
         timings["first_token_s"] = timings["generate_s"] = time.perf_counter() - t0
         return Composed(Shaped(shape, ""), None, False, "document", timings)
-    # A row that is the figure itself first; else a ratio the pack defines, from its two rows.
-    table = (table_calculation(question, texts, row_names=settings.row_names)
-             or ratio_calculation(question, texts, settings.ratios)) if shape == "calculate" else None
-    cell = table_value(question, texts, row_names=settings.row_names) \
-        if settings.table_lookup and shape in ("free", "extract") else None
+    table, cell = _read_tables(question, texts, shape, settings)
+    added: list = []
+    if table is None and cell is None and same_table is not None and shape in ("calculate", "free", "extract"):
+        # A statement split over chunks: the row may be in a part the retrieval did not keep. Read the whole
+        # table; cite the parts used as passages n+1, ... (only those).
+        more = same_table(list(prompt.context))
+        table, cell = _read_tables(question, texts + [p.text for p in more], shape, settings)
+        used = sorted({i for i in ((table.cited or [table.n]) if table else [cell.n] if cell else []) if i > n})
+        renumber = {old: n + 1 + j for j, old in enumerate(used)}
+        if table is not None:
+            table.n = renumber.get(table.n, table.n)
+            table.cited = [renumber.get(i, i) for i in (table.cited or [])] or None
+        if cell is not None:
+            cell.n = renumber.get(cell.n, cell.n)
+        added = [more[i - n - 1] for i in used]
+        if added:
+            context = list(prompt.context) + added
+            texts = [p.text for p in context]
+            namings = [_naming(p, settings.grounding.opening_words) for p in context]
+            scopes = [f"{name} {p.text}" for name, p in zip(namings, context)]
+            doc_ids = [p.doc_id for p in context]
+            named = _named(question, context, settings, documents)
     ranked = selector.rank(question, prompt.context) if shape == "extract" and selector is not None and cell is None \
         else None
     ending = term_end(ranked, prompt.context) if ranked and settings.term_end and re.search(
@@ -188,9 +208,22 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
     if shaped.refused:
         return Composed(shaped, None, False, "model", timings)
     checked = _check(shaped, texts, scopes, doc_ids, question, settings, timings)
+    checked.added = added
     if named is not None and checked.grounded and checked.shaped.cited and not named[checked.shaped.cited[0] - 1]:
-        return Composed(checked.shaped, checked.support, False, "document", timings)
+        return Composed(checked.shaped, checked.support, False, "document", timings, added)
     return checked
+
+
+def _read_tables(question: str, texts: list[str], shape: str, settings: AnswerSettings):
+    """(calculation, cell) read off the tables of ``texts``: for 'calculate', a row that is the figure itself
+    first, else a ratio the pack defines from its two rows, else a metric the question defines by a formula of
+    line items (the first two leave a defining question alone); for 'free' and 'extract', one line item's cell."""
+    table = (table_calculation(question, texts, row_names=settings.row_names)
+             or ratio_calculation(question, texts, settings.ratios)
+             or defined_calculation(question, texts, row_names=settings.row_names)) if shape == "calculate" else None
+    cell = table_value(question, texts, row_names=settings.row_names) \
+        if settings.table_lookup and shape in ("free", "extract") else None
+    return table, cell
 
 
 def _named(question: str, passages: list, settings: AnswerSettings,

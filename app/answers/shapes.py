@@ -298,7 +298,8 @@ def finish_calculate(raw: str, passages: list[str], question: str) -> Shaped:
 def calculate_from_table(tc, passages: list[str], question: str) -> Shaped:
     """The answer for a :class:`app.answers.tables.TableCalc`: slmrag's formula over the cited row's cells."""
     shaped = _calculated(evaluate(tc.formula), tc.cited or [tc.n], passages, question,
-                         {"by": "table", "row": tc.row, "years": tc.years, "operation": tc.operation})
+                         {"by": "table", "row": tc.row, "years": tc.years, "operation": tc.operation,
+                          "unitless": tc.unitless})
     shaped.claim = " ".join(tc.cells)  # the constants of the form (2, 3, 100) are not in any passage
     return shaped
 
@@ -342,8 +343,7 @@ def _calculated(calc, cited: list[int], passages: list[str], question: str, extr
         "* 100" in calc.formula or "*100" in calc.formula)
     source = " ".join(passages[i - 1] for i in (cited or range(1, n + 1)))
     # A ratio of two figures in the same unit has none (a current ratio is not "2 millions").
-    ratio = str(extra.get("operation", "")).startswith("ratio")
-    scale = "" if percent or ratio else table_unit(source, f"{question} {extra.get('row', '')}")
+    scale = "" if percent or extra.get("unitless") else table_unit(source, f"{question} {extra.get('row', '')}")
     display = format_value(calc.value, percent=percent) + (f" {scale}" if scale else "")
     cites = "".join(f" [{i}]" for i in cited)
     shown = f"{display} = {calc.formula}{cites}"

@@ -27,6 +27,7 @@ import re
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
+from app.answers.arithmetic import FormulaError, evaluate
 from app.answers.grounding import content_stems
 from app.answers.shapes import table_unit
 from app.table_text import plain_tables
@@ -53,9 +54,11 @@ class TableCalc:
     n: int  # the passage (1-based) the row is in
     row: str  # the row's label
     years: list[str]  # the columns used, in formula order
-    operation: str  # "change", "percent_change", "average"; a ratio's "ratio", "ratio_change", "ratio_average"
+    operation: str  # "change", "percent_change", "average"; a ratio's "ratio", "ratio_change", "ratio_average";
+    # a metric the question defines: "defined"
     cells: list[str]  # the cells' figures as the table writes them (what the grounding check looks up)
     cited: list[int] | None = None  # the passages of its rows when more than ``n`` (a ratio's two rows)
+    unitless: bool = False  # amounts divided by amounts (a ratio): shown without the tables' unit
 
 
 _MONTHS = ("january february march april may june july august september october november december "
@@ -170,15 +173,22 @@ def asked_words(question: str, row_names: Mapping[str, Sequence[str]] | None = N
     return out
 
 
-def _named_by(label: str, readings: list[tuple[set[str], set[str]]]) -> tuple[float, bool, int]:
+_TOTAL = set(content_stems("total"))
+
+
+def _named_by(label: str, readings: list[tuple[set[str], set[str]]]) -> tuple[float, float, bool, int]:
     """How fully the question names a row labelled ``label`` under its best reading: (share of the label's
-    content words it says, whether in the question's own words, how many). Its own words come before another
+    content words it says, the same share not counting "Total", whether in the question's own words, how many). Its own words come before another
     name's: "license revenue" is the "License" row, not "Net sales" read for "revenue"."""
     have = set(content_stems(label))
     if not have:
-        return 0.0, False, 0
-    return max(((len(have & want) / len(have), i == 0, len(have & want))
-                for i, (want, needed) in enumerate(readings) if needed <= have), default=(0.0, False, 0))
+        return 0.0, 0.0, False, 0
+    # Second: the share without "Total", which says which line item a row totals, not another one - of two rows
+    # the question names equally, "revenue" read as "net sales" names "Total net sales" (all of what it totals),
+    # not the component "Net product sales".
+    said = (have - _TOTAL) or have
+    return max(((len(have & want) / len(have), len(said & want) / len(said), i == 0, len(have & want))
+                for i, (want, needed) in enumerate(readings) if needed <= have), default=(0.0, 0.0, False, 0))
 
 
 def table_calculation(question: str, passages: list[str], min_label_cover: float = 0.6,
@@ -193,7 +203,7 @@ def table_calculation(question: str, passages: list[str], min_label_cover: float
         return None
     readings = asked_words(question, row_names)
     in_percent = op == "change" and bool(_IN_PERCENT.search(question))
-    best: tuple[float, bool, int, int, TableCalc] | None = None
+    best: tuple[float, float, bool, int, int, TableCalc] | None = None
     for n, text in enumerate(passages, start=1):
         for cols, rows in _tables(text):
             by_year = {y: i for i, y in cols.items()}
@@ -201,7 +211,7 @@ def table_calculation(question: str, passages: list[str], min_label_cover: float
                 continue
             for row in rows:
                 label = row[0] if row else ""
-                cover, own, common = _named_by(label, readings)
+                cover, whole, own, common = _named_by(label, readings)
                 if common == 0 or cover < min_label_cover:
                     continue
                 values = _figures(row, by_year, years)
@@ -212,10 +222,10 @@ def table_calculation(question: str, passages: list[str], min_label_cover: float
                 row_op = "percent_change" if in_percent and not any("%" in c for c in row) else op
                 calc = TableCalc(_formula(row_op, years, values), n, label, years, row_op,
                                  list(map(_as_written, values)))
-                key = (cover, own, common, -n)  # the row the question names most fully; ties: the better passage
-                if best is None or key > best[:4]:
+                key = (cover, whole, own, common, -n)  # the row the question names most fully; ties: the better passage
+                if best is None or key > best[:5]:
                     best = (*key, calc)
-    return best[4] if best else None
+    return best[5] if best else None
 
 
 def _ratio_row(names: Sequence[str], tables: list[tuple[int, dict[int, str], list[list[str]]]], years: list[str],
@@ -225,19 +235,19 @@ def _ratio_row(names: Sequence[str], tables: list[tuple[int, dict[int, str], lis
     with a figure under each of ``years``, among ``tables`` (passage, columns, rows): (passage, label,
     figures). The fullest match wins, then the better-ranked passage, then the earlier row."""
     readings = [(set(content_stems(name)),) * 2 for name in names]  # the name is both what is said and needed
-    best: tuple[float, int, int, tuple[int, str, list[str]]] | None = None
+    best: tuple[float, float, int, int, tuple[int, str, list[str]]] | None = None
     for n, cols, rows in tables:
         by_year = {y: i for i, y in cols.items()}
         if not all(y in by_year for y in years):
             continue
         for r, row in enumerate(rows):
-            cover, _, common = _named_by(row[0] if row else "", readings)
+            cover, whole, _, common = _named_by(row[0] if row else "", readings)
             if common == 0 or cover < min_label_cover or (values := _figures(row, by_year, years)) is None:
                 continue
-            key = (cover, -n, -r)
-            if best is None or key > best[:3]:
+            key = (cover, whole, -n, -r)
+            if best is None or key > best[:4]:
                 best = (*key, (n, row[0].strip(), values))
-    return best[3] if best else None
+    return best[4] if best else None
 
 
 _PERCENT = re.compile(r"%|\bper\s?cent|\bpercentage\b", re.IGNORECASE)
@@ -281,7 +291,128 @@ def ratio_calculation(question: str, passages: list[str], ratios: Mapping[str, o
     formula = f"{body} * 100" if spec.percent else body
     row = f"{num[1]} / {den[1]}"
     return TableCalc(formula, num[0], row, years, f"ratio_{op}" if op else "ratio",
-                     list(map(_as_written, num[2] + den[2])), cited=sorted({num[0], den[0]}))
+                     list(map(_as_written, num[2] + den[2])), cited=sorted({num[0], den[0]}), unitless=True)
+
+
+# The formula a question states for its own metric: "DPO is defined as: 365 * (average accounts payable between
+# FY2016 and FY2017) / (FY2017 COGS + change in inventory between FY2016 and FY2017)". It runs to the end of
+# its sentence (a full stop not inside a figure), a semicolon or a question mark.
+_DEFINITION = re.compile(r"\b(?:defined|calculated|computed)\s+as\s*:?\s*(?P<body>.+?)\s*(?:\.(?!\d)|;|\?|$)",
+                         re.IGNORECASE | re.DOTALL)
+# Operators: + * / ( ) always; a minus only between spaces ("PP&E, net" and "year-end" are words).
+_DEF_TOKEN = re.compile(r"(\s[-\u2013\u2212]\s|[+*/\u00d7\u00f7()])")
+_CONSTANT = re.compile(r"^\d+(?:\.\d+)?$")
+_TERM_AVERAGE = re.compile(r"^\s*(?:the\s+)?(?:average|avg\.?|mean)\b", re.IGNORECASE)
+_TERM_CHANGE = re.compile(r"^\s*(?:the\s+)?(?:change|increase|decrease|difference)\s+(?:in|of)\b", re.IGNORECASE)
+
+
+def _definition_terms(body: str) -> list[str] | None:
+    """The definition as tokens: operators, parentheses, constants and the line items between them (None when
+    it has no operator or no line item: a definition in words is not a formula)."""
+    tokens = [t.strip() for t in _DEF_TOKEN.split(body) if t.strip()]
+    tokens = ["*" if t == "\u00d7" else "/" if t == "\u00f7" else "-" if t in ("\u2013", "\u2212") else t for t in tokens]
+    ops = [t for t in tokens if t in "+-*/" and len(t) == 1]
+    terms = [t for t in tokens if t not in "+-*/()" and not _CONSTANT.match(t)]
+    return tokens if ops and terms else None
+
+
+def _term_row(term: str, tables: list[tuple[int, dict[int, str], list[list[str]]]], default_year: str | None,
+              row_names: Mapping[str, Sequence[str]] | None, min_label_cover: float):
+    """One line item of a definition as a formula part: "FY2017 COGS" is that row's cell under 2017, "average
+    accounts payable between FY2016 and FY2017" the mean of its two cells, "change in inventory between ..."
+    the later minus the earlier; a term that names no year takes the question's one year. Returns (formula
+    part, passage, label, years, figures) or None when the term's form, years or row is not clear."""
+    years = sorted(set(_YEAR.findall(term)))
+    if _TERM_AVERAGE.match(term):
+        op = "average"
+    elif _TERM_CHANGE.match(term):
+        op = "change"
+    else:
+        op = "value"
+        years = years or ([default_year] if default_year else [])
+    if (op == "value" and len(years) != 1) or (op == "change" and len(years) != 2) or (op == "average" and len(years) < 2):
+        return None
+    if op == "average" and (m := _RANGE.search(term)):
+        lo, hi = sorted((int(m.group(1)), int(m.group(2))))
+        years = [str(y) for y in range(lo, hi + 1)] if hi - lo <= 10 else []
+    readings = asked_words(term, row_names)
+    best = None
+    for n, cols, rows in tables:
+        by_year = {y: i for i, y in cols.items()}
+        if not all(y in by_year for y in years):
+            continue
+        for r, row in enumerate(rows):
+            label = row[0] if row else ""
+            if set(content_stems(label)) <= _GENERIC:
+                continue
+            cover, whole, own, common = _named_by(label, readings)
+            if common == 0 or cover < min_label_cover or (values := _figures(row, by_year, years)) is None:
+                continue
+            key = (cover, whole, own, common, -n, -r)
+            if best is None or key > best[0]:
+                best = (key, n, label.strip(), values)
+    if best is None:
+        return None
+    _, n, label, values = best
+    part = values[0] if op == "value" else _formula(op, years, values)
+    return f"({part})" if op != "value" else part, n, label, years, values
+
+
+def defined_calculation(question: str, passages: list[str], row_names: Mapping[str, Sequence[str]] | None = None,
+                        min_label_cover: float = 0.6) -> TableCalc | None:
+    """A metric the question defines by a formula of line items ("X is defined as: 365 * (average accounts
+    payable between FY2016 and FY2017) / (FY2017 COGS + change in inventory between FY2016 and FY2017)"),
+    evaluated over rows of the tables in ``passages``: each line item is read as :func:`table_calculation`
+    reads a row (``row_names`` included), under the years its term names. None when the question defines
+    nothing, a term is not one line item (a row, its average, its change) or has no row, the rows' tables
+    state different units, or the result's unit is not clear (a sum of an amount and a ratio).
+
+    The result is unitless (``unitless``) when the formula divides amounts by amounts - doubling every line
+    item leaves it unchanged - and in the tables' unit when it is an amount; a percent asked for of a unitless
+    metric whose definition has no "100" is shown in percent."""
+    m = _DEFINITION.search(question)
+    if not m or not (tokens := _definition_terms(m.group("body"))):
+        return None
+    outside = question[:m.start()] + " " + question[m.end():]
+    named_years = sorted(set(_YEAR.findall(outside)))
+    default_year = named_years[0] if len(named_years) == 1 else None
+    tables = [(n, cols, rows) for n, text in enumerate(passages, start=1) for cols, rows in _tables(text)]
+    parts, scaled, labels, years, cells, cited = [], [], [], set(), [], set()
+    for i, token in enumerate(tokens):
+        if token in "+-*/()" or _CONSTANT.match(token):
+            parts.append(token)
+            scaled.append(token)
+            continue
+        found = _term_row(token, tables, default_year, row_names, min_label_cover)
+        if found is None:
+            return None
+        part, n, label, term_years, values = found
+        if tokens[i - 1:i] == ["("] and tokens[i + 1:i + 2] == [")"] and part.startswith("("):
+            part = part[1:-1]  # "(average ...)" is bracketed already
+        parts.append(part)
+        scaled.append(f"(2 * {part})")
+        labels.append(label)
+        years.update(term_years)
+        cells.extend(map(_as_written, values))
+        cited.add(n)
+    if len({table_unit(passages[n - 1], "") for n in cited}) > 1:
+        return None  # line items from tables in different units
+    formula = " ".join(parts).replace("( ", "(").replace(" )", ")")
+    try:
+        base = evaluate(formula).value
+        ratio = evaluate(" ".join(scaled)).value / base
+    except (FormulaError, ZeroDivisionError):
+        return None
+    if abs(ratio - 1) < 1e-9:
+        unitless = True
+    elif abs(ratio - 2) < 1e-9:
+        unitless = False
+    else:
+        return None  # neither an amount nor a ratio of amounts
+    if unitless and _PERCENT.search(outside) and "100" not in m.group("body"):
+        formula = f"({formula}) * 100"
+    return TableCalc(formula, min(cited), ", ".join(dict.fromkeys(labels)), sorted(years), "defined", cells,
+                     cited=sorted(cited), unitless=unitless)
 
 
 @dataclass
@@ -330,7 +461,7 @@ def table_value(question: str, passages: list[str], min_label_cover: float = 0.6
     year = years[0]
     readings = asked_words(question, row_names)
     asked = _marks(question)
-    best: tuple[float, bool, int, int, TableCell] | None = None
+    best: tuple[float, float, bool, int, int, TableCell] | None = None
     for n, text in enumerate(passages, start=1):
         for cols, rows in _tables(text):
             at = [i for i, y in cols.items() if y == year]
@@ -340,17 +471,17 @@ def table_value(question: str, passages: list[str], min_label_cover: float = 0.6
             for row in rows:
                 if set(content_stems(row[0] if row else "")) <= _GENERIC:
                     continue  # "Total" names no line item of its own: in the wrong table it is the wrong figure
-                cover, own, common = _named_by(row[0], readings)
+                cover, whole, own, common = _named_by(row[0], readings)
                 if common == 0 or cover < min_label_cover or col >= len(row):
                     continue
                 if not _marks(row[0]) <= asked:
                     continue  # "Customer A" is not the row for a question about Customer B
-                key = (cover, own, common, -n)
-                if best is None or key > best[:4]:
+                key = (cover, whole, own, common, -n)
+                if best is None or key > best[:5]:
                     best = (*key, TableCell(n, row[0].strip(), year, row[col].strip()))
     # The row the question names decides; an empty cell there ("-") is no answer, not a reason to read the
     # next-best row.
-    return best[4] if best and _number(best[4].cell) is not None else None
+    return best[5] if best and _number(best[5].cell) is not None else None
 
 
 def _formula(op: str, years: list[str], values: list[str]) -> str:
