@@ -52,10 +52,12 @@ class FilterChoice:
     min_keep: int
     gate: float | None = None  # question-level cosine floor (FilterSettings.gate); None: no gate
     topic: float | None = None  # the topic gate's threshold (FilterSettings.topic_threshold); None: no topic gate
+    cosine_keep: float | None = None  # cosine that keeps a passage whatever a trained filter says (FilterSettings)
 
     def to_json(self) -> dict:
         out = {"kind": self.kind, "threshold": self.threshold, "min_keep": self.min_keep, "gate": self.gate}
-        return out | ({"topic_threshold": self.topic} if self.topic is not None else {})
+        return out | ({"topic_threshold": self.topic} if self.topic is not None else {}) | (
+            {"cosine_keep": self.cosine_keep} if self.cosine_keep is not None else {})
 
 
 @dataclass
@@ -169,7 +171,8 @@ class Assistant:
         return FilterChoice(kind=kind,
                             threshold=cfg.threshold if options.threshold is None else float(options.threshold),
                             min_keep=cfg.min_keep, gate=None if kind == "none" else cfg.gate,
-                            topic=None if kind == "none" or not cfg.topic_model else cfg.topic_threshold)
+                            topic=None if kind == "none" or not cfg.topic_model else cfg.topic_threshold,
+                            cosine_keep=None if kind in ("none", "cosine") else cfg.cosine_keep)
 
     @property
     def topic_gate(self):
@@ -244,13 +247,19 @@ class Assistant:
         timings["retrieve_s"] = round(time.perf_counter() - t, 4)
         t = time.perf_counter()
         scores = view.relevance_filter(choice.kind, self).score(question, passages, query_vector=qvec) if passages else []
-        for p, s in zip(passages, scores):
-            p.filter_score = s
-            p.kept = choice.kind == "none" or s >= choice.threshold
-        gate_score = None
-        if choice.gate is not None and passages:
+        topical = None  # the candidates' cosine, for the gate and cosine_keep
+        if (choice.gate is not None or choice.cosine_keep is not None) and passages:
             topical = scores if choice.kind == "cosine" else view.relevance_filter("cosine", self).score(
                 question, passages, query_vector=qvec)
+        for i, (p, s) in enumerate(zip(passages, scores)):
+            p.filter_score = s
+            p.kept = choice.kind == "none" or s >= choice.threshold
+            if not p.kept and choice.cosine_keep is not None and topical[i] >= choice.cosine_keep:
+                # The trained model may not know this kind of document; its embedding says it is on the question.
+                p.kept = True
+                p.extra["kept_by"] = "cosine"
+        gate_score = None
+        if choice.gate is not None and passages:
             gate_score = round(float(max(topical)), 4)
         topic_score = None
         if choice.topic is not None and qvec is not None:

@@ -44,7 +44,8 @@ class Passage:
         return {"rank": self.rank, "source": self.source, "name": self.name, "page": self.page,
                 "score": round(float(self.score), 5),
                 "filter_score": None if self.filter_score is None else round(float(self.filter_score), 5),
-                "kept": self.kept, "heading": self.heading, "text": self.text}
+                "kept": self.kept, "heading": self.heading, "text": self.text} | (
+                    {"kept_by": self.extra["kept_by"]} if "kept_by" in self.extra else {})
 
 
 def question_years(question: str) -> set[int]:

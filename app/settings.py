@@ -268,6 +268,16 @@ class FilterSettings(_Strict):
         "well, decides whether the question belongs here at all. Set by `slmrag filter calibrate --gate`; "
         "unset: no gate.",
     )
+    cosine_keep: float | None = Field(
+        None,
+        ge=-1.0,
+        le=1.0,
+        description="For a trained filter (kind 'cross_encoder' or 'slm_judge'): a passage whose cosine similarity "
+        "reaches this is kept whatever the trained model scores it, so documents of a kind the model was not "
+        "trained on (a discharge summary, for a model trained on research abstracts) are still judged by their "
+        "embedding. Set by `slmrag filter calibrate --cosine-keep`, which then chooses the threshold given it; "
+        "unset: the trained model alone decides.",
+    )
     topic_model: str | None = Field(
         None,
         description="The pack-relative folder of a topic gate (`slmrag filter topic`): a classifier of the question's "

@@ -162,7 +162,11 @@ def register(app, packs_app, filter_app) -> None:
         gate: Optional[float] = typer.Option(None, "--gate", min=0.0, max=0.5, help="Also choose filter.gate, the "
                                              "question-level cosine floor, so that at most this share of answerable "
                                              "questions is gated (e.g. 0.02); the threshold is then chosen given the gate."),
-        write: bool = typer.Option(False, "--write", help="Store the threshold (and --kind) in the pack's pack.yaml."),
+        cosine_keep: Optional[float] = typer.Option(None, "--cosine-keep", min=-1.0, max=1.0, help="With a trained "
+                                                    "filter: passages whose cosine reaches this are kept anyway "
+                                                    "(filter.cosine_keep, for document kinds the model was not trained "
+                                                    "on); the threshold is chosen given it."),
+        write: bool = typer.Option(False, "--write", help="Store the threshold (and --kind, --gate, --cosine-keep) in the pack's pack.yaml."),
         as_json: bool = JsonOpt,
     ) -> None:
         """Choose the filter threshold that keeps >= 95% of gold passages and drops the most others."""
@@ -197,11 +201,12 @@ def register(app, packs_app, filter_app) -> None:
             with progress:
                 task = progress.add_task("scoring", total=len(qs) + len(oop))
                 cal = calibrate(assistant, qs, kind=kind, k=k, keep=keep, out_of_pack=oop, gate_max_false=gate,
-                                progress=lambda: progress.advance(task))
+                                cosine_keep=cosine_keep, progress=lambda: progress.advance(task))
             written = None
             if write:
                 write_filter_settings(p.path / "pack.yaml", threshold=cal.threshold,
-                                      kind=kind if kind and kind != p.config.filter.kind else None, gate=cal.gate)
+                                      kind=kind if kind and kind != p.config.filter.kind else None, gate=cal.gate,
+                                      cosine_keep=cosine_keep)
                 written = str(p.path / "pack.yaml")
                 info = p.path / (p.config.filter.model or "-") / "filter.json"
                 if cal.kind == "cross_encoder" and p.config.filter.model and info.is_file():
@@ -241,6 +246,9 @@ def register(app, packs_app, filter_app) -> None:
         if cal.gate is not None:
             out.print(f"gate {summary['gate']:.4f}: a question whose best candidate's cosine is below it keeps nothing "
                       f"(at most {gate:.0%} of answerable questions); rates above include it", highlight=False)
+        if cosine_keep is not None:
+            out.print(f"cosine keep {cosine_keep:.4f}: a passage whose cosine reaches it is kept whatever the trained "
+                      "model scores it; rates above include it", highlight=False)
         if cal.topic_threshold is not None:
             out.print(f"topic gate {cal.topic_threshold:.4f} ({p.config.filter.topic_model}/): a question it turns away keeps "
                       "nothing; rates above include it", highlight=False)

@@ -92,6 +92,7 @@ class ScoredQuestion:
     gold: list[bool]
     best_cosine: float | None = None  # the gate's score: the best cosine among the candidates
     on_topic: bool = True  # the pack's topic gate admits the question (True when the pack has none)
+    model_scores: list[float] | None = None  # the filter's own scores when ``scores`` count cosine_keep as +inf
 
     @property
     def max_score(self) -> float:
@@ -113,6 +114,7 @@ class Calibration:
     out_of_pack: list[ScoredQuestion] = field(default_factory=list)
     gate: float | None = None
     topic_threshold: float | None = None  # the pack's topic gate, counted in every rate; None: it has none
+    cosine_keep: float | None = None  # passages of at least this cosine count as kept (scored +inf)
 
     @property
     def gold_scores(self) -> list[float]:
@@ -142,31 +144,44 @@ class Calibration:
         ts = {self.threshold}
         for keep in (1.0, 0.99, 0.975, 0.95, 0.9, 0.8, 0.7):
             ts.add(choose_threshold(g, keep=keep))
-        return [self.row(t) for t in sorted(ts)]
+        # +inf is a passage cosine_keep keeps: no threshold of the filter's own
+        return [self.row(t) for t in sorted(ts) if math.isfinite(t)]
+
+    def ranking_auc(self) -> float:
+        """AUC of the filter's own scores (the order kept passages reach the prompt in), cosine_keep aside."""
+        own = [(q.model_scores or q.scores, q.gold) for q in self.questions]
+        return auc([s for ss, gg in own for s, g in zip(ss, gg) if g], [s for ss, gg in own for s, g in zip(ss, gg) if not g])
 
     def summary(self) -> dict:
         return {"kind": self.kind, "threshold": self.threshold, "keep_target": self.keep_target, "gate": self.gate,
                 **({"topic_threshold": self.topic_threshold} if self.topic_threshold is not None else {}),
+                **({"cosine_keep": self.cosine_keep} if self.cosine_keep is not None else {}),
                 "questions": len(self.questions),
                 "answerable": sum(1 for q in self.questions if any(q.gold)),
                 "gold_passages": len(self.gold_scores), "nongold_passages": len(self.other_scores),
-                "auc": auc(self.gold_scores, self.other_scores), **self.row(self.threshold)}
+                "auc": self.ranking_auc(), **self.row(self.threshold)}
 
 
 def score_questions(filt, retriever, questions: Iterable[dict], k: int, *, labelled: bool = True,
-                    cosine=None, topic: Callable[[str], bool] | None = None,
+                    cosine=None, topic: Callable[[str], bool] | None = None, cosine_keep: float | None = None,
                     progress: Callable[[], None] | None = None) -> list[ScoredQuestion]:
     """Retrieve ``k`` candidates per question, score them with ``filt`` and, when ``labelled``, mark the gold
     ones; labelled questions are searched as ``slmrag eval`` does (within their document when doc-scoped),
     unlabelled ones (out-of-pack) across the whole index. With a ``cosine`` filter, each question's best
-    cosine (the gate's score) is recorded too; with ``topic`` (question -> admitted?), the topic gate's verdict."""
+    cosine (the gate's score) is recorded too; with ``topic`` (question -> admitted?), the topic gate's verdict.
+    With ``cosine_keep`` (and ``cosine``), a candidate whose cosine reaches it scores +inf: an ask keeps it
+    whatever the filter says (``filter.cosine_keep``), so every threshold and rate counts it as kept."""
     out = []
     for q in questions:
         passages = retriever.search(q["question"], k, doc=scope(q) if labelled else None)
-        scores = filt.score(q["question"], passages) if passages else []
+        scores = [float(s) for s in filt.score(q["question"], passages)] if passages else []
         gold = [labelled and holds_evidence(p, q) for p in passages]
-        best = max(cosine.score(q["question"], passages)) if cosine is not None and passages else None
-        out.append(ScoredQuestion(q, [float(s) for s in scores], gold, best, topic(q["question"]) if topic else True))
+        cosines = cosine.score(q["question"], passages) if cosine is not None and passages else None
+        best = max(cosines) if cosines is not None else None
+        own = None
+        if cosine_keep is not None and cosines is not None:
+            own, scores = scores, [math.inf if c >= cosine_keep else s for s, c in zip(scores, cosines)]
+        out.append(ScoredQuestion(q, scores, gold, best, topic(q["question"]) if topic else True, own))
         if progress:
             progress()
     return out
@@ -174,10 +189,11 @@ def score_questions(filt, retriever, questions: Iterable[dict], k: int, *, label
 
 def calibrate(assistant, questions: Sequence[dict], *, kind: str | None = None, k: int | None = None,
               keep: float = 0.95, out_of_pack: Sequence[dict] = (), gate_max_false: float | None = None,
-              progress: Callable[[], None] | None = None) -> Calibration:
+              cosine_keep: float | None = None, progress: Callable[[], None] | None = None) -> Calibration:
     """Score the pack's retrieval candidates for dev questions and choose the filter threshold; with
     ``gate_max_false``, first the gate (at most that share of answerable questions gated), then the
-    threshold that keeps ``keep`` of all gold passages given the gate."""
+    threshold that keeps ``keep`` of all gold passages given the gate; with ``cosine_keep``, the threshold
+    given that passages of at least that cosine are kept anyway (``filter.cosine_keep``)."""
     pack = assistant.pack
     kind = kind or pack.config.filter.kind
     if kind == "none":
@@ -186,7 +202,10 @@ def calibrate(assistant, questions: Sequence[dict], *, kind: str | None = None, 
     assistant.load(generator=kind == "slm_judge")
     k = k or pack.config.retrieval.k
     filt = assistant.relevance_filter(kind)
-    cosine = assistant.relevance_filter("cosine") if gate_max_false is not None else None
+    if cosine_keep is not None and kind in ("cosine", "none"):
+        raise SlmragError("--cosine-keep backs a trained filter with cosine; with --kind cosine it changes nothing. "
+                          "Pass --kind cross_encoder (or slm_judge).")
+    cosine = assistant.relevance_filter("cosine") if gate_max_false is not None or cosine_keep is not None else None
     # The pack's topic gate stands in front of every filter kind, as in an ask: its verdicts count too.
     from app.assistant import AskOptions
 
@@ -195,7 +214,8 @@ def calibrate(assistant, questions: Sequence[dict], *, kind: str | None = None, 
     if topic_threshold is not None:
         gate_model = assistant.topic_gate
         topic = lambda q: gate_model.score(assistant.embedder.encode_query(q)) >= topic_threshold  # noqa: E731
-    scored = score_questions(filt, assistant.retriever, questions, k, cosine=cosine, topic=topic, progress=progress)
+    scored = score_questions(filt, assistant.retriever, questions, k, cosine=cosine, topic=topic,
+                             cosine_keep=cosine_keep, progress=progress)
     gate = None
     if gate_max_false is not None:
         gate = choose_gate([q.best_cosine for q in scored if any(q.gold)], max_false=gate_max_false)
@@ -203,6 +223,9 @@ def calibrate(assistant, questions: Sequence[dict], *, kind: str | None = None, 
     n_gold = sum(sum(q.gold) for q in scored)
     # Gold passages lost to the gate count against ``keep``: ask the rest for the share still missing.
     threshold = choose_threshold(gold, keep=min(1.0, keep * n_gold / max(len(gold), 1)))
+    if math.isinf(threshold):
+        # Cosine alone keeps enough gold: the trained model's threshold is its highest finite score's.
+        threshold = max((s for q in scored for s in q.scores if math.isfinite(s)), default=1.0)
     oop = score_questions(filt, assistant.retriever, out_of_pack, k, labelled=False, cosine=cosine, topic=topic,
-                          progress=progress) if out_of_pack else []
-    return Calibration(kind, threshold, keep, scored, oop, gate, topic_threshold)
+                          cosine_keep=cosine_keep, progress=progress) if out_of_pack else []
+    return Calibration(kind, threshold, keep, scored, oop, gate, topic_threshold, cosine_keep)
