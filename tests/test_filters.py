@@ -202,6 +202,19 @@ def test_calibration_rates_count_gated_questions_as_abstaining():
         "threshold": 0.5, "gold_kept": 1.0, "nongold_dropped": 0.5, "false_abstention": 0.0, "oop_abstention": 0.0}
 
 
+def test_calibration_counts_cosine_kept_passages_as_kept_and_ranks_by_the_model():
+    """With filter.cosine_keep, a passage of high cosine scores +inf (kept at every threshold); the AUC reported
+    is the model's own ranking, which orders the prompt."""
+    inf = float("inf")
+    a = ScoredQuestion({}, [inf, 0.1], [True, False], model_scores=[0.05, 0.1])  # gold kept by cosine alone
+    b = ScoredQuestion({}, [0.8, inf], [True, False], model_scores=[0.8, 0.02])  # other passage kept by cosine
+    cal = Calibration("cross_encoder", 0.5, 0.95, [a, b], cosine_keep=0.56)
+    assert cal.row(0.5) == {"threshold": 0.5, "gold_kept": 1.0, "nongold_dropped": 0.5, "false_abstention": 0.0}
+    # pairs (gold, other): (.05, .1) lost, (.05, .02) won, (.8, .1) won, (.8, .02) won
+    assert cal.summary()["auc"] == pytest.approx(0.75) and cal.summary()["cosine_keep"] == 0.56
+    assert [r["threshold"] for r in cal.table()] == [0.5, 0.8]  # no +inf row
+
+
 def test_rates_and_auc_exact():
     kept, dropped = rates([0.8, 0.6, 0.4], [0.1, 0.5, 0.7, 0.2], 0.5)
     assert kept == pytest.approx(2 / 3)
@@ -414,3 +427,27 @@ def test_record_dev_figures_keeps_the_training_metadata(tmp_path):
     assert data["seed"] == 0 and data["pairs"] == 12
     assert data["dev"]["auc"] == 0.87 and data["dev"]["gate"] == 0.33
     assert data["dev"]["command"] == "slmrag filter calibrate --pack p --write" and len(data["dev"]["measured"]) == 10
+
+
+def test_cosine_keep_keeps_a_document_kind_the_trained_model_does_not_know(prebuilt_indexes, tmp_path):
+    """The medical pack's relevance model (filter/, shipped beside its cosine filter) was trained on research
+    abstracts and scores the starter discharge summary's passages .01-.03. filter.cosine_keep keeps the one
+    whose cosine reaches it, and says so; without it the trained model alone keeps nothing."""
+    import shutil
+
+    from app.assistant import Assistant, AskOptions
+    from app.packs import load_pack
+
+    shutil.copytree(prebuilt_indexes / "medical", tmp_path / "medical")
+    pack = load_pack("medical", tmp_path / "medical")
+    cfg = pack.config.filter
+    cfg.kind, cfg.threshold, cfg.cosine_keep = "cross_encoder", 0.11, 0.56  # stop 29's dev calibration (docs/filter.md)
+    assistant = Assistant(pack).load(generator=False)
+    q = "When and with whom is the patient's follow-up appointment after discharge?"
+    found = assistant.retrieve(q, AskOptions())
+    by_cosine = [p for p in found.passages if p.extra.get("kept_by") == "cosine"]
+    assert by_cosine and all(p.kept and p.filter_score < cfg.threshold for p in by_cosine)
+    assert by_cosine[0].name.startswith("discharge_summary") and "follow-up" in by_cosine[0].text.lower()
+    assert by_cosine[0].to_json()["kept_by"] == "cosine" and found.filter.to_json()["cosine_keep"] == 0.56
+    cfg.cosine_keep = None
+    assert not any(p.kept for p in assistant.retrieve(q, AskOptions()).passages)
