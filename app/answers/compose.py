@@ -13,7 +13,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from app.answers.grounding import Support, content_stems, lexical_support, named_documents
+from app.answers.grounding import Support, content_stems, lexical_support, passages_named
 from app.filters.cross_encoder import doc_label
 from app.answers.shapes import (Shaped, best_sentence, calculate_from_table, date_from_term, finish_calculate,
                                 finish_extract, finish_free, finish_label, label_from_reading, quote_for_model,
@@ -131,7 +131,8 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
         return Composed(Shaped(shape, ""), None, False, "document", timings)
     table, cell = _read_tables(question, texts, shape, settings)
     added: list = []
-    if table is None and cell is None and same_table is not None and shape in ("calculate", "free", "extract"):
+    reads_tables = shape == "calculate" or (settings.table_lookup and shape in ("free", "extract"))
+    if table is None and cell is None and same_table is not None and reads_tables:
         # A statement split over chunks: the row may be in a part the retrieval did not keep. Read the whole
         # table; cite the parts used as passages n+1, ... (only those).
         more = same_table(list(prompt.context))
@@ -228,21 +229,8 @@ def _read_tables(question: str, texts: list[str], shape: str, settings: AnswerSe
 
 def _named(question: str, passages: list, settings: AnswerSettings,
            documents: dict[str, str] | None = None) -> list[bool] | None:
-    """Per kept passage: whether the question names its document (``grounding.name_the_document``) among
-    ``documents`` (default: the passages' own); None when the pack does not ask for it or there is one
-    document to answer from (a one-document index, or the user chose the document). All the index's
-    documents, not only the kept ones: when the filter keeps one filing of several, or document-first
-    search routes to one, "the discount rate in 2019" is still that filing's figure given for a question
-    that did not say which."""
-    if not settings.grounding.name_the_document:
-        return None
-    pool = dict(documents) if documents else {}
-    pool.update((p.doc_id, p.name) for p in passages)
-    if len(pool) < 2:
-        return None
-    names = sorted(pool.items())
-    by_doc = dict(zip((d for d, _ in names), named_documents(question, [n for _, n in names])))
-    return [by_doc[p.doc_id] for p in passages]
+    """:func:`app.answers.grounding.passages_named` when the pack asks for it (``grounding.name_the_document``)."""
+    return passages_named(question, passages, documents) if settings.grounding.name_the_document else None
 
 
 def _read_label(reader, question: str, passages: list, scopes: list[str], doc_ids: list[str],

@@ -141,3 +141,18 @@ def named_documents(question: str, names: list[str]) -> list[bool]:
     if any(said(t) for t in common):
         return [True] * len(names)
     return [any(said(t) for t in w - common) for w in words]
+
+
+def passages_named(question: str, passages: list, documents: dict[str, str] | None = None) -> list[bool] | None:
+    """Per passage: whether the question names its document among ``documents`` (doc id -> file name;
+    default: the passages' own), by :func:`named_documents`; None when there is one document to answer from
+    (a one-document index, or the user chose the document). All the index's documents, not only the kept
+    ones: when the filter keeps one filing of several, or document-first search routes to one, "the discount
+    rate in 2019" is still that filing's figure given for a question that did not say which."""
+    pool = dict(documents) if documents else {}
+    pool.update((p.doc_id, p.name) for p in passages)
+    if len(pool) < 2:
+        return None
+    names = sorted(pool.items())
+    by_doc = dict(zip((d for d, _ in names), named_documents(question, [n for _, n in names])))
+    return [by_doc[p.doc_id] for p in passages]
