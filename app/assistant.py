@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from app.answer import AnswerStream
-from app.answers.grounding import passages_named
 from app.answers.shapes import route
 from app.embedder import Embedder
 from app.errors import IndexDamaged
@@ -309,14 +308,7 @@ class Assistant:
         answers = self.pack.config.answers
         shape = route(question, answers.route, answers.shapes, answers.default)
         documents = self._answerable_documents(view, options)
-        context = found.kept
-        if answers.grounding.name_the_document and context:
-            named = passages_named(question, context, documents)
-            if named is not None and any(named):
-                # The question names these documents ("Boeing's effective tax rate"): another company's passage
-                # would answer another question, so only theirs reach the prompt (and the table readers).
-                context = [p for p, n in zip(context, named) if n]
-        prompt = self.prompts.build(question, context, options.max_tokens, shape) if context else None
+        prompt = self.prompts.build(question, found.kept, options.max_tokens, shape) if found.kept else None
 
         def abstain(nearest: list[Passage], reason: str) -> str:
             return self.pack.prompts.render("abstain", question=question, reason=reason, nearest=[
