@@ -18,15 +18,16 @@ from app.queueing import HEARTBEAT_S, AnswerQueue, PositionCallback
 from app.retrieval import Passage
 
 
-def abstain_reason(*, decided_by: str, withheld: bool, off_topic: bool) -> str:
+def abstain_reason(*, decided_by: str, withheld: bool, off_topic: bool, other_document: bool = False) -> str:
     """Why an answer gave none - the branch of the pack's ``abstain.j2`` its text uses and what the UI says:
     "unsupported" (written, then withheld by the grounding check), "unnamed" (several documents, the question
-    names none), "model" (the model or the label reader found no answer), "off_topic" (the pack's topic gate
-    turned the question away) or "filter" (no passage passed the filter). The one place this is decided."""
+    names none), "other_document" (the question names a document, the answer came from another), "model" (the
+    model or the label reader found no answer), "off_topic" (the pack's topic gate turned the question away)
+    or "filter" (no passage passed the filter). The one place this is decided."""
     if withheld:
         return "unsupported"
     if decided_by == "document":
-        return "unnamed"
+        return "other_document" if other_document else "unnamed"
     if decided_by == "model":
         return "model"
     return "off_topic" if off_topic else "filter"
@@ -159,7 +160,8 @@ class AnswerStream:
                 # A refusal is decided by "model" and an unnamed document by "document" (compose); the rest
                 # was written and then withheld.
                 fields["withheld"] = not (s.refused or unnamed)
-                reason = abstain_reason(decided_by=c.decided_by, withheld=fields["withheld"], off_topic=False)
+                reason = abstain_reason(decided_by=c.decided_by, withheld=fields["withheld"], off_topic=False,
+                                        other_document=c.other_document)
                 text, citations = self.abstain(nearest, reason), []
                 self.abstained = True
                 fields["reason"] = reason

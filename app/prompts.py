@@ -26,8 +26,9 @@ TEMPLATE_VARIABLES: dict[str, dict] = {
         "labels": ["yes", "no"],  # the pack's answers.labels, for the 'label' shape
     },
     # reason: "filter" (no passage passed the relevance filter), "unsupported" (the answer was not supported
-    # by the passages it cited), "model" (the model said the passages do not answer) or "unnamed" (the
-    # passages come from several documents and the question names none of them)
+    # by the passages it cited), "model" (the model said the passages do not answer), "unnamed" (the
+    # passages come from several documents and the question names none of them), "other_document" (the question
+    # names a document and the answer came from another) or "off_topic" (the pack's topic gate)
     "abstain": {"question": "Q?", "nearest": [{"n": 1, "source": "a.pdf", "page": 1, "text": "t"}], "reason": "filter"},
 }
 

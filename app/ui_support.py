@@ -100,6 +100,8 @@ def check_note(rec: dict) -> str:
     support = rec.get("support") or {}
     score = f" (support {support['score']:.2f})" if support.get("score") is not None else ""
     if rec.get("decided_by") == "document":
+        if abstain_reason(rec) == "other_document":
+            return "The answer came from a document the question does not name (this pack's name_the_document check)."
         return "The passages come from several documents and the question names none of them (this pack's name_the_document check)."
     if rec.get("withheld"):
         return f"An answer was written but not shown: it was not supported by the passages it cited{score}."

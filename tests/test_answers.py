@@ -706,8 +706,10 @@ def test_compose_answers_only_from_a_document_the_question_names_when_the_pack_a
     gen = FakeGenerator("Revenue in 2019 was $12.0 million [1].")
     c = compose(gen, prompt, "What was revenue in 2019?", on)
     assert gen.calls == [] and not c.grounded and c.decided_by == "document"
+    assert not c.other_document  # the question names no document
     c = compose(gen, prompt, "What was Birch's revenue in 2019?", on)
     assert not c.grounded and c.decided_by == "document"  # its answer cites ACME's filing
+    assert c.other_document  # ... while the question names Birch's: the user is told that, not "name one"
     c = compose(FakeGenerator("Revenue in 2019 was $40.5 million [2]."), prompt, "What was Birch's revenue in 2019?", on)
     assert c.grounded and c.shaped.cited == [2]
     off = AnswerSettings(shapes=["free"], default="free")

@@ -101,9 +101,9 @@ def test_builtin_abstention_says_why_for_every_reason(name):
     pack = load_pack(name)
     nearest = [{"n": 1, "source": "a.pdf", "page": 2, "text": "t"}]
     texts = {r: pack.prompts.render("abstain", question="Q?", reason=r, nearest=nearest)
-             for r in ("filter", "unsupported", "model", "unnamed")}
-    assert len(set(texts.values())) == 4 and all("[1] a.pdf p.2" in t for t in texts.values())
-    assert "which document" in texts["unnamed"]
+             for r in ("filter", "unsupported", "model", "unnamed", "other_document")}
+    assert len(set(texts.values())) == 5 and all("[1] a.pdf p.2" in t for t in texts.values())
+    assert "which document" in texts["unnamed"] and "does not name" in texts["other_document"]
 
 
 # ---------------------------------------------------------------------------------------------- validate

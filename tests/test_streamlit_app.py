@@ -460,6 +460,9 @@ def test_abstain_reason_names_the_check_that_turned_the_question_away():
     assert ui.abstain_reason({"decided_by": "filter", "filter": {"off_topic": True}}) == "off_topic"
     assert ui.abstain_reason({"decided_by": "lexical", "withheld": True}) == "unsupported"
     assert ui.abstain_reason({"decided_by": "document"}) == "unnamed"
+    assert ui.abstain_reason({"decided_by": "document", "abstain_reason": "other_document"}) == "other_document"
+    assert ui.check_note({"decided_by": "document", "abstain_reason": "other_document"}).startswith(
+        "The answer came from a document the question does not name")
     assert ui.abstain_reason({"decided_by": "model"}) == "model"
     # An answer that carries its reason (every answer since answers did) is explained by it, not re-derived.
     assert ui.abstain_reason({"decided_by": "filter", "filter": {}, "abstain_reason": "off_topic"}) == "off_topic"

@@ -219,6 +219,8 @@ ABSTAIN_REASONS = {
     "model": "The passages that were found do not answer this question. They are listed below.",
     "unnamed": "The passages that were found come from several documents, and the question does not say which "
                "one it is about. Name the company or party in the question, or choose one under Settings, 'Ask about'.",
+    "other_document": "The answer that was found comes from a document the question does not name, so it is not "
+                      "shown. Choose the document under Settings, 'Ask about', or ask in its words.",
 }
 
 
