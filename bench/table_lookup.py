@@ -2,9 +2,9 @@
 """How often the answers read off a table answer, and how often they are right, on a question set with gold
 documents: each question is asked of its gold document as the only passage (retrieval and the filter left
 out, so only the table reading is measured) - the one-cell lookup (``answers.table_lookup``) for questions
-the pack does not route to ``calculate``, the fixed-form calculation (then a ratio of ``answers.ratios``) for
-those it does. Both read rows with
-the pack's ``answers.row_names``. Prints counts and the wrong lookups, asserts nothing. Tune on training
+the pack does not route to ``calculate``, and for those it does the calculations in compose's order
+(``app.answers.tables.read_tables``: the fixed form, a ratio of ``answers.ratios``, a metric the question
+defines). All read rows with the pack's ``answers.row_names``. Prints counts and the wrong lookups, asserts nothing. Tune on training
 rows, never on dev.
 
     python bench/table_lookup.py --pack finance --questions ../shared/data/finance/train [--show 20]
@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 
 from app.answers.shapes import route  # noqa: E402
 from app.answers.arithmetic import evaluate  # noqa: E402
-from app.answers.tables import ratio_calculation, table_calculation, table_value  # noqa: E402
+from app.answers.tables import read_tables, table_value  # noqa: E402
 from app.evaluation.metrics import numbers_match  # noqa: E402
 from app.packs import load_pack  # noqa: E402
 
@@ -49,8 +49,7 @@ def main() -> int:
         scale = q.get("scale") if isinstance(q.get("scale"), str) and q.get("scale") else None
         if route(q["question"], answers.route, answers.shapes, answers.default) == "calculate":
             counts["calc_asked"] += 1
-            calc = (table_calculation(q["question"], doc, row_names=answers.row_names)
-                    or ratio_calculation(q["question"], doc, answers.ratios))  # in compose's order
+            calc, _ = read_tables(q["question"], doc, "calculate", answers)  # as compose reads them
             if calc is not None:
                 counts["calc_answered"] += 1
                 counts["calc_right"] += numbers_match(f"{evaluate(calc.formula).value}", gold, scale=scale, rel_tol=0.005)

@@ -19,7 +19,7 @@ from app.answers.shapes import (Shaped, best_sentence, calculate_from_table, dat
                                 finish_extract, finish_free, finish_label, label_from_reading, quote_for_model,
                                 quote_selection, read_label, value_from_table)
 from app.answers.dates import term_end
-from app.answers.tables import defined_calculation, ratio_calculation, table_calculation, table_value
+from app.answers.tables import read_tables
 from app.settings import AnswerSettings
 
 # The answer ends at a blank line or where a small model starts a new "Question:"/"Passages" block.
@@ -130,14 +130,14 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
         # given for a question that did not say which; nothing is generated.
         timings["first_token_s"] = timings["generate_s"] = time.perf_counter() - t0
         return Composed(Shaped(shape, ""), None, False, "document", timings)
-    table, cell = _read_tables(question, texts, shape, settings)
+    table, cell = read_tables(question, texts, shape, settings)
     added: list = []
     reads_tables = shape == "calculate" or (settings.table_lookup and shape in ("free", "extract"))
     if table is None and cell is None and same_table is not None and reads_tables:
         # A statement split over chunks: the row may be in a part the retrieval did not keep. Read the whole
         # table; cite the parts used as passages n+1, ... (only those).
         more = same_table(list(prompt.context))
-        table, cell = _read_tables(question, texts + [p.text for p in more], shape, settings)
+        table, cell = read_tables(question, texts + [p.text for p in more], shape, settings)
         used = sorted({i for i in ((table.cited or [table.n]) if table else [cell.n] if cell else []) if i > n})
         renumber = {old: n + 1 + j for j, old in enumerate(used)}
         if table is not None:
@@ -214,18 +214,6 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
     if named is not None and checked.grounded and checked.shaped.cited and not named[checked.shaped.cited[0] - 1]:
         return Composed(checked.shaped, checked.support, False, "document", timings, added, other_document=any(named))
     return checked
-
-
-def _read_tables(question: str, texts: list[str], shape: str, settings: AnswerSettings):
-    """(calculation, cell) read off the tables of ``texts``: for 'calculate', a row that is the figure itself
-    first, else a ratio the pack defines from its two rows, else a metric the question defines by a formula of
-    line items (the first two leave a defining question alone); for 'free' and 'extract', one line item's cell."""
-    table = (table_calculation(question, texts, row_names=settings.row_names)
-             or ratio_calculation(question, texts, settings.ratios)
-             or defined_calculation(question, texts, row_names=settings.row_names)) if shape == "calculate" else None
-    cell = table_value(question, texts, row_names=settings.row_names) \
-        if settings.table_lookup and shape in ("free", "extract") else None
-    return table, cell
 
 
 def _named(question: str, passages: list, settings: AnswerSettings,

@@ -492,3 +492,17 @@ def _formula(op: str, years: list[str], values: list[str]) -> str:
     if op == "change":
         return f"{new} - {old}"
     return f"(({new} - {old}) / {old}) * 100"
+
+
+def read_tables(question: str, texts: list[str], shape: str, settings) -> tuple[TableCalc | None, TableCell | None]:
+    """(calculation, cell) read off the tables of ``texts`` for a question routed to ``shape``, with the pack's
+    ``settings`` (an AnswerSettings: row_names, ratios, table_lookup): for 'calculate', a row that is the figure
+    itself first, else a ratio the pack defines from its two rows, else a metric the question defines by a
+    formula of line items (the first two leave a defining question alone); for 'free' and 'extract', one line
+    item's cell. The one place this order is decided (compose and bench/table_lookup.py use it)."""
+    table = (table_calculation(question, texts, row_names=settings.row_names)
+             or ratio_calculation(question, texts, settings.ratios)
+             or defined_calculation(question, texts, row_names=settings.row_names)) if shape == "calculate" else None
+    cell = table_value(question, texts, row_names=settings.row_names) \
+        if settings.table_lookup and shape in ("free", "extract") else None
+    return table, cell
