@@ -33,6 +33,15 @@ def abstain_reason(*, decided_by: str, withheld: bool, off_topic: bool, other_do
     return "off_topic" if off_topic else "filter"
 
 
+def nearest_sources(context: list[Passage], named: list[bool] | None = None, n: int = 3) -> list[Passage]:
+    """The passages a withheld answer lists as the nearest sources: the first ``n`` of ``context``, those of the
+    documents the question names first (``named``, per passage) - for "Boeing's tax rate" answered from
+    Costco's filing, Boeing's passages, not Costco's."""
+    if named:
+        context = [p for p, k in zip(context, named) if k] + [p for p, k in zip(context, named) if not k]
+    return context[:n]
+
+
 @dataclass
 class Answer:
     question: str
@@ -156,7 +165,7 @@ class AnswerStream:
             withhold = s.refused or unnamed or (not c.grounded and self.answers.grounding.on_unsupported == "withhold")
             if withhold:
                 # Grounded or silent: the user sees the abstention with the passages that were considered.
-                nearest = self.context[:3] or self.passages[:3]
+                nearest = nearest_sources(self.context, c.named if c.other_document else None) or self.passages[:3]
                 # A refusal is decided by "model" and an unnamed document by "document" (compose); the rest
                 # was written and then withheld.
                 fields["withheld"] = not (s.refused or unnamed)

@@ -710,6 +710,9 @@ def test_compose_answers_only_from_a_document_the_question_names_when_the_pack_a
     c = compose(gen, prompt, "What was Birch's revenue in 2019?", on)
     assert not c.grounded and c.decided_by == "document"  # its answer cites ACME's filing
     assert c.other_document  # ... while the question names Birch's: the user is told that, not "name one"
+    from app.answer import nearest_sources
+    assert c.named == [False, True] and nearest_sources(ps, c.named) == [ps[1], ps[0]]  # Birch's listed first
+    assert nearest_sources(ps) == ps and nearest_sources(ps, None, n=1) == ps[:1]
     c = compose(FakeGenerator("Revenue in 2019 was $40.5 million [2]."), prompt, "What was Birch's revenue in 2019?", on)
     assert c.grounded and c.shaped.cited == [2]
     off = AnswerSettings(shapes=["free"], default="free")

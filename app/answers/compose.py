@@ -39,7 +39,12 @@ class Composed:
     # "document" (the question names none of the kept passages' documents, see GroundingSettings.name_the_document)
     timings: dict = field(default_factory=dict)
     added: list = field(default_factory=list)  # passages the answer cites beyond the prompt's (same_table), in order
-    other_document: bool = False  # "document": the question names a document, the answer came from another
+    named: list | None = None  # per context passage: does the question name its document (name_the_document)
+
+    @property
+    def other_document(self) -> bool:
+        """Withheld by the document check although the question names a document: the answer came from another."""
+        return self.decided_by == "document" and any(self.named or [])
 
 
 def _spellings(label: str) -> list[str]:
@@ -212,7 +217,7 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
     checked = _check(shaped, texts, scopes, doc_ids, question, settings, timings)
     checked.added = added
     if named is not None and checked.grounded and checked.shaped.cited and not named[checked.shaped.cited[0] - 1]:
-        return Composed(checked.shaped, checked.support, False, "document", timings, added, other_document=any(named))
+        return Composed(checked.shaped, checked.support, False, "document", timings, added, named)
     return checked
 
 
