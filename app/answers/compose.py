@@ -19,7 +19,7 @@ from app.answers.shapes import (Shaped, best_sentence, calculate_from_table, dat
                                 finish_extract, finish_free, finish_label, label_from_reading, quote_for_model,
                                 quote_selection, read_label, value_from_table)
 from app.answers.dates import term_end
-from app.answers.tables import read_tables
+from app.answers.tables import read_tables, reads_tables
 from app.settings import AnswerSettings
 
 # The answer ends at a blank line or where a small model starts a new "Question:"/"Passages" block.
@@ -110,9 +110,7 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
     prompt's passages), for ``grounding.name_the_document``. ``same_table``: passages -> the other chunks of
     the tables they hold (:meth:`app.retrieval.Retriever.same_table`); a figure no kept chunk holds is then
     read off the rest of its statement, and that chunk is cited as one more passage (``Composed.added``)."""
-    texts = [p.text for p in prompt.context]
-    namings = [_naming(p, settings.grounding.opening_words) for p in prompt.context]
-    scopes = [f"{name} {p.text}" for name, p in zip(namings, prompt.context)]
+    texts, namings, scopes, doc_ids = _views(prompt.context, settings)
     n = len(texts)
     timings: dict = {"tokens": 0}
     t0 = time.perf_counter()
@@ -128,7 +126,6 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
         return "".join(parts)
 
     shape = prompt.shape
-    doc_ids = [p.doc_id for p in prompt.context]
     named = _named(question, prompt.context, settings, documents)
     if named is not None and not any(named):
         # Several documents and the question names none of them: any answer would be one document's figure
@@ -137,8 +134,7 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
         return Composed(Shaped(shape, ""), None, False, "document", timings)
     table, cell = read_tables(question, texts, shape, settings)
     added: list = []
-    reads_tables = shape == "calculate" or (settings.table_lookup and shape in ("free", "extract"))
-    if table is None and cell is None and same_table is not None and reads_tables:
+    if table is None and cell is None and same_table is not None and reads_tables(shape, settings):
         # A statement split over chunks: the row may be in a part the retrieval did not keep. Read the whole
         # table; cite the parts used as passages n+1, ... (only those).
         more = same_table(list(prompt.context))
@@ -153,10 +149,7 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
         added = [more[i - n - 1] for i in used]
         if added:
             context = list(prompt.context) + added
-            texts = [p.text for p in context]
-            namings = [_naming(p, settings.grounding.opening_words) for p in context]
-            scopes = [f"{name} {p.text}" for name, p in zip(namings, context)]
-            doc_ids = [p.doc_id for p in context]
+            texts, namings, scopes, doc_ids = _views(context, settings)
             named = _named(question, context, settings, documents)
     ranked = selector.rank(question, prompt.context) if shape == "extract" and selector is not None and cell is None \
         else None
@@ -219,6 +212,14 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
     if named is not None and checked.grounded and checked.shaped.cited and not named[checked.shaped.cited[0] - 1]:
         return Composed(checked.shaped, checked.support, False, "document", timings, added, named)
     return checked
+
+
+def _views(context: list, settings: AnswerSettings) -> tuple[list[str], list[str], list[str], list[str]]:
+    """What the readers and checks see of the answer's passages: their texts, how each names its document
+    (file name, heading and opening), the two together (scopes), and their documents' ids."""
+    texts = [p.text for p in context]
+    namings = [_naming(p, settings.grounding.opening_words) for p in context]
+    return texts, namings, [f"{name} {text}" for name, text in zip(namings, texts)], [p.doc_id for p in context]
 
 
 def _named(question: str, passages: list, settings: AnswerSettings,

@@ -191,6 +191,37 @@ def _named_by(label: str, readings: list[tuple[set[str], set[str]]]) -> tuple[fl
                 for i, (want, needed) in enumerate(readings) if needed <= have), default=(0.0, 0.0, False, 0))
 
 
+Tables = list[tuple[int, dict[int, str], list[list[str]]]]  # (passage, column -> year, rows) per table
+
+
+def _all_tables(passages: list[str]) -> Tables:
+    """Every table of ``passages`` with the (1-based) passage it is in, in passage order."""
+    return [(n, cols, rows) for n, text in enumerate(passages, start=1) for cols, rows in _tables(text)]
+
+
+def _best_row(tables: Tables, readings: list[tuple[set[str], set[str]]], years: list[str], min_label_cover: float,
+              *, skip_generic: bool = False) -> tuple[int, list[str], list[str]] | None:
+    """(passage, row, figures) of the row ``readings`` name most fully (:func:`_named_by`, at least
+    ``min_label_cover`` of its label) with a figure under each of ``years``; ties go to the row met first (the
+    better passage, then the earlier table and row). ``skip_generic``: never a row labelled only "Total" or "Net"."""
+    best = None
+    for n, cols, rows in tables:
+        by_year = {y: i for i, y in cols.items()}
+        if not all(y in by_year for y in years):
+            continue
+        for row in rows:
+            label = row[0] if row else ""
+            if skip_generic and set(content_stems(label)) <= _GENERIC:
+                continue
+            cover, whole, own, common = _named_by(label, readings)
+            if common == 0 or cover < min_label_cover or (values := _figures(row, by_year, years)) is None:
+                continue
+            key = (cover, whole, own, common)
+            if best is None or key > best[0]:
+                best = (key, n, row, values)
+    return best[1:] if best else None
+
+
 def table_calculation(question: str, passages: list[str], min_label_cover: float = 0.6,
                       row_names: Mapping[str, Sequence[str]] | None = None) -> TableCalc | None:
     """The formula for ``question`` from a row of the tables in ``passages``, or None (see the module doc);
@@ -201,34 +232,18 @@ def table_calculation(question: str, passages: list[str], min_label_cover: float
     years = _years(question, op)
     if len(years) < 2 or (op != "average" and len(years) != 2):
         return None
-    readings = asked_words(question, row_names)
+    found = _best_row(_all_tables(passages), asked_words(question, row_names), years, min_label_cover)
+    if found is None:
+        return None
+    n, row, values = found
+    # A change asked for in percent is a percentage change - unless the row is itself in percent (a margin's
+    # change is its difference in points).
     in_percent = op == "change" and bool(_IN_PERCENT.search(question))
-    best: tuple[float, float, bool, int, int, TableCalc] | None = None
-    for n, text in enumerate(passages, start=1):
-        for cols, rows in _tables(text):
-            by_year = {y: i for i, y in cols.items()}
-            if not all(y in by_year for y in years):
-                continue
-            for row in rows:
-                label = row[0] if row else ""
-                cover, whole, own, common = _named_by(label, readings)
-                if common == 0 or cover < min_label_cover:
-                    continue
-                values = _figures(row, by_year, years)
-                if values is None:
-                    continue
-                # A change asked for in percent is a percentage change - unless the row is itself in percent
-                # (a margin's change is its difference in points).
-                row_op = "percent_change" if in_percent and not any("%" in c for c in row) else op
-                calc = TableCalc(_formula(row_op, years, values), n, label, years, row_op,
-                                 list(map(_as_written, values)))
-                key = (cover, whole, own, common, -n)  # the row the question names most fully; ties: the better passage
-                if best is None or key > best[:5]:
-                    best = (*key, calc)
-    return best[5] if best else None
+    row_op = "percent_change" if in_percent and not any("%" in c for c in row) else op
+    return TableCalc(_formula(row_op, years, values), n, row[0], years, row_op, list(map(_as_written, values)))
 
 
-def _ratio_row(names: Sequence[str], tables: list[tuple[int, dict[int, str], list[list[str]]]], years: list[str],
+def _ratio_row(names: Sequence[str], tables: Tables, years: list[str],
                min_label_cover: float) -> tuple[int, str, list[str]] | None:
     """The row labelled by one of ``names`` (it holds the whole name, which makes at least ``min_label_cover``
     of its label's content words: "Total net sales" for "net sales", not "Net sales by segment in Europe")
@@ -270,7 +285,7 @@ def ratio_calculation(question: str, passages: list[str], ratios: Mapping[str, o
     years = _years(question, op or "average")
     if (op is None and len(years) != 1) or (op == "change" and len(years) != 2) or (op == "average" and len(years) < 2):
         return None
-    tables = [(n, cols, rows) for n, text in enumerate(passages, start=1) for cols, rows in _tables(text)]
+    tables = _all_tables(passages)
     if _ratio_row([said[0]], tables, years, min_label_cover) is not None and not _PERCENT.search(question):
         # The statement has a row of that name ("Gross margin" - an amount): the question may well ask for it.
         return None
@@ -316,46 +331,24 @@ def _definition_terms(body: str) -> list[str] | None:
     return tokens if ops and terms else None
 
 
-def _term_row(term: str, tables: list[tuple[int, dict[int, str], list[list[str]]]], default_year: str | None,
+def _term_row(term: str, tables: Tables, default_year: str | None,
               row_names: Mapping[str, Sequence[str]] | None, min_label_cover: float):
     """One line item of a definition as a formula part: "FY2017 COGS" is that row's cell under 2017, "average
     accounts payable between FY2016 and FY2017" the mean of its two cells, "change in inventory between ..."
     the later minus the earlier; a term that names no year takes the question's one year. Returns (formula
     part, passage, label, years, figures) or None when the term's form, years or row is not clear."""
-    years = sorted(set(_YEAR.findall(term)))
-    if _TERM_AVERAGE.match(term):
-        op = "average"
-    elif _TERM_CHANGE.match(term):
-        op = "change"
-    else:
-        op = "value"
-        years = years or ([default_year] if default_year else [])
+    op = "average" if _TERM_AVERAGE.match(term) else "change" if _TERM_CHANGE.match(term) else "value"
+    years = _years(term, op)  # a range ("FY2015 - FY2017") is every year in it, for an average
+    if op == "value" and not years and default_year:
+        years = [default_year]
     if (op == "value" and len(years) != 1) or (op == "change" and len(years) != 2) or (op == "average" and len(years) < 2):
         return None
-    if op == "average" and (m := _RANGE.search(term)):
-        lo, hi = sorted((int(m.group(1)), int(m.group(2))))
-        years = [str(y) for y in range(lo, hi + 1)] if hi - lo <= 10 else []
-    readings = asked_words(term, row_names)
-    best = None
-    for n, cols, rows in tables:
-        by_year = {y: i for i, y in cols.items()}
-        if not all(y in by_year for y in years):
-            continue
-        for r, row in enumerate(rows):
-            label = row[0] if row else ""
-            if set(content_stems(label)) <= _GENERIC:
-                continue
-            cover, whole, own, common = _named_by(label, readings)
-            if common == 0 or cover < min_label_cover or (values := _figures(row, by_year, years)) is None:
-                continue
-            key = (cover, whole, own, common, -n, -r)
-            if best is None or key > best[0]:
-                best = (key, n, label.strip(), values)
-    if best is None:
+    found = _best_row(tables, asked_words(term, row_names), years, min_label_cover, skip_generic=True)
+    if found is None:
         return None
-    _, n, label, values = best
-    part = values[0] if op == "value" else _formula(op, years, values)
-    return f"({part})" if op != "value" else part, n, label, years, values
+    n, row, values = found
+    part = values[0] if op == "value" else f"({_formula(op, years, values)})"
+    return part, n, row[0].strip(), years, values
 
 
 def defined_calculation(question: str, passages: list[str], row_names: Mapping[str, Sequence[str]] | None = None,
@@ -376,7 +369,7 @@ def defined_calculation(question: str, passages: list[str], row_names: Mapping[s
     outside = question[:m.start()] + " " + question[m.end():]
     named_years = sorted(set(_YEAR.findall(outside)))
     default_year = named_years[0] if len(named_years) == 1 else None
-    tables = [(n, cols, rows) for n, text in enumerate(passages, start=1) for cols, rows in _tables(text)]
+    tables = _all_tables(passages)
     parts, scaled, labels, years, cells, cited = [], [], [], set(), [], set()
     for i, token in enumerate(tokens):
         if token in "+-*/()" or _CONSTANT.match(token):
@@ -494,15 +487,22 @@ def _formula(op: str, years: list[str], values: list[str]) -> str:
     return f"(({new} - {old}) / {old}) * 100"
 
 
+def reads_tables(shape: str, settings) -> bool:
+    """Whether :func:`read_tables` reads anything for a question routed to ``shape`` (``settings``: the pack's
+    AnswerSettings): a calculation, or - with ``table_lookup`` - one line item's cell."""
+    return shape == "calculate" or (settings.table_lookup and shape in ("free", "extract"))
+
+
 def read_tables(question: str, texts: list[str], shape: str, settings) -> tuple[TableCalc | None, TableCell | None]:
     """(calculation, cell) read off the tables of ``texts`` for a question routed to ``shape``, with the pack's
     ``settings`` (an AnswerSettings: row_names, ratios, table_lookup): for 'calculate', a row that is the figure
     itself first, else a ratio the pack defines from its two rows, else a metric the question defines by a
     formula of line items (the first two leave a defining question alone); for 'free' and 'extract', one line
     item's cell. The one place this order is decided (compose and bench/table_lookup.py use it)."""
-    table = (table_calculation(question, texts, row_names=settings.row_names)
-             or ratio_calculation(question, texts, settings.ratios)
-             or defined_calculation(question, texts, row_names=settings.row_names)) if shape == "calculate" else None
-    cell = table_value(question, texts, row_names=settings.row_names) \
-        if settings.table_lookup and shape in ("free", "extract") else None
-    return table, cell
+    if not reads_tables(shape, settings):
+        return None, None
+    if shape == "calculate":
+        return (table_calculation(question, texts, row_names=settings.row_names)
+                or ratio_calculation(question, texts, settings.ratios)
+                or defined_calculation(question, texts, row_names=settings.row_names)), None
+    return None, table_value(question, texts, row_names=settings.row_names)
