@@ -331,3 +331,12 @@ def test_a_defined_metrics_line_items_must_share_a_unit():
     q = "What is the FY2019 ratio, defined as: inventories / cost of sales?"
     assert defined_calculation(q, [BALANCE, OPERATIONS]).formula == "1,200 / 14,000"
     assert defined_calculation(q, [BALANCE, thousands]) is None
+
+
+def test_of_two_rows_named_alike_the_one_named_whole_but_for_total_wins():
+    """"revenue" read as "net sales" names "Net product sales" and "Total net sales" equally (2 of 3 words);
+    the total is what it asks for - "Total" says which line item the row totals, not another one."""
+    ops = "STATEMENTS OF OPERATIONS\nYear Ended December 31,\n2016 2017\nNet product sales 94,665 118,573\n" \
+          "Total net sales 135,987 177,866\n"
+    q = "What is the percentage change in revenue from FY2016 to FY2017?"
+    assert table_calculation(q, [ops], row_names={"revenue": ["net sales"]}).row == "Total net sales"
