@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from app.answers.arithmetic import evaluate
-from app.answers.tables import TableCell, defined_calculation, ratio_calculation, table_calculation, table_value
+from app.answers.tables import (TableCell, defined_calculation, ratio_calculation, share_calculation, table_calculation,
+                                table_value)
 from app.settings import RatioSettings
 from app.table_text import plain_tables
 
@@ -340,3 +341,37 @@ def test_of_two_rows_named_alike_the_one_named_whole_but_for_total_wins():
           "Total net sales 135,987 177,866\n"
     q = "What is the percentage change in revenue from FY2016 to FY2017?"
     assert table_calculation(q, [ops], row_names={"revenue": ["net sales"]}).row == "Total net sales"
+
+
+@pytest.mark.parametrize("question, formula, value, cited", [
+    # "X as a percentage of Y": X's cell over Y's in the year named, times 100
+    ("What was cost of sales as a percentage of total net sales in 2019?", "14,000 / 24,000 * 100", 58.3333, [3]),
+    # a proportion is a plain ratio; "the proportion of X over total Y"; rows of two tables in one unit, both cited
+    ("What is the proportion of inventories over total net sales in 2018?", "1,000 / 20,000", 0.05, [2, 3]),
+    # the part by the pack's other name of a line item ("COGS" is "Cost of sales")
+    ("What is the percentage of COGS in total net sales in 2018?", "12,000 / 20,000 * 100", 60.0, [3]),
+])
+def test_a_line_items_share_of_another_in_one_year(question, formula, value, cited):
+    calc = share_calculation(question, ["No table.", BALANCE, OPERATIONS], row_names={"cogs": ["cost of sales"]})
+    assert calc.formula == formula and calc.operation == "share" and calc.unitless
+    assert evaluate(calc.formula).value == pytest.approx(value, abs=1e-4)
+    assert calc.cited == cited
+
+
+@pytest.mark.parametrize("question", [
+    "What was cost of sales as a percentage of total net sales?",  # no year
+    "What was cost of sales as a percentage of total net sales in 2018 and 2019?",  # two years: which?
+    "What was the change in cost of sales as a percentage of total net sales between 2018 and 2019?",  # a change
+    "What was goodwill as a percentage of total net sales in 2019?",  # no such row
+    "What was inventories and accounts payable as a percentage of total net sales in 2019?",  # a sum of two rows
+    "What is the percentage of cost of sales in net sales in 2019?",  # "in" splits only before a total
+])
+def test_no_clear_share_no_share_answer(question):
+    assert share_calculation(question, [BALANCE, OPERATIONS]) is None
+
+
+def test_a_shares_rows_must_share_a_unit():
+    thousands = OPERATIONS.replace("(in millions)", "(in thousands)")
+    question = "What was inventories as a percentage of total net sales in 2019?"
+    assert share_calculation(question, [BALANCE, OPERATIONS]) is not None
+    assert share_calculation(question, [BALANCE, thousands]) is None

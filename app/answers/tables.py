@@ -408,6 +408,49 @@ def defined_calculation(question: str, passages: list[str], row_names: Mapping[s
                      cited=sorted(cited), unitless=unitless)
 
 
+# A share of a whole the question names by its two line items, in one year: "What was the employee termination
+# costs as a proportion of total costs in 2018?", "What is the percentage of audit fees in total fees in 2019?".
+# The second form reads "in / out of / among / over / to" as the split only before a whole that says "total":
+# elsewhere "in" is as likely part of the line item's name ("the percentage of cash in banks").
+_SHARE_KIND = r"(?P<kind>percentage|percent|proportion|share|ratio|fraction)"
+_SHARE_AS = re.compile(rf"^\W*(?:what|how\s+much)\s+(?:is|was|were|are)\s+(?:the\s+)?(?:value\s+of\s+)?(?P<part>.+?)\s+"
+                       rf"as\s+an?\s+{_SHARE_KIND}\s+of\s+(?P<whole>.+?)\s*\??\s*$", re.IGNORECASE)
+_SHARE_OF = re.compile(rf"^\W*what\s+(?:is|was|were|are)\s+the\s+{_SHARE_KIND}\s+of\s+(?P<part>.+?)\s+"
+                       rf"(?:in|out\s+of|among|over|to|of)\s+(?P<whole>(?:the\s+)?total\b.+?)\s*\??\s*$", re.IGNORECASE)
+_SHARE_PERCENT = {"percentage", "percent", "share"}  # a proportion, ratio or fraction is asked for as a plain ratio
+
+
+def share_calculation(question: str, passages: list[str], row_names: Mapping[str, Sequence[str]] | None = None,
+                      min_label_cover: float = 0.6) -> TableCalc | None:
+    """A line item's share of another in the one year the question names ("X as a percentage of Y in 2019",
+    "the proportion of X over total Y in 2018"): X's cell over Y's, times 100 when a percentage or share is
+    asked for. Each line item is read as :func:`table_calculation` reads a row (``row_names`` included), never a
+    row labelled only "Total" or "Net". None when the question has neither form, names no single year (or asks
+    for a change or an average of shares), either row is missing, both name the same row, or the two rows'
+    tables state different units."""
+    m = _SHARE_AS.match(question) or _SHARE_OF.match(question)
+    if m is None or _DEFINES.search(question) or _operation(question) is not None:
+        return None
+    years = sorted(set(_YEAR.findall(question)))
+    if len(years) != 1:
+        return None
+    tables = _all_tables(passages)
+    found = [_best_row(tables, asked_words(m.group(side), row_names), years, min_label_cover, skip_generic=True)
+             for side in ("part", "whole")]
+    if None in found:
+        return None
+    (n_part, part, (a,)), (n_whole, whole, (b,)) = found
+    if (n_part, part[0]) == (n_whole, whole[0]):
+        return None  # the question's two names read as one row: which is the part is not clear
+    if re.search(r"\band\b", m.group("part"), re.I) and not re.search(r"\band\b|&", part[0], re.I):
+        return None  # "X and Y as a percentage of ...": a sum of two rows, not the one row found
+    if n_part != n_whole and table_unit(passages[n_part - 1], "") != table_unit(passages[n_whole - 1], ""):
+        return None
+    formula = f"{a} / {b}" + (" * 100" if m.group("kind").lower() in _SHARE_PERCENT else "")
+    return TableCalc(formula, n_part, f"{part[0].strip()} / {whole[0].strip()}", years, "share",
+                     [_as_written(a), _as_written(b)], cited=sorted({n_part, n_whole}), unitless=True)
+
+
 @dataclass
 class TableCell:
     """One cell a question asks for: a line item's figure for one year."""
@@ -497,12 +540,14 @@ def read_tables(question: str, texts: list[str], shape: str, settings) -> tuple[
     """(calculation, cell) read off the tables of ``texts`` for a question routed to ``shape``, with the pack's
     ``settings`` (an AnswerSettings: row_names, ratios, table_lookup): for 'calculate', a row that is the figure
     itself first, else a ratio the pack defines from its two rows, else a metric the question defines by a
-    formula of line items (the first two leave a defining question alone); for 'free' and 'extract', one line
+    formula of line items (the first two leave a defining question alone), else one line item's share of another
+    in one year; for 'free' and 'extract', one line
     item's cell. The one place this order is decided (compose and bench/table_lookup.py use it)."""
     if not reads_tables(shape, settings):
         return None, None
     if shape == "calculate":
         return (table_calculation(question, texts, row_names=settings.row_names)
                 or ratio_calculation(question, texts, settings.ratios)
-                or defined_calculation(question, texts, row_names=settings.row_names)), None
+                or defined_calculation(question, texts, row_names=settings.row_names)
+                or share_calculation(question, texts, row_names=settings.row_names)), None
     return None, table_value(question, texts, row_names=settings.row_names)
