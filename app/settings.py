@@ -460,6 +460,14 @@ class AnswerSettings(_Strict):
         "breaks ties): an unsure selector otherwise quotes a line that shares nothing with the question (a "
         "document's 'Last updated' line for 'on how many devices ...'). 0: its ranking always stands.",
     )
+    selector_question_weight: float = Field(
+        0.0, ge=0.0, le=20.0,
+        description="With a sentence selector: how much the share of the question's content words a sentence holds "
+        "adds to the selector's logit when its sentences are ranked (words naming the sentence's document aside). "
+        "The selector scores several sentences of one passage alike (a study's 'mortality rate of more than 35 %' "
+        "and its '18,400 deaths' line); the words the question asks with tell them apart. 0: the selector's own "
+        "ranking.",
+    )
     table_lookup: bool = Field(
         False,
         description="Answer a question that asks for one line item's figure in one year ('What was net income in "

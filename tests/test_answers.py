@@ -679,6 +679,22 @@ def test_an_unsure_selector_quotes_the_sentence_that_holds_the_question_words():
         assert c.shaped.quote["text"] == updated
 
 
+def test_question_words_weigh_into_the_selectors_ranking():
+    """answers.selector_question_weight: logit + weight * share of the question's content words held. Worked by
+    hand: logit(0.5) = 0 and logit(0.6) = 0.405; "stroke rate" holds 2 of the question's 2 words (share 1), the
+    other sentence none - weight 0.5 lifts the first (0 + 0.5 > 0.405), weight 0.3 does not (0.3 < 0.405)."""
+    from app.answers.compose import with_question_words
+    from app.answers.selector import Selection
+
+    q = "What was the stroke rate?"
+    other = Selection(1, "Patients were followed for two years.", 0.6)
+    asked = Selection(2, "The stroke rate was 2.1 % per year.", 0.5)
+    assert [s.n for s in with_question_words([other, asked], q, ["a.txt", "b.txt"], 0.5)] == [2, 1]
+    assert [s.n for s in with_question_words([other, asked], q, ["a.txt", "b.txt"], 0.3)] == [1, 2]
+    # words naming the sentence's document do not count: titled "Stroke rate registry", passage 2 holds no word
+    assert [s.n for s in with_question_words([other, asked], q, ["a.txt", "Stroke rate registry"], 0.5)] == [1, 2]
+
+
 def test_a_question_names_a_document_by_a_word_of_its_file_name_that_the_others_lack():
     from app.answers.grounding import named_documents
 

@@ -155,6 +155,8 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
         else None
     ending = term_end(ranked, prompt.context) if ranked and settings.term_end and re.search(
         settings.term_end, question, re.IGNORECASE) else None
+    if ranked and settings.selector_question_weight:
+        ranked = with_question_words(ranked, question, namings, settings.selector_question_weight)
     if ranked and ranked[0].score < settings.selector_confident:
         ranked = by_question_words(ranked, question, namings)
     selection = _selected(ranked, scopes, question, settings) if ranked is not None and ending is None else None
@@ -285,14 +287,30 @@ def _selected(ranked: list, scopes: list[str], question: str, settings: AnswerSe
     return next((s for s in ranked if covered[s.n]), ranked[0])
 
 
-def by_question_words(ranked: list, question: str, naming: list[str]) -> list:
-    """The selector's sentences re-ordered by how many distinct content words of ``question`` each holds,
-    not counting the words that name the sentence's document (``naming[n - 1]`` for passage n: its name,
-    heading, opening), which a preamble or title line holds without answering anything; the selector's order
-    breaks ties (the sort is stable)."""
+def _question_words(ranked: list, question: str, naming: list[str]) -> list[tuple[int, int]]:
+    """Per ranked sentence: (how many distinct content words of ``question`` it holds, how many the question
+    asks with), not counting the words that name the sentence's document (``naming[n - 1]`` for passage n: its
+    name, heading, opening), which a preamble or title line holds without answering anything."""
     asked = set(content_stems(question))
     names = [set(content_stems(t)) for t in naming]
-    return sorted(ranked, key=lambda s: -len((asked - names[s.n - 1]) & set(content_stems(s.sentence))))
+    return [(len((asked - names[s.n - 1]) & set(content_stems(s.sentence))), len(asked - names[s.n - 1]))
+            for s in ranked]
+
+
+def by_question_words(ranked: list, question: str, naming: list[str]) -> list:
+    """The selector's sentences re-ordered by how many distinct content words of ``question`` each holds
+    (:func:`_question_words`); the selector's order breaks ties (the sort is stable)."""
+    held = _question_words(ranked, question, naming)
+    return [s for _, s in sorted(zip(held, ranked), key=lambda x: -x[0][0])]
+
+
+def with_question_words(ranked: list, question: str, naming: list[str], weight: float) -> list:
+    """The selector's sentences re-ordered by its logit plus ``weight`` times the share of the question's content
+    words each holds (:func:`_question_words`); the selector's order breaks ties."""
+    held = _question_words(ranked, question, naming)
+    p = [min(max(s.score, 1e-6), 1 - 1e-6) for s in ranked]
+    key = [math.log(x / (1 - x)) + weight * h / max(1, a) for x, (h, a) in zip(p, held)]
+    return [ranked[i] for i in sorted(range(len(ranked)), key=lambda i: (-key[i], i))]
 
 
 def _check(shaped: Shaped, texts: list[str], scopes: list[str], doc_ids: list[str], question: str,
