@@ -509,6 +509,12 @@ def test_a_marked_span_is_the_extract_answer_with_its_sentence_as_support():
     assert c.shaped.quote["text"] == "10 mg" and c.shaped.quote["sentence"] == sentence and c.shaped.quote["span_score"] == 0.8
     c = compose(FakeGenerator("unused"), prompt, q, settings, selector=FakeSelector([Selection(2, sentence, 0.9)], "20 mg"))
     assert c.shaped.quote["text"] == sentence and "sentence" not in c.shaped.quote
+    # a mark that runs over a sentence's end (in a "sentence" the splitter left whole) would be read twice: the
+    # quote alone is the answer
+    two = "Dose was 10 mg. b) Children took it twice a day."
+    prompt = _doc_prompt("extract", [("a", two)])
+    c = compose(FakeGenerator("unused"), prompt, q, settings, selector=FakeSelector([Selection(1, two, 0.9)], "10 mg. b) Children"))
+    assert c.shaped.text == f"\u201c{two}\u201d [1]" and c.shaped.quote["text"] == two
 
 
 def test_best_span_is_the_highest_start_plus_end_within_the_allowed_tokens():
@@ -693,6 +699,9 @@ def test_question_words_weigh_into_the_selectors_ranking():
     assert [s.n for s in with_question_words([other, asked], q, ["a.txt", "b.txt"], 0.3)] == [1, 2]
     # words naming the sentence's document do not count: titled "Stroke rate registry", passage 2 holds no word
     assert [s.n for s in with_question_words([other, asked], q, ["a.txt", "Stroke rate registry"], 0.5)] == [1, 2]
+    # only the selector's best five are re-ordered: a sixth holding every word stays sixth
+    low = [Selection(1, f"Follow-up visit {i}.", 0.6) for i in range(5)] + [asked]
+    assert with_question_words(low, q, ["a.txt", "b.txt"], 0.5)[5] is asked
 
 
 def test_a_question_names_a_document_by_a_word_of_its_file_name_that_the_others_lack():

@@ -304,13 +304,21 @@ def by_question_words(ranked: list, question: str, naming: list[str]) -> list:
     return [s for _, s in sorted(zip(held, ranked), key=lambda x: -x[0][0])]
 
 
+# The question's words re-order only the selector's best few: the weight was chosen there (held-out training rows),
+# and further down, sentences the selector rates low would win on shared words alone (a long question's
+# "influenza virus" is in many sentences of an influenza paper).
+QUESTION_WORDS_TOP = 5
+
+
 def with_question_words(ranked: list, question: str, naming: list[str], weight: float) -> list:
-    """The selector's sentences re-ordered by its logit plus ``weight`` times the share of the question's content
-    words each holds (:func:`_question_words`); the selector's order breaks ties."""
-    held = _question_words(ranked, question, naming)
-    p = [min(max(s.score, 1e-6), 1 - 1e-6) for s in ranked]
+    """The selector's best :data:`QUESTION_WORDS_TOP` sentences re-ordered by its logit plus ``weight`` times the
+    share of the question's content words each holds (:func:`_question_words`); its order breaks ties, and
+    the rest of its ranking follows unchanged."""
+    top = ranked[:QUESTION_WORDS_TOP]
+    held = _question_words(top, question, naming)
+    p = [min(max(s.score, 1e-6), 1 - 1e-6) for s in top]
     key = [math.log(x / (1 - x)) + weight * h / max(1, a) for x, (h, a) in zip(p, held)]
-    return [ranked[i] for i in sorted(range(len(ranked)), key=lambda i: (-key[i], i))]
+    return [top[i] for i in sorted(range(len(top)), key=lambda i: (-key[i], i))] + ranked[QUESTION_WORDS_TOP:]
 
 
 def _check(shaped: Shaped, texts: list[str], scopes: list[str], doc_ids: list[str], question: str,

@@ -242,7 +242,10 @@ def quote_selection(selection) -> Shaped:
     """The sentence selector's choice (:class:`app.answers.selector.Selection`) as the extract answer: the
     sentence word for word, cited to its passage; with a marked span, the span, then that sentence."""
     n, quote = selection.n, selection.sentence
-    if selection.span and selection.span != quote and selection.span in quote:
+    # A span that runs over a sentence's end is no part of one: shown before the quote, that sentence would be
+    # read twice (a "sentence" the splitter left whole: "... gamma = 0.17. c) Since there was no data ...").
+    whole = len(re.split(r"(?<=[.!?])\s+", selection.span.strip())) > 1 if selection.span else False
+    if selection.span and selection.span != quote and selection.span in quote and not whole:
         # The answer is the marked part; the sentence around it is shown as its support, both verbatim.
         return Shaped("extract", f"{selection.span} \u2014 \u201c{quote}\u201d [{n}]", [n], claim=selection.span,
                       quote={"text": selection.span, "sentence": quote, "n": n, "verbatim": True, "by_model": False,
