@@ -716,6 +716,11 @@ def test_a_question_names_a_document_by_a_word_of_its_file_name_that_the_others_
     assert named_documents("What were 2019 10K earnings?", names) == [False] * 4
     # a word every kept document shares names them all when the question has it
     assert named_documents("What was Amazon's revenue?", ["AMAZON_2017_10K.pdf", "AMAZON_2019_10K.pdf"]) == [True, True]
+    # a name's initials joined by "&" or "n": "JnJ" / "J&J" is JOHNSON_JOHNSON_..., not a one-word name
+    jj = ["JOHNSON_JOHNSON_2023_8K_dated-2023-08-30.pdf", "JUNIPER_2023_10K.pdf", "AMAZON_2019_10K.pdf"]
+    assert named_documents("Which segment of JnJ is discontinued?", jj) == [True, False, False]
+    assert named_documents("What did J&J gain from the separation?", jj) == [True, False, False]
+    assert named_documents("What was P&G's revenue?", jj) == [False, False, False]  # no such document
 
 
 def test_compose_answers_only_from_a_document_the_question_names_when_the_pack_asks():

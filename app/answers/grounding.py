@@ -121,13 +121,35 @@ def _name_words(name: str) -> set[str]:
             if len(t) >= 2 and not t.isdigit() and t not in _DOC_KINDS and not _FORM_CODE.fullmatch(t)}
 
 
+# A name shortened to its words' initials joined by "&" or "n": "J&J" and "JnJ" for Johnson & Johnson, "P&G".
+_INITIALS = re.compile(r"(?<![A-Za-z0-9])([A-Z]{1,3})(?:&|n)([A-Z]{1,3})(?![A-Za-z0-9])")
+
+
+def _initials(name: str) -> str:
+    """The initials of the words a file name opens with, up to its first word with a digit (the year or form):
+    "jj" for JOHNSON_JOHNSON_2023_8K.pdf; "" for a one-word name, which no such shortening stands for."""
+    from app.filters.cross_encoder import doc_label
+
+    lead = []
+    for t in _NAME_TOKEN.findall(doc_label(name).lower()):
+        if any(c.isdigit() for c in t):
+            break
+        lead.append(t)
+    return "".join(t[0] for t in lead) if len(lead) >= 2 else ""
+
+
 def named_documents(question: str, names: list[str]) -> list[bool]:
     """Per document name: whether ``question`` names that document among ``names`` (the documents of the
     kept passages), by a word of its name that not all of them share - "Amazon" names AMAZON_2019_10K.pdf
     beside BESTBUY_2019_10K.pdf; "10K" names neither, and no year does. A word all of them share names
     them all when the question has it ("Amazon" for two Amazon filings). A name word also matches words of
     the question run together ("Best Buy's" names BESTBUY_...) and an acronym it starts with ("MGM" names
-    MGMRESORTS_...)."""
+    MGMRESORTS_...); a name's initials joined by "&" or "n" name it too ("JnJ", "J&J": JOHNSON_JOHNSON_...)."""
+    shortened = {(a + b).lower() for a, b in _INITIALS.findall(question)}
+    if shortened:
+        by_initials = [_initials(n) in shortened for n in names]
+        if any(by_initials):
+            return by_initials
     words = [_name_words(n) for n in names]
     common = set.intersection(*words) if words else set()
     q_words = _NAME_TOKEN.findall(question.lower())
