@@ -4,7 +4,7 @@ documents: each question is asked of its gold document as the only passage (retr
 out, so only the table reading is measured) - the one-cell lookup (``answers.table_lookup``) for questions
 the pack does not route to ``calculate``, and for those it does the calculations in compose's order
 (``app.answers.tables.read_tables``: the fixed form, a ratio of ``answers.ratios``, a metric the question
-defines). All read rows with the pack's ``answers.row_names``. Prints counts and the wrong lookups, asserts nothing. Tune on training
+defines, a line item's share of another). All read rows with the pack's ``answers.row_names``. Prints counts and the wrong lookups, asserts nothing. Tune on training
 rows, never on dev.
 
     python bench/table_lookup.py --pack finance --questions ../shared/data/finance/train [--show 20]
@@ -66,7 +66,7 @@ def main() -> int:
     print(f"{counts['asked']} questions not routed to calculate; the lookup answered {answered} "
           f"({answered / max(counts['asked'], 1):.1%}): {counts['right']} right, {counts['wrong']} wrong "
           f"(precision {counts['right'] / max(answered, 1):.1%})")
-    print(f"{counts['calc_asked']} questions routed to calculate; the fixed-form calculation answered "
+    print(f"{counts['calc_asked']} questions routed to calculate; the table calculations answered "
           f"{counts['calc_answered']}: {counts['calc_right']} right "
           f"(precision {counts['calc_right'] / max(counts['calc_answered'], 1):.1%})")
     if wrong and args.show:

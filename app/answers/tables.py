@@ -222,6 +222,12 @@ def _best_row(tables: Tables, readings: list[tuple[set[str], set[str]]], years: 
     return best[1:] if best else None
 
 
+def _one_unit(passages: list[str], ns) -> bool:
+    """Whether the tables of passages ``ns`` (1-based) state one unit: rows of a segment table in thousands and
+    a statement in millions are not added or divided."""
+    return len({table_unit(passages[n - 1], "") for n in set(ns)}) <= 1
+
+
 def table_calculation(question: str, passages: list[str], min_label_cover: float = 0.6,
                       row_names: Mapping[str, Sequence[str]] | None = None) -> TableCalc | None:
     """The formula for ``question`` from a row of the tables in ``passages``, or None (see the module doc);
@@ -293,8 +299,8 @@ def ratio_calculation(question: str, passages: list[str], ratios: Mapping[str, o
     den = _ratio_row(spec.per, tables, years, min_label_cover)
     if num is None or den is None:
         return None
-    if num[0] != den[0] and table_unit(passages[num[0] - 1], "") != table_unit(passages[den[0] - 1], ""):
-        return None  # two tables in different units (a segment table in thousands, the statement in millions)
+    if not _one_unit(passages, (num[0], den[0])):
+        return None
     by_year = {y: (a, b) for y, a, b in zip(years, num[2], den[2])}
     parts = [f"{by_year[y][0]} / {by_year[y][1]}" for y in years]
     if op == "change":
@@ -388,8 +394,8 @@ def defined_calculation(question: str, passages: list[str], row_names: Mapping[s
         years.update(term_years)
         cells.extend(map(_as_written, values))
         cited.add(n)
-    if len({table_unit(passages[n - 1], "") for n in cited}) > 1:
-        return None  # line items from tables in different units
+    if not _one_unit(passages, cited):
+        return None
     formula = " ".join(parts).replace("( ", "(").replace(" )", ")")
     try:
         base = evaluate(formula).value
@@ -444,7 +450,7 @@ def share_calculation(question: str, passages: list[str], row_names: Mapping[str
         return None  # the question's two names read as one row: which is the part is not clear
     if re.search(r"\band\b", m.group("part"), re.I) and not re.search(r"\band\b|&", part[0], re.I):
         return None  # "X and Y as a percentage of ...": a sum of two rows, not the one row found
-    if n_part != n_whole and table_unit(passages[n_part - 1], "") != table_unit(passages[n_whole - 1], ""):
+    if not _one_unit(passages, (n_part, n_whole)):
         return None
     formula = f"{a} / {b}" + (" * 100" if m.group("kind").lower() in _SHARE_PERCENT else "")
     return TableCalc(formula, n_part, f"{part[0].strip()} / {whole[0].strip()}", years, "share",
