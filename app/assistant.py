@@ -95,10 +95,11 @@ class IndexView:
     def relevance_filter(self, kind: str, assistant: "Assistant"):
         with self._lock:
             if kind not in self._filters:
-                model = assistant.pack.config.filter.model
+                cfg = assistant.pack.config.filter
                 self._filters[kind] = make_filter(kind, embedder=assistant.embedder, snapshot=self.snapshot,
                                                   generator=assistant.generator, index_dir=assistant.pack.index_dir,
-                                                  model_dir=assistant.pack.path / model if model else None)
+                                                  model_dir=assistant.pack.path / cfg.model if cfg.model else None,
+                                                  precision=cfg.precision)
             return self._filters[kind]
 
 

@@ -17,6 +17,11 @@ query load has anyway), with the model's mean pooling and L2 normalisation insid
 int8 version in ``cache_dir()/onnx``. Only models whose sentence-transformers pipeline is Transformer ->
 mean Pooling -> Normalize (MiniLM and most sentence embedders) are exported; for anything else
 :func:`supported` says no and the embedder keeps its torch path.
+
+A third use, the same graph over (question, passage) pairs (``pairs=True``): a trained pair model
+(:class:`app.pair_model.PairModel`, the relevance filter with ``filter.precision: int8``) is MiniLM with a LoRA
+adapter merged in and a small head on the same pooled vector, so its encoder is exported, keyed by the
+adapter's file too, and quantized alike; the head stays outside the graph.
 """
 
 from __future__ import annotations
@@ -54,17 +59,21 @@ def supported(model_dir: Path) -> bool:
             and (model_dir / "tokenizer.json").is_file() and (model_dir / "config.json").is_file())
 
 
-def onnx_path(model_dir: Path, int8: bool = False) -> Path:
-    """Cache file for this model: keyed by the weights' path, size and modification time (cheap to check
-    on every start, and a changed model gets a fresh export) and the export's version."""
+def onnx_path(model_dir: Path, int8: bool = False, adapter: Path | None = None) -> Path:
+    """Cache file for this model (with ``adapter``: its LoRA adapter folder merged in): keyed by the weights'
+    path, size and modification time (cheap to check on every start, and a changed model gets a fresh
+    export) and the export's version."""
     key = [f"export-v{_EXPORT_VERSION}"]
-    for name in ("config.json", "model.safetensors", "pytorch_model.bin"):
-        f = model_dir / name
+    files = [model_dir / name for name in ("config.json", "model.safetensors", "pytorch_model.bin")]
+    if adapter is not None:
+        files += [Path(adapter) / name for name in ("adapter_config.json", "adapter_model.safetensors")]
+    for f in files:
         if f.is_file():
             st = f.stat()
             key.append(f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns}")
     digest = hashlib.sha256("|".join(key).encode()).hexdigest()[:16]
-    return cache_dir() / "onnx" / f"{model_dir.name}-{digest}" / ("model-int8.onnx" if int8 else "model.onnx")
+    name = model_dir.name if adapter is None else f"{model_dir.name}+{Path(adapter).name}"
+    return cache_dir() / "onnx" / f"{name}-{digest}" / ("model-int8.onnx" if int8 else "model.onnx")
 
 
 def _write_atomically(target: Path, write: Callable[[str], None]) -> None:
@@ -80,12 +89,15 @@ def _write_atomically(target: Path, write: Callable[[str], None]) -> None:
             os.unlink(tmp)
 
 
-def export(model_dir: Path, target: Path) -> None:
-    """Export the encoder with mean pooling and normalisation inside the graph (needs torch, once)."""
+def export(model_dir: Path, target: Path, build: Callable[[], object] | None = None) -> None:
+    """Export the encoder with mean pooling and normalisation inside the graph (needs torch, once).
+    ``build``: returns the torch encoder to export (a pair model's, its adapter merged); by default the
+    model in ``model_dir``."""
     import torch
     from transformers import AutoModel
 
-    base = AutoModel.from_pretrained(str(model_dir), local_files_only=True, attn_implementation="eager").eval()
+    base = (build() if build is not None else
+            AutoModel.from_pretrained(str(model_dir), local_files_only=True, attn_implementation="eager")).eval()
 
     class Pooled(torch.nn.Module):
         def __init__(self, model):
@@ -137,10 +149,17 @@ def quantize(source: Path, target: Path) -> None:
 class OnnxEncoder:
     """Embeds texts with ONNX Runtime: fp32, or int8 weights. (Token counting is the embedder's own.)"""
 
-    def __init__(self, model_dir: Path, max_seq_tokens: int, int8: bool = False):
+    def __init__(self, model_dir: Path, max_seq_tokens: int, int8: bool = False, *, pairs: bool = False,
+                 adapter: Path | None = None, build: Callable[[], object] | None = None):
+        """``pairs``: texts are (question, passage) pairs, truncated in the passage only, as the pair models
+        read them. ``adapter`` and ``build``: a pair model's adapter folder (part of the cache key) and the
+        function that returns its merged torch encoder for the one-time export (see :func:`export`)."""
         self.model_dir = Path(model_dir)
         self.max_seq_tokens = max_seq_tokens
         self.int8 = int8
+        self.pairs = pairs
+        self.adapter = Path(adapter) if adapter is not None else None
+        self.build = build
         self._sessions: list = []  # one (fp32) or one per core (int8), see load
         self._pool = None  # threads that run the int8 lanes (see load)
         self._tokenizer = None
@@ -152,10 +171,10 @@ class OnnxEncoder:
         from tokenizers import Tokenizer
 
         if path is None:
-            path = onnx_path(self.model_dir, self.int8)
-            fp32 = onnx_path(self.model_dir)
+            path = onnx_path(self.model_dir, self.int8, self.adapter)
+            fp32 = onnx_path(self.model_dir, adapter=self.adapter)
             if not path.is_file() and not fp32.is_file():
-                export(self.model_dir, fp32)
+                export(self.model_dir, fp32, self.build)
             if not path.is_file():
                 quantize(fp32, path)
         # int8 (documents): one single-threaded session per core, each embedding its share of a batch, rather
@@ -174,8 +193,10 @@ class OnnxEncoder:
 
             self._pool = ThreadPoolExecutor(lanes, thread_name_prefix="slmrag-onnx")
         tok = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
-        tok.enable_truncation(self.max_seq_tokens)
-        tok.enable_padding()  # to the longest text of each batch
+        # A pair keeps its question whole: only the passage is cut (as transformers' "only_second").
+        tok.enable_truncation(self.max_seq_tokens, strategy="only_second" if self.pairs else "longest_first")
+        if not self.pairs:  # pairs run one at a time, unpadded (see encode_batch)
+            tok.enable_padding()  # to the longest text of each batch
         self._tokenizer = tok
         return self
 
@@ -183,9 +204,12 @@ class OnnxEncoder:
     def dim(self) -> int:
         return int(self._sessions[0].get_outputs()[0].shape[1])
 
-    def encode_batch(self, texts: Sequence[str]) -> np.ndarray:
-        """L2-normalised float32 vectors, one row a text (padded to the batch's longest)."""
+    def encode_batch(self, texts: Sequence[str] | Sequence[tuple[str, str]]) -> np.ndarray:
+        """L2-normalised float32 vectors, one row a text or (with ``pairs``) a (question, passage) pair,
+        mean-pooled over all its tokens (padded to the batch's longest)."""
         encs = self._tokenizer.encode_batch(list(texts))
+        if self.pairs:
+            return self._one_by_one(encs)
         feed = {name: np.asarray([getattr(e, attr) for e in encs], dtype="int64")
                 for name, attr in zip(_INPUTS, ("ids", "attention_mask", "type_ids"))}
         if len(self._sessions) == 1 or len(texts) < 2:
@@ -196,6 +220,27 @@ class OnnxEncoder:
         runs = [self._pool.submit(session.run, None, {name: arr[part] for name, arr in feed.items()})
                 for session, part in zip(self._sessions, shares)]
         return np.concatenate([np.asarray(run.result()[0], dtype="float32") for run in runs])
+
+    def _one_by_one(self, encs: list) -> np.ndarray:
+        """Each pair on a run of its own, longest first, spread over the lanes. Why: a pair model's candidates
+        come in retrieval's order, 80 to 256 tokens long, so a batch padded to its longest computes ~28 % padding
+        (finance's top-10s); unpadded single runs read the relevance model's 10 candidates in ~107 ms p50 against
+        ~163 ms batched on 2 cores (/work/evals/s31/micro.py). Activations are then quantized per pair."""
+        if not encs:
+            return np.zeros((0, self.dim), dtype="float32")
+        out: list = [None] * len(encs)
+        order = sorted(range(len(encs)), key=lambda i: -len(encs[i].ids))
+        feeds = {i: {name: np.asarray([getattr(encs[i], attr)], dtype="int64")
+                     for name, attr in zip(_INPUTS, ("ids", "attention_mask", "type_ids"))} for i in order}
+        if len(self._sessions) == 1:
+            for i in order:
+                out[i] = self._sessions[0].run(None, feeds[i])[0][0]
+        else:
+            runs = {i: self._pool.submit(self._sessions[n % len(self._sessions)].run, None, feeds[i])
+                    for n, i in enumerate(order)}
+            for i, run in runs.items():
+                out[i] = run.result()[0][0]
+        return np.asarray(out, dtype="float32").reshape(len(encs), -1)
 
     def encode(self, text: str) -> np.ndarray:
         return self.encode_batch([text])[0]

@@ -36,6 +36,11 @@ def main() -> None:
     filt = a.relevance_filter(kind)
     qs = load_questions(args.questions, args.limit)
     cands = [(q["question"], a.retriever.search(q["question"], 10, doc=scope(q))) for q in qs]
+    fewer = sum(len(passages) < 10 for _, passages in cands)
+    # A question scoped to a short document has fewer candidates: timed on 10 only, as the figure says.
+    cands = [(question, passages) for question, passages in cands if len(passages) == 10]
+    if not cands:
+        sys.exit("no question has 10 candidates: pass questions over longer documents")
     filt.score(*cands[0])  # warm-up: model load, first allocation
     ms = []
     for question, passages in cands:
@@ -43,8 +48,9 @@ def main() -> None:
         filt.score(question, passages)
         ms.append((time.perf_counter() - t) * 1000)
     ms.sort()
-    print(f"{pack.name} {kind}: {len(ms)} questions x 10 candidates: p50 {statistics.median(ms):.1f} ms, "
-          f"p95 {ms[int(0.95 * (len(ms) - 1))]:.1f} ms")
+    print(f"{pack.name} {kind} ({pack.config.filter.precision}): {len(ms)} questions x 10 candidates: "
+          f"p50 {statistics.median(ms):.1f} ms, p95 {ms[int(0.95 * (len(ms) - 1))]:.1f} ms"
+          + (f" ({fewer} with fewer candidates left out)" if fewer else ""))
 
 
 if __name__ == "__main__":

@@ -151,10 +151,18 @@ def _code_in_yaml(p: Path):
     return f, ["not valid YAML"]
 
 
+def _int8_filter_without_model(p: Path):
+    f = p / "pack.yaml"
+    text = f.read_text()
+    assert "\n  model: filter\n" in text
+    f.write_text(text.replace("\n  model: filter\n", "\n  precision: int8\n"))
+    return f, ["filter", "precision 'int8'", "set filter.model"]
+
+
 @pytest.mark.parametrize("breaker", [_typo, _bad_threshold, _missing_prompt, _undefined_variable, _old_strategy_name,
-                                     _removed_domain_key, _code_in_yaml],
+                                     _removed_domain_key, _code_in_yaml, _int8_filter_without_model],
                          ids=["typo-field", "bad-threshold-type", "missing-prompt", "undefined-variable",
-                              "old-strategy-name", "removed-domain-key", "python-tag-in-yaml"])
+                              "old-strategy-name", "removed-domain-key", "python-tag-in-yaml", "int8-filter-no-model"])
 def test_validate_names_field_and_file(tmp_path, breaker):
     pack_dir = copy_pack("medical", tmp_path / "mypack")
     file, needles = breaker(pack_dir)

@@ -7,6 +7,7 @@ what is saved is a few MB of safetensors the pack can ship, and that the pack's 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -138,3 +139,71 @@ def test_gate_abstains_on_out_of_pack_questions_the_trained_filter_would_keep(tr
     assert gated.filter_json() == {"kind": "cross_encoder", "threshold": 0.0, "min_keep": 0, "gate": gate,
                                "gate_score": probe_out.gate_score, "gated": True}
     assert kept.kept and kept.kept[0].name == ROWS[1]["doc"] and kept.filter_json()["gated"] is False
+
+
+def test_int8_reads_pairs_as_fp32_does_and_loads_without_torch_once_cached(trained, tmp_path, monkeypatch):
+    """filter.precision int8: the merged encoder exported to ONNX and quantized on first use, into the cache;
+    it ranks every row's passages as the torch model does, within int8's noise, and once cached a new process
+    scores with it without importing torch."""
+    import subprocess
+    import sys
+
+    from app.filters.cross_encoder import RelevanceModel
+    from app.onnx_encoder import onnx_path
+    from app.pair_model import base_model_dir
+
+    pack_dir = trained[0]
+    monkeypatch.setenv("SLMRAG_CACHE_DIR", str(tmp_path / "cache"))
+    fp32 = RelevanceModel.from_folder(pack_dir / "filter")
+    int8 = RelevanceModel.from_folder(pack_dir / "filter", precision="int8")
+    texts = list(DOCS.values())
+    for row in ROWS:
+        a, b = fp32.score_texts(row["question"], texts), int8.score_texts(row["question"], texts)
+        assert max(abs(x - y) for x, y in zip(a, b)) < 0.05, (a, b)
+        assert texts.index(DOCS[row["doc"]]) == max(range(3), key=b.__getitem__)
+    cached = onnx_path(base_model_dir(), True, pack_dir / "filter")
+    assert cached.is_file() and cached.parent.parent == tmp_path / "cache" / "onnx"
+    code = ("import sys; from app.filters.cross_encoder import RelevanceModel; "
+            "s = RelevanceModel.from_folder(sys.argv[1], precision='int8').score_texts(sys.argv[2], [sys.argv[3]]); "
+            "print(round(s[0], 6), 'torch' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code, str(pack_dir / "filter"), ROWS[0]["question"], texts[0]],
+                         capture_output=True, text=True, timeout=120, env={**os.environ, "SLMRAG_CACHE_DIR": str(tmp_path / "cache")})
+    score, torch_loaded = res.stdout.split()
+    assert abs(float(score) - int8.score_texts(ROWS[0]["question"], [texts[0]])[0]) < 1e-5 and torch_loaded == "False"
+
+
+def test_an_int8_graph_is_cached_per_adapter(tmp_path, monkeypatch):
+    """The ONNX cache is keyed by the adapter's files too: another (or retrained) adapter is exported afresh."""
+    from app.onnx_encoder import onnx_path
+    from app.pair_model import base_model_dir
+
+    monkeypatch.setenv("SLMRAG_CACHE_DIR", str(tmp_path / "cache"))
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder, weights in ((a, b"1"), (b, b"1")):
+        folder.mkdir()
+        (folder / "adapter_config.json").write_text("{}")
+        (folder / "adapter_model.safetensors").write_bytes(weights)
+    first = onnx_path(base_model_dir(), True, a)
+    assert first != onnx_path(base_model_dir(), True, b) != onnx_path(base_model_dir(), True)
+    (a / "adapter_model.safetensors").write_bytes(b"22")  # retrained: another size and time
+    assert onnx_path(base_model_dir(), True, a) != first and first.name == "model-int8.onnx"
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_a_question_longer_than_the_window_is_read_by_its_first_tokens(trained, tmp_path, monkeypatch, precision):
+    """A pair keeps its question whole and cuts the passage; a pasted paragraph longer than the window used
+    to be refused by the tokenizer ('Truncation error') and failed the ask. It is cut instead, leaving the
+    passage PASSAGE_MIN_TOKENS; a question that fits is read unchanged."""
+    from app.filters.cross_encoder import RelevanceModel
+    from app.pair_model import PASSAGE_MIN_TOKENS
+
+    monkeypatch.setenv("SLMRAG_CACHE_DIR", str(tmp_path / "cache"))
+    model = RelevanceModel.from_folder(trained[0] / "filter", precision=precision)
+    pair = model._pair
+    long_question = ROWS[0]["question"] + " " + "please consider the anticoagulation record carefully " * 60
+    [score] = model.score_texts(long_question, [DOCS["anticoag.txt"]])
+    assert 0.0 <= score <= 1.0
+    cut = pair._bounded(long_question)
+    assert long_question.startswith(cut) and len(pair._words.encode(cut, add_special_tokens=False).ids) == \
+        pair.max_length - PASSAGE_MIN_TOKENS - 3
+    assert pair._bounded(ROWS[0]["question"]) == ROWS[0]["question"]

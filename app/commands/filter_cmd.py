@@ -213,8 +213,8 @@ def register(app, packs_app, filter_app) -> None:
                     from app.pack_edit import record_dev_figures
 
                     figures = {key: value for key, value in cal.summary().items() if key != "kind"}
-                    record_dev_figures(info, figures | {"questions_file": str(questions), "k": k or p.config.retrieval.k},
-                                       invoked_command())
+                    record_dev_figures(info, figures | {"questions_file": str(questions), "k": k or p.config.retrieval.k,
+                                                        "precision": p.config.filter.precision}, invoked_command())
         except SlmragError as exc:
             _fail(exc)
         summary = cal.summary()

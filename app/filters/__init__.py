@@ -7,8 +7,8 @@ instead of embedding the question again; the others ignore it).
 
 :data:`FILTERS` is the one list of filter kinds: pack.yaml's ``filter.kind`` is validated against it and
 :func:`make_filter` builds from it. A factory takes the keyword arguments ``embedder``, ``snapshot``,
-``generator``, ``index_dir`` and ``model_dir`` (the pack's ``filter.model`` folder, or None; accept ``**_``
-for those it does not need) and returns the filter; it
+``generator``, ``index_dir``, ``model_dir`` (the pack's ``filter.model`` folder, or None) and ``precision``
+(``filter.precision``; accept ``**_`` for those it does not need) and returns the filter; it
 imports its module itself, so that a kind's heavy libraries (torch for the cross-encoder) load only when
 that kind is used. A third-party filter needs this one registration, run before packs are loaded::
 
@@ -52,11 +52,13 @@ def _cosine(*, embedder, snapshot=None, **_):
     return CosineFilter(embedder, snapshot)
 
 
-def _cross_encoder(*, index_dir=None, model_dir=None, **_):
+def _cross_encoder(*, index_dir=None, model_dir=None, precision="fp32", **_):
     from app.filters.cross_encoder import CrossEncoderFilter, RelevanceModel
 
     # A model the pack ships (filter.model, trained on labelled rows) wins over one trained on the index.
-    return RelevanceModel.from_folder(model_dir) if model_dir else CrossEncoderFilter.from_index_dir(index_dir)
+    if model_dir:
+        return RelevanceModel.from_folder(model_dir, precision=precision)
+    return CrossEncoderFilter.from_index_dir(index_dir)
 
 
 def _slm_judge(*, generator=None, **_):
@@ -82,9 +84,9 @@ def register_filter(name: str, factory: FilterFactory) -> FilterFactory:
 
 
 def make_filter(kind: str, *, embedder: Embedder, snapshot=None, generator=None, index_dir: Path | None = None,
-                model_dir: Path | None = None):
+                model_dir: Path | None = None, precision: str = "fp32"):
     factory = FILTERS.get(kind)
     if factory is None:
         raise SlmragError(f"Unknown filter '{kind}'. Known: {', '.join(FILTERS)}.")
     return factory(embedder=embedder, snapshot=snapshot, generator=generator, index_dir=index_dir,
-                   model_dir=model_dir)
+                   model_dir=model_dir, precision=precision)

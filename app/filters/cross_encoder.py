@@ -110,18 +110,20 @@ class RelevanceModel:
     """The relevance model trained on labelled rows (:mod:`app.training.relevance`): a one-output pair model
     (:class:`app.pair_model.PairModel`); scores are sigmoid(logit) in [0, 1]."""
 
-    def __init__(self, folder: Path | str, *, batch_size: int = 16, max_length: int = READ_LENGTH):
+    def __init__(self, folder: Path | str, *, batch_size: int = 16, max_length: int = READ_LENGTH,
+                 precision: str = "fp32"):
         from app.pair_model import PairModel
 
         self.folder = Path(folder)
-        self._pair = PairModel(folder, batch_size=batch_size, max_length=max_length)
+        self._pair = PairModel(folder, batch_size=batch_size, max_length=max_length, precision=precision)
 
     @classmethod
-    def from_folder(cls, folder: Path | str) -> "RelevanceModel":
+    def from_folder(cls, folder: Path | str, precision: str = "fp32") -> "RelevanceModel":
+        """``precision``: 'fp32' (torch) or 'int8' (ONNX Runtime), see :class:`app.pair_model.PairModel`."""
         from app.pair_model import check_folder
 
         return cls(check_folder(folder, "filter.model", "slmrag filter train --pack NAME --train DIR; or remove "
-                                "filter.model from pack.yaml."))
+                                "filter.model from pack.yaml."), precision=precision)
 
     def load(self) -> "RelevanceModel":
         self._pair.load()
