@@ -118,8 +118,8 @@ class PairModel:
 
     ``precision``: 'fp32' reads pairs in torch; 'int8' reads them through ONNX Runtime with int8 weights
     (:class:`app.onnx_encoder.OnnxEncoder` with ``pairs``: the merged encoder exported once and cached, the
-    head applied here in numpy), ~1.4x faster on a 2-core CPU with AVX512-VNNI and no torch import once
-    cached. The span head needs every token's state, so :meth:`span` always reads in torch."""
+    head applied here in numpy), about twice as fast on a 2-core CPU with AVX512-VNNI (pairs run one at a time,
+    unpadded) and no torch import once cached. The span head needs every token's state, so :meth:`span` always reads in torch."""
 
     def __init__(self, folder: Path | str, *, batch_size: int = 16, max_length: int = READ_LENGTH,
                  precision: str = "fp32"):

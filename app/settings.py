@@ -256,12 +256,12 @@ class FilterSettings(_Strict):
         "pack's own index (`slmrag filter train` without --train) is used.",
     )
     # Finance's relevance model on 2 cores without AMX (bench/filter_cost.py, its first 60 dev questions,
-    # 10 candidates): fp32 (torch) 237 ms p50, int8 ~170 ms, with the same dev AUC (.817 vs .816 at k = 10).
+    # 10 candidates): fp32 (torch) 237 ms p50, int8 110 ms, dev AUC .847 vs .846 at k = 5 (docs/filter.md).
     precision: Literal["fp32", "int8"] = Field(
         "fp32",
         description="How the trained relevance model (filter.model) reads its pairs: 'fp32' in torch, 'int8' "
         "through ONNX Runtime with int8 weights (exported from the model once, cached; no torch import after "
-        "that): ~1.4x faster on CPUs with AVX512-VNNI, scores within a few hundredths of fp32. Calibrate the "
+        "that): about twice as fast on CPUs with AVX512-VNNI, scores within a few hundredths of fp32. Calibrate the "
         "threshold with the precision the pack ships.",
     )
     threshold: float = Field(
