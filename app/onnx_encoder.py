@@ -206,7 +206,7 @@ class OnnxEncoder:
 
     def encode_batch(self, texts: Sequence[str] | Sequence[tuple[str, str]]) -> np.ndarray:
         """L2-normalised float32 vectors, one row a text or (with ``pairs``) a (question, passage) pair,
-        mean-pooled over all its tokens (padded to the batch's longest)."""
+        mean-pooled over all its tokens (texts padded to the batch's longest; pairs run one by one)."""
         encs = self._tokenizer.encode_batch(list(texts))
         if self.pairs:
             return self._one_by_one(encs)
