@@ -252,11 +252,10 @@ class PairModel:
         if not texts:
             return np.zeros((0, self.outputs), dtype="float32")
         question = self._bounded(question)
-        if self._onnx is not None:
+        if self._onnx is not None:  # pairs run one by one there, so batching them here would only hold lanes idle
             weight, bias = self._head
-            out = [self._onnx.encode_batch([(question, t) for t in texts[b:b + self.batch_size]])
-                   for b in range(0, len(texts), self.batch_size)]
-            return (np.concatenate(out, axis=0) * np.float32(self._scale)) @ weight.T + bias
+            pooled = self._onnx.encode_batch([(question, t) for t in texts])
+            return (pooled * np.float32(self._scale)) @ weight.T + bias
         torch = require("torch")
         from app.embedder import native_bf16
 
