@@ -27,7 +27,8 @@ MAX_SPAN_TOKENS = 64
 READ_LENGTH = 256  # tokens of a (question, passage) pair a model reads; trainers read pairs at this length too
 # A pair keeps its question whole and cuts the passage, so a question longer than the reading window leaves the
 # passage no room (transformers and tokenizers both refuse such a pair): a pasted paragraph is read by its first
-# tokens, leaving the passage at least this many. (The longest training or dev question, legal's 93 words, fits.)
+# tokens, leaving the passage at least this many, at an ask and in a training file alike (:class:`QuestionBound`).
+# (The longest training or dev question, legal's 93 words, fits.)
 PASSAGE_MIN_TOKENS = 64
 SCALE_KEY = "pooled_scale"  # head.safetensors metadata: the scale the pooled vector was trained with (absent: 1)
 
@@ -112,6 +113,31 @@ def _linear(weights: dict, torch):
 PRECISIONS = ("fp32", "int8")
 
 
+class QuestionBound:
+    """A question cut to leave the passage :data:`PASSAGE_MIN_TOKENS` of a ``max_length`` window (unchanged if it
+    does): the one rule for reading a pair (:class:`PairModel`) and for training on one
+    (:mod:`app.training.pair_model`), so a pasted paragraph neither fails an ask nor a training run, and is read
+    the way it was learnt. ``tokenizer_file``: the model's ``tokenizer.json`` (default: the packaged MiniLM's).
+    Cheap to construct; the tokenizer loads on first use."""
+
+    def __init__(self, max_length: int = READ_LENGTH, tokenizer_file: Path | None = None):
+        self.max_length = max_length
+        self.tokenizer_file = tokenizer_file
+        self._words = None  # the tokenizer, untruncated: how long a question is
+
+    def __call__(self, question: str) -> str:
+        if self._words is None:
+            from tokenizers import Tokenizer
+
+            words = Tokenizer.from_file(str(self.tokenizer_file or base_model_dir() / "tokenizer.json"))
+            words.no_truncation()
+            words.no_padding()
+            self._words = words
+        limit = self.max_length - PASSAGE_MIN_TOKENS - 3  # [CLS] and two [SEP]
+        enc = self._words.encode(question, add_special_tokens=False)
+        return question if len(enc.ids) <= limit else question[:enc.offsets[limit - 1][1]]
+
+
 class PairModel:
     """A trained pair model, its adapter merged into MiniLM once loaded (plain BERT again: no adapter cost
     per call). Cheap to construct; :meth:`load` does the work.
@@ -132,7 +158,7 @@ class PairModel:
         self._model = None  # the merged torch encoder (fp32, or for spans)
         self._onnx = None  # the int8 encoder of pairs
         self._tok = None
-        self._words = None  # the base tokenizer, untruncated: how long a question is (see _bounded)
+        self._bounded = QuestionBound(max_length)  # a question too long for the window is cut, as in training
         self._head = None  # (weight [outputs, dim], bias [outputs]) as float32 arrays
         self._torch_head = None  # the same as a torch layer, for the torch path
         self._span = None
@@ -169,19 +195,6 @@ class PairModel:
         else:
             self._load_torch()
         return self
-
-    def _bounded(self, question: str) -> str:
-        """``question`` cut to leave the passage :data:`PASSAGE_MIN_TOKENS` of the window (unchanged if it does)."""
-        if self._words is None:
-            from tokenizers import Tokenizer
-
-            words = Tokenizer.from_file(str(base_model_dir() / "tokenizer.json"))
-            words.no_truncation()
-            words.no_padding()
-            self._words = words
-        limit = self.max_length - PASSAGE_MIN_TOKENS - 3  # [CLS] and two [SEP]
-        enc = self._words.encode(question, add_special_tokens=False)
-        return question if len(enc.ids) <= limit else question[:enc.offsets[limit - 1][1]]
 
     def _merged(self, attn_implementation: str | None = None):
         """MiniLM with this model's adapter merged in, in eval mode."""

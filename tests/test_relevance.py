@@ -204,6 +204,24 @@ def test_a_question_longer_than_the_window_is_read_by_its_first_tokens(trained, 
     [score] = model.score_texts(long_question, [DOCS["anticoag.txt"]])
     assert 0.0 <= score <= 1.0
     cut = pair._bounded(long_question)
-    assert long_question.startswith(cut) and len(pair._words.encode(cut, add_special_tokens=False).ids) == \
+    assert long_question.startswith(cut) and len(pair._bounded._words.encode(cut, add_special_tokens=False).ids) == \
         pair.max_length - PASSAGE_MIN_TOKENS - 3
     assert pair._bounded(ROWS[0]["question"]) == ROWS[0]["question"]
+
+
+def test_a_training_row_with_a_question_longer_than_the_window_is_learnt_from_its_first_tokens(tmp_path):
+    """The trainers read pairs as the models do: a row whose question is longer than the window (a pasted
+    paragraph in someone's training file) used to stop the whole run with the tokenizer's 'Truncation error'."""
+    import torch
+
+    from app.pair_model import PairModel
+    from app.training.pair_model import train_pair_model
+
+    long_question = ROWS[0]["question"] + " " + "please consider the anticoagulation record carefully " * 60
+    pairs = [(long_question, DOCS["anticoag.txt"]), (ROWS[1]["question"], DOCS["anticoag.txt"])]
+    meta = train_pair_model(pairs, [1.0, 0.0], tmp_path / "model", outputs=1, info_name="model.json", epochs=1,
+                            batch_size=2, max_length=128, seed=0,
+                            loss=lambda logits, y: torch.nn.functional.binary_cross_entropy_with_logits(
+                                logits.view(-1), torch.tensor(y)))
+    assert meta["pairs"] == 2 and meta["steps"] == 1
+    assert PairModel(tmp_path / "model", max_length=128).logits(long_question, [DOCS["anticoag.txt"]]).shape == (1, 1)

@@ -25,6 +25,7 @@ import numpy as np
 
 from app.errors import SlmragError, require
 from app.filters.cross_encoder import doc_label, model_passage, normalize
+from app.pair_model import QuestionBound
 from app.training import balanced_bce, replace_dir, scratch_dir, warmup_then_decay
 
 TRAIN_INFO = "slmrag_training.json"
@@ -325,6 +326,8 @@ def train_cross_encoder(snapshot, out_dir: Path | str, *, max_queries: int = 400
     for p in model.base_model.embeddings.word_embeddings.parameters():
         p.requires_grad_(False)
     train_len = min(max_length, train_max_length or max_length)
+    # A statement longer than the window is cut as a long question is read (the tokenizer refuses such a pair).
+    bound = QuestionBound(train_len, Path(base) / "tokenizer.json" if (Path(base) / "tokenizer.json").is_file() else None)
     rng = random.Random(seed)
     # Groups: one pseudo-query with its positive and its negatives (build_training_pairs emits them together).
     groups: list[list[int]] = []
@@ -362,7 +365,7 @@ def train_cross_encoder(snapshot, out_dir: Path | str, *, max_queries: int = 400
     model.train()
     ema = None
     for step, idx in enumerate(batches, start=1):
-        enc = tok([pairs[i].query for i in idx], [pairs[i].passage for i in idx], truncation="only_second",
+        enc = tok([bound(pairs[i].query) for i in idx], [pairs[i].passage for i in idx], truncation="only_second",
                   max_length=train_len, padding=True, return_tensors="pt")
         logits = model(**enc).logits.view(-1)
         if listwise:

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from app.errors import require
-from app.pair_model import HEAD_FILE, SCALE_KEY, SPAN_FILE, base_model_dir, passage_token_mask, pooled_logits
+from app.pair_model import (HEAD_FILE, SCALE_KEY, SPAN_FILE, QuestionBound, base_model_dir, passage_token_mask,
+                             pooled_logits)
 from app.training import replace_dir, scratch_dir, warmup_then_decay
 
 BASE_NAME = "packaged:minilm"
@@ -61,6 +62,10 @@ def train_pair_model(pairs: Sequence[tuple[str, str]], targets: Sequence, out_di
 
     torch.manual_seed(seed)
     torch.set_num_threads(threads())
+    # A question longer than the window leaves its passage no room (the tokenizer refuses the pair): cut it as
+    # the model will be read, rather than failing the run at the row.
+    bound = QuestionBound(max_length)
+    pairs = [(bound(q), text) for q, text in pairs]
     base = base_model_dir()
     tok = transformers.AutoTokenizer.from_pretrained(str(base), local_files_only=True)
     encoder = transformers.AutoModel.from_pretrained(str(base), local_files_only=True)
