@@ -249,3 +249,98 @@ def test_eval_no_filter_keeps_every_retrieved_passage(tmp_path, monkeypatch):
     assert "--no-filter" in report["meta"]["command"]
     for r in report["records"]:
         assert r["slmrag"]["passages"] and all(p["kept"] for p in r["slmrag"]["passages"]), r["id"]
+
+
+def _pack_copy(tmp_path, filter_settings: dict):
+    """The medical pack's prompts and models with ``filter_settings`` (its corpus left out)."""
+    import shutil
+
+    import yaml
+
+    from app.packs import builtin_packs_dir
+
+    pack_dir = tmp_path / "pack"
+    shutil.copytree(builtin_packs_dir() / "medical", pack_dir, ignore=shutil.ignore_patterns("corpus"))
+    (pack_dir / "corpus").mkdir()
+    cfg = yaml.safe_load((pack_dir / "pack.yaml").read_text())
+    cfg["filter"] = filter_settings
+    (pack_dir / "pack.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return pack_dir
+
+
+def test_eval_variants_run_beside_the_pack_on_the_same_questions(tmp_path, monkeypatch):
+    """--variant runs slmrag with one change on the same questions and index, reported beside the pack: without
+    the filter every passage is kept; a cosine threshold above every score keeps none (min_keep 0)."""
+    from typer.testing import CliRunner
+
+    from app.cli import app
+
+    monkeypatch.setenv("SLMRAG_INDEX_DIR", str(tmp_path / "indexes"))
+    corpus, questions, out = _fixture_files(tmp_path)
+    pack_dir = _pack_copy(tmp_path, {"kind": "cosine", "threshold": 0.2, "min_keep": 0})
+    result = CliRunner().invoke(app, ["eval", "--pack", str(pack_dir), "--questions", str(questions), "--corpus",
+                                      str(corpus), "--out", str(out), "--no-answers", "--no-naive", "--quiet",
+                                      "--variant", "no-filter", "--variant", "cosine=0.999"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["meta"]["variants"]) == ["slmrag[no-filter]", "slmrag[cosine]"]
+    assert report["meta"]["variants"]["slmrag[cosine]"]["threshold"] == 0.999
+    assert "--variant no-filter --variant cosine=0.999" in report["meta"]["command"]
+    for r in report["records"]:
+        assert [p["name"] for p in r["slmrag[no-filter]"]["passages"]] == [p["name"] for p in r["slmrag"]["passages"]]
+        assert all(p["kept"] for p in r["slmrag[no-filter]"]["passages"]), r["id"]
+        assert not any(p["kept"] for p in r["slmrag[cosine]"]["passages"]), r["id"]
+    agg = report["aggregates"]["all"]
+    assert agg["slmrag[no-filter]"]["filter"]["nongold_dropped_rate"] == 0.0
+    assert agg["slmrag[cosine]"]["filter"]["gold_kept_rate"] == 0.0
+    md = (out / "report.md").read_text()
+    assert "| metric | slmrag | slmrag[no-filter] | slmrag[cosine] | naive | slmrag / naive | better |" in md
+    assert "- `slmrag[cosine]`: filter.kind cosine, threshold 0.999 (given)" in md
+
+
+def test_eval_cosine_variant_calibrates_its_threshold_on_the_questions(tmp_path, monkeypatch):
+    """Given no threshold, the cosine variant keeps 95 % of the gold passages among the pack's top-k (the rule of
+    `filter calibrate`): with four questions, the lowest gold score, so every gold passage is kept; and the base
+    variant answers without the pack's adapter."""
+    from typer.testing import CliRunner
+
+    from app.cli import app
+
+    monkeypatch.setenv("SLMRAG_INDEX_DIR", str(tmp_path / "indexes"))
+    if "SLMRAG_THREADS" not in os.environ:
+        monkeypatch.setenv("SLMRAG_THREADS", "1")
+    corpus, questions, out = _fixture_files(tmp_path)
+    pack_dir = _pack_copy(tmp_path, {"kind": "none"})
+    result = CliRunner().invoke(app, ["eval", "--pack", str(pack_dir), "--questions", str(questions), "--corpus",
+                                      str(corpus), "--out", str(out), "--no-naive", "--quiet", "--max-tokens", "8",
+                                      "--variant", "cosine", "--variant", "base"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    info = report["meta"]["variants"]["slmrag[cosine]"]
+    assert 0.0 < info["threshold"] < 1.0 and "calibrated on these questions" in info["change"]
+    assert report["meta"]["variants"]["slmrag[base]"]["change"].startswith("generator.adapter off")
+    agg = report["aggregates"]["all"]
+    assert agg["slmrag[cosine]"]["filter"]["gold_kept_rate"] == 1.0
+    assert agg["slmrag"]["filter"]["nongold_dropped_rate"] == 0.0  # the pack itself keeps everything
+    assert agg["slmrag[base]"]["answers"]["n"] == len(QUESTIONS)
+    md = (out / "report.md").read_text()
+    assert "| source | metric | n | slmrag | slmrag[cosine] | slmrag[base] | naive |" in md
+
+
+@pytest.mark.parametrize("variant, message", [
+    ("cosine", "filters by cosine already"),
+    ("judge", "unknown variant"),
+    ("no-filter=1", "takes no value"),
+])
+def test_eval_refuses_a_variant_that_cannot_apply_before_any_work(tmp_path, monkeypatch, variant, message):
+    from typer.testing import CliRunner
+
+    from app.cli import app
+
+    monkeypatch.setenv("SLMRAG_INDEX_DIR", str(tmp_path / "indexes"))
+    corpus, questions, out = _fixture_files(tmp_path)
+    pack_dir = _pack_copy(tmp_path, {"kind": "cosine", "threshold": 0.2})
+    result = CliRunner().invoke(app, ["eval", "--pack", str(pack_dir), "--questions", str(questions), "--corpus",
+                                      str(corpus), "--out", str(out), "--no-answers", "--quiet", "--variant", variant])
+    assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
+    assert not (out / "report.json").exists() and not (tmp_path / "indexes").exists()

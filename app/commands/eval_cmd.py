@@ -10,7 +10,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -76,6 +76,10 @@ def register(app, packs_app, filter_app) -> None:
                                         "LoRA adapter (to measure what the adapter adds)."),
         no_filter: bool = typer.Option(False, "--no-filter", help="Keep every retrieved passage (the pack's relevance "
                                        "filter and gate off), to measure what the filter adds."),
+        variant: List[str] = typer.Option(
+            [], "--variant", metavar="NAME[=VALUE]", help="Also run slmrag with one change, on the same questions, beside it in the report "
+            "(repeatable): base (without the adapter), no-filter, cosine (the cosine filter; cosine=T for a given "
+            "threshold, else calibrated on these questions to keep 95 % of gold)."),
         max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1, max=4096,
                                                  help="Most tokens per answer (default: the pack's)."),
         k: int = typer.Option(10, "--k", min=1, max=50, help="Retrieval depth for recall@k and MRR."),
@@ -103,13 +107,14 @@ def register(app, packs_app, filter_app) -> None:
                        + (f" --limit {limit}" if limit else "") + f" --out {shlex.quote(str(out))}"
                        + (" --no-answers" if no_answers else "") + (f" --max-tokens {max_tokens}" if max_tokens else "")
                        + (" --no-adapter" if no_adapter else "") + (" --no-naive" if no_naive else "")
-                       + (" --no-filter" if no_filter else ""))
+                       + (" --no-filter" if no_filter else "")
+                       + "".join(f" --variant {shlex.quote(v)}" for v in variant))
         enabled = not quiet and (err.is_terminal or os.environ.get("SLMRAG_PROGRESS") == "1")
         progress = _RichEvalProgress(err, enabled)
         opts = EvalOptions(pack=pack, questions=questions, corpus=corpus, limit=limit, out=out,
                            answers=not no_answers, max_tokens=max_tokens, k=k, naive_k=naive_k,
                            keep_index=keep_index, command=command, adapter=not no_adapter,
-                           naive=not no_naive, filter=not no_filter)
+                           naive=not no_naive, filter=not no_filter, variants=tuple(variant))
         try:
             report = run_eval(opts, progress)
             paths = write_report(report, out)
@@ -118,7 +123,9 @@ def register(app, packs_app, filter_app) -> None:
         meta = report["meta"]
         table = Table(title=f"pack {meta['pack']['name']}: {meta['questions_run']} questions, "
                             f"{meta['wall_s']} s", show_lines=False)
-        for col in ("metric", "slmrag", "naive", "slmrag / naive"):
+        from app.evaluation.report import variant_systems
+
+        for col in ("metric", "slmrag", *variant_systems(meta), "naive", "slmrag / naive"):
             table.add_column(col, justify="left" if col == "metric" else "right")
         for row in summary_rows(report):
             table.add_row(*row)

@@ -123,11 +123,17 @@ def groups(records: list[dict]) -> dict[str, list[dict]]:
     return {k: v for k, v in out.items() if v}
 
 
+def variant_systems(meta: dict) -> list[str]:
+    """The variants' system names (``slmrag[base]`` ...), in the order they ran (:mod:`app.evaluation.variants`)."""
+    return list(meta.get("variants") or {})
+
+
 def build_report(meta: dict, records: list[dict]) -> dict:
     max_k = int(meta.get("k", 10))
+    systems = ["slmrag", *variant_systems(meta), "naive"]
     aggregates = {}
     for name, recs in groups(records).items():
-        aggregates[name] = {"n": len(recs), **{s: aggregate(recs, s, max_k) for s in SYSTEMS}}
+        aggregates[name] = {"n": len(recs), **{s: aggregate(recs, s, max_k) for s in systems}}
     return {"meta": meta, "aggregates": aggregates, "comparison": comparison(aggregates["all"], meta),
             "records": records}
 
@@ -183,7 +189,8 @@ def comparison(agg_all: dict, meta: dict) -> list[dict]:
         n = _get(agg_all.get("naive"), n_path) if n_path else None
         if s is None and n is None:
             continue
-        rows.append({"metric": label, "slmrag": s, "naive": n, "ratio": ratio(s, n), "format": fmt, "better": better})
+        rows.append({"metric": label, "slmrag": s, "naive": n, "ratio": ratio(s, n), "format": fmt, "better": better,
+                     "variants": {v: _get(agg_all.get(v), s_path) for v in variant_systems(meta)}})
     ingest = meta.get("ingest") or {}
     for key, label in (("chunks_per_s", "ingest chunks/s"), ("pages_per_s", "ingest pages/s"),
                        ("chunks", "ingest chunks"), ("seconds", "ingest seconds")):
@@ -193,7 +200,7 @@ def comparison(agg_all: dict, meta: dict) -> list[dict]:
             continue
         better = "lower" if key == "seconds" else ("higher" if key != "chunks" else "")
         rows.append({"metric": label, "slmrag": s, "naive": n, "ratio": ratio(s, n),
-                     "format": "s" if key == "seconds" else "num", "better": better})
+                     "format": "s" if key == "seconds" else "num", "better": better, "variants": {}})
     return rows
 
 
@@ -236,21 +243,26 @@ TASK_COLUMNS = [
 ]
 
 
-def task_table(agg_all: dict) -> list[str]:
-    """The answer metrics by source and shape (issue 14), slmrag beside naive; empty without answers."""
+def task_table(agg_all: dict, variants: list[str] = ()) -> list[str]:
+    """The answer metrics by source and shape (issue 14), slmrag and its ``variants`` beside naive; empty
+    without answers."""
     s_tasks, n_tasks = _get(agg_all, "slmrag.answers.tasks"), _get(agg_all, "naive.answers.tasks")
     if not s_tasks and not n_tasks:
         return []
+    v_tasks = [_get(agg_all, f"{v}.answers.tasks") for v in variants]
     rows = []
     for source, title, key, kind in TASK_COLUMNS:
         sv, nv = _get(s_tasks, f"{source}.{key}"), _get(n_tasks, f"{source}.{key}")
         if sv is None and nv is None:
             continue
         n = _get(s_tasks, f"{source}.n") if source != "hygiene" else _get(s_tasks, "hygiene.answered")
-        rows.append([source, title, n, fmt(sv, kind), fmt(nv, kind)])
-    rows.append(["all", "grounded (of answers checked)", "", fmt(_get(agg_all, "slmrag.answers.grounded_rate"), "rate"), "—"])
-    rows.append(["all", "withheld as unsupported", "", fmt(_get(agg_all, "slmrag.answers.withheld_rate"), "rate"), "—"])
-    return ["## Answers by task", ""] + _md_table(["source", "metric", "n", "slmrag", "naive"], rows) + [""]
+        rows.append([source, title, n, fmt(sv, kind), *(fmt(_get(t, f"{source}.{key}"), kind) for t in v_tasks),
+                     fmt(nv, kind)])
+    for title, key in (("grounded (of answers checked)", "grounded_rate"), ("withheld as unsupported", "withheld_rate"),
+                       ("abstained (answerable questions)", "abstention_rate")):
+        rows.append(["all", title, "", *(fmt(_get(agg_all, f"{sys_}.answers.{key}"), "rate")
+                                         for sys_ in ("slmrag", *variants)), "—"])
+    return ["## Answers by task", ""] + _md_table(["source", "metric", "n", "slmrag", *variants, "naive"], rows) + [""]
 
 
 def render_markdown(report: dict, plots: list[str]) -> str:
@@ -284,9 +296,14 @@ def render_markdown(report: dict, plots: list[str]) -> str:
         lines.append(f"- **warning**: {len(meta['missing_docs'])} gold document(s) are not in the index: "
                      + ", ".join(f"`{d}`" for d in meta["missing_docs"][:10]))
     lines += ["", f"## All questions (n={report['aggregates']['all']['n']})", ""]
-    rows = [[r["metric"], fmt(r["slmrag"], r["format"]), fmt(r["naive"], r["format"]), fmt_ratio(r["ratio"]),
-             r["better"]] for r in report["comparison"]]
-    lines += _md_table(["metric", "slmrag", "naive", "slmrag / naive", "better"], rows)
+    variants = variant_systems(meta)
+    if variants:
+        lines += ["Variants (slmrag with one change, same questions and index, in the same run):", ""]
+        lines += [f"- `{v}`: {meta['variants'][v].get('change', '')}" for v in variants] + [""]
+    rows = [[r["metric"], fmt(r["slmrag"], r["format"]),
+             *(fmt((r.get("variants") or {}).get(v), r["format"]) for v in variants),
+             fmt(r["naive"], r["format"]), fmt_ratio(r["ratio"]), r["better"]] for r in report["comparison"]]
+    lines += _md_table(["metric", "slmrag", *variants, "naive", "slmrag / naive", "better"], rows)
     mem = meta.get("memory", {})
     lines += ["", f"Peak RSS (one process runs both systems): {mem.get('after_slmrag_mb')} MB after the slmrag "
               f"phase (ingest + questions), {mem.get('peak_mb')} MB at the end (naive phase included).", ""]
@@ -307,7 +324,7 @@ def render_markdown(report: dict, plots: list[str]) -> str:
                          f"{fmt(_get(s, 'answers.abstention_rate'), 'rate')} / {fmt(_get(n, 'answers.abstention_rate'), 'rate')}"])
         lines += _md_table(header, body) + [""]
 
-    lines += task_table(report["aggregates"]["all"])
+    lines += task_table(report["aggregates"]["all"], variants)
     if plots:
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
 
@@ -332,7 +349,7 @@ def render_markdown(report: dict, plots: list[str]) -> str:
             f"{mark(s.get('abstained'))}/{mark(n.get('abstained'))}",
         ])
     lines += _md_table(header, body)
-    errors = [(r["id"], sys_, r[sys_]["error"]) for r in report["records"] for sys_ in SYSTEMS
+    errors = [(r["id"], sys_, r[sys_]["error"]) for r in report["records"] for sys_ in ("slmrag", *variants, "naive")
               if sys_ in r and "error" in r[sys_]]
     if errors:
         lines += ["", "## Errors", ""] + [f"- `{i}` ({sys_}): {e}" for i, sys_, e in errors]
@@ -449,6 +466,8 @@ def _json_default(o: Any) -> Any:
 
 
 def summary_rows(report: dict) -> list[list[str]]:
-    """Rows for a console summary: metric, slmrag, naive, ratio."""
-    return [[r["metric"], fmt(r["slmrag"], r["format"]), fmt(r["naive"], r["format"]), fmt_ratio(r["ratio"])]
-            for r in report["comparison"]]
+    """Rows for a console summary: metric, slmrag, each variant (:func:`variant_systems`), naive, ratio."""
+    variants = variant_systems(report["meta"])
+    return [[r["metric"], fmt(r["slmrag"], r["format"]),
+             *(fmt((r.get("variants") or {}).get(v), r["format"]) for v in variants),
+             fmt(r["naive"], r["format"]), fmt_ratio(r["ratio"])] for r in report["comparison"]]

@@ -34,6 +34,7 @@ from app.errors import InputError, SlmragError
 from app.evaluation.metrics import answer_correct, is_refusal
 from app.evaluation.tasks import hygiene, task_score
 from app.evaluation.questions import holds_evidence, load_questions, scope
+from app.evaluation.variants import Variant, apply_variant, parse_variants
 from app.pair_model import weights_sha256
 
 PREVIEW_CHARS = 300
@@ -56,6 +57,7 @@ class EvalOptions:
     adapter: bool = True  # False: slmrag answers with the base model (the pack's generator.adapter unset)
     naive: bool = True  # False: skip the naive baseline (a second run that only varies slmrag)
     filter: bool = True  # False: slmrag keeps every retrieved passage (filter.kind none, no gate)
+    variants: tuple[str, ...] = ()  # slmrag with one change each, run on the same questions (app.evaluation.variants)
 
 
 class EvalProgress:
@@ -311,11 +313,31 @@ def _prepare_filter_model(pack, user_index: Path, scratch: Path | None) -> str |
     return f"cross-encoder model copied from {src}"
 
 
+def _measured_pack(opts: EvalOptions):
+    """The pack as this run measures it: its settings, less the adapter or filter when --no-adapter / --no-filter."""
+    from app.packs import load_pack
+
+    pack = load_pack(opts.pack)
+    if not opts.adapter and pack.config.generator.adapter:
+        apply_variant(Variant("base"), pack, None)
+    if not opts.filter and pack.config.filter.kind != "none":
+        apply_variant(Variant("no-filter"), pack, None)
+    return pack
+
+
+def _cosine_threshold(assistant, questions: list[dict]) -> float:
+    """The cosine threshold that keeps 95 % of the gold passages among the pack's top-k candidates of
+    ``questions`` (the rule of ``slmrag filter calibrate``), for a cosine variant given no threshold."""
+    from app.evaluation.calibration import calibrate
+    from app.evaluation.variants import KEEP
+
+    return calibrate(assistant, questions, kind="cosine", keep=KEEP).threshold
+
+
 def run_eval(opts: EvalOptions, progress: EvalProgress | None = None) -> dict:
     """Run the whole evaluation and return the report dict (records + aggregates). Writes nothing."""
     from app.evaluation import report as report_mod
     from app.evaluation.baseline import NaiveRAG
-    from app.packs import load_pack
     from app.assistant import Assistant
     from app.store import IndexStore
 
@@ -327,11 +349,11 @@ def run_eval(opts: EvalOptions, progress: EvalProgress | None = None) -> dict:
     if opts.k < 1:
         raise InputError(f"--k must be at least 1, got {opts.k}.")
 
-    pack = load_pack(opts.pack)
-    if not opts.adapter:
-        pack.config.generator.adapter = None
-    if not opts.filter:  # answers with the filter off, to measure what it adds
-        pack.config.filter.kind, pack.config.filter.gate = "none", None
+    variants = parse_variants(opts.variants)
+    # --no-adapter / --no-filter change the measured pack itself; --variant measures such a change beside it.
+    pack = _measured_pack(opts)
+    for v in variants:  # a variant that cannot apply to this pack is refused now, not after the pack's own run
+        apply_variant(v, _measured_pack(opts), lambda _: 0.0)
     user_index = pack.index_dir
     corpus = None
     scratch: Path | None = None
@@ -392,6 +414,24 @@ def run_eval(opts: EvalOptions, progress: EvalProgress | None = None) -> dict:
                        lambda q: slmrag_record(assistant, q, opts, max_tokens))
         memory["after_slmrag_mb"] = peak_rss_mb()
 
+        # ------------------------------------------------------------ variants, same questions and index
+        variant_info: dict[str, dict] = {}
+        for v in variants:
+            vpack = _measured_pack(opts)
+            if scratch is not None:
+                vpack = vpack.with_index_dir(scratch)
+            progress.note(f"{v.system}: preparing")
+            variant_info[v.system] = {"name": v.name, "value": v.value, **apply_variant(
+                v, vpack, lambda _: _cosine_threshold(assistant, questions))}
+            _prepare_filter_model(vpack, user_index, scratch)
+            vassistant = Assistant(vpack)
+            vassistant.load(generator=opts.answers)
+            vassistant.relevance_filter()
+            _run_questions(progress, f"{v.system} questions", v.system, questions, records,
+                           lambda q, a=vassistant: slmrag_record(a, q, opts, max_tokens))
+            del vassistant  # one variant's models in memory at a time
+        memory["after_variants_mb"] = peak_rss_mb()
+
         # ------------------------------------------------------------ naive baseline, same questions
         naive, naive_ingest = None, None
         if opts.naive:
@@ -429,6 +469,7 @@ def run_eval(opts: EvalOptions, progress: EvalProgress | None = None) -> dict:
         "k": opts.k,
         "pack": _pack_info(pack),
         "filter_model": filter_note,
+        "variants": variant_info,
         "naive": naive.settings() if naive is not None else None,
         "ingest": {"slmrag": ingest_info, "naive": naive_ingest},
         "memory": memory,

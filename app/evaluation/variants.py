@@ -1,0 +1,110 @@
+"""Variants: slmrag with one thing changed, measured in the same ``slmrag eval`` run as the pack itself.
+
+"What does the adapter add?", "what does the filter add?" and "is the trained filter better than cosine?" are
+answered best on the same questions, the same index and the same machine minutes, side by side in one report
+(``slmrag eval --variant base --variant cosine``), rather than by diffing separate runs. A variant is a name
+(``base``, ``no-filter``, ``cosine``), optionally with a value (``cosine=0.33``), applied to a fresh copy of
+the pack's settings; its answers are recorded under the system name ``slmrag[<name>]``.
+
+``cosine`` without a value takes its threshold from the run's own questions by the rule every shipped threshold
+was chosen with (:func:`app.evaluation.calibration.calibrate`: the highest that keeps 95 % of the gold
+passages among the pack's top-k candidates), so the two filters are compared at the same share of gold kept.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+from app.errors import InputError
+
+KEEP = 0.95  # the share of gold passages a calibrated variant threshold keeps (as `filter calibrate`)
+
+
+@dataclass(frozen=True)
+class VariantKind:
+    name: str
+    help: str
+    takes_value: bool = False
+
+
+KINDS = {k.name: k for k in (
+    VariantKind("base", "answers with the base model: the pack's generator.adapter off (what the adapter adds)"),
+    VariantKind("no-filter", "every retrieved passage kept: the pack's relevance filter and gates off (what the "
+                             "filter adds)"),
+    VariantKind("cosine", "the cosine filter instead of the pack's (threshold: cosine=T, or calibrated on these "
+                          "questions to keep 95 % of gold at the pack's k)", takes_value=True),
+)}
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    value: float | None = None
+
+    @property
+    def system(self) -> str:
+        """The key of this variant's answers in the report's records and aggregates."""
+        return f"slmrag[{self.name}]"
+
+
+def parse_variant(text: str) -> Variant:
+    """``name`` or ``name=value`` (see :data:`KINDS`); a clear error for anything else."""
+    name, sep, raw = text.strip().partition("=")
+    kind = KINDS.get(name.strip())
+    if kind is None:
+        raise InputError(f"--variant {text!r}: unknown variant; choose from "
+                         + "; ".join(f"'{k.name}': {k.help}" for k in KINDS.values()) + ".")
+    if not sep:
+        return Variant(kind.name)
+    if not kind.takes_value:
+        raise InputError(f"--variant {text!r}: '{kind.name}' takes no value; write --variant {kind.name}.")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InputError(f"--variant {text!r}: '{raw}' is not a number; write e.g. --variant {kind.name}=0.33, "
+                         f"or --variant {kind.name} to calibrate it on the questions.") from None
+    if not math.isfinite(value):
+        raise InputError(f"--variant {text!r}: the threshold must be a finite number.")
+    return Variant(kind.name, value)
+
+
+def parse_variants(texts) -> tuple[Variant, ...]:
+    out = tuple(parse_variant(t) for t in texts or ())
+    names = [v.name for v in out]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise InputError(f"--variant {dup[0]} is given twice; each variant runs once.")
+    return out
+
+
+def apply_variant(variant: Variant, pack, threshold_for: Callable[[object], float]) -> dict:
+    """Change ``pack``'s settings (a fresh copy) to ``variant`` in place and say what was changed, for the report.
+    ``threshold_for(pack)``: the calibrated cosine threshold of the changed pack, when no value was given."""
+    cfg = pack.config
+    if variant.name == "base":
+        if not cfg.generator.adapter:
+            raise InputError(f"--variant base: pack '{pack.name}' has no generator.adapter, so its answers are the "
+                             "base model's already; drop the variant.")
+        cfg.generator.adapter = None
+        return {"change": "generator.adapter off (the base model)"}
+    if variant.name == "no-filter":
+        if cfg.filter.kind == "none":
+            raise InputError(f"--variant no-filter: pack '{pack.name}' has no filter (filter.kind: none); drop the "
+                             "variant.")
+        cfg.filter.kind, cfg.filter.gate = "none", None  # the topic gate and cosine_keep go with it (filter_choice)
+        return {"change": "filter.kind none: every retrieved passage kept, no gate"}
+    if variant.name == "cosine":
+        if cfg.filter.kind == "cosine" and variant.value is None:
+            raise InputError(f"--variant cosine: pack '{pack.name}' filters by cosine already; give another threshold "
+                             "to compare (--variant cosine=T) or drop the variant.")
+        cfg.filter.kind = "cosine"  # the pack's gates stay in front of it, as in front of its own filter
+        if variant.value is not None:
+            cfg.filter.threshold = variant.value
+            return {"change": f"filter.kind cosine, threshold {variant.value} (given)", "threshold": variant.value}
+        cfg.filter.threshold = round(float(threshold_for(pack)), 4)
+        return {"change": f"filter.kind cosine, threshold {cfg.filter.threshold} (calibrated on these questions: the "
+                          f"highest that keeps {KEEP:.0%} of gold passages at k={cfg.retrieval.k})",
+                "threshold": cfg.filter.threshold}
+    raise AssertionError(variant.name)  # parse_variant admits only KINDS
