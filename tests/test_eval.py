@@ -331,6 +331,7 @@ def test_eval_cosine_variant_calibrates_its_threshold_on_the_questions(tmp_path,
     ("cosine", "filters by cosine already"),
     ("judge", "unknown variant"),
     ("no-filter=1", "takes no value"),
+    ("trained", "has no filter.model"),
 ])
 def test_eval_refuses_a_variant_that_cannot_apply_before_any_work(tmp_path, monkeypatch, variant, message):
     from typer.testing import CliRunner
@@ -344,3 +345,28 @@ def test_eval_refuses_a_variant_that_cannot_apply_before_any_work(tmp_path, monk
                                       str(corpus), "--out", str(out), "--no-answers", "--quiet", "--variant", variant])
     assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
     assert not (out / "report.json").exists() and not (tmp_path / "indexes").exists()
+
+
+def test_eval_trained_variant_reads_the_calibration_recorded_beside_the_model(tmp_path, monkeypatch):
+    """The medical pack ships cosine with its relevance model in filter/ and the threshold and gate `filter
+    calibrate` chose for it in filter/filter.json: --variant trained measures that model beside cosine."""
+    from typer.testing import CliRunner
+
+    from app.cli import app
+
+    monkeypatch.setenv("SLMRAG_INDEX_DIR", str(tmp_path / "indexes"))
+    corpus, questions, out = _fixture_files(tmp_path)
+    pack_dir = _pack_copy(tmp_path, {"kind": "cosine", "threshold": 0.2, "model": "filter"})
+    dev = json.loads((pack_dir / "filter" / "filter.json").read_text())["dev"]
+    result = CliRunner().invoke(app, ["eval", "--pack", str(pack_dir), "--questions", str(questions), "--corpus",
+                                      str(corpus), "--out", str(out), "--no-answers", "--no-naive", "--quiet",
+                                      "--variant", "trained"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    info = report["meta"]["variants"]["slmrag[trained]"]
+    assert info["threshold"] == dev["threshold"] and info["gate"] == dev["gate"]
+    for r in report["records"]:
+        cos = [p["filter_score"] for p in r["slmrag"]["passages"]]
+        model = [p["filter_score"] for p in r["slmrag[trained]"]["passages"]]
+        assert [p["name"] for p in r["slmrag"]["passages"]] == [p["name"] for p in r["slmrag[trained]"]["passages"]]
+        assert all(0.0 <= s <= 1.0 for s in model) and model != cos, r["id"]

@@ -15,6 +15,13 @@ from typing import List, Optional
 import typer
 
 
+def escape(text: str) -> str:
+    """``text`` shown as written by rich, not read as markup (a variant's name, ``slmrag[base]``, looks like a tag)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
 class _RichEvalProgress:
     """One rich progress bar per stage (ingest, questions, ...) on stderr."""
 
@@ -38,7 +45,7 @@ class _RichEvalProgress:
             t = self.progress.tasks[-1]
             if t.total is not None:
                 self.progress.update(self.task, completed=t.total)
-        self.task = self.progress.add_task(name, total=total, detail="")
+        self.task = self.progress.add_task(escape(name), total=total, detail="")  # "slmrag[base]" is not markup
 
     def advance(self, n: int = 1) -> None:
         if self.task is not None:
@@ -46,10 +53,10 @@ class _RichEvalProgress:
 
     def detail(self, text: str) -> None:
         if self.task is not None:
-            self.progress.update(self.task, detail=text[-48:])
+            self.progress.update(self.task, detail=escape(text[-48:]))
 
     def note(self, text: str) -> None:
-        self.console.print(f"[dim]{text}[/]", highlight=False)
+        self.console.print(f"[dim]{escape(text)}[/]", highlight=False)
 
     def finish(self) -> None:
         if self.started:
@@ -79,7 +86,8 @@ def register(app, packs_app, filter_app) -> None:
         variant: List[str] = typer.Option(
             [], "--variant", metavar="NAME[=VALUE]", help="Also run slmrag with one change, on the same questions, beside it in the report "
             "(repeatable): base (without the adapter), no-filter, cosine (the cosine filter; cosine=T for a given "
-            "threshold, else calibrated on these questions to keep 95 % of gold)."),
+            "threshold, else calibrated on these questions to keep 95 % of gold), trained (the pack's relevance "
+            "model at the threshold filter calibrate recorded beside it; trained=T for another)."),
         max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1, max=4096,
                                                  help="Most tokens per answer (default: the pack's)."),
         k: int = typer.Option(10, "--k", min=1, max=50, help="Retrieval depth for recall@k and MRR."),
@@ -126,7 +134,7 @@ def register(app, packs_app, filter_app) -> None:
         from app.evaluation.report import variant_systems
 
         for col in ("metric", "slmrag", *variant_systems(meta), "naive", "slmrag / naive"):
-            table.add_column(col, justify="left" if col == "metric" else "right")
+            table.add_column(escape(col), justify="left" if col == "metric" else "right")
         for row in summary_rows(report):
             table.add_row(*row)
         Console().print(table)

@@ -3,7 +3,7 @@
 "What does the adapter add?", "what does the filter add?" and "is the trained filter better than cosine?" are
 answered best on the same questions, the same index and the same machine minutes, side by side in one report
 (``slmrag eval --variant base --variant cosine``), rather than by diffing separate runs. A variant is a name
-(``base``, ``no-filter``, ``cosine``), optionally with a value (``cosine=0.33``), applied to a fresh copy of
+(``base``, ``no-filter``, ``cosine``, ``trained``), optionally with a value (``cosine=0.33``), applied to a fresh copy of
 the pack's settings; its answers are recorded under the system name ``slmrag[<name>]``.
 
 ``cosine`` without a value takes its threshold from the run's own questions by the rule every shipped threshold
@@ -35,6 +35,9 @@ KINDS = {k.name: k for k in (
                              "filter adds)"),
     VariantKind("cosine", "the cosine filter instead of the pack's (threshold: cosine=T, or calibrated on these "
                           "questions to keep 95 % of gold at the pack's k)", takes_value=True),
+    VariantKind("trained", "the pack's trained relevance model (filter.model) instead of its filter (threshold: "
+                           "trained=T, or the one `filter calibrate` recorded in the model's filter.json, with its gate)",
+                takes_value=True),
 )}
 
 
@@ -107,4 +110,39 @@ def apply_variant(variant: Variant, pack, threshold_for: Callable[[object], floa
         return {"change": f"filter.kind cosine, threshold {cfg.filter.threshold} (calibrated on these questions: the "
                           f"highest that keeps {KEEP:.0%} of gold passages at k={cfg.retrieval.k})",
                 "threshold": cfg.filter.threshold}
+    if variant.name == "trained":
+        return _trained(variant, pack)
     raise AssertionError(variant.name)  # parse_variant admits only KINDS
+
+
+def _trained(variant: Variant, pack) -> dict:
+    """The pack's relevance model in place of its filter, at the threshold (and cosine gate, int8 or fp32) that
+    ``slmrag filter calibrate`` recorded beside it ("dev" in its filter.json) unless one is given."""
+    import json
+
+    cfg = pack.config.filter
+    if not cfg.model:
+        raise InputError(f"--variant trained: pack '{pack.name}' has no filter.model (a relevance model trained by "
+                         "`slmrag filter train`); drop the variant.")
+    if cfg.kind == "cross_encoder" and variant.value is None:
+        raise InputError(f"--variant trained: pack '{pack.name}' filters with its trained model already; give another "
+                         "threshold to compare (--variant trained=T) or drop the variant.")
+    info_file = pack.path / cfg.model / "filter.json"
+    try:
+        dev = json.loads(info_file.read_text(encoding="utf-8")).get("dev") or {}
+    except (OSError, ValueError, AttributeError):
+        dev = {}
+    if variant.value is None and not isinstance(dev.get("threshold"), (int, float)):
+        raise InputError(f"--variant trained: {info_file} records no calibrated threshold; run `slmrag filter "
+                         f"calibrate --pack {pack.name} --kind cross_encoder --questions DEV.jsonl --write` on a copy, "
+                         "or give one (--variant trained=T).")
+    gate = dev.get("gate") if variant.value is None else cfg.gate
+    cfg.kind, cfg.cosine_keep = "cross_encoder", None
+    cfg.threshold = float(variant.value if variant.value is not None else dev["threshold"])
+    cfg.gate = float(gate) if isinstance(gate, (int, float)) else None
+    if dev.get("precision") in ("fp32", "int8") and variant.value is None:
+        cfg.precision = dev["precision"]
+    source = "given" if variant.value is not None else f"recorded by filter calibrate in {cfg.model}/filter.json"
+    return {"change": f"filter.kind cross_encoder ({cfg.model}/, {cfg.precision}), threshold {round(cfg.threshold, 4)}"
+                      + (f", cosine gate {round(cfg.gate, 4)}" if cfg.gate is not None else "") + f" ({source})",
+            "threshold": cfg.threshold, "gate": cfg.gate}
