@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from app.errors import InputError
+from app.pack_edit import round_down
 
 KEEP = 0.95  # the share of gold passages a calibrated variant threshold keeps (as `filter calibrate`)
 
@@ -106,7 +107,7 @@ def apply_variant(variant: Variant, pack, threshold_for: Callable[[object], floa
         if variant.value is not None:
             cfg.filter.threshold = variant.value
             return {"change": f"filter.kind cosine, threshold {variant.value} (given)", "threshold": variant.value}
-        cfg.filter.threshold = round(float(threshold_for(pack)), 4)
+        cfg.filter.threshold = round_down(float(threshold_for(pack)))  # as filter calibrate --write stores it
         return {"change": f"filter.kind cosine, threshold {cfg.filter.threshold} (calibrated on these questions: the "
                           f"highest that keeps {KEEP:.0%} of gold passages at k={cfg.retrieval.k})",
                 "threshold": cfg.filter.threshold}
