@@ -326,8 +326,10 @@ def train_cross_encoder(snapshot, out_dir: Path | str, *, max_queries: int = 400
     for p in model.base_model.embeddings.word_embeddings.parameters():
         p.requires_grad_(False)
     train_len = min(max_length, train_max_length or max_length)
-    # A statement longer than the window is cut as a long question is read (the tokenizer refuses such a pair).
+    # A statement longer than the window is cut as a long question is read (the tokenizer refuses such a pair),
+    # once, not at every step that draws it.
     bound = QuestionBound(train_len, Path(base) / "tokenizer.json" if (Path(base) / "tokenizer.json").is_file() else None)
+    queries = [bound(p.query) for p in pairs]
     rng = random.Random(seed)
     # Groups: one pseudo-query with its positive and its negatives (build_training_pairs emits them together).
     groups: list[list[int]] = []
@@ -365,7 +367,7 @@ def train_cross_encoder(snapshot, out_dir: Path | str, *, max_queries: int = 400
     model.train()
     ema = None
     for step, idx in enumerate(batches, start=1):
-        enc = tok([bound(pairs[i].query) for i in idx], [pairs[i].passage for i in idx], truncation="only_second",
+        enc = tok([queries[i] for i in idx], [pairs[i].passage for i in idx], truncation="only_second",
                   max_length=train_len, padding=True, return_tensors="pt")
         logits = model(**enc).logits.view(-1)
         if listwise:
