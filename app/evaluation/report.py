@@ -300,9 +300,7 @@ def render_markdown(report: dict, plots: list[str]) -> str:
     if variants:
         lines += ["Variants (slmrag with one change, same questions and index, in the same run):", ""]
         lines += [f"- `{v}`: {meta['variants'][v].get('change', '')}" for v in variants] + [""]
-    rows = [[r["metric"], fmt(r["slmrag"], r["format"]),
-             *(fmt((r.get("variants") or {}).get(v), r["format"]) for v in variants),
-             fmt(r["naive"], r["format"]), fmt_ratio(r["ratio"]), r["better"]] for r in report["comparison"]]
+    rows = [cells + [r["better"]] for cells, r in zip(summary_rows(report), report["comparison"])]
     lines += _md_table(["metric", "slmrag", *variants, "naive", "slmrag / naive", "better"], rows)
     mem = meta.get("memory", {})
     lines += ["", f"Peak RSS (one process runs both systems): {mem.get('after_slmrag_mb')} MB after the slmrag "

@@ -34,7 +34,7 @@ from app.errors import InputError, SlmragError
 from app.evaluation.metrics import answer_correct, is_refusal
 from app.evaluation.tasks import hygiene, task_score
 from app.evaluation.questions import holds_evidence, load_questions, scope
-from app.evaluation.variants import Variant, apply_variant, parse_variants
+from app.evaluation.variants import KEEP, Variant, apply_variant, parse_variants
 from app.pair_model import weights_sha256
 
 PREVIEW_CHARS = 300
@@ -329,7 +329,6 @@ def _cosine_threshold(assistant, questions: list[dict]) -> float:
     """The cosine threshold that keeps 95 % of the gold passages among the pack's top-k candidates of
     ``questions`` (the rule of ``slmrag filter calibrate``), for a cosine variant given no threshold."""
     from app.evaluation.calibration import calibrate
-    from app.evaluation.variants import KEEP
 
     return calibrate(assistant, questions, kind="cosine", keep=KEEP).threshold
 
