@@ -169,10 +169,14 @@ class Assistant:
         cfg = self.pack.config.filter
         options = options or AskOptions()
         kind = options.filter or cfg.kind
+        # An ask with --filter none skips every filtering step, the gates included; a pack whose filter.kind is
+        # none may still gate questions (keep every passage of a question that belongs here, none of one that
+        # does not).
+        ungated = options.filter == "none"
         return FilterChoice(kind=kind,
                             threshold=cfg.threshold if options.threshold is None else float(options.threshold),
-                            min_keep=cfg.min_keep, gate=None if kind == "none" else cfg.gate,
-                            topic=None if kind == "none" or not cfg.topic_model else cfg.topic_threshold,
+                            min_keep=cfg.min_keep, gate=None if ungated else cfg.gate,
+                            topic=None if ungated or not cfg.topic_model else cfg.topic_threshold,
                             cosine_keep=None if kind in ("none", "cosine") else cfg.cosine_keep)
 
     @property

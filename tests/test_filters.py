@@ -451,3 +451,30 @@ def test_cosine_keep_keeps_a_document_kind_the_trained_model_does_not_know(prebu
     assert by_cosine[0].to_json()["kept_by"] == "cosine" and found.filter.to_json()["cosine_keep"] == 0.56
     cfg.cosine_keep = None
     assert not any(p.kept for p in assistant.retrieve(q, AskOptions()).passages)
+
+
+def test_kind_none_with_a_gate_keeps_every_passage_of_a_question_that_passes_it(fixture_pack):
+    """filter.kind none + filter.gate: no passage is dropped for its own score (retrieval's order stands), but a
+    question none of whose candidates reaches the gate keeps nothing; an ask with --filter none skips the gate."""
+    from app.assistant import Assistant, AskOptions
+
+    assistant = Assistant(fixture_pack).load(generator=False)
+    inside, outside = "How soon should antibiotics be started in septic shock?", \
+        "Which planet has the tallest volcano in the solar system?"
+    cfg = assistant.pack.config.filter
+    saved = (cfg.kind, cfg.gate)
+    try:
+        cfg.kind, cfg.gate = "cosine", -1.0  # every candidate passes; gate_score = the best cosine
+        best_in = assistant.retrieve(inside, AskOptions(k=4)).gate_score
+        best_out = assistant.retrieve(outside, AskOptions(k=4)).gate_score
+        assert best_in > best_out + 0.1, (best_in, best_out)
+        cfg.kind, cfg.gate = "none", round((best_in + best_out) / 2, 4)
+        kept = assistant.retrieve(inside, AskOptions(k=4))
+        ungated = assistant.retrieve(inside, AskOptions(k=4, filter="none"))
+        assert [p.name for p in kept.kept] == [p.name for p in ungated.kept] == [p.name for p in kept.passages]
+        assert len(kept.kept) == 4 and kept.filter_json()["gated"] is False and kept.kept[0].name == "sepsis.txt"
+        gated = assistant.retrieve(outside, AskOptions(k=4))
+        assert gated.kept == [] and gated.filter_json()["gated"] is True and gated.filter_json()["kind"] == "none"
+        assert len(assistant.retrieve(outside, AskOptions(k=4, filter="none")).kept) == 4  # --filter none: no gate
+    finally:
+        cfg.kind, cfg.gate = saved

@@ -196,9 +196,10 @@ def calibrate(assistant, questions: Sequence[dict], *, kind: str | None = None, 
     given that passages of at least that cosine are kept anyway (``filter.cosine_keep``)."""
     pack = assistant.pack
     kind = kind or pack.config.filter.kind
-    if kind == "none":
+    if kind == "none" and gate_max_false is None:
         raise SlmragError("filter.kind is 'none': there is no threshold to calibrate. Pass --kind cosine (or "
-                          "cross_encoder / slm_judge).")
+                          "cross_encoder / slm_judge), or --gate to choose only the question gate in front of "
+                          "'none' (every passage of a question that passes it is kept).")
     assistant.load(generator=kind == "slm_judge")
     k = k or pack.config.retrieval.k
     filt = assistant.relevance_filter(kind)
@@ -209,7 +210,7 @@ def calibrate(assistant, questions: Sequence[dict], *, kind: str | None = None, 
     # The pack's topic gate stands in front of every filter kind, as in an ask: its verdicts count too.
     from app.assistant import AskOptions
 
-    topic_threshold = assistant.filter_choice(AskOptions(filter=kind)).topic
+    topic_threshold = assistant.filter_choice(AskOptions(filter=None if kind == pack.config.filter.kind else kind)).topic
     topic = None
     if topic_threshold is not None:
         gate_model = assistant.topic_gate

@@ -97,7 +97,7 @@ def apply_variant(variant: Variant, pack, threshold_for: Callable[[object], floa
         if cfg.filter.kind == "none":
             raise InputError(f"--variant no-filter: pack '{pack.name}' has no filter (filter.kind: none); drop the "
                              "variant.")
-        cfg.filter.kind, cfg.filter.gate = "none", None  # the topic gate and cosine_keep go with it (filter_choice)
+        cfg.filter.kind, cfg.filter.gate, cfg.filter.topic_model = "none", None, None  # cosine_keep goes with the kind
         return {"change": "filter.kind none: every retrieved passage kept, no gate"}
     if variant.name == "cosine":
         if cfg.filter.kind == "cosine" and variant.value is None:
