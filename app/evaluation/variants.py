@@ -94,9 +94,9 @@ def apply_variant(variant: Variant, pack, threshold_for: Callable[[object], floa
         cfg.generator.adapter = None
         return {"change": "generator.adapter off (the base model)"}
     if variant.name == "no-filter":
-        if cfg.filter.kind == "none":
-            raise InputError(f"--variant no-filter: pack '{pack.name}' has no filter (filter.kind: none); drop the "
-                             "variant.")
+        if cfg.filter.kind == "none" and cfg.filter.gate is None and not cfg.filter.topic_model:
+            raise InputError(f"--variant no-filter: pack '{pack.name}' has no filter (filter.kind: none, no gate); "
+                             "drop the variant.")
         cfg.filter.kind, cfg.filter.gate, cfg.filter.topic_model = "none", None, None  # cosine_keep goes with the kind
         return {"change": "filter.kind none: every retrieved passage kept, no gate"}
     if variant.name == "cosine":
