@@ -18,19 +18,23 @@ from app.queueing import HEARTBEAT_S, AnswerQueue, PositionCallback
 from app.retrieval import Passage
 
 
-def abstain_reason(*, decided_by: str, withheld: bool, off_topic: bool, other_document: bool = False) -> str:
+def abstain_reason(*, decided_by: str, withheld: bool, off_topic: bool, other_document: bool = False,
+                   gated: bool = False) -> str:
     """Why an answer gave none - the branch of the pack's ``abstain.j2`` its text uses and what the UI says:
     "unsupported" (written, then withheld by the grounding check), "unnamed" (several documents, the question
     names none), "other_document" (the question names a document, the answer came from another), "model" (the
-    model or the label reader found no answer), "off_topic" (the pack's topic gate turned the question away)
-    or "filter" (no passage passed the filter). The one place this is decided."""
+    model or the label reader found no answer), "off_topic" (the pack's topic gate turned the question away),
+    "gated" (no candidate reached the pack's cosine gate, filter.gate) or "filter" (no passage passed the
+    filter). The one place this is decided."""
     if withheld:
         return "unsupported"
     if decided_by == "document":
         return "other_document" if other_document else "unnamed"
     if decided_by == "model":
         return "model"
-    return "off_topic" if off_topic else "filter"
+    if off_topic:
+        return "off_topic"
+    return "gated" if gated else "filter"
 
 
 def nearest_sources(context: list[Passage], named: list[bool] | None = None, n: int = 3) -> list[Passage]:
@@ -136,7 +140,8 @@ class AnswerStream:
         if self.prompt is None:
             nearest = self.passages[:3]
             # The topic gate's verdict is its own reason: the question, not the passages, was turned away.
-            reason = abstain_reason(decided_by="filter", withheld=False, off_topic=bool(self.filter.get("off_topic")))
+            reason = abstain_reason(decided_by="filter", withheld=False, off_topic=bool(self.filter.get("off_topic")),
+                                    gated=bool(self.filter.get("gated")))
             text, citations = self.abstain(nearest, reason), []
             fields = {"decided_by": "filter", "reason": reason}
             t.update(first_token_s=round(time.perf_counter() - self.t0, 4), tokens=0, tokens_per_s=None)

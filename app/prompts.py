@@ -28,7 +28,8 @@ TEMPLATE_VARIABLES: dict[str, dict] = {
     # reason: "filter" (no passage passed the relevance filter), "unsupported" (the answer was not supported
     # by the passages it cited), "model" (the model said the passages do not answer), "unnamed" (the
     # passages come from several documents and the question names none of them), "other_document" (the question
-    # names a document and the answer came from another) or "off_topic" (the pack's topic gate)
+    # names a document and the answer came from another), "off_topic" (the pack's topic gate) or "gated" (no
+    # passage reached the pack's cosine gate, filter.gate)
     "abstain": {"question": "Q?", "nearest": [{"n": 1, "source": "a.pdf", "page": 1, "text": "t"}], "reason": "filter"},
 }
 

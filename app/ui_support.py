@@ -92,7 +92,8 @@ def abstain_reason(rec: dict) -> str:
     if rec.get("abstain_reason"):
         return rec["abstain_reason"]
     return answer_abstain_reason(decided_by=rec.get("decided_by") or "", withheld=bool(rec.get("withheld")),
-                                 off_topic=bool((rec.get("filter") or {}).get("off_topic")))
+                                 off_topic=bool((rec.get("filter") or {}).get("off_topic")),
+                                 gated=bool((rec.get("filter") or {}).get("gated")))
 
 
 def check_note(rec: dict) -> str:

@@ -475,6 +475,8 @@ def test_kind_none_with_a_gate_keeps_every_passage_of_a_question_that_passes_it(
         assert len(kept.kept) == 4 and kept.filter_json()["gated"] is False and kept.kept[0].name == "sepsis.txt"
         gated = assistant.retrieve(outside, AskOptions(k=4))
         assert gated.kept == [] and gated.filter_json()["gated"] is True and gated.filter_json()["kind"] == "none"
+        told = assistant.ask(outside, AskOptions(k=4)).run()  # the user is told the gate decided, not a threshold
+        assert told.abstained and told.reason == "gated" and "close enough to your question" in told.answer
         assert len(assistant.retrieve(outside, AskOptions(k=4, filter="none")).kept) == 4  # --filter none: no gate
     finally:
         cfg.kind, cfg.gate = saved

@@ -458,6 +458,8 @@ def test_abstain_reason_names_the_check_that_turned_the_question_away():
     assert ui.abstain_reason({"decided_by": "filter", "filter": {"kind": "cosine"}}) == "filter"
     assert ui.abstain_reason({"decided_by": "filter", "filter": {"off_topic": False}}) == "filter"
     assert ui.abstain_reason({"decided_by": "filter", "filter": {"off_topic": True}}) == "off_topic"
+    assert ui.abstain_reason({"decided_by": "filter", "filter": {"gate": 0.5, "gate_score": 0.4, "gated": True}}) == "gated"
+    assert ui.abstain_reason({"decided_by": "filter", "filter": {"off_topic": True, "gated": True}}) == "off_topic"
     assert ui.abstain_reason({"decided_by": "lexical", "withheld": True}) == "unsupported"
     assert ui.abstain_reason({"decided_by": "document"}) == "unnamed"
     assert ui.abstain_reason({"decided_by": "document", "abstain_reason": "other_document"}) == "other_document"

@@ -214,6 +214,9 @@ ABSTAIN_REASONS = {
     "off_topic": "The question does not look like one about this pack's subject, so no passage was kept and the "
                  "assistant does not answer. If it is about your documents, ask it in their words; otherwise choose "
                  "the domain pack for its subject in the sidebar.",
+    "gated": "None of the passages found is close enough to the question to answer from, so the assistant does "
+             "not answer. The nearest sources are listed below; ask in the words your documents use (name the "
+             "contract, party or document), or add a document that covers this.",
     "unsupported": "An answer was written, but the passages it cited do not support it, so it is not shown. "
                    "The passages that were considered are listed below.",
     "model": "The passages that were found do not answer this question. They are listed below.",
