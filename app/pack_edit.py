@@ -68,17 +68,17 @@ def set_block_values(pack_yaml: Path | str, block: str, values: dict[str, str], 
     return new_text
 
 
-def write_filter_settings(pack_yaml: Path | str, *, threshold: float, kind: str | None = None,
+def write_filter_settings(pack_yaml: Path | str, *, threshold: float | None, kind: str | None = None,
                           gate: float | None = None, cosine_keep: float | None = None) -> str:
-    """Set ``filter.threshold`` (rounded down to 4 decimals), and ``filter.kind``, ``filter.gate`` and
-    ``filter.cosine_keep`` when given."""
-    value = f"{round_down(threshold):.4f}"
+    """Set ``filter.threshold`` (rounded down to 4 decimals; None leaves it, for kind 'none' behind a gate),
+    and ``filter.kind``, ``filter.gate`` and ``filter.cosine_keep`` when given."""
+    value = None if threshold is None else f"{round_down(threshold):.4f}"
     gate_value = None if gate is None else f"{round_down(gate):.4f}"
     keep_value = None if cosine_keep is None else f"{cosine_keep:.4f}"
-    values = {"threshold": value} | ({"kind": kind} if kind else {}) | ({"gate": gate_value} if gate_value else {}) | (
+    values = ({"threshold": value} if value else {}) | ({"kind": kind} if kind else {}) | ({"gate": gate_value} if gate_value else {}) | (
         {"cosine_keep": keep_value} if keep_value else {})
     return set_block_values(pack_yaml, "filter", values,
-                            lambda cfg: abs(cfg.filter.threshold - float(value)) <= 1e-9 and (not kind or cfg.filter.kind == kind)
+                            lambda cfg: (value is None or abs(cfg.filter.threshold - float(value)) <= 1e-9) and (not kind or cfg.filter.kind == kind)
                             and (gate_value is None or abs((cfg.filter.gate or 0) - float(gate_value)) <= 1e-9)
                             and (keep_value is None or abs((cfg.filter.cosine_keep or 0) - float(keep_value)) <= 1e-9))
 

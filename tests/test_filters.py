@@ -251,6 +251,9 @@ def test_write_filter_settings_keeps_comments_and_other_settings(tmp_path):
     bare.write_text("name: bare\ntitle: Bare\n", encoding="utf-8")
     write_filter_settings(bare, threshold=0.25)
     assert yaml.safe_load(bare.read_text())["filter"] == {"threshold": 0.25}
+    # kind none behind a gate (filter calibrate --kind none --gate): the gate and kind are written, no threshold
+    write_filter_settings(bare, threshold=None, kind="none", gate=0.567891)
+    assert yaml.safe_load(bare.read_text())["filter"] == {"threshold": 0.25, "kind": "none", "gate": 0.5678}
 
 
 # ------------------------------------------------------------------------------------- pairs

@@ -204,7 +204,7 @@ def register(app, packs_app, filter_app) -> None:
                                 cosine_keep=cosine_keep, progress=lambda: progress.advance(task))
             written = None
             if write:
-                write_filter_settings(p.path / "pack.yaml", threshold=cal.threshold,
+                write_filter_settings(p.path / "pack.yaml", threshold=None if cal.kind == "none" else cal.threshold,
                                       kind=kind if kind and kind != p.config.filter.kind else None, gate=cal.gate,
                                       cosine_keep=cosine_keep)
                 written = str(p.path / "pack.yaml")
@@ -240,9 +240,13 @@ def register(app, packs_app, filter_app) -> None:
                 cells.append(f"{row['oop_abstention']:.1%}")
             table.add_row(*cells)
         out.print(table)
-        out.print(f"AUC {summary['auc']:.3f} over {summary['gold_passages']} gold / {summary['nongold_passages']} "
-                  f"other passages; chosen threshold {summary['threshold']:.4f} (keeps >= {keep:.0%} of gold)",
-                  highlight=False)
+        if cal.kind == "none":
+            out.print(f"filter 'none': every passage of a question the gate admits is kept ({summary['gold_passages']} "
+                      f"gold / {summary['nongold_passages']} other passages)", highlight=False)
+        else:
+            out.print(f"AUC {summary['auc']:.3f} over {summary['gold_passages']} gold / {summary['nongold_passages']} "
+                      f"other passages; chosen threshold {summary['threshold']:.4f} (keeps >= {keep:.0%} of gold)",
+                      highlight=False)
         if cal.gate is not None:
             out.print(f"gate {summary['gate']:.4f}: a question whose best candidate's cosine is below it keeps nothing "
                       f"(at most {gate:.0%} of answerable questions); rates above include it", highlight=False)
@@ -252,7 +256,9 @@ def register(app, packs_app, filter_app) -> None:
         if cal.topic_threshold is not None:
             out.print(f"topic gate {cal.topic_threshold:.4f} ({p.config.filter.topic_model}/): a question it turns away keeps "
                       "nothing; rates above include it", highlight=False)
-        if written:
+        if written and cal.kind == "none":
+            out.print(f"wrote filter.kind: none, filter.gate: {summary['gate']:.4f} to {written}", highlight=False)
+        elif written:
             out.print(f"wrote filter.threshold: {summary['threshold']:.4f} to {written}", highlight=False)
         else:
             out.print(f"add --write to store it in {p.path / 'pack.yaml'}", highlight=False)
