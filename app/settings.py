@@ -274,8 +274,9 @@ class FilterSettings(_Strict):
         description="A question-level floor on cosine similarity, checked before any filter kind: when no retrieved "
         "passage's embedding reaches it, nothing is kept and the answer is 'not found' (questions the pack's "
         "documents are not about). Lets a trained filter choose passages while cosine, which separates topics "
-        "well, decides whether the question belongs here at all. Set by `slmrag filter calibrate --gate`; "
-        "unset: no gate.",
+        "well, decides whether the question belongs here at all. With kind 'none' the gate alone decides: every "
+        "passage of a question that passes it is kept, in retrieval's order (an ask's --filter none skips it). Set by "
+        "`slmrag filter calibrate --gate`; unset: no gate.",
     )
     cosine_keep: float | None = Field(
         None,

@@ -395,6 +395,9 @@ def run_eval(opts: EvalOptions, progress: EvalProgress | None = None) -> dict:
             progress.note(f"slmrag ingest: {ingest_info['documents']} documents, {summary.pages} pages, "
                           f"{summary.chunks} chunks in {summary.seconds:.1f}s "
                           f"({ingest_info['chunks_per_s']} chunks/s), {len(summary.failed)} failed")
+            # Ask as a fresh process does (queries through ONNX when the pack allows it), not with the torch model
+            # the ingest loaded: the variants below ask that way, and a side-by-side must differ only by the variant.
+            assistant = Assistant(pack)
         filter_note = _prepare_filter_model(pack, user_index, scratch)
         assistant.load(generator=opts.answers)
         assistant.relevance_filter()  # fail now, not once per question, if the filter cannot be built
@@ -420,10 +423,13 @@ def run_eval(opts: EvalOptions, progress: EvalProgress | None = None) -> dict:
             if scratch is not None:
                 vpack = vpack.with_index_dir(scratch)
             progress.note(f"{v.system}: preparing")
-            variant_info[v.system] = {"name": v.name, "value": v.value, **apply_variant(
-                v, vpack, lambda _: _cosine_threshold(assistant, questions))}
-            _prepare_filter_model(vpack, user_index, scratch)
+            # Settings are read when used, so the assistant can be made before the variant changes them; a calibrated
+            # threshold comes from the assistant that asks with it (the same question vectors: on a CPU with AMX a
+            # torch-bf16 and an ONNX query vector differ by ~1e-4, enough to drop the gold passage at the threshold).
             vassistant = Assistant(vpack)
+            variant_info[v.system] = {"name": v.name, "value": v.value, **apply_variant(
+                v, vpack, lambda _, a=vassistant: _cosine_threshold(a, questions))}
+            _prepare_filter_model(vpack, user_index, scratch)
             vassistant.load(generator=opts.answers)
             vassistant.relevance_filter()
             _run_questions(progress, f"{v.system} questions", v.system, questions, records,
