@@ -76,16 +76,21 @@ class LocalModelServer:
     ``amx_workaround=True`` loads the model without llama.cpp's extra buffer types, as the embedded
     backend does; needed on CPUs that report AMX inside VMs that do not grant AMX tile state, where the
     first batched decode of a quantized model crashes (``SLMRAG_LLAMA_EXTRA_BUFTS=1`` still turns it off).
-    Off by default: llama_cpp.server as it ships.
+    ``None`` (the default): on where the CPU reports AMX, else llama_cpp.server as it ships.
     ``interrupt_requests=False`` keeps concurrent streaming answers going (by default the server cuts a
     streaming answer short when another request arrives).
     """
 
     def __init__(self, model_path: str | Path, *, alias: str, threads: int, n_ctx: int, log: Path,
-                 deadline_s: float = 120.0, lora_path: str | Path | None = None, amx_workaround: bool = False,
+                 deadline_s: float = 120.0, lora_path: str | Path | None = None, amx_workaround: bool | None = None,
                  interrupt_requests: bool = True):
         self.model_path, self.alias, self.threads, self.n_ctx = Path(model_path), alias, threads, n_ctx
         self.log, self.deadline_s, self.lora_path = Path(log), deadline_s, lora_path
+        if amx_workaround is None:
+            from app.embedder import native_bf16  # the one reading of /proc/cpuinfo's AMX flag
+
+            # A served model crashed here on its first batched decode on an AMX machine (tests/test_serving.py).
+            amx_workaround = native_bf16()
         self.amx_workaround, self.interrupt_requests = amx_workaround, interrupt_requests
         self.port: int | None = None
         self._proc: subprocess.Popen | None = None
