@@ -155,6 +155,10 @@ def ask(
 
     try:
         p = load_pack(pack, index_dir)
+        if threshold is not None and (filter_kind or p.config.filter.kind) == "none":
+            err.print(f"note: --threshold has no effect: pack '{p.name}' filters no passage (filter.kind none"
+                      + (", behind its question gate" if p.config.filter.gate is not None else "")
+                      + "); add --filter cosine to drop passages under it.", highlight=False)
         assistant = Assistant(p)
         stream = assistant.ask(question, AskOptions(k=k, threshold=threshold, max_tokens=max_tokens, doc=doc,
                                                     filter=filter_kind),

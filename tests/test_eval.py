@@ -53,7 +53,8 @@ def test_aggregate_by_hand():
         {"id": "q1", "slmrag": _run([False, True, False], [False, True, True], gold_in_context=True,
                                     score={"kind": "label", "correct": True, "f1": 0.0, "em": False},
                                     abstained=False, abstained_filter=False,
-                                    timings={"retrieve_s": 0.1, "filter_s": 0.01, "total_s": 1.0, "tokens_per_s": 50.0})},
+                                    timings={"retrieve_s": 0.1, "filter_s": 0.01, "total_s": 1.0, "tokens_per_s": 50.0,
+                                             "tokens": 11})},
         {"id": "q2", "slmrag": _run([True, False], [False, False], gold_in_context=False,
                                     score={"kind": "label", "correct": False, "f1": 0.0, "em": False},
                                     abstained=True, abstained_filter=True,
@@ -61,7 +62,8 @@ def test_aggregate_by_hand():
         {"id": "q3", "slmrag": _run([False, False], [True, True], gold_in_context=False,
                                     score={"kind": "text", "correct": True, "f1": 0.6, "em": False},
                                     abstained=False, abstained_filter=False,
-                                    timings={"retrieve_s": 0.2, "filter_s": 0.02, "total_s": 2.0, "tokens_per_s": 70.0})},
+                                    timings={"retrieve_s": 0.2, "filter_s": 0.02, "total_s": 2.0, "tokens_per_s": 70.0,
+                                             "tokens": 71})},
     ]
     a = aggregate(records, "slmrag", max_k=3)
     assert a["retrieval"]["recall@1"] == pytest.approx(1 / 3)  # only q2
@@ -82,6 +84,8 @@ def test_aggregate_by_hand():
     assert a["latency"]["retrieve_s"]["p50"] == pytest.approx(0.2)
     assert a["latency"]["total_s"]["p95"] == pytest.approx(2.9)  # numpy-style interpolation: 2 + 0.9 * 1
     assert a["tokens_per_s"]["mean"] == pytest.approx(60.0)
+    # pooled: 10 tokens in 0.2 s and 70 in 1.0 s -> 80 tokens / 1.2 s, nearer the long answer's rate than the mean
+    assert a["tokens_per_s"]["pooled"] == pytest.approx(66.67)
 
 
 def test_aggregate_counts_errors_as_misses():

@@ -378,7 +378,8 @@ def adapter_dev_figures(pack, report: dict, base: dict | None = None) -> tuple[d
                 "abstention_rate": a.get("abstention_rate"), "grounded_rate": a.get("grounded_rate"),
                 "withheld_rate": a.get("withheld_rate"),
                 "first_token_p50_s": ((s.get("latency") or {}).get("first_token_s") or {}).get("p50"),
-                "decode_tok_s_mean": (s.get("tokens_per_s") or {}).get("mean")}
+                "decode_tok_s_mean": (s.get("tokens_per_s") or {}).get("mean"),
+                "decode_tok_s_pooled": (s.get("tokens_per_s") or {}).get("pooled")}
 
     figures = answers_of(report, True)
     if base is not None:
