@@ -64,6 +64,11 @@ def test_ingest_json_status_and_ask_cites_file_and_page(env, docs, tmp_path):
     assert text.returncode == 0, text.stderr
     assert "Sources:" in text.stdout and "holidays.txt" in text.stdout
 
+    # legal keeps every passage of a question its gate admits (filter.kind none): a threshold would change nothing
+    noted = run(["ask", "How many days of paid annual leave do staff get?", "--pack", "legal", "--max-tokens", "8",
+                 "--threshold", "0.9"], env)
+    assert noted.returncode == 0 and "--threshold has no effect" in noted.stderr and "--filter cosine" in noted.stderr
+
 
 def test_exit_codes(env, docs, tmp_path):
     (docs / "broken.pdf").write_bytes(b"not a pdf at all")
