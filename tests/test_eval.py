@@ -300,6 +300,8 @@ def test_eval_variants_run_beside_the_pack_on_the_same_questions(tmp_path, monke
     md = (out / "report.md").read_text()
     assert "| metric | slmrag | slmrag[no-filter] | slmrag[cosine] | naive | slmrag / naive | better |" in md
     assert "- `slmrag[cosine]`: filter.kind cosine, threshold 0.999 (given)" in md
+    mem = report["meta"]["memory"]
+    assert f"MB after the slmrag phase (ingest + questions), {mem['after_variants_mb']} MB after the variants" in md
 
 
 def test_eval_cosine_variant_calibrates_its_threshold_on_the_questions(tmp_path, monkeypatch):

@@ -309,8 +309,11 @@ def render_markdown(report: dict, plots: list[str]) -> str:
     rows = [cells + [r["better"]] for cells, r in zip(summary_rows(report), report["comparison"])]
     lines += _md_table(["metric", "slmrag", *variants, "naive", "slmrag / naive", "better"], rows)
     mem = meta.get("memory", {})
-    lines += ["", f"Peak RSS (one process runs both systems): {mem.get('after_slmrag_mb')} MB after the slmrag "
-              f"phase (ingest + questions), {mem.get('peak_mb')} MB at the end (naive phase included).", ""]
+    after_variants = (f", {mem.get('after_variants_mb')} MB after the variants (one at a time)"
+                      if variants and mem.get("after_variants_mb") is not None else "")
+    lines += ["", f"Peak RSS (one process runs every system): {mem.get('after_slmrag_mb')} MB after the slmrag "
+              f"phase (ingest + questions){after_variants}, {mem.get('peak_mb')} MB at the end (naive phase "
+              "included, if run).", ""]
 
     sub = [(name, agg) for name, agg in report["aggregates"].items() if name != "all"]
     if sub:
