@@ -133,7 +133,9 @@ class QuestionBound:
             words.no_truncation()
             words.no_padding()
             self._words = words
-        limit = self.max_length - PASSAGE_MIN_TOKENS - 3  # [CLS] and two [SEP]
+        # [CLS] and two [SEP]; a window too short for the passage minimum (a fast training run at 64 tokens)
+        # splits evenly, rather than leaving the question no tokens or a negative count
+        limit = max(1, self.max_length - min(PASSAGE_MIN_TOKENS, self.max_length // 2) - 3)
         enc = self._words.encode(question, add_special_tokens=False)
         return question if len(enc.ids) <= limit else question[:enc.offsets[limit - 1][1]]
 

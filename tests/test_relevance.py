@@ -225,3 +225,23 @@ def test_a_training_row_with_a_question_longer_than_the_window_is_learnt_from_it
                                 logits.view(-1), torch.tensor(y)))
     assert meta["pairs"] == 2 and meta["steps"] == 1
     assert PairModel(tmp_path / "model", max_length=128).logits(long_question, [DOCS["anticoag.txt"]]).shape == (1, 1)
+
+
+def test_the_label_free_trainer_learns_from_a_pseudo_question_longer_than_its_window(tmp_path):
+    """`slmrag filter train` without --train (pseudo-questions from the index): a statement longer than the
+    training window is cut as a long question is read, once, instead of stopping the run with the tokenizer's
+    truncation error."""
+    from app.training.cross_encoder import TrainingPair, train_cross_encoder
+
+    long_query = ROWS[0]["question"] + " " + "please consider the anticoagulation record carefully " * 60
+    pairs = [TrainingPair(long_query, DOCS["anticoag.txt"], 1.0, "sentence", 0, 0),
+             TrainingPair(long_query, "The cafeteria opens at seven and serves breakfast until ten.", 0.0, "random", 1, 0)]
+    report = train_cross_encoder(None, tmp_path / "ce", pairs=pairs, max_steps=1, batch_size=2, train_max_length=64,
+                                 max_length=128, seed=0)
+    assert report.steps == 1 and (tmp_path / "ce" / "model.safetensors").is_file()
+    # a 64-token window is shorter than the passage minimum (64) plus three special tokens: it splits evenly
+    from app.pair_model import QuestionBound
+
+    bound = QuestionBound(64)
+    cut = bound(long_query)
+    assert long_query.startswith(cut) and len(bound._words.encode(cut, add_special_tokens=False).ids) == 64 - 32 - 3
