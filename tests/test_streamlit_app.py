@@ -361,6 +361,9 @@ def test_pack_switch_keeps_history_and_settings_per_pack(app):
     assert "documents" in sidebar and "chunks" in sidebar and "Last ingest: 20" in sidebar
     # k/threshold/max-token settings are per pack and kept per session.
     assert at.slider(key="k::legal").value == 5
+    # legal drops no passage (filter.kind none behind its gate): its threshold slider is off and says why
+    legal_threshold = at.slider(key="threshold::legal")
+    assert legal_threshold.disabled and "question gate decides" in legal_threshold.help
     at.selectbox(key="pack").set_value("medical")
     run(at)
     assert at.title[0].value == "Clinical Literature Assistant"

@@ -424,8 +424,11 @@ def sidebar_settings(assistant: Assistant) -> AskOptions:
                       persist_state="session", help="How many passages are retrieved before the noise filter.")
         threshold = st.slider("Filter threshold", lo, hi, float(cfg.filter.threshold), step=0.01,
                               key=f"threshold::{pack.name}", persist_state="session",
-                              help=f"Passages whose {cfg.filter.kind} score is below this are dropped; "
-                                   "higher means stricter (more abstentions).",
+                              help=(f"Passages whose {cfg.filter.kind} score is below this are dropped; "
+                                    "higher means stricter (more abstentions).") if cfg.filter.kind != "none" else
+                              "This pack drops no passage (filter.kind none)" + (
+                                  ": its question gate decides whether a question is answered at all."
+                                  if cfg.filter.gate is not None else "."),
                               disabled=cfg.filter.kind == "none")
         max_tokens = st.slider("Answer length (max tokens)", 16, 1024, min(1024, cfg.generator.max_tokens),
                                step=8, key=f"max_tokens::{pack.name}", persist_state="session",
