@@ -91,9 +91,9 @@ def abstain_reason(rec: dict) -> str:
     or, for an answer stored before answers carried it, the same rule applied to its stored fields."""
     if rec.get("abstain_reason"):
         return rec["abstain_reason"]
+    filtering = rec.get("filter") or {}
     return answer_abstain_reason(decided_by=rec.get("decided_by") or "", withheld=bool(rec.get("withheld")),
-                                 off_topic=bool((rec.get("filter") or {}).get("off_topic")),
-                                 gated=bool((rec.get("filter") or {}).get("gated")))
+                                 off_topic=bool(filtering.get("off_topic")), gated=bool(filtering.get("gated")))
 
 
 def check_note(rec: dict) -> str:

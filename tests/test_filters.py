@@ -483,3 +483,23 @@ def test_kind_none_with_a_gate_keeps_every_passage_of_a_question_that_passes_it(
         assert len(assistant.retrieve(outside, AskOptions(k=4, filter="none")).kept) == 4  # --filter none: no gate
     finally:
         cfg.kind, cfg.gate = saved
+
+
+def test_calibrate_kind_none_chooses_only_the_gate(fixture_pack):
+    """`filter calibrate --kind none --gate F`: the gate from the answerable questions' best cosine (F = 0: the lowest
+    of them), every passage of a question that passes kept; without --gate there is nothing to calibrate."""
+    from app.assistant import Assistant
+    from app.errors import SlmragError
+    from app.evaluation.calibration import calibrate
+
+    qs = [{"id": "s", "question": "How soon should antibiotics be started in septic shock?", "answer": "one hour",
+           "evidence": "Broad-spectrum intravenous antibiotics should be started within one hour", "doc": "sepsis.txt"},
+          {"id": "g", "question": "Which rules govern arbitration of disputes under the agreement?", "answer": "AAA",
+           "evidence": "under the rules of the American Arbitration Association", "doc": "governing_law.txt"}]
+    assistant = Assistant(fixture_pack)
+    with pytest.raises(SlmragError, match="--gate"):
+        calibrate(assistant, qs, kind="none", k=3)
+    cal = calibrate(assistant, qs, kind="none", k=3, gate_max_false=0.0)
+    assert cal.gate == min(q.best_cosine for q in cal.questions)
+    row = cal.row(cal.threshold)
+    assert row["gold_kept"] == 1.0 and row["nongold_dropped"] == 0.0 and row["false_abstention"] == 0.0

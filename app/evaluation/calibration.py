@@ -208,9 +208,7 @@ def calibrate(assistant, questions: Sequence[dict], *, kind: str | None = None, 
                           "Pass --kind cross_encoder (or slm_judge).")
     cosine = assistant.relevance_filter("cosine") if gate_max_false is not None or cosine_keep is not None else None
     # The pack's topic gate stands in front of every filter kind, as in an ask: its verdicts count too.
-    from app.assistant import AskOptions
-
-    topic_threshold = assistant.filter_choice(AskOptions(filter=None if kind == pack.config.filter.kind else kind)).topic
+    topic_threshold = assistant.filter_choice().topic
     topic = None
     if topic_threshold is not None:
         gate_model = assistant.topic_gate

@@ -379,6 +379,7 @@ def run_eval(opts: EvalOptions, progress: EvalProgress | None = None) -> dict:
     try:
         assistant = Assistant(pack)
         ingest_info = None
+        ingest_embedder = None  # the embedder the ingest loaded in full, for the naive baseline's build
         if corpus is not None:
             from ingest.ingestor import Ingestor
 
@@ -397,7 +398,7 @@ def run_eval(opts: EvalOptions, progress: EvalProgress | None = None) -> dict:
                           f"({ingest_info['chunks_per_s']} chunks/s), {len(summary.failed)} failed")
             # Ask as a fresh process does (queries through ONNX when the pack allows it), not with the torch model
             # the ingest loaded: the variants below ask that way, and a side-by-side must differ only by the variant.
-            assistant = Assistant(pack)
+            ingest_embedder, assistant = assistant.embedder, Assistant(pack)
         filter_note = _prepare_filter_model(pack, user_index, scratch)
         assistant.load(generator=opts.answers)
         assistant.relevance_filter()  # fail now, not once per question, if the filter cannot be built
@@ -441,7 +442,8 @@ def run_eval(opts: EvalOptions, progress: EvalProgress | None = None) -> dict:
         naive, naive_ingest = None, None
         if opts.naive:
             files = _corpus_files(corpus, pack)
-            naive = NaiveRAG(assistant.embedder, assistant.generator if opts.answers else None, k=opts.naive_k,
+            embedder = (ingest_embedder or assistant.embedder).load()  # its one-time load is not the baseline's ingest
+            naive = NaiveRAG(embedder, assistant.generator if opts.answers else None, k=opts.naive_k,
                              n_ctx=pack.config.generator.n_ctx, max_pages=pack.config.ingest.max_pages,
                              timeout_s=pack.config.ingest.parse_timeout_s)
             progress.stage("naive: load + split", len(files))

@@ -419,16 +419,18 @@ def sidebar_settings(assistant: Assistant) -> AskOptions:
     cfg = pack.config
     lo = min(0.0, float(cfg.filter.threshold))
     hi = max(1.0, float(cfg.filter.threshold))
+    if cfg.filter.kind != "none":
+        threshold_help = (f"Passages whose {cfg.filter.kind} score is below this are dropped; higher means stricter "
+                          "(more abstentions).")
+    else:
+        threshold_help = "This pack drops no passage (filter.kind none)" + (
+            ": its question gate decides whether a question is answered at all." if cfg.filter.gate is not None else ".")
     with st.expander("Settings", icon=":material/tune:"):
         k = st.slider("Passages retrieved (k)", 1, 20, min(20, cfg.retrieval.k), key=f"k::{pack.name}",
                       persist_state="session", help="How many passages are retrieved before the noise filter.")
         threshold = st.slider("Filter threshold", lo, hi, float(cfg.filter.threshold), step=0.01,
                               key=f"threshold::{pack.name}", persist_state="session",
-                              help=(f"Passages whose {cfg.filter.kind} score is below this are dropped; "
-                                    "higher means stricter (more abstentions).") if cfg.filter.kind != "none" else
-                              "This pack drops no passage (filter.kind none)" + (
-                                  ": its question gate decides whether a question is answered at all."
-                                  if cfg.filter.gate is not None else "."),
+                              help=threshold_help,
                               disabled=cfg.filter.kind == "none")
         max_tokens = st.slider("Answer length (max tokens)", 16, 1024, min(1024, cfg.generator.max_tokens),
                                step=8, key=f"max_tokens::{pack.name}", persist_state="session",
