@@ -380,6 +380,14 @@ class GroundingSettings(_Strict):
         "document name and heading) for a label, or a sentence slmrag quotes on the model's behalf, to stand: "
         "below it the passage is about something else.",
     )
+    min_label_coverage: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="min_question_coverage for a label (yes/no) answer, where it differs: a yes/no question is "
+        "one claim, and the study or clause a verdict is read from must be about the whole of it, while 'What "
+        "is the incubation period of MERS?' names its subject in two words. Medical: 0.51, more than half (an "
+        "abstract sharing half of a title's words, 'risk' and 'factor' of 'Aripiprazole: a new risk factor for "
+        "pathological gambling?', is another study). None: min_question_coverage.",
+    )
     opening_words: int = Field(
         0, ge=0, le=500,
         description="How many words from the start of the cited passage's document also count for "
@@ -403,6 +411,11 @@ class GroundingSettings(_Strict):
         description="What happens to an answer that fails the check: 'withhold' (replaced by the abstention "
         "with the nearest sources) or 'flag' (shown, visibly marked as not supported).",
     )
+
+    @property
+    def label_coverage(self) -> float:
+        """The least question coverage a label stands on (min_label_coverage, else min_question_coverage)."""
+        return self.min_question_coverage if self.min_label_coverage is None else self.min_label_coverage
 
 
 class RatioSettings(_Strict):

@@ -270,7 +270,7 @@ def _documents_covering(scopes: list[str], doc_ids: list[str], question: str, se
         return None
     one_each = {d: n for n, d in enumerate(doc_ids, 1)}  # any of a document's passages gives its scope
     covered = {d: lexical_support(question, [_document_scope(scopes, doc_ids, n)], question).score
-               >= g.min_question_coverage for d, n in one_each.items()}
+               >= g.label_coverage for d, n in one_each.items()}
     return [covered[d] for d in doc_ids]
 
 
@@ -394,7 +394,7 @@ def _check_label(shaped: Shaped, texts: list[str], scopes: list[str], doc_ids: l
         # question's subject, which its document names in the other kept passages (the study's aims).
         scope = _document_scope(scopes, doc_ids, n) if shaped.label_by == "reader" else scopes[n - 1]
         covered = lexical_support(question, [scope], question)
-        if covered.score < g.min_question_coverage:
+        if covered.score < g.label_coverage:
             return Composed(shaped, covered, False, "lexical", timings)
     support = lexical_support(shaped.claim, [cited], question) if shaped.claim else None
     if support is not None and support.checked and (g.check == "none" or support.score >= g.min_support):
