@@ -441,6 +441,25 @@ def test_only_a_document_that_covers_the_question_may_decide_the_label():
     assert reader.eligible == [None]
 
 
+def test_a_label_needs_more_of_the_question_covered_when_the_pack_raises_its_floor():
+    """"Is aripiprazole a new risk factor for pathological gambling?" has 6 content words (aripipr, new, risk,
+    factor, patholo, gambl); another study's "a new risk factor" holds 3 of them: 3/6 = .5, which stands at the
+    default floor (min_question_coverage .5) and not at min_label_coverage .51 (more than half): the reader
+    may not decide from that study, and its label is withheld. The floor is the label's own: an extract
+    answer's coverage floor stays min_question_coverage."""
+    other = "Marital status was a new risk factor for urinary infection in women."
+    q = "Is aripiprazole a new risk factor for pathological gambling?"
+    for floor, eligible, grounded in ((None, True, True), (0.51, False, False)):
+        settings = AnswerSettings(shapes=["label"], labels=["yes", "no"], default="label",
+                                  grounding={"min_label_coverage": floor})
+        reader = FakeReader(1, "yes")
+        c = compose(FakeGenerator("unused"), _doc_prompt("label", [("b", other)]), q, settings, reader=reader)
+        assert reader.eligible == [[eligible]] and c.grounded is grounded, (floor, c.support)
+        assert settings.grounding.min_question_coverage == 0.5
+        assert settings.grounding.label_coverage == (0.5 if floor is None else floor)
+    assert not c.grounded and c.decided_by == "lexical" and c.support.score == 0.5
+
+
 def test_a_label_selector_chooses_the_sentence_a_readers_label_quotes():
     """The reader decides (passage 1, "yes"); the label selector ranks a sentence of document b first, but b
     does not cover what the question names, so its best sentence of document a - in passage 3 - is quoted
