@@ -469,6 +469,15 @@ class AnswerSettings(_Strict):
         "verdict, and the answer is 'not found' (decided by the model). The reader's verdicts are near 0 or above "
         ".9, so the middle is the floor.",
     )
+    no_verdict_coverage: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="With a label reader: when no kept passage states a verdict, quote the sentence that bears on "
+        "the question most (no yes/no label; with an extract_selector, its best sentence) from a passage whose "
+        "document holds at least this share of the question's content words. Guidelines and protocols say what to "
+        "do ('Norepinephrine is the first-choice vasopressor'), not a study's verdict, and a reader trained on "
+        "abstracts' conclusions finds none there. None: the answer is 'not found'. Set it high (medical: 0.75): "
+        "a study that holds most of a title's words is that study.",
+    )
     extract_selector: str | None = Field(
         None,
         description="The pack-relative folder of a sentence selector (a MiniLM cross-encoder trained by `slmrag adapt "

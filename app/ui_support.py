@@ -117,6 +117,12 @@ def check_note(rec: dict) -> str:
     if rec.get("grounded") is False:
         missing = ", ".join(support.get("missing", [])[:5])
         return f"Not supported by the cited passages{score}" + (f"; not found there: {missing}" if missing else "") + "."
+    if (details.get("quote") or {}).get("no_verdict") and rec.get("grounded"):
+        chooser = (" this pack's trained sentence selector chose" if details["quote"].get("by") == "selector"
+                   else " slmrag chose")
+        return ("This pack's trained label reader found no yes/no verdict in the passages" + how_sure + ", so there "
+                "is no label;" + chooser + " the sentence that bears on the question from a document naming most "
+                "of its words, quoted word for word. Read it before you act on it.")
     if details.get("label_by") == "reader" and rec.get("grounded"):
         chooser = (", chosen by its trained sentence selector," if (details.get("quote") or {}).get("by") == "selector"
                    else "")

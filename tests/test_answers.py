@@ -263,6 +263,11 @@ def test_task_scores_by_source():
     pqa = {"source": "pubmedqa", "answer": "yes"}
     assert task_score({"label": "yes"}, "Yes. ...", pqa, False)["correct"]
     assert not task_score({"label": "yes"}, "x", pqa, True)["correct"]  # abstained: no label
+    # a label answer with no verdict (a quote) states no label, whatever words its quote holds; a free-text
+    # answer's label is read from its text
+    no_verdict = "The documents do not state a verdict on this; they say: \u201cThere was no difference.\u201d [1]"
+    assert task_score({"shape": "label", "label": None}, no_verdict, pqa, False)["pred_label"] is None
+    assert task_score({"shape": "free", "label": None}, "Yes, it does [1].", pqa, False)["pred_label"] == "yes"
     tat = {"source": "tat-qa", "answer": "47.02%", "answer_raw": "47.02", "scale": "percent"}
     info = {"details": {"calculation": {"value": 47.0193}}}
     assert task_score(info, "47.02% = ...", tat, False)["em"]
@@ -635,6 +640,43 @@ def test_a_reading_below_the_verdict_floor_is_not_found():
     c = compose(FakeGenerator("unused"), prompt, q, AnswerSettings(shapes=["label"], labels=["yes", "no"], default="label",
                                                                   min_verdict=0.2), reader=Unsure(1, "no"))
     assert not c.shaped.refused and c.shaped.label == "no" and c.grounded
+
+
+def test_with_no_verdict_a_covering_document_is_quoted_without_a_label():
+    """A protocol states what to do, not a verdict: the reader finds none (.3 < .5). "Should patients in
+    septic shock receive norepinephrine?" has 5 content words (patient, septic, shock, receive, norepin);
+    document a holds 4 (.8), document b 1 (.2). With no_verdict_coverage .75 the selector's best sentence of a
+    covering document is quoted - its first choice, from b, is passed over - with no label and the reader's
+    scores kept; without a selector, a's sentence sharing most of the question's words; at .85 nothing
+    covers enough and the answer stays "not found"."""
+    from app.answers.selector import Selection
+    from app.ui_support import check_note
+
+    a1 = "Norepinephrine is the first-choice vasopressor for patients in septic shock."
+    a2 = "Start it through a peripheral line while central access is placed."
+    b = "Patients with asthma should carry a reliever inhaler."
+    q = "Should patients in septic shock receive norepinephrine?"
+
+    class Unsure(FakeReader):
+        def read(self, question, passages, eligible=None):
+            r = super().read(question, passages, eligible)
+            r.verdict = 0.3
+            return r
+
+    prompt = _doc_prompt("label", [("b", b), ("a", f"{a2} {a1}")])
+    ranked = [Selection(1, b, 0.9), Selection(2, a1, 0.6)]
+    for floor, selector in ((0.75, FakeSelector(ranked)), (0.75, None)):
+        settings = AnswerSettings(shapes=["label"], labels=["yes", "no"], default="label", no_verdict_coverage=floor)
+        c = compose(FakeGenerator("unused"), prompt, q, settings, reader=Unsure(2, "yes"), selector=selector)
+        assert c.grounded and not c.shaped.refused and c.shaped.label is None and c.decided_by == "verbatim"
+        assert c.shaped.text == f"The documents do not state a verdict on this; they say: \u201c{a1}\u201d [2]"
+        assert c.shaped.quote["no_verdict"] and c.shaped.label_scores["verdict"] == 0.3
+        note = check_note({"decided_by": c.decided_by, "grounded": True, "details": c.shaped.to_json()})
+        assert note.startswith("This pack's trained label reader found no yes/no verdict in the passages (verdict 0.30)")
+        assert ("trained sentence selector chose" in note) is (selector is not None)
+    settings = AnswerSettings(shapes=["label"], labels=["yes", "no"], default="label", no_verdict_coverage=0.85)
+    c = compose(FakeGenerator("unused"), prompt, q, settings, reader=Unsure(2, "yes"), selector=FakeSelector(ranked))
+    assert c.shaped.refused and c.decided_by == "model" and not c.grounded
 
 
 def test_selector_sentence_is_the_extract_answer_and_nothing_is_generated():

@@ -155,10 +155,7 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
         else None
     ending = term_end(ranked, prompt.context) if ranked and settings.term_end and re.search(
         settings.term_end, question, re.IGNORECASE) else None
-    if ranked and settings.selector_question_weight:
-        ranked = with_question_words(ranked, question, namings, settings.selector_question_weight)
-    if ranked and ranked[0].score < settings.selector_confident:
-        ranked = by_question_words(ranked, question, namings)
+    ranked = _reordered(ranked, question, namings, settings)
     selection = _selected(ranked, scopes, question, settings) if ranked is not None and ending is None else None
     if selection is not None:
         selection = selector.marked(question, selection, prompt.context)
@@ -181,6 +178,10 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
     elif shape == "label" and reader is not None:
         # The trained reader reads each kept passage; the one that states a verdict decides (no generation).
         shaped = _read_label(reader, question, prompt.context, scopes, doc_ids, settings, label_selector)
+        if shaped.refused and settings.no_verdict_coverage is not None:
+            quoted = _without_verdict(question, prompt.context, texts, namings, scopes, doc_ids, settings, selector)
+            if quoted is not None:
+                quoted.label_scores, shaped = shaped.label_scores, quoted
         first.append(time.perf_counter())
     elif shape == "label" and generator.scores_choices:
         probs = biased(label_probabilities(generator, prompt, list(settings.labels), with_not_found=label_not_found,
@@ -253,6 +254,42 @@ def _read_label(reader, question: str, passages: list, scopes: list[str], doc_id
     if reading.verdict < settings.min_verdict:
         shaped.refused, shaped.label = True, None
     return shaped
+
+
+def _reordered(ranked: list | None, question: str, namings: list[str], settings: AnswerSettings) -> list | None:
+    """The selector's ranking with the question's words as a second opinion, as the pack sets it
+    (``selector_question_weight``, ``selector_confident``)."""
+    if ranked and settings.selector_question_weight:
+        ranked = with_question_words(ranked, question, namings, settings.selector_question_weight)
+    if ranked and ranked[0].score < settings.selector_confident:
+        ranked = by_question_words(ranked, question, namings)
+    return ranked
+
+
+def _without_verdict(question: str, passages: list, texts: list[str], namings: list[str], scopes: list[str],
+                     doc_ids: list[str], settings: AnswerSettings, selector=None) -> Shaped | None:
+    """No kept passage states a yes/no verdict (the reader's ``min_verdict``), but the question may still be
+    answered in the documents' own words: a protocol says "Norepinephrine is the first-choice vasopressor",
+    not "yes". The sentence that bears on the question most - the extract selector's best, re-ordered as an
+    extract answer's (:func:`_reordered`), else the one sharing most of its words - of a passage whose document
+    holds ``no_verdict_coverage`` of the question's content words is quoted, with no label. None when no
+    document covers that much (then "not found")."""
+    covering = [lexical_support(question, [_document_scope(scopes, doc_ids, n)], question).score
+                >= settings.no_verdict_coverage for n in range(1, len(texts) + 1)]
+    if not any(covering):
+        return None
+    n, sentence, by = None, "", {}
+    if selector is not None:
+        ranked = _reordered(selector.rank(question, passages), question, namings, settings)
+        best = next((s for s in ranked if covering[s.n - 1]), None)
+        if best is not None:
+            n, sentence, by = best.n, best.sentence, {"by": "selector"}
+    if n is None:
+        n = next(i for i, c in enumerate(covering, 1) if c)
+        sentence = best_sentence(texts[n - 1], question)
+    return Shaped("label", f"The documents do not state a verdict on this; they say: \u201c{sentence}\u201d [{n}]", [n],
+                  claim=sentence, label_by="reader",
+                  quote={"text": sentence, "n": n, "verbatim": True, "by_model": False, "no_verdict": True, **by})
 
 
 def _document_scope(scopes: list[str], doc_ids: list[str], n: int) -> str:

@@ -123,7 +123,10 @@ def task_score(info: Mapping[str, Any], text: str, q: Mapping[str, Any], abstain
     plain = _CITE.sub(" ", text)
     out: dict[str, Any] = {"source": source}
     if source == "pubmedqa":
-        label = None if abstained else (info.get("label") or extract_label(text))
+        # slmrag's label answers carry their label; one without (no verdict stated: a quote) states none, and its
+        # quote's own "no" ("there was no difference") is not one. Other answers are read from their text.
+        label = None if abstained or (info.get("shape") == "label" and not info.get("label")) else (
+            info.get("label") or extract_label(text))
         out.update(pred_label=label, gold_label=gold.strip().lower(), correct=label == gold.strip().lower())
     elif source == "covid-qa":
         out.update(f1=token_f1(span, gold), em=exact_match(span, gold))
