@@ -475,8 +475,8 @@ class AnswerSettings(_Strict):
         "the question most (no yes/no label; with an extract_selector, its best sentence) from a passage whose "
         "document holds at least this share of the question's content words. Guidelines and protocols say what to "
         "do ('Norepinephrine is the first-choice vasopressor'), not a study's verdict, and a reader trained on "
-        "abstracts' conclusions finds none there. None: the answer is 'not found'. Set it high (medical: 0.75): "
-        "a study that holds most of a title's words is that study.",
+        "abstracts' conclusions finds none there. None: the answer is 'not found'. Set it above "
+        "min_label_coverage (medical: 0.6): the quote's document must be about the question, not share half its words.",
     )
     extract_selector: str | None = Field(
         None,

@@ -403,6 +403,15 @@ class FakeReader:
         return Reading(self.n, self.label, {"yes": 0.2, "no": 0.8}, 0.9)
 
 
+class Unsure(FakeReader):
+    """A reading whose verdict (.3) is under the default floor (min_verdict .5): no passage states one."""
+
+    def read(self, question, passages, eligible=None):
+        r = super().read(question, passages, eligible)
+        r.verdict = 0.3
+        return r
+
+
 def _doc_prompt(shape: str, docs_texts: list[tuple[str, str]]) -> Prompt:
     ps = [Passage(vid=i, doc_id=d, source=f"/{d}.txt", name=f"{d}.txt", page=None, text=t, heading="", start=0,
                   end=len(t)) for i, (d, t) in enumerate(docs_texts)]
@@ -626,12 +635,6 @@ def test_a_reading_below_the_verdict_floor_is_not_found():
     aims = "This trial tested whether statins lower stroke risk in elderly patients with diabetes."
     q = "Do statins lower stroke risk in elderly diabetic patients?"
 
-    class Unsure(FakeReader):
-        def read(self, question, passages, eligible=None):
-            r = super().read(question, passages, eligible)
-            r.verdict = 0.3
-            return r
-
     prompt = _doc_prompt("label", [("a", aims)])
     c = compose(FakeGenerator("unused"), prompt, q, AnswerSettings(shapes=["label"], labels=["yes", "no"], default="label"),
                 reader=Unsure(1, "no"))
@@ -656,12 +659,6 @@ def test_with_no_verdict_a_covering_document_is_quoted_without_a_label():
     a2 = "Start it through a peripheral line while central access is placed."
     b = "Patients with asthma should carry a reliever inhaler."
     q = "Should patients in septic shock receive norepinephrine?"
-
-    class Unsure(FakeReader):
-        def read(self, question, passages, eligible=None):
-            r = super().read(question, passages, eligible)
-            r.verdict = 0.3
-            return r
 
     prompt = _doc_prompt("label", [("b", b), ("a", f"{a2} {a1}")])
     ranked = [Selection(1, b, 0.9), Selection(2, a1, 0.6)]
