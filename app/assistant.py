@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from app.answer import AnswerStream
+from app.answers.grounding import best_coverage
 from app.answers.shapes import route
 from app.embedder import Embedder
 from app.errors import IndexDamaged
@@ -51,11 +52,14 @@ class FilterChoice:
     threshold: float
     min_keep: int
     gate: float | None = None  # question-level cosine floor (FilterSettings.gate); None: no gate
+    gate_coverage: float | None = None  # question coverage that passes the gate too (FilterSettings.gate_coverage)
     topic: float | None = None  # the topic gate's threshold (FilterSettings.topic_threshold); None: no topic gate
     cosine_keep: float | None = None  # cosine that keeps a passage whatever a trained filter says (FilterSettings)
 
     def to_json(self) -> dict:
         out = {"kind": self.kind, "threshold": self.threshold, "min_keep": self.min_keep, "gate": self.gate}
+        if self.gate is not None and self.gate_coverage is not None:
+            out["gate_coverage"] = self.gate_coverage
         return out | ({"topic_threshold": self.topic} if self.topic is not None else {}) | (
             {"cosine_keep": self.cosine_keep} if self.cosine_keep is not None else {})
 
@@ -72,12 +76,23 @@ class Retrieval:
     timings: dict = field(default_factory=dict)
     gate_score: float | None = None  # the best cosine among the candidates, when the pack has a gate
     topic_score: float | None = None  # P(the question is this pack's), when the pack has a topic gate
+    coverage_score: float | None = None  # the best question coverage of a candidate, when the gate asked for it
+
+    @property
+    def gated(self) -> bool:
+        """The gate turned the question away: no candidate reached it in cosine, nor covered the question's
+        words at ``gate_coverage``."""
+        if self.gate_score is None or self.filter.gate is None or self.gate_score >= self.filter.gate:
+            return False
+        return self.coverage_score is None or self.coverage_score < (self.filter.gate_coverage or 0.0)
 
     def filter_json(self) -> dict:
         """What the answer reports of its filtering: the choice, and the gates' verdicts when there are any."""
         out = self.filter.to_json()
         if self.gate_score is not None:
-            out |= {"gate_score": self.gate_score, "gated": self.gate_score < (self.filter.gate or 0.0)}
+            out |= {"gate_score": self.gate_score, "gated": self.gated}
+            if self.coverage_score is not None:
+                out["coverage_score"] = self.coverage_score
         if self.topic_score is not None:
             out |= {"topic_score": self.topic_score, "off_topic": self.topic_score < (self.filter.topic or 0.0)}
         return out
@@ -176,6 +191,7 @@ class Assistant:
         return FilterChoice(kind=kind,
                             threshold=cfg.threshold if options.threshold is None else float(options.threshold),
                             min_keep=cfg.min_keep, gate=None if ungated else cfg.gate,
+                            gate_coverage=None if ungated else cfg.gate_coverage,
                             topic=None if ungated or not cfg.topic_model else cfg.topic_threshold,
                             cosine_keep=None if kind in ("none", "cosine") else cfg.cosine_keep)
 
@@ -263,14 +279,19 @@ class Assistant:
                 # The trained model may not know this kind of document; its embedding says it is on the question.
                 p.kept = True
                 p.extra["kept_by"] = "cosine"
-        gate_score = None
+        gate_score = coverage_score = None
         if choice.gate is not None and passages:
             gate_score = round(float(max(topical)), 4)
+            if gate_score < choice.gate and choice.gate_coverage is not None:
+                # under the gate in cosine; does a candidate (its document named as the answer step names it)
+                # hold the question's words?
+                coverage_score = round(best_coverage(question, passages, self.pack.config.answers.grounding.opening_words), 4)
         topic_score = None
         if choice.topic is not None and qvec is not None:
             topic_score = round(self.topic_gate.score(qvec), 4)
         off_topic = topic_score is not None and topic_score < choice.topic
-        if off_topic or (gate_score is not None and gate_score < choice.gate):  # the question is not about these documents: no passage may stand, min_keep included
+        found = Retrieval(question, passages, [], choice, timings, gate_score, topic_score, coverage_score)
+        if off_topic or found.gated:  # the question is not about these documents: no passage may stand, min_keep included
             for p in passages:
                 p.kept = False
         elif choice.min_keep and passages:
@@ -278,7 +299,8 @@ class Assistant:
                 p.kept = True
         timings["filter_s"] = round(time.perf_counter() - t, 4)
         kept = sorted((p for p in passages if p.kept), key=lambda p: -(p.filter_score or 0))
-        return Retrieval(question, passages, self.prompts.budget(kept), choice, timings, gate_score, topic_score)
+        found.kept = self.prompts.budget(kept)
+        return found
 
     def _query_vector(self, question: str, choice: FilterChoice, options: AskOptions) -> np.ndarray | None:
         """The question embedded once, for the dense retriever, the cosine filter and the gate alike (None

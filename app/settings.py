@@ -278,6 +278,15 @@ class FilterSettings(_Strict):
         "passage of a question that passes it is kept, in retrieval's order (an ask's --filter none skips it). Set by "
         "`slmrag filter calibrate --gate`; unset: no gate.",
     )
+    gate_coverage: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="With a gate: a question under it still passes when one candidate passage - with its "
+        "document's name, heading and first answers.grounding.opening_words words - holds this share of the "
+        "question's content words. A plain question that names what it asks about ('On what date will the term "
+        "of the Halvorsen / Blue Heron master services agreement expire?') can sit under a gate fitted to "
+        "longer, templated questions in cosine while its words are all in the contract. Legal: 0.75. Unset: "
+        "cosine alone decides.",
+    )
     cosine_keep: float | None = Field(
         None,
         ge=-1.0,

@@ -202,6 +202,17 @@ def test_calibration_rates_count_gated_questions_as_abstaining():
         "threshold": 0.5, "gold_kept": 1.0, "nongold_dropped": 0.5, "false_abstention": 0.0, "oop_abstention": 0.0}
 
 
+def test_calibration_lets_a_covered_question_past_the_gate():
+    # b is under the gate in cosine (.3 < .4) but a candidate holds its words (filter.gate_coverage): it passes,
+    # its gold passage counts as kept and it does not abstain; the out-of-pack question is covered by nothing.
+    a = ScoredQuestion({}, [0.9, 0.1], [True, False], best_cosine=0.6)
+    b = ScoredQuestion({}, [0.8, 0.7], [True, False], best_cosine=0.3, covered=True)
+    oop = ScoredQuestion({}, [0.95], [False], best_cosine=0.2)
+    row = Calibration("cross_encoder", 0.5, 0.95, [a, b], [oop], gate=0.4).row(0.5)
+    assert row["gold_kept"] == 1.0 and row["false_abstention"] == 0.0 and row["oop_abstention"] == 1.0
+    assert row["nongold_dropped"] == 0.5  # a's 0.1 dropped; b's 0.7 kept now that b passes
+
+
 def test_calibration_counts_cosine_kept_passages_as_kept_and_ranks_by_the_model():
     """With filter.cosine_keep, a passage of high cosine scores +inf (kept at every threshold); the AUC reported
     is the model's own ranking, which orders the prompt."""
@@ -483,6 +494,35 @@ def test_kind_none_with_a_gate_keeps_every_passage_of_a_question_that_passes_it(
         assert len(assistant.retrieve(outside, AskOptions(k=4, filter="none")).kept) == 4  # --filter none: no gate
     finally:
         cfg.kind, cfg.gate = saved
+
+
+def test_a_question_whose_words_a_candidate_holds_passes_the_gate(fixture_pack):
+    """filter.gate_coverage: under a gate no question reaches in cosine (0.99), "How soon should antibiotics be
+    started in septic shock?" still passes - sepsis.txt holds 4 of its 5 content words (antibio, start, septic,
+    shock; not soon): .8 >= .75 - and keeps every candidate; the planet question holds none and stays gated; at
+    a floor of .85, or with no gate_coverage, the sepsis question is gated too."""
+    from app.assistant import Assistant, AskOptions
+
+    assistant = Assistant(fixture_pack).load(generator=False)
+    inside, outside = "How soon should antibiotics be started in septic shock?", \
+        "Which planet has the tallest volcano in the solar system?"
+    cfg = assistant.pack.config.filter
+    saved = (cfg.kind, cfg.gate, cfg.gate_coverage)
+    try:
+        cfg.kind, cfg.gate, cfg.gate_coverage = "none", 0.99, 0.75
+        passed = assistant.retrieve(inside, AskOptions(k=4))
+        assert passed.gate_score < 0.99 and passed.coverage_score == 0.8 and not passed.gated
+        assert len(passed.kept) == 4 and passed.filter_json()["gated"] is False
+        assert passed.filter_json()["gate_coverage"] == 0.75 and passed.filter_json()["coverage_score"] == 0.8
+        turned = assistant.retrieve(outside, AskOptions(k=4))
+        assert turned.gated and turned.kept == [] and turned.filter_json()["coverage_score"] == 0.0
+        cfg.gate_coverage = 0.85
+        assert assistant.retrieve(inside, AskOptions(k=4)).kept == []
+        cfg.gate_coverage = None
+        plain = assistant.retrieve(inside, AskOptions(k=4))
+        assert plain.gated and plain.coverage_score is None and "coverage_score" not in plain.filter_json()
+    finally:
+        cfg.kind, cfg.gate, cfg.gate_coverage = saved
 
 
 def test_calibrate_kind_none_chooses_only_the_gate(fixture_pack):

@@ -13,8 +13,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from app.answers.grounding import Support, content_stems, lexical_support, passages_named
-from app.filters.cross_encoder import doc_label
+from app.answers.grounding import Support, content_stems, lexical_support, passage_naming, passages_named
 from app.answers.shapes import (Shaped, best_sentence, calculate_from_table, date_from_term, finish_calculate,
                                 finish_extract, finish_free, finish_label, label_from_reading, quote_for_model,
                                 quote_selection, read_label, value_from_table)
@@ -86,16 +85,6 @@ def label_probabilities(generator, prompt, labels: list[str], *, with_not_found:
     fitted bias: :func:`biased` adds it), so that fitting the bias and answering score the same way."""
     choices = label_choices(labels, with_not_found)
     return calibrated(generator.next_token_choice(generator.chat_prompt(prompt.messages), choices), prior)
-
-
-def _naming(passage, opening_words: int) -> str:
-    """The words that name a passage's document: its name and section heading (a question names "the
-    Riverbend protocol"; the passage under that title need not repeat it) and, when the pack says so, the
-    first words of its document (a question names a contract by its parties, which the contract names once,
-    at its start, not in the clause that answers). With the passage's text it is the passage's *scope*, what
-    the question's words are looked up in."""
-    opening = " ".join(passage.opening.split()[:opening_words]) if opening_words else ""
-    return f"{doc_label(passage.name)} {passage.heading} {opening}"
 
 
 def compose(generator, prompt, question: str, settings: AnswerSettings, *, label_not_found: bool = False,
@@ -221,7 +210,7 @@ def _views(context: list, settings: AnswerSettings) -> tuple[list[str], list[str
     """What the readers and checks see of the answer's passages: their texts, how each names its document
     (file name, heading and opening), the two together (scopes), and their documents' ids."""
     texts = [p.text for p in context]
-    namings = [_naming(p, settings.grounding.opening_words) for p in context]
+    namings = [passage_naming(p, settings.grounding.opening_words) for p in context]
     return texts, namings, [f"{name} {text}" for name, text in zip(namings, texts)], [p.doc_id for p in context]
 
 

@@ -102,6 +102,25 @@ def lexical_support(answer: str, cited_texts: list[str], question: str = "") -> 
     return Support(score, checked, missing)
 
 
+def passage_naming(passage, opening_words: int = 0) -> str:
+    """The words that name a passage's document: its name and section heading (a question names "the
+    Riverbend protocol"; the passage under that title need not repeat it) and, when the pack says so, the
+    first words of its document (a question names a contract by its parties, which the contract names once,
+    at its start, not in the clause that answers). With the passage's text it is the passage's *scope*, what
+    the question's words are looked up in."""
+    from app.filters.cross_encoder import doc_label
+
+    opening = " ".join(passage.opening.split()[:opening_words]) if opening_words else ""
+    return f"{doc_label(passage.name)} {passage.heading} {opening}"
+
+
+def best_coverage(question: str, passages: list, opening_words: int = 0) -> float:
+    """The largest share of ``question``'s content words that one passage's scope (:func:`passage_naming` and
+    its text) holds; 0.0 with no passage."""
+    return max((lexical_support(question, [f"{passage_naming(p, opening_words)} {p.text}"], question).score
+                for p in passages), default=0.0)
+
+
 _NAME_TOKEN = re.compile(r"[a-z0-9]+")
 # Words file names use for the kind of document, not for whom it is about.
 _DOC_KINDS = frozenset("""

@@ -21,6 +21,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from app.answers.grounding import best_coverage
 from app.errors import SlmragError
 from app.evaluation.questions import holds_evidence, scope
 
@@ -93,13 +94,15 @@ class ScoredQuestion:
     best_cosine: float | None = None  # the gate's score: the best cosine among the candidates
     on_topic: bool = True  # the pack's topic gate admits the question (True when the pack has none)
     model_scores: list[float] | None = None  # the filter's own scores when ``scores`` count cosine_keep as +inf
+    covered: bool = False  # a candidate holds the question's words at the pack's filter.gate_coverage: passes the gate
 
     @property
     def max_score(self) -> float:
         return max(self.scores) if self.scores else float("-inf")
 
     def passes(self, gate: float | None) -> bool:
-        return self.on_topic and (gate is None or (self.best_cosine is not None and self.best_cosine >= gate))
+        return self.on_topic and (gate is None or self.covered
+                                  or (self.best_cosine is not None and self.best_cosine >= gate))
 
     def abstains(self, threshold: float, gate: float | None) -> bool:
         return not self.passes(gate) or self.max_score < threshold
@@ -164,13 +167,16 @@ class Calibration:
 
 def score_questions(filt, retriever, questions: Iterable[dict], k: int, *, labelled: bool = True,
                     cosine=None, topic: Callable[[str], bool] | None = None, cosine_keep: float | None = None,
-                    progress: Callable[[], None] | None = None) -> list[ScoredQuestion]:
+                    progress: Callable[[], None] | None = None, gate_coverage: float | None = None,
+                    opening_words: int = 0) -> list[ScoredQuestion]:
     """Retrieve ``k`` candidates per question, score them with ``filt`` and, when ``labelled``, mark the gold
     ones; labelled questions are searched as ``slmrag eval`` does (within their document when doc-scoped),
     unlabelled ones (out-of-pack) across the whole index. With a ``cosine`` filter, each question's best
     cosine (the gate's score) is recorded too; with ``topic`` (question -> admitted?), the topic gate's verdict.
     With ``cosine_keep`` (and ``cosine``), a candidate whose cosine reaches it scores +inf: an ask keeps it
-    whatever the filter says (``filter.cosine_keep``), so every threshold and rate counts it as kept."""
+    whatever the filter says (``filter.cosine_keep``), so every threshold and rate counts it as kept. With
+    ``gate_coverage``, a question one of whose candidates holds that share of its words (the scope the answer
+    step reads, ``opening_words`` of its document included) passes any gate, as in an ask."""
     out = []
     for q in questions:
         passages = retriever.search(q["question"], k, doc=scope(q) if labelled else None)
@@ -181,7 +187,8 @@ def score_questions(filt, retriever, questions: Iterable[dict], k: int, *, label
         own = None
         if cosine_keep is not None and cosines is not None:
             own, scores = scores, [math.inf if c >= cosine_keep else s for s, c in zip(scores, cosines)]
-        out.append(ScoredQuestion(q, scores, gold, best, topic(q["question"]) if topic else True, own))
+        covered = gate_coverage is not None and best_coverage(q["question"], passages, opening_words) >= gate_coverage
+        out.append(ScoredQuestion(q, scores, gold, best, topic(q["question"]) if topic else True, own, covered))
         if progress:
             progress()
     return out
@@ -213,8 +220,12 @@ def calibrate(assistant, questions: Sequence[dict], *, kind: str | None = None, 
     if topic_threshold is not None:
         gate_model = assistant.topic_gate
         topic = lambda q: gate_model.score(assistant.embedder.encode_query(q)) >= topic_threshold  # noqa: E731
+    # The pack's gate_coverage lets a question whose words a candidate holds past the gate, as in an ask; the
+    # gate itself is still chosen from the answerable questions' cosine alone.
+    passing = {"gate_coverage": pack.config.filter.gate_coverage,
+               "opening_words": pack.config.answers.grounding.opening_words} if gate_max_false is not None else {}
     scored = score_questions(filt, assistant.retriever, questions, k, cosine=cosine, topic=topic,
-                             cosine_keep=cosine_keep, progress=progress)
+                             cosine_keep=cosine_keep, progress=progress, **passing)
     gate = None
     if gate_max_false is not None:
         gate = choose_gate([q.best_cosine for q in scored if any(q.gold)], max_false=gate_max_false)
@@ -226,5 +237,5 @@ def calibrate(assistant, questions: Sequence[dict], *, kind: str | None = None, 
         # Cosine alone keeps enough gold: the trained model's threshold is its highest finite score's.
         threshold = max((s for q in scored for s in q.scores if math.isfinite(s)), default=1.0)
     oop = score_questions(filt, assistant.retriever, out_of_pack, k, labelled=False, cosine=cosine, topic=topic,
-                          cosine_keep=cosine_keep, progress=progress) if out_of_pack else []
+                          cosine_keep=cosine_keep, progress=progress, **passing) if out_of_pack else []
     return Calibration(kind, threshold, keep, scored, oop, gate, topic_threshold, cosine_keep)
