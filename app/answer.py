@@ -106,6 +106,7 @@ class AnswerStream:
                  abstain: Callable[[list[Passage], str], str], answers, disclaimer: str, filter, timings: dict,
                  t0: float, index_generation: int = 0, label_not_found: bool = False, label_prior=None, reader=None,
                  selector=None, label_selector=None, documents: dict[str, str] | None = None, same_table=None,
+                 rarity=None,
                  queue: AnswerQueue | None = None, on_position: PositionCallback | None = None):
         self.question = question
         self.generator = generator
@@ -124,6 +125,7 @@ class AnswerStream:
         self.label_selector = label_selector
         self.documents = documents  # what the question could be answered from (see compose's documents)
         self.same_table = same_table  # passages -> the rest of the tables they hold (Retriever.same_table)
+        self.rarity = rarity  # the index's WordRarity when the pack weighs question words by it (grounding.question_words)
         self.disclaimer = disclaimer
         self.filter = filter
         self.timings = dict(timings)
@@ -155,7 +157,7 @@ class AnswerStream:
                             label_not_found=self.label_not_found,
                             label_prior=self.label_prior() if self.label_prior and self.shape == "label" and self.reader is None else None,
                             reader=self.reader, selector=self.selector, label_selector=self.label_selector,
-                            documents=self.documents, same_table=self.same_table)
+                            documents=self.documents, same_table=self.same_table, rarity=self.rarity)
             s = c.shaped
             self.context.extend(c.added)  # parts of a statement the answer read beyond the prompt's passages
             gen = c.timings

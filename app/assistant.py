@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from app.answer import AnswerStream
-from app.answers.grounding import best_coverage
+from app.answers.grounding import WordRarity, best_coverage
 from app.answers.shapes import route
 from app.embedder import Embedder
 from app.errors import IndexDamaged
 from app.filters import make_filter
+from app.filters.cross_encoder import doc_label
 from app.generators import make_generator
 from app.packs import Pack
 from app.prompting import PromptBuilder, clean_question
@@ -105,6 +106,7 @@ class IndexView:
         self.snapshot = snapshot
         self.retriever = retriever
         self._filters: dict[str, object] = {}
+        self._rarity: WordRarity | None = None
         self._lock = threading.Lock()
 
     def relevance_filter(self, kind: str, assistant: "Assistant"):
@@ -116,6 +118,19 @@ class IndexView:
                                                   model_dir=assistant.pack.path / cfg.model if cfg.model else None,
                                                   precision=cfg.precision)
             return self._filters[kind]
+
+    def word_rarity(self) -> WordRarity:
+        """How rare each word is among this snapshot's documents (names, headings, texts), for
+        ``grounding.question_words: rarity``; counted on first use (~0.5 s per 2 MB of text), then kept."""
+        with self._lock:
+            if self._rarity is None:
+                texts: dict[str, list[str]] = {}
+                for c in self.snapshot.chunks:
+                    texts.setdefault(c.doc_id, []).append(f"{c.heading} {c.text}")
+                names = {d: r.name for d, r in self.snapshot.documents.items()}
+                self._rarity = WordRarity.of_documents(
+                    f"{doc_label(names.get(d, ''))} {' '.join(parts)}" for d, parts in texts.items())
+            return self._rarity
 
 
 class Assistant:
@@ -285,7 +300,8 @@ class Assistant:
             if gate_score < choice.gate and choice.gate_coverage is not None:
                 # under the gate in cosine; does a candidate (its document named as the answer step names it)
                 # hold the question's words?
-                coverage_score = round(best_coverage(question, passages, self.pack.config.answers.grounding.opening_words), 4)
+                g = self.pack.config.answers.grounding
+                coverage_score = round(best_coverage(question, passages, g.opening_words, self.word_rarity(view)), 4)
         topic_score = None
         if choice.topic is not None and qvec is not None:
             topic_score = round(self.topic_gate.score(qvec), 4)
@@ -301,6 +317,13 @@ class Assistant:
         kept = sorted((p for p in passages if p.kept), key=lambda p: -(p.filter_score or 0))
         found.kept = self.prompts.budget(kept)
         return found
+
+    def word_rarity(self, view: IndexView | None = None) -> WordRarity | None:
+        """The index's word rarity (``view``'s, default the current) when the pack weighs the question's words
+        by it (``grounding.question_words: rarity``), else None."""
+        if self.pack.config.answers.grounding.question_words != "rarity":
+            return None
+        return (view or self.view).word_rarity()
 
     def _query_vector(self, question: str, choice: FilterChoice, options: AskOptions) -> np.ndarray | None:
         """The question embedded once, for the dense retriever, the cosine filter and the gate alike (None
@@ -349,5 +372,5 @@ class Assistant:
                             reader=self.label_reader, selector=self.sentence_selector,
                             label_selector=self.label_selector,
                             documents=documents,
-                            same_table=view.retriever.same_table,
+                            same_table=view.retriever.same_table, rarity=self.word_rarity(view),
                             queue=self.queue, on_position=on_position)

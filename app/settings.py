@@ -397,6 +397,14 @@ class GroundingSettings(_Strict):
         "abstract sharing half of a title's words, 'risk' and 'factor' of 'Aripiprazole: a new risk factor for "
         "pathological gambling?', is another study). None: min_question_coverage.",
     )
+    question_words: Literal["equal", "rarity"] = Field(
+        "equal",
+        description="How the question's content words weigh in every coverage check (min_question_coverage, "
+        "min_label_coverage, no_verdict_coverage, filter.gate_coverage): 'equal' (each once) or 'rarity' (each by "
+        "how rare it is among the index's documents, BM25's idf). In a collection of like documents - contracts - "
+        "every one holds 'liability' and 'breach'; the parties a question names are in one or none, and a clause "
+        "from another contract then covers little of the question. Legal: rarity.",
+    )
     opening_words: int = Field(
         0, ge=0, le=500,
         description="How many words from the start of the cited passage's document also count for "

@@ -645,6 +645,37 @@ def test_a_reading_below_the_verdict_floor_is_not_found():
     assert not c.shaped.refused and c.shaped.label == "no" and c.grounded
 
 
+def test_question_words_weighed_by_their_rarity_among_the_documents():
+    """Three contracts: "acme", "birch", "crane" are each in one (idf log(1 + 2.5/1.5) = .9808), "contract" and
+    "liability" in all three (log(1 + .5/3.5) = .1335), "cap" and "breach" in two (log(1 + 1.5/2.5) = .4700).
+    "Does the Acme contract cap liability for breach?" over Birch's clause: 4 of 5 words (.8) counted equally,
+    but with rarity weights (2 x .1335 + 2 x .4700) / (.9808 + 2 x .1335 + 2 x .4700) = .5517 - the party the
+    question names is what it is about. Acme's own clause covers it whole either way."""
+    from app.answers.grounding import WordRarity, question_coverage
+
+    docs = ["Acme contract: liability cap for breach.", "Birch contract: liability cap for breach.",
+            "Crane contract: liability."]
+    rarity = WordRarity.of_documents(docs)
+    assert rarity.documents == 3 and rarity.weight("acme") == pytest.approx(math.log(8 / 3))
+    q = "Does the Acme contract cap liability for breach?"
+    assert question_coverage(q, docs[1]).score == pytest.approx(0.8)
+    birch = question_coverage(q, docs[1], rarity)
+    assert birch.score == pytest.approx(2 * (math.log(8 / 7) + math.log(1.6)) / (
+        math.log(8 / 3) + 2 * math.log(8 / 7) + 2 * math.log(1.6))) and birch.missing == ["Acme"]
+    assert round(birch.score, 4) == 0.5517
+    assert question_coverage(q, docs[0], rarity).score == pytest.approx(1.0) == question_coverage(q, docs[0]).score
+    # a label whose document is another contract stands with equal weights at .5, not with rarity weights
+    settings = AnswerSettings(shapes=["label"], labels=["yes", "no"], default="label",
+                              grounding={"question_words": "rarity", "min_label_coverage": 0.6})
+    c = compose(FakeGenerator("unused"), _doc_prompt("label", [("b", docs[1])]), q, settings, reader=FakeReader(1, "yes"),
+                rarity=rarity)
+    assert not c.grounded and c.decided_by == "lexical" and round(c.support.score, 4) == 0.5517
+    settings = AnswerSettings(shapes=["label"], labels=["yes", "no"], default="label", grounding={"min_label_coverage": 0.6})
+    c = compose(FakeGenerator("unused"), _doc_prompt("label", [("b", docs[1])]), q, settings, reader=FakeReader(1, "yes"),
+                rarity=rarity)  # the pack weighs words equally: the rarity passed in is not used
+    assert c.grounded
+
+
 def test_with_no_verdict_a_covering_document_is_quoted_without_a_label():
     """A protocol states what to do, not a verdict: the reader finds none (.3 < .5). "Should patients in
     septic shock receive norepinephrine?" has 5 content words (patient, septic, shock, receive, norepin);

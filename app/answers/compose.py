@@ -8,12 +8,14 @@ answer is withheld or flagged is the pack's ``answers.grounding.on_unsupported``
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import time
 from dataclasses import dataclass, field
 
-from app.answers.grounding import Support, content_stems, lexical_support, passage_naming, passages_named
+from app.answers.grounding import (Support, WordRarity, content_stems, lexical_support, passage_naming, passages_named,
+                                   question_coverage)
 from app.answers.shapes import (Shaped, best_sentence, calculate_from_table, date_from_term, finish_calculate,
                                 finish_extract, finish_free, finish_label, label_from_reading, quote_for_model,
                                 quote_selection, read_label, value_from_table)
@@ -89,7 +91,7 @@ def label_probabilities(generator, prompt, labels: list[str], *, with_not_found:
 
 def compose(generator, prompt, question: str, settings: AnswerSettings, *, label_not_found: bool = False,
             label_prior: dict[str, float] | None = None, reader=None, selector=None, label_selector=None,
-            documents: dict[str, str] | None = None, same_table=None) -> Composed:
+            documents: dict[str, str] | None = None, same_table=None, rarity: WordRarity | None = None) -> Composed:
     """Generate, shape and check one answer for ``prompt`` (an :class:`app.prompting.Prompt`). ``reader``: the
     pack's label reader (:class:`app.answers.reader.LabelReader`), which then chooses 'label' answers;
     ``selector``: its sentence selector (:class:`app.answers.selector.SentenceSelector`), which then
@@ -100,6 +102,8 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
     the tables they hold (:meth:`app.retrieval.Retriever.same_table`); a figure no kept chunk holds is then
     read off the rest of its statement, and that chunk is cited as one more passage (``Composed.added``)."""
     texts, namings, scopes, doc_ids = _views(prompt.context, settings)
+    # How much of the question a passage covers, for every check below (rarity: grounding.question_words)
+    cover = functools.partial(question_coverage, question, rarity=rarity if settings.grounding.question_words == "rarity" else None)
     n = len(texts)
     timings: dict = {"tokens": 0}
     t0 = time.perf_counter()
@@ -145,7 +149,7 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
     ending = term_end(ranked, prompt.context) if ranked and settings.term_end and re.search(
         settings.term_end, question, re.IGNORECASE) else None
     ranked = _reordered(ranked, question, namings, settings)
-    selection = _selected(ranked, scopes, question, settings) if ranked is not None and ending is None else None
+    selection = _selected(ranked, scopes, cover, settings) if ranked is not None and ending is None else None
     if selection is not None:
         selection = selector.marked(question, selection, prompt.context)
     if table is not None:
@@ -166,9 +170,9 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
         first.append(time.perf_counter())
     elif shape == "label" and reader is not None:
         # The trained reader reads each kept passage; the one that states a verdict decides (no generation).
-        shaped = _read_label(reader, question, prompt.context, scopes, doc_ids, settings, label_selector)
+        shaped = _read_label(reader, question, prompt.context, scopes, doc_ids, settings, cover, label_selector)
         if shaped.refused and settings.no_verdict_coverage is not None:
-            quoted = _without_verdict(question, prompt.context, texts, namings, scopes, doc_ids, settings, selector)
+            quoted = _without_verdict(question, prompt.context, texts, namings, scopes, doc_ids, settings, cover, selector)
             if quoted is not None:
                 quoted.label_scores, shaped = shaped.label_scores, quoted
         first.append(time.perf_counter())
@@ -199,7 +203,7 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
     timings["generate_s"] = end - t0
     if shaped.refused:
         return Composed(shaped, None, False, "model", timings)
-    checked = _check(shaped, texts, scopes, doc_ids, question, settings, timings)
+    checked = _check(shaped, texts, scopes, doc_ids, question, settings, cover, timings)
     checked.added = added
     if named is not None and checked.grounded and checked.shaped.cited and not named[checked.shaped.cited[0] - 1]:
         return Composed(checked.shaped, checked.support, False, "document", timings, added, named)
@@ -221,12 +225,12 @@ def _named(question: str, passages: list, settings: AnswerSettings,
 
 
 def _read_label(reader, question: str, passages: list, scopes: list[str], doc_ids: list[str],
-                settings: AnswerSettings, support=None) -> Shaped:
+                settings: AnswerSettings, cover, support=None) -> Shaped:
     """The label reader's answer: its verdict from a passage of a document the question names, supported by
     that passage's sentence that states it - or, with a ``support`` selector (``answers.label_selector``), by
     the sentence that selector ranks first among the passages the reader could decide from. Below
     ``min_verdict`` no such passage states a verdict, and the answer is not found."""
-    eligible = _documents_covering(scopes, doc_ids, question, settings)
+    eligible = _documents_covering(scopes, doc_ids, cover, settings)
     reading = reader.read(question, passages, eligible)
     chosen = None
     if support is not None:
@@ -256,15 +260,14 @@ def _reordered(ranked: list | None, question: str, namings: list[str], settings:
 
 
 def _without_verdict(question: str, passages: list, texts: list[str], namings: list[str], scopes: list[str],
-                     doc_ids: list[str], settings: AnswerSettings, selector=None) -> Shaped | None:
+                     doc_ids: list[str], settings: AnswerSettings, cover, selector=None) -> Shaped | None:
     """No kept passage states a yes/no verdict (the reader's ``min_verdict``), but the question may still be
     answered in the documents' own words: a protocol says "Norepinephrine is the first-choice vasopressor",
     not "yes". The sentence that bears on the question most - the extract selector's best, re-ordered as an
     extract answer's (:func:`_reordered`), else the one sharing most of its words - of a passage whose document
     holds ``no_verdict_coverage`` of the question's content words is quoted, with no label. None when no
     document covers that much (then "not found")."""
-    covering = [lexical_support(question, [_document_scope(scopes, doc_ids, n)], question).score
-                >= settings.no_verdict_coverage for n in range(1, len(texts) + 1)]
+    covering = [cover(_document_scope(scopes, doc_ids, n)).score >= settings.no_verdict_coverage for n in range(1, len(texts) + 1)]
     if not any(covering):
         return None
     n, sentence, by = None, "", {}
@@ -286,7 +289,7 @@ def _document_scope(scopes: list[str], doc_ids: list[str], n: int) -> str:
     return " ".join(sc for d, sc in zip(doc_ids, scopes) if d == doc_ids[n - 1])
 
 
-def _documents_covering(scopes: list[str], doc_ids: list[str], question: str, settings: AnswerSettings) -> list[bool] | None:
+def _documents_covering(scopes: list[str], doc_ids: list[str], cover, settings: AnswerSettings) -> list[bool] | None:
     """Per kept passage: whether its document's kept passages cover what the question names (the rule the
     reader's label then faces in :func:`_check_label`). The reader's verdict comes from one of these: a
     decisive conclusion of another study, kept beside the one asked about, must not decide. ``None`` when
@@ -295,12 +298,11 @@ def _documents_covering(scopes: list[str], doc_ids: list[str], question: str, se
     if g.check == "none":
         return None
     one_each = {d: n for n, d in enumerate(doc_ids, 1)}  # any of a document's passages gives its scope
-    covered = {d: lexical_support(question, [_document_scope(scopes, doc_ids, n)], question).score
-               >= g.label_coverage for d, n in one_each.items()}
+    covered = {d: cover(_document_scope(scopes, doc_ids, n)).score >= g.label_coverage for d, n in one_each.items()}
     return [covered[d] for d in doc_ids]
 
 
-def _selected(ranked: list, scopes: list[str], question: str, settings: AnswerSettings):
+def _selected(ranked: list, scopes: list[str], cover, settings: AnswerSettings):
     """The selector's best sentence whose passage covers what the question names (the rule every quote
     faces in :func:`_check`): a sentence that reads like an answer in a passage about something else - a
     contract's preamble naming the parties the question names - gives way to the next best. With no
@@ -308,7 +310,7 @@ def _selected(ranked: list, scopes: list[str], question: str, settings: AnswerSe
     g = settings.grounding
     if g.check == "none" or not ranked:
         return ranked[0] if ranked else None
-    covered = {n: lexical_support(question, [scopes[n - 1]], question).score >= g.min_question_coverage
+    covered = {n: cover(scopes[n - 1]).score >= g.min_question_coverage
                for n in {s.n for s in ranked}}
     return next((s for s in ranked if covered[s.n]), ranked[0])
 
@@ -348,11 +350,11 @@ def with_question_words(ranked: list, question: str, naming: list[str], weight: 
 
 
 def _check(shaped: Shaped, texts: list[str], scopes: list[str], doc_ids: list[str], question: str,
-           settings: AnswerSettings, timings: dict) -> Composed:
+           settings: AnswerSettings, cover, timings: dict) -> Composed:
     """Every shown answer cites an existing passage and, unless the pack turns the check off, is supported
     by what it cites. ``doc_ids[i]``: the document of passage i."""
     if shaped.shape == "label" and shaped.label:
-        return _check_label(shaped, texts, scopes, doc_ids, question, settings, timings)
+        return _check_label(shaped, texts, scopes, doc_ids, question, settings, cover, timings)
     g = settings.grounding
     n = len(texts)
     if not shaped.cited:
@@ -363,17 +365,17 @@ def _check(shaped: Shaped, texts: list[str], scopes: list[str], doc_ids: list[st
             shaped.cited = [best]
             shaped.text = f"{shaped.text} [{best}]".strip()
     if not shaped.cited:
-        return _evidence_instead(shaped, texts, scopes, question, settings, timings,
+        return _evidence_instead(shaped, texts, scopes, question, settings, cover, timings,
                                  Composed(shaped, Support(0.0, 0, []), False, "citation", timings))
     if shaped.quote is not None and shaped.quote.get("verbatim"):
         if g.check != "none":
             # A quote is the passage's own words, but it answers the question only if its passage is about
             # what the question names: a verbatim sentence from another company's filing or another
             # contract is still the wrong answer.
-            covered = lexical_support(question, [scopes[shaped.quote["n"] - 1]], question)
+            covered = cover(scopes[shaped.quote["n"] - 1])
             if covered.score < g.min_question_coverage:
                 failed = Composed(shaped, covered, False, "lexical", timings)
-                return _evidence_instead(shaped, texts, scopes, question, settings, timings, failed)
+                return _evidence_instead(shaped, texts, scopes, question, settings, cover, timings, failed)
         return Composed(shaped, Support(1.0, 1, []), True, "verbatim", timings)
     if g.check == "none":
         return Composed(shaped, None, True, "none", timings)
@@ -382,18 +384,18 @@ def _check(shaped: Shaped, texts: list[str], scopes: list[str], doc_ids: list[st
     # An answer with no content word or figure to look up ("It is. [1]") states nothing a passage supports.
     if support.checked and support.score >= g.min_support:
         return Composed(shaped, support, True, "lexical", timings)
-    return _evidence_instead(shaped, texts, scopes, question, settings, timings,
+    return _evidence_instead(shaped, texts, scopes, question, settings, cover, timings,
                              Composed(shaped, support, False, "lexical", timings))
 
 
 def _evidence_instead(shaped: Shaped, texts: list[str], scopes: list[str], question: str,
-                      settings: AnswerSettings, timings: dict, failed: Composed) -> Composed:
+                      settings: AnswerSettings, cover, timings: dict, failed: Composed) -> Composed:
     """The model's answer did not hold up. Rather than show it, quote the best passage's best sentence -
     when that passage covers what the question names; otherwise the failed check stands (withheld)."""
     if shaped.quote is not None and not shaped.quote.get("by_model", True):
         return failed  # already slmrag's own quote
     # the kept passage that covers what the question names best (ties: the better filter score, first)
-    score, n = max((lexical_support(question, [sc], question).score, -i) for i, sc in enumerate(scopes))
+    score, n = max((cover(sc).score, -i) for i, sc in enumerate(scopes))
     if score < settings.grounding.min_question_coverage:
         return failed
     quoted = quote_for_model(shaped.shape, texts, question, -n + 1)
@@ -402,7 +404,7 @@ def _evidence_instead(shaped: Shaped, texts: list[str], scopes: list[str], quest
 
 
 def _check_label(shaped: Shaped, texts: list[str], scopes: list[str], doc_ids: list[str], question: str,
-                 settings: AnswerSettings, timings: dict) -> Composed:
+                 settings: AnswerSettings, cover, timings: dict) -> Composed:
     """A label asserts something about what the question names: those words must be in the cited passage,
     or the passage is about something else (the question's premise restated as an answer). Its written
     support must hold up too; when it does not (or the model wrote none), the cited passage's own best
@@ -410,7 +412,7 @@ def _check_label(shaped: Shaped, texts: list[str], scopes: list[str], doc_ids: l
     g = settings.grounding
     if not shaped.cited:  # cite the passage that covers the question best
         shaped.cited = [max(range(1, len(texts) + 1),
-                            key=lambda i: lexical_support(question, [scopes[i - 1]], question).score)]
+                            key=lambda i: cover(scopes[i - 1]).score)]
     n = shaped.cited[0]
     cited = texts[n - 1]
     if f"[{n}]" not in shaped.text:  # a shown answer always carries its citation
@@ -419,7 +421,7 @@ def _check_label(shaped: Shaped, texts: list[str], scopes: list[str], doc_ids: l
         # The reader picks its passage for the verdict it states (a study's conclusion), not for naming the
         # question's subject, which its document names in the other kept passages (the study's aims).
         scope = _document_scope(scopes, doc_ids, n) if shaped.label_by == "reader" else scopes[n - 1]
-        covered = lexical_support(question, [scope], question)
+        covered = cover(scope)
         if covered.score < g.label_coverage:
             return Composed(shaped, covered, False, "lexical", timings)
     support = lexical_support(shaped.claim, [cited], question) if shaped.claim else None

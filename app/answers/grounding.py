@@ -9,6 +9,7 @@ never mention weighs double: that is the signature of an answer that restates th
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -102,6 +103,58 @@ def lexical_support(answer: str, cited_texts: list[str], question: str = "") -> 
     return Support(score, checked, missing)
 
 
+class WordRarity:
+    """How rare each content word (:func:`stem`) is among an index's documents: BM25's idf over documents,
+    ``log(1 + (N - df + 0.5) / (df + 0.5))`` for a word ``df`` of the ``N`` documents hold; a word no document
+    holds weighs most. Counted once per index snapshot (:meth:`app.assistant.IndexView.word_rarity`)."""
+
+    def __init__(self, documents: int, frequency: dict[str, int]):
+        self.documents, self.frequency = documents, frequency
+
+    @classmethod
+    def of_documents(cls, texts) -> "WordRarity":
+        """From an iterable of texts, one per document."""
+        frequency: dict[str, int] = {}
+        n = 0
+        for text in texts:
+            n += 1
+            for s in set(content_stems(text)):
+                frequency[s] = frequency.get(s, 0) + 1
+        return cls(n, frequency)
+
+    def weight(self, word_stem: str) -> float:
+        df = self.frequency.get(word_stem, 0)
+        return math.log(1.0 + (self.documents - df + 0.5) / (df + 0.5))
+
+
+def question_coverage(question: str, scope: str, rarity: WordRarity | None = None) -> Support:
+    """How much of what ``question`` names ``scope`` holds: the share of its distinct content words (and
+    numbers) found there. Each counts once; with ``rarity`` (``grounding.question_words: rarity``) a word
+    counts by its rarity in the index, so a contract's party names, which no other indexed contract holds,
+    outweigh "liability" and "breach", which all of them do; a number then weighs as the question's average
+    word."""
+    if rarity is None:
+        return lexical_support(question, [scope], question)
+    spelled: dict[str, str] = {}
+    for w in _WORD.findall(_CITE.sub(" ", question)):
+        if w.lower() not in _STOP and len(w) > 2:
+            spelled.setdefault(stem(w), w)
+    weights = {s: rarity.weight(s) for s in spelled}
+    numbers = parse_numbers(_CITE.sub(" ", question))
+    per_number = sum(weights.values()) / len(weights) if weights else 1.0
+    have = set(content_stems(scope))
+    total = sum(weights.values()) + per_number * len(numbers)
+    found = sum(w for s, w in weights.items() if s in have)
+    missing = [spelled[s] for s in spelled if s not in have]
+    pool = parse_numbers(scope) if numbers else []
+    for x in numbers:
+        if _number_found(x, pool):
+            found += per_number
+        else:
+            missing.append(f"{x:g}")
+    return Support(found / total if total else 1.0, len(spelled) + len(numbers), missing)
+
+
 def passage_naming(passage, opening_words: int = 0) -> str:
     """The words that name a passage's document: its name and section heading (a question names "the
     Riverbend protocol"; the passage under that title need not repeat it) and, when the pack says so, the
@@ -114,10 +167,10 @@ def passage_naming(passage, opening_words: int = 0) -> str:
     return f"{doc_label(passage.name)} {passage.heading} {opening}"
 
 
-def best_coverage(question: str, passages: list, opening_words: int = 0) -> float:
-    """The largest share of ``question``'s content words that one passage's scope (:func:`passage_naming` and
-    its text) holds; 0.0 with no passage."""
-    return max((lexical_support(question, [f"{passage_naming(p, opening_words)} {p.text}"], question).score
+def best_coverage(question: str, passages: list, opening_words: int = 0, rarity: WordRarity | None = None) -> float:
+    """The largest :func:`question_coverage` of ``question`` by one passage's scope (:func:`passage_naming` and
+    its text); 0.0 with no passage."""
+    return max((question_coverage(question, f"{passage_naming(p, opening_words)} {p.text}", rarity).score
                 for p in passages), default=0.0)
 
 

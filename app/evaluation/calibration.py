@@ -168,7 +168,7 @@ class Calibration:
 def score_questions(filt, retriever, questions: Iterable[dict], k: int, *, labelled: bool = True,
                     cosine=None, topic: Callable[[str], bool] | None = None, cosine_keep: float | None = None,
                     progress: Callable[[], None] | None = None, gate_coverage: float | None = None,
-                    opening_words: int = 0) -> list[ScoredQuestion]:
+                    opening_words: int = 0, rarity=None) -> list[ScoredQuestion]:
     """Retrieve ``k`` candidates per question, score them with ``filt`` and, when ``labelled``, mark the gold
     ones; labelled questions are searched as ``slmrag eval`` does (within their document when doc-scoped),
     unlabelled ones (out-of-pack) across the whole index. With a ``cosine`` filter, each question's best
@@ -176,7 +176,8 @@ def score_questions(filt, retriever, questions: Iterable[dict], k: int, *, label
     With ``cosine_keep`` (and ``cosine``), a candidate whose cosine reaches it scores +inf: an ask keeps it
     whatever the filter says (``filter.cosine_keep``), so every threshold and rate counts it as kept. With
     ``gate_coverage``, a question one of whose candidates holds that share of its words (the scope the answer
-    step reads, ``opening_words`` of its document included) passes any gate, as in an ask."""
+    step reads, ``opening_words`` of its document included; its words weighed by ``rarity`` when the pack
+    weighs them so) passes any gate, as in an ask."""
     out = []
     for q in questions:
         passages = retriever.search(q["question"], k, doc=scope(q) if labelled else None)
@@ -187,7 +188,8 @@ def score_questions(filt, retriever, questions: Iterable[dict], k: int, *, label
         own = None
         if cosine_keep is not None and cosines is not None:
             own, scores = scores, [math.inf if c >= cosine_keep else s for s, c in zip(scores, cosines)]
-        covered = gate_coverage is not None and best_coverage(q["question"], passages, opening_words) >= gate_coverage
+        covered = gate_coverage is not None and best_coverage(q["question"], passages, opening_words,
+                                                              rarity) >= gate_coverage
         out.append(ScoredQuestion(q, scores, gold, best, topic(q["question"]) if topic else True, own, covered))
         if progress:
             progress()
@@ -223,7 +225,8 @@ def calibrate(assistant, questions: Sequence[dict], *, kind: str | None = None, 
     # The pack's gate_coverage lets a question whose words a candidate holds past the gate, as in an ask; the
     # gate itself is still chosen from the answerable questions' cosine alone.
     passing = {"gate_coverage": pack.config.filter.gate_coverage,
-               "opening_words": pack.config.answers.grounding.opening_words} if gate_max_false is not None else {}
+               "opening_words": pack.config.answers.grounding.opening_words,
+               "rarity": assistant.word_rarity()} if gate_max_false is not None else {}
     scored = score_questions(filt, assistant.retriever, questions, k, cosine=cosine, topic=topic,
                              cosine_keep=cosine_keep, progress=progress, **passing)
     gate = None
