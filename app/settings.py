@@ -394,7 +394,7 @@ class GroundingSettings(_Strict):
         description="min_question_coverage for a label (yes/no) answer, where it differs: a yes/no question is "
         "one claim, and the study or clause a verdict is read from must be about the whole of it, while 'What "
         "is the incubation period of MERS?' names its subject in two words. Medical: 0.51, more than half (an "
-        "abstract sharing half of a title's words, 'risk' and 'factor' of 'Aripiprazole: a new risk factor for "
+        "abstract sharing half of a title's words, 'risk', 'factor', 'pathological' of 'Aripiprazole: a new risk factor for "
         "pathological gambling?', is another study). None: min_question_coverage.",
     )
     question_words: Literal["equal", "rarity"] = Field(
