@@ -267,7 +267,7 @@ def _without_verdict(question: str, passages: list, texts: list[str], namings: l
     extract answer's (:func:`_reordered`), else the one sharing most of its words - of a passage whose document
     holds ``no_verdict_coverage`` of the question's content words is quoted, with no label. None when no
     document covers that much (then "not found")."""
-    covering = [cover(_document_scope(scopes, doc_ids, n)).score >= settings.no_verdict_coverage for n in range(1, len(texts) + 1)]
+    covering = _covering(scopes, doc_ids, cover, settings.no_verdict_coverage)
     if not any(covering):
         return None
     n, sentence, by = None, "", {}
@@ -297,8 +297,14 @@ def _documents_covering(scopes: list[str], doc_ids: list[str], cover, settings: 
     g = settings.grounding
     if g.check == "none":
         return None
+    return _covering(scopes, doc_ids, cover, g.label_coverage)
+
+
+def _covering(scopes: list[str], doc_ids: list[str], cover, floor: float) -> list[bool]:
+    """Per kept passage: whether its document's kept passages (:func:`_document_scope`) hold ``floor`` of the
+    question by ``cover``; each document is looked up once."""
     one_each = {d: n for n, d in enumerate(doc_ids, 1)}  # any of a document's passages gives its scope
-    covered = {d: cover(_document_scope(scopes, doc_ids, n)).score >= g.label_coverage for d, n in one_each.items()}
+    covered = {d: cover(_document_scope(scopes, doc_ids, n)).score >= floor for d, n in one_each.items()}
     return [covered[d] for d in doc_ids]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from typing import Callable
 
 from app.numbers import parse_numbers
 
@@ -66,8 +67,10 @@ def _number_found(x: float, pool: list[float]) -> bool:
     return False
 
 
-def lexical_support(answer: str, cited_texts: list[str], question: str = "") -> Support:
-    """How much of ``answer`` the ``cited_texts`` contain (see the module docstring)."""
+def lexical_support(answer: str, cited_texts: list[str], question: str = "", *,
+                    weight: Callable[[str], float] | None = None) -> Support:
+    """How much of ``answer`` the ``cited_texts`` contain (see the module docstring). ``weight``: each word's
+    weight by its stem instead (:meth:`WordRarity.weight`), a number's then the answer's average word's."""
     body = _CITE.sub(" ", answer)
     source = " ".join(cited_texts)
     have = set(content_stems(source))
@@ -83,19 +86,21 @@ def lexical_support(answer: str, cited_texts: list[str], question: str = "") -> 
         if s in seen:
             continue
         seen.add(s)
-        weight = 2.0 if s in q_stems else 1.0
-        weight_total += weight
+        w_s = weight(s) if weight is not None else 2.0 if s in q_stems else 1.0
+        weight_total += w_s
         if s in have:
-            weight_found += weight
+            weight_found += w_s
         else:
             missing.append(w)
+    # a wrong figure is the costliest error an analyst can be shown: it weighs as a question word
+    per_number = 2.0 if weight is None else (weight_total / len(seen) if seen else 1.0)
     pool = parse_numbers(source)
     for x in parse_numbers(body):
         if x in (1.0, 2.0, 3.0) and re.search(r"\[\s*%g\s*\]" % x, answer):
             continue  # a citation number, not a claim
-        weight_total += 2.0  # a wrong figure is the costliest error an analyst can be shown
+        weight_total += per_number
         if _number_found(x, pool):
-            weight_found += 2.0
+            weight_found += per_number
         else:
             missing.append(f"{x:g}")
     checked = len(seen) + len(parse_numbers(body))
@@ -133,26 +138,7 @@ def question_coverage(question: str, scope: str, rarity: WordRarity | None = Non
     counts by its rarity in the index, so a contract's party names, which no other indexed contract holds,
     outweigh "liability" and "breach", which all of them do; a number then weighs as the question's average
     word."""
-    if rarity is None:
-        return lexical_support(question, [scope], question)
-    spelled: dict[str, str] = {}
-    for w in _WORD.findall(_CITE.sub(" ", question)):
-        if w.lower() not in _STOP and len(w) > 2:
-            spelled.setdefault(stem(w), w)
-    weights = {s: rarity.weight(s) for s in spelled}
-    numbers = parse_numbers(_CITE.sub(" ", question))
-    per_number = sum(weights.values()) / len(weights) if weights else 1.0
-    have = set(content_stems(scope))
-    total = sum(weights.values()) + per_number * len(numbers)
-    found = sum(w for s, w in weights.items() if s in have)
-    missing = [spelled[s] for s in spelled if s not in have]
-    pool = parse_numbers(scope) if numbers else []
-    for x in numbers:
-        if _number_found(x, pool):
-            found += per_number
-        else:
-            missing.append(f"{x:g}")
-    return Support(found / total if total else 1.0, len(spelled) + len(numbers), missing)
+    return lexical_support(question, [scope], question, weight=rarity.weight if rarity is not None else None)
 
 
 def passage_naming(passage, opening_words: int = 0) -> str:
