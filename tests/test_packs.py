@@ -650,13 +650,15 @@ def test_legal_pack_counts_and_reads_term_end_dates(assistants):
     from app.assistant import AskOptions
 
     a = assistants["legal"]
-    # The pack's gate (.568, calibrated on CUAD dev questions, which spell out the contract and clause) turns the
-    # first question away (best cosine .49; docs/filter.md), as cosine's threshold .521 did before it: this test is
-    # about the answer stage, so it asks without filtering.
-    opts = AskOptions(max_tokens=48, filter="none")
+    # The pack's own filter: the first question is under its cosine gate (.568, calibrated on CUAD dev questions,
+    # which spell out the contract and clause; best cosine .49) and passes on its words, which the services
+    # agreement holds with its name and opening (filter.gate_coverage, the words weighed by their rarity).
+    opts = AskOptions(max_tokens=48)
     q = ("On what date will the initial term of the Halvorsen Data Systems / Blue Heron Logistics master services "
          "agreement expire?")
     answer = a.ask(q, opts).run()
+    f = answer.filter
+    assert f["gate_score"] < f["gate"] and f["coverage_score"] >= f["gate_coverage"] and f["gated"] is False, f
     assert answer.answer.startswith("March 1, 2026 \u2014 March 1, 2024"), answer.to_json()
     assert answer.details["calculation"]["formula"] == "March 1, 2024 + two (2) years" and answer.grounded
     assert [c["name"] for c in answer.citations][0] == "master_services_agreement.md"
@@ -664,6 +666,22 @@ def test_legal_pack_counts_and_reads_term_end_dates(assistants):
     answer = a.ask(q, opts).run()
     assert answer.answer.startswith("May 31, 2029 \u2014 \u201c"), answer.to_json()
     assert answer.details["quote"]["term"] == "stated"
+
+
+@pytest.mark.slow
+def test_medical_pack_quotes_a_protocol_that_states_no_verdict(assistants):
+    """A yes/no question about the starter anticoagulation protocol: the label reader (trained on abstracts'
+    conclusions) finds no verdict in "stop warfarin 5 days before the procedure", and the pack's
+    answers.no_verdict_coverage quotes that sentence with no label instead of "not found". A yes/no question
+    the documents do not cover (aspirin for atrial fibrillation) is still "not found"."""
+    a = assistants["medical"]
+    answer = a.ask("Should warfarin be stopped before surgery?").run()
+    assert not answer.abstained and answer.grounded and answer.label is None, answer.to_json()
+    assert answer.details["quote"]["no_verdict"] and "stop warfarin 5 days before" in answer.answer
+    assert answer.answer.startswith("The documents do not state a verdict on this; they say: \u201c")
+    assert [c["name"] for c in answer.citations][0] == "anticoagulation_warfarin.txt"
+    other = a.ask("Does the protocol recommend aspirin for all patients with atrial fibrillation?").run()
+    assert other.abstained and other.label is None, other.to_json()
 
 
 @pytest.mark.slow
