@@ -157,7 +157,8 @@ class AnswerStream:
                             label_not_found=self.label_not_found,
                             label_prior=self.label_prior() if self.label_prior and self.shape == "label" and self.reader is None else None,
                             reader=self.reader, selector=self.selector, label_selector=self.label_selector,
-                            documents=self.documents, same_table=self.same_table, rarity=self.rarity)
+                            documents=self.documents, same_table=self.same_table, rarity=self.rarity,
+                            retrieved=self.passages)
             s = c.shaped
             self.context.extend(c.added)  # parts of a statement the answer read beyond the prompt's passages
             gen = c.timings

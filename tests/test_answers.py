@@ -436,6 +436,29 @@ def test_reader_label_quotes_the_deciding_passage_without_generating():
     assert not c.grounded and c.decided_by == "lexical"
 
 
+def test_a_document_is_about_the_question_by_all_that_was_retrieved_of_it():
+    """The filter kept only the study's conclusion (it holds the verdict) and dropped its aims, which name
+    what the question asks. Whether the study is about the question is read from every passage retrieval
+    found of it, so the verdict stands; another document's retrieved aims do not count for it, and with
+    nothing retrieved beyond the kept passage the conclusion alone does not cover the question."""
+    aims = "This trial tested whether statins lower stroke risk in elderly patients with diabetes."
+    verdict = "The treatment did not reduce events compared with placebo. Adverse effects were rare."
+    settings = AnswerSettings(shapes=["label"], labels=["yes", "no"], default="label")
+    q = "Do statins lower stroke risk in elderly diabetic patients?"
+    retrieved = _doc_prompt("label", [("a", verdict), ("a", aims)]).context
+    kept = Prompt([{"role": "user", "content": "x"}], retrieved[:1], 64, "label")
+    reader = FakeReader(1, "no")
+    c = compose(FakeGenerator("unused"), kept, q, settings, reader=reader, retrieved=retrieved)
+    assert reader.eligible == [[True]] and c.grounded and c.shaped.cited == [1]
+    assert c.shaped.text == "No. \u201cThe treatment did not reduce events compared with placebo.\u201d [1]"
+    other = _doc_prompt("label", [("a", verdict), ("b", aims)]).context
+    reader = FakeReader(1, "no")
+    c = compose(FakeGenerator("unused"), kept, q, settings, reader=reader, retrieved=other)
+    assert reader.eligible == [[False]] and not c.grounded
+    c = compose(FakeGenerator("unused"), kept, q, settings, reader=FakeReader(1, "no"))
+    assert not c.grounded and c.decided_by == "lexical"
+
+
 def test_only_a_document_that_covers_the_question_may_decide_the_label():
     """Kept: the asked-about study's aims and conclusion (document a) and another study's conclusion
     (document b, which never names statins or stroke). Only a's passages are eligible to decide, so a more

@@ -91,7 +91,8 @@ def label_probabilities(generator, prompt, labels: list[str], *, with_not_found:
 
 def compose(generator, prompt, question: str, settings: AnswerSettings, *, label_not_found: bool = False,
             label_prior: dict[str, float] | None = None, reader=None, selector=None, label_selector=None,
-            documents: dict[str, str] | None = None, same_table=None, rarity: WordRarity | None = None) -> Composed:
+            documents: dict[str, str] | None = None, same_table=None, rarity: WordRarity | None = None,
+            retrieved: list | None = None) -> Composed:
     """Generate, shape and check one answer for ``prompt`` (an :class:`app.prompting.Prompt`). ``reader``: the
     pack's label reader (:class:`app.answers.reader.LabelReader`), which then chooses 'label' answers;
     ``selector``: its sentence selector (:class:`app.answers.selector.SentenceSelector`), which then
@@ -100,8 +101,11 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
     answered from, doc id -> file name (the index's, or the one the user chose; default: those of the
     prompt's passages), for ``grounding.name_the_document``. ``same_table``: passages -> the other chunks of
     the tables they hold (:meth:`app.retrieval.Retriever.same_table`); a figure no kept chunk holds is then
-    read off the rest of its statement, and that chunk is cited as one more passage (``Composed.added``)."""
+    read off the rest of its statement, and that chunk is cited as one more passage (``Composed.added``).
+    ``retrieved``: every passage retrieval found for the question, the filter's dropped ones too; what a cited
+    document is about is read from all of its (:func:`_document_scopes`)."""
     texts, namings, scopes, doc_ids = _views(prompt.context, settings)
+    doc_scopes = _document_scopes(prompt.context, retrieved, settings)
     # How much of the question a passage covers, for every check below (rarity: grounding.question_words)
     cover = functools.partial(question_coverage, question, rarity=rarity if settings.grounding.question_words == "rarity" else None)
     n = len(texts)
@@ -143,6 +147,7 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
         if added:
             context = list(prompt.context) + added
             texts, namings, scopes, doc_ids = _views(context, settings)
+            doc_scopes = _document_scopes(context, retrieved, settings)
             named = _named(question, context, settings, documents)
     ranked = selector.rank(question, prompt.context) if shape == "extract" and selector is not None and cell is None \
         else None
@@ -170,9 +175,9 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
         first.append(time.perf_counter())
     elif shape == "label" and reader is not None:
         # The trained reader reads each kept passage; the one that states a verdict decides (no generation).
-        shaped = _read_label(reader, question, prompt.context, scopes, doc_ids, settings, cover, label_selector)
+        shaped = _read_label(reader, question, prompt.context, doc_scopes, doc_ids, settings, cover, label_selector)
         if shaped.refused and settings.no_verdict_coverage is not None:
-            quoted = _without_verdict(question, prompt.context, texts, namings, scopes, doc_ids, settings, cover, selector)
+            quoted = _without_verdict(question, prompt.context, texts, namings, doc_scopes, doc_ids, settings, cover, selector)
             if quoted is not None:
                 quoted.label_scores, shaped = shaped.label_scores, quoted
         first.append(time.perf_counter())
@@ -203,7 +208,7 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
     timings["generate_s"] = end - t0
     if shaped.refused:
         return Composed(shaped, None, False, "model", timings)
-    checked = _check(shaped, texts, scopes, doc_ids, question, settings, cover, timings)
+    checked = _check(shaped, texts, scopes, doc_scopes, doc_ids, question, settings, cover, timings)
     checked.added = added
     if named is not None and checked.grounded and checked.shaped.cited and not named[checked.shaped.cited[0] - 1]:
         return Composed(checked.shaped, checked.support, False, "document", timings, added, named)
@@ -224,13 +229,13 @@ def _named(question: str, passages: list, settings: AnswerSettings,
     return passages_named(question, passages, documents) if settings.grounding.name_the_document else None
 
 
-def _read_label(reader, question: str, passages: list, scopes: list[str], doc_ids: list[str],
+def _read_label(reader, question: str, passages: list, doc_scopes: dict[str, str], doc_ids: list[str],
                 settings: AnswerSettings, cover, support=None) -> Shaped:
     """The label reader's answer: its verdict from a passage of a document the question names, supported by
     that passage's sentence that states it - or, with a ``support`` selector (``answers.label_selector``), by
     the sentence that selector ranks first among the passages the reader could decide from. Below
     ``min_verdict`` no such passage states a verdict, and the answer is not found."""
-    eligible = _documents_covering(scopes, doc_ids, cover, settings)
+    eligible = _documents_covering(doc_scopes, doc_ids, cover, settings)
     reading = reader.read(question, passages, eligible)
     chosen = None
     if support is not None:
@@ -259,7 +264,7 @@ def _reordered(ranked: list | None, question: str, namings: list[str], settings:
     return ranked
 
 
-def _without_verdict(question: str, passages: list, texts: list[str], namings: list[str], scopes: list[str],
+def _without_verdict(question: str, passages: list, texts: list[str], namings: list[str], doc_scopes: dict[str, str],
                      doc_ids: list[str], settings: AnswerSettings, cover, selector=None) -> Shaped | None:
     """No kept passage states a yes/no verdict (the reader's ``min_verdict``), but the question may still be
     answered in the documents' own words: a protocol says "Norepinephrine is the first-choice vasopressor",
@@ -267,7 +272,7 @@ def _without_verdict(question: str, passages: list, texts: list[str], namings: l
     extract answer's (:func:`_reordered`), else the one sharing most of its words - of a passage whose document
     holds ``no_verdict_coverage`` of the question's content words is quoted, with no label. None when no
     document covers that much (then "not found")."""
-    covering = _covering(scopes, doc_ids, cover, settings.no_verdict_coverage)
+    covering = _covering(doc_scopes, doc_ids, cover, settings.no_verdict_coverage)
     if not any(covering):
         return None
     n, sentence, by = None, "", {}
@@ -284,27 +289,37 @@ def _without_verdict(question: str, passages: list, texts: list[str], namings: l
                   quote={"text": sentence, "n": n, "verbatim": True, "by_model": False, "no_verdict": True, **by})
 
 
-def _document_scope(scopes: list[str], doc_ids: list[str], n: int) -> str:
-    """What passage ``n``'s document says among the kept passages: the scopes of all its kept passages."""
-    return " ".join(sc for d, sc in zip(doc_ids, scopes) if d == doc_ids[n - 1])
+def _document_scopes(kept: list, retrieved: list | None, settings: AnswerSettings) -> dict[str, str]:
+    """What each kept passage's document says of the question's subject: the scopes (:func:`_views`) of all
+    the passages retrieval found of it for this question, the ones the filter dropped too (doc id -> text).
+    The filter keeps a passage for holding the answer - a study's conclusion - and may drop the aims and
+    methods that name what the study is about; whether the document is about the question is read from
+    everything retrieved of it. ``retrieved`` None: the kept passages alone."""
+    seen = {id(p) for p in kept}
+    docs = {p.doc_id for p in kept}
+    passages = list(kept) + [p for p in (retrieved or []) if p.doc_id in docs and id(p) not in seen]
+    _, _, scopes, doc_ids = _views(passages, settings)
+    out: dict[str, list[str]] = {}
+    for d, sc in zip(doc_ids, scopes):
+        out.setdefault(d, []).append(sc)
+    return {d: " ".join(parts) for d, parts in out.items()}
 
 
-def _documents_covering(scopes: list[str], doc_ids: list[str], cover, settings: AnswerSettings) -> list[bool] | None:
-    """Per kept passage: whether its document's kept passages cover what the question names (the rule the
+def _documents_covering(doc_scopes: dict[str, str], doc_ids: list[str], cover, settings: AnswerSettings) -> list[bool] | None:
+    """Per kept passage: whether its document (:func:`_document_scopes`) covers what the question names (the rule the
     reader's label then faces in :func:`_check_label`). The reader's verdict comes from one of these: a
     decisive conclusion of another study, kept beside the one asked about, must not decide. ``None`` when
     the pack turns the check off."""
     g = settings.grounding
     if g.check == "none":
         return None
-    return _covering(scopes, doc_ids, cover, g.label_coverage)
+    return _covering(doc_scopes, doc_ids, cover, g.label_coverage)
 
 
-def _covering(scopes: list[str], doc_ids: list[str], cover, floor: float) -> list[bool]:
-    """Per kept passage: whether its document's kept passages (:func:`_document_scope`) hold ``floor`` of the
-    question by ``cover``; each document is looked up once."""
-    one_each = {d: n for n, d in enumerate(doc_ids, 1)}  # any of a document's passages gives its scope
-    covered = {d: cover(_document_scope(scopes, doc_ids, n)).score >= floor for d, n in one_each.items()}
+def _covering(doc_scopes: dict[str, str], doc_ids: list[str], cover, floor: float) -> list[bool]:
+    """Per kept passage: whether its document (:func:`_document_scopes`) holds ``floor`` of the question by
+    ``cover``; each document is looked up once."""
+    covered = {d: cover(doc_scopes[d]).score >= floor for d in set(doc_ids)}
     return [covered[d] for d in doc_ids]
 
 
@@ -355,12 +370,12 @@ def with_question_words(ranked: list, question: str, naming: list[str], weight: 
     return [top[i] for i in sorted(range(len(top)), key=lambda i: (-key[i], i))] + ranked[QUESTION_WORDS_TOP:]
 
 
-def _check(shaped: Shaped, texts: list[str], scopes: list[str], doc_ids: list[str], question: str,
-           settings: AnswerSettings, cover, timings: dict) -> Composed:
+def _check(shaped: Shaped, texts: list[str], scopes: list[str], doc_scopes: dict[str, str], doc_ids: list[str],
+           question: str, settings: AnswerSettings, cover, timings: dict) -> Composed:
     """Every shown answer cites an existing passage and, unless the pack turns the check off, is supported
-    by what it cites. ``doc_ids[i]``: the document of passage i."""
+    by what it cites. ``doc_ids[i]``: the document of passage i; ``doc_scopes``: :func:`_document_scopes`."""
     if shaped.shape == "label" and shaped.label:
-        return _check_label(shaped, texts, scopes, doc_ids, question, settings, cover, timings)
+        return _check_label(shaped, texts, scopes, doc_scopes, doc_ids, question, settings, cover, timings)
     g = settings.grounding
     n = len(texts)
     if not shaped.cited:
@@ -409,8 +424,8 @@ def _evidence_instead(shaped: Shaped, texts: list[str], scopes: list[str], quest
     return Composed(quoted, Support(1.0, 1, []), True, "verbatim", timings)
 
 
-def _check_label(shaped: Shaped, texts: list[str], scopes: list[str], doc_ids: list[str], question: str,
-                 settings: AnswerSettings, cover, timings: dict) -> Composed:
+def _check_label(shaped: Shaped, texts: list[str], scopes: list[str], doc_scopes: dict[str, str], doc_ids: list[str],
+                 question: str, settings: AnswerSettings, cover, timings: dict) -> Composed:
     """A label asserts something about what the question names: those words must be in the cited passage,
     or the passage is about something else (the question's premise restated as an answer). Its written
     support must hold up too; when it does not (or the model wrote none), the cited passage's own best
@@ -425,8 +440,8 @@ def _check_label(shaped: Shaped, texts: list[str], scopes: list[str], doc_ids: l
         shaped.text = f"{shaped.text.rstrip()} [{n}]"
     if g.check != "none":
         # The reader picks its passage for the verdict it states (a study's conclusion), not for naming the
-        # question's subject, which its document names in the other kept passages (the study's aims).
-        scope = _document_scope(scopes, doc_ids, n) if shaped.label_by == "reader" else scopes[n - 1]
+        # question's subject, which its document names in its other passages (the study's aims).
+        scope = doc_scopes[doc_ids[n - 1]] if shaped.label_by == "reader" else scopes[n - 1]
         covered = cover(scope)
         if covered.score < g.label_coverage:
             return Composed(shaped, covered, False, "lexical", timings)
