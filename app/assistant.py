@@ -56,13 +56,15 @@ class FilterChoice:
     gate_coverage: float | None = None  # question coverage that passes the gate too (FilterSettings.gate_coverage)
     topic: float | None = None  # the topic gate's threshold (FilterSettings.topic_threshold); None: no topic gate
     cosine_keep: float | None = None  # cosine that keeps a passage whatever a trained filter says (FilterSettings)
+    cosine_floor: float | None = None  # cosine under which a trained filter keeps no passage (FilterSettings)
 
     def to_json(self) -> dict:
         out = {"kind": self.kind, "threshold": self.threshold, "min_keep": self.min_keep, "gate": self.gate}
         if self.gate is not None and self.gate_coverage is not None:
             out["gate_coverage"] = self.gate_coverage
         return out | ({"topic_threshold": self.topic} if self.topic is not None else {}) | (
-            {"cosine_keep": self.cosine_keep} if self.cosine_keep is not None else {})
+            {"cosine_keep": self.cosine_keep} if self.cosine_keep is not None else {}) | (
+            {"cosine_floor": self.cosine_floor} if self.cosine_floor is not None else {})
 
 
 @dataclass
@@ -208,7 +210,8 @@ class Assistant:
                             min_keep=cfg.min_keep, gate=None if ungated else cfg.gate,
                             gate_coverage=None if ungated else cfg.gate_coverage,
                             topic=None if ungated or not cfg.topic_model else cfg.topic_threshold,
-                            cosine_keep=None if kind in ("none", "cosine") else cfg.cosine_keep)
+                            cosine_keep=None if kind in ("none", "cosine") else cfg.cosine_keep,
+                            cosine_floor=None if kind in ("none", "cosine") else cfg.cosine_floor)
 
     @property
     def topic_gate(self):
@@ -283,13 +286,15 @@ class Assistant:
         timings["retrieve_s"] = round(time.perf_counter() - t, 4)
         t = time.perf_counter()
         scores = view.relevance_filter(choice.kind, self).score(question, passages, query_vector=qvec) if passages else []
-        topical = None  # the candidates' cosine, for the gate and cosine_keep
-        if (choice.gate is not None or choice.cosine_keep is not None) and passages:
+        topical = None  # the candidates' cosine, for the gate, cosine_keep and cosine_floor
+        if (choice.gate is not None or choice.cosine_keep is not None or choice.cosine_floor is not None) and passages:
             topical = scores if choice.kind == "cosine" else view.relevance_filter("cosine", self).score(
                 question, passages, query_vector=qvec)
         for i, (p, s) in enumerate(zip(passages, scores)):
             p.filter_score = s
             p.kept = choice.kind == "none" or s >= choice.threshold
+            if p.kept and choice.cosine_floor is not None and topical[i] < choice.cosine_floor:
+                p.kept = False  # the trained model's pick, but off the question's topic by its embedding
             if not p.kept and choice.cosine_keep is not None and topical[i] >= choice.cosine_keep:
                 # The trained model may not know this kind of document; its embedding says it is on the question.
                 p.kept = True

@@ -297,6 +297,17 @@ class FilterSettings(_Strict):
         "embedding. Set by `slmrag filter calibrate --cosine-keep`, which then chooses the threshold given it; "
         "unset: the trained model alone decides.",
     )
+    cosine_floor: float | None = Field(
+        None,
+        ge=-1.0,
+        le=1.0,
+        description="For a trained filter (kind 'cross_encoder' or 'slm_judge'): a passage whose cosine similarity "
+        "is under this is dropped whatever the trained model scores it. The model was trained to tell the "
+        "passage that answers from others on the question's topic, and scores another study's confident "
+        "conclusion high for a question it does not address; the embedding says it is off the topic. "
+        "cosine_keep, when set, still keeps a passage above it. Set by `slmrag filter calibrate --cosine-floor`, "
+        "which then chooses the threshold given it; unset: the trained model alone decides.",
+    )
     topic_model: str | None = Field(
         None,
         description="The pack-relative folder of a topic gate (`slmrag filter topic`): a classifier of the question's "

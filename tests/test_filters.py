@@ -226,6 +226,41 @@ def test_calibration_counts_cosine_kept_passages_as_kept_and_ranks_by_the_model(
     assert [r["threshold"] for r in cal.table()] == [0.5, 0.8]  # no +inf row
 
 
+def test_calibration_counts_passages_under_the_cosine_floor_as_dropped():
+    """With filter.cosine_floor, a passage under it scores -inf (dropped at every threshold); the AUC is still the
+    model's own ranking. Gold .9 and .3 (the other under the floor), others .1 and .8 (under the floor): at .5,
+    one gold of two kept, both others dropped."""
+    ninf = float("-inf")
+    a = ScoredQuestion({}, [0.9, 0.1], [True, False], model_scores=[0.9, 0.1])
+    b = ScoredQuestion({}, [ninf, ninf], [True, False], model_scores=[0.3, 0.8])
+    cal = Calibration("cross_encoder", 0.5, 0.95, [a, b], cosine_floor=0.33)
+    assert cal.row(0.5) == {"threshold": 0.5, "gold_kept": 0.5, "nongold_dropped": 1.0, "false_abstention": 0.5}
+    # pairs (gold, other): (.9, .1) won, (.9, .8) won, (.3, .1) won, (.3, .8) lost
+    assert cal.summary()["auc"] == pytest.approx(0.75) and cal.summary()["cosine_floor"] == 0.33
+    assert [r["threshold"] for r in cal.table()] == [0.5]  # every keep share down to .7 needs b's gold: -inf, no row
+
+
+def test_score_questions_scores_under_the_floor_minus_inf_and_over_keep_plus_inf():
+    """A candidate's score becomes -inf under cosine_floor, +inf at or over cosine_keep, else the model's."""
+    from app.evaluation.calibration import score_questions
+
+    class Fixed:
+        def __init__(self, scores):
+            self.scores = scores
+
+        def score(self, question, passages, **_):
+            return self.scores
+
+    class Retriever:
+        def search(self, question, k, doc=None):
+            return ["p1", "p2", "p3"]
+
+    out = score_questions(Fixed([0.7, 0.6, 0.5]), Retriever(), [{"question": "q"}], 3, labelled=False,
+                          cosine=Fixed([0.2, 0.4, 0.6]), cosine_keep=0.56, cosine_floor=0.3)
+    assert out[0].scores == [float("-inf"), 0.6, float("inf")] and out[0].model_scores == [0.7, 0.6, 0.5]
+    assert out[0].best_cosine == 0.6
+
+
 def test_rates_and_auc_exact():
     kept, dropped = rates([0.8, 0.6, 0.4], [0.1, 0.5, 0.7, 0.2], 0.5)
     assert kept == pytest.approx(2 / 3)
@@ -465,6 +500,32 @@ def test_cosine_keep_keeps_a_document_kind_the_trained_model_does_not_know(prebu
     assert by_cosine[0].to_json()["kept_by"] == "cosine" and found.filter.to_json()["cosine_keep"] == 0.56
     cfg.cosine_keep = None
     assert not any(p.kept for p in assistant.retrieve(q, AskOptions()).passages)
+
+
+def test_cosine_floor_drops_what_the_trained_model_keeps_off_the_questions_topic(prebuilt_indexes, tmp_path):
+    """The medical pack's relevance model (filter/) at a threshold low enough to keep every candidate of a question
+    about the starter hypertension protocol; filter.cosine_floor then drops those whose cosine is under it, and
+    only those, and the filter report says the floor."""
+    import shutil
+
+    from app.assistant import Assistant, AskOptions
+    from app.packs import load_pack
+
+    shutil.copytree(prebuilt_indexes / "medical", tmp_path / "medical")
+    pack = load_pack("medical", tmp_path / "medical")
+    cfg = pack.config.filter
+    cfg.kind, cfg.threshold = "cross_encoder", 0.0
+    assistant = Assistant(pack).load(generator=False)
+    q = "What blood pressure range defines stage 1 hypertension in the Riverbend protocol?"
+    found = assistant.retrieve(q, AskOptions())
+    assert all(p.kept for p in found.passages)
+    cosines = assistant.relevance_filter("cosine").score(q, found.passages)
+    floor = sorted(cosines)[len(cosines) // 2]  # half of them (or so) under it
+    cfg.cosine_floor = floor
+    found = assistant.retrieve(q, AskOptions())
+    assert [p.kept for p in found.passages] == [c >= floor for c in cosines]
+    assert any(p.kept for p in found.passages) and not all(p.kept for p in found.passages)
+    assert found.filter.to_json()["cosine_floor"] == floor
 
 
 def test_kind_none_with_a_gate_keeps_every_passage_of_a_question_that_passes_it(fixture_pack):

@@ -166,7 +166,12 @@ def register(app, packs_app, filter_app) -> None:
                                                     "filter: passages whose cosine reaches this are kept anyway "
                                                     "(filter.cosine_keep, for document kinds the model was not trained "
                                                     "on); the threshold is chosen given it."),
-        write: bool = typer.Option(False, "--write", help="Store the threshold (and --kind, --gate, --cosine-keep) in the pack's pack.yaml."),
+        cosine_floor: Optional[float] = typer.Option(None, "--cosine-floor", min=-1.0, max=1.0, help="With a "
+                                                     "trained filter: passages whose cosine is under this are dropped "
+                                                     "anyway (filter.cosine_floor: off the question's topic); the "
+                                                     "threshold is chosen given it."),
+        write: bool = typer.Option(False, "--write", help="Store the threshold (and --kind, --gate, --cosine-keep, "
+                                   "--cosine-floor) in the pack's pack.yaml."),
         as_json: bool = JsonOpt,
     ) -> None:
         """Choose the filter threshold that keeps >= 95% of gold passages and drops the most others."""
@@ -201,12 +206,13 @@ def register(app, packs_app, filter_app) -> None:
             with progress:
                 task = progress.add_task("scoring", total=len(qs) + len(oop))
                 cal = calibrate(assistant, qs, kind=kind, k=k, keep=keep, out_of_pack=oop, gate_max_false=gate,
-                                cosine_keep=cosine_keep, progress=lambda: progress.advance(task))
+                                cosine_keep=cosine_keep, cosine_floor=cosine_floor,
+                                progress=lambda: progress.advance(task))
             written = None
             if write:
                 write_filter_settings(p.path / "pack.yaml", threshold=None if cal.kind == "none" else cal.threshold,
                                       kind=kind if kind and kind != p.config.filter.kind else None, gate=cal.gate,
-                                      cosine_keep=cosine_keep)
+                                      cosine_keep=cosine_keep, cosine_floor=cosine_floor)
                 written = str(p.path / "pack.yaml")
                 info = p.path / (p.config.filter.model or "-") / "filter.json"
                 if cal.kind == "cross_encoder" and p.config.filter.model and info.is_file():
@@ -253,6 +259,9 @@ def register(app, packs_app, filter_app) -> None:
         if cosine_keep is not None:
             out.print(f"cosine keep {cosine_keep:.4f}: a passage whose cosine reaches it is kept whatever the trained "
                       "model scores it; rates above include it", highlight=False)
+        if cosine_floor is not None:
+            out.print(f"cosine floor {cosine_floor:.4f}: a passage whose cosine is under it is dropped whatever the "
+                      "trained model scores it; rates above include it", highlight=False)
         if cal.topic_threshold is not None:
             out.print(f"topic gate {cal.topic_threshold:.4f} ({p.config.filter.topic_model}/): a question it turns away keeps "
                       "nothing; rates above include it", highlight=False)

@@ -93,7 +93,7 @@ class ScoredQuestion:
     gold: list[bool]
     best_cosine: float | None = None  # the gate's score: the best cosine among the candidates
     on_topic: bool = True  # the pack's topic gate admits the question (True when the pack has none)
-    model_scores: list[float] | None = None  # the filter's own scores when ``scores`` count cosine_keep as +inf
+    model_scores: list[float] | None = None  # the filter's own scores when ``scores`` count cosine_keep / cosine_floor
     covered: bool = False  # a candidate holds the question's words at the pack's filter.gate_coverage: passes the gate
 
     @property
@@ -118,6 +118,7 @@ class Calibration:
     gate: float | None = None
     topic_threshold: float | None = None  # the pack's topic gate, counted in every rate; None: it has none
     cosine_keep: float | None = None  # passages of at least this cosine count as kept (scored +inf)
+    cosine_floor: float | None = None  # passages under this cosine count as dropped (scored -inf)
 
     @property
     def gold_scores(self) -> list[float]:
@@ -147,11 +148,12 @@ class Calibration:
         ts = {self.threshold}
         for keep in (1.0, 0.99, 0.975, 0.95, 0.9, 0.8, 0.7):
             ts.add(choose_threshold(g, keep=keep))
-        # +inf is a passage cosine_keep keeps: no threshold of the filter's own
+        # +inf is a passage cosine_keep keeps, -inf one under cosine_floor: no threshold of the filter's own
         return [self.row(t) for t in sorted(ts) if math.isfinite(t)]
 
     def ranking_auc(self) -> float:
-        """AUC of the filter's own scores (the order kept passages reach the prompt in), cosine_keep aside."""
+        """AUC of the filter's own scores (the order kept passages reach the prompt in), cosine_keep and
+        cosine_floor aside."""
         own = [(q.model_scores or q.scores, q.gold) for q in self.questions]
         return auc([s for ss, gg in own for s, g in zip(ss, gg) if g], [s for ss, gg in own for s, g in zip(ss, gg) if not g])
 
@@ -159,6 +161,7 @@ class Calibration:
         return {"kind": self.kind, "threshold": self.threshold, "keep_target": self.keep_target, "gate": self.gate,
                 **({"topic_threshold": self.topic_threshold} if self.topic_threshold is not None else {}),
                 **({"cosine_keep": self.cosine_keep} if self.cosine_keep is not None else {}),
+                **({"cosine_floor": self.cosine_floor} if self.cosine_floor is not None else {}),
                 "questions": len(self.questions),
                 "answerable": sum(1 for q in self.questions if any(q.gold)),
                 "gold_passages": len(self.gold_scores), "nongold_passages": len(self.other_scores),
@@ -167,14 +170,15 @@ class Calibration:
 
 def score_questions(filt, retriever, questions: Iterable[dict], k: int, *, labelled: bool = True,
                     cosine=None, topic: Callable[[str], bool] | None = None, cosine_keep: float | None = None,
-                    progress: Callable[[], None] | None = None, gate_coverage: float | None = None,
+                    cosine_floor: float | None = None, progress: Callable[[], None] | None = None, gate_coverage: float | None = None,
                     opening_words: int = 0, rarity=None) -> list[ScoredQuestion]:
     """Retrieve ``k`` candidates per question, score them with ``filt`` and, when ``labelled``, mark the gold
     ones; labelled questions are searched as ``slmrag eval`` does (within their document when doc-scoped),
     unlabelled ones (out-of-pack) across the whole index. With a ``cosine`` filter, each question's best
     cosine (the gate's score) is recorded too; with ``topic`` (question -> admitted?), the topic gate's verdict.
     With ``cosine_keep`` (and ``cosine``), a candidate whose cosine reaches it scores +inf: an ask keeps it
-    whatever the filter says (``filter.cosine_keep``), so every threshold and rate counts it as kept. With
+    whatever the filter says (``filter.cosine_keep``), so every threshold and rate counts it as kept; with
+    ``cosine_floor``, one under it scores -inf (``filter.cosine_floor``: never kept, unless cosine_keep). With
     ``gate_coverage``, a question one of whose candidates holds that share of its words (the scope the answer
     step reads, ``opening_words`` of its document included; its words weighed by ``rarity`` when the pack
     weighs them so) passes any gate, as in an ask."""
@@ -186,8 +190,11 @@ def score_questions(filt, retriever, questions: Iterable[dict], k: int, *, label
         cosines = cosine.score(q["question"], passages) if cosine is not None and passages else None
         best = max(cosines) if cosines is not None else None
         own = None
-        if cosine_keep is not None and cosines is not None:
-            own, scores = scores, [math.inf if c >= cosine_keep else s for s, c in zip(scores, cosines)]
+        if cosines is not None and (cosine_keep is not None or cosine_floor is not None):
+            keep_at = math.inf if cosine_keep is None else cosine_keep
+            floor = -math.inf if cosine_floor is None else cosine_floor
+            own, scores = scores, [math.inf if c >= keep_at else -math.inf if c < floor else s
+                                   for s, c in zip(scores, cosines)]
         covered = gate_coverage is not None and best_coverage(q["question"], passages, opening_words,
                                                               rarity) >= gate_coverage
         out.append(ScoredQuestion(q, scores, gold, best, topic(q["question"]) if topic else True, own, covered))
@@ -198,11 +205,13 @@ def score_questions(filt, retriever, questions: Iterable[dict], k: int, *, label
 
 def calibrate(assistant, questions: Sequence[dict], *, kind: str | None = None, k: int | None = None,
               keep: float = 0.95, out_of_pack: Sequence[dict] = (), gate_max_false: float | None = None,
-              cosine_keep: float | None = None, progress: Callable[[], None] | None = None) -> Calibration:
+              cosine_keep: float | None = None, cosine_floor: float | None = None,
+              progress: Callable[[], None] | None = None) -> Calibration:
     """Score the pack's retrieval candidates for dev questions and choose the filter threshold; with
     ``gate_max_false``, first the gate (at most that share of answerable questions gated), then the
     threshold that keeps ``keep`` of all gold passages given the gate; with ``cosine_keep``, the threshold
-    given that passages of at least that cosine are kept anyway (``filter.cosine_keep``)."""
+    given that passages of at least that cosine are kept anyway (``filter.cosine_keep``); with ``cosine_floor``,
+    given that passages under that cosine are dropped anyway (``filter.cosine_floor``)."""
     pack = assistant.pack
     kind = kind or pack.config.filter.kind
     if kind == "none" and gate_max_false is None:
@@ -212,10 +221,11 @@ def calibrate(assistant, questions: Sequence[dict], *, kind: str | None = None, 
     assistant.load(generator=kind == "slm_judge")
     k = k or pack.config.retrieval.k
     filt = assistant.relevance_filter(kind)
-    if cosine_keep is not None and kind in ("cosine", "none"):
-        raise SlmragError("--cosine-keep backs a trained filter with cosine; with --kind cosine it changes nothing. "
-                          "Pass --kind cross_encoder (or slm_judge).")
-    cosine = assistant.relevance_filter("cosine") if gate_max_false is not None or cosine_keep is not None else None
+    if (cosine_keep is not None or cosine_floor is not None) and kind in ("cosine", "none"):
+        raise SlmragError("--cosine-keep and --cosine-floor back a trained filter with cosine; with --kind "
+                          f"{kind} they change nothing. Pass --kind cross_encoder (or slm_judge).")
+    cosine = assistant.relevance_filter("cosine") if gate_max_false is not None or cosine_keep is not None \
+        or cosine_floor is not None else None
     # The pack's topic gate stands in front of every filter kind, as in an ask: its verdicts count too.
     topic_threshold = assistant.filter_choice().topic
     topic = None
@@ -228,7 +238,7 @@ def calibrate(assistant, questions: Sequence[dict], *, kind: str | None = None, 
                "opening_words": pack.config.answers.grounding.opening_words,
                "rarity": assistant.word_rarity()} if gate_max_false is not None else {}
     scored = score_questions(filt, assistant.retriever, questions, k, cosine=cosine, topic=topic,
-                             cosine_keep=cosine_keep, progress=progress, **passing)
+                             cosine_keep=cosine_keep, cosine_floor=cosine_floor, progress=progress, **passing)
     gate = None
     if gate_max_false is not None:
         gate = choose_gate([q.best_cosine for q in scored if any(q.gold)], max_false=gate_max_false)
@@ -236,9 +246,13 @@ def calibrate(assistant, questions: Sequence[dict], *, kind: str | None = None, 
     n_gold = sum(sum(q.gold) for q in scored)
     # Gold passages lost to the gate count against ``keep``: ask the rest for the share still missing.
     threshold = choose_threshold(gold, keep=min(1.0, keep * n_gold / max(len(gold), 1)))
-    if math.isinf(threshold):
+    if threshold == math.inf:
         # Cosine alone keeps enough gold: the trained model's threshold is its highest finite score's.
         threshold = max((s for q in scored for s in q.scores if math.isfinite(s)), default=1.0)
+    elif threshold == -math.inf:
+        # The cosine floor alone drops more gold than ``keep`` allows: keep every passage above it.
+        threshold = min((s for q in scored for s in q.scores if math.isfinite(s)), default=0.0)
     oop = score_questions(filt, assistant.retriever, out_of_pack, k, labelled=False, cosine=cosine, topic=topic,
-                          cosine_keep=cosine_keep, progress=progress, **passing) if out_of_pack else []
-    return Calibration(kind, threshold, keep, scored, oop, gate, topic_threshold, cosine_keep)
+                          cosine_keep=cosine_keep, cosine_floor=cosine_floor, progress=progress,
+                          **passing) if out_of_pack else []
+    return Calibration(kind, threshold, keep, scored, oop, gate, topic_threshold, cosine_keep, cosine_floor)

@@ -138,7 +138,7 @@ def _trained(variant: Variant, pack) -> dict:
                          f"calibrate --pack {pack.name} --kind cross_encoder --questions DEV.jsonl --write` on a copy, "
                          "or give one (--variant trained=T).")
     gate = dev.get("gate") if variant.value is None else cfg.gate
-    cfg.kind, cfg.cosine_keep = "cross_encoder", None
+    cfg.kind, cfg.cosine_keep, cfg.cosine_floor = "cross_encoder", None, None
     cfg.threshold = float(variant.value if variant.value is not None else dev["threshold"])
     cfg.gate = float(gate) if isinstance(gate, (int, float)) else None
     if dev.get("precision") in ("fp32", "int8") and variant.value is None:
