@@ -213,17 +213,20 @@ def test_calibration_lets_a_covered_question_past_the_gate():
     assert row["nongold_dropped"] == 0.5  # a's 0.1 dropped; b's 0.7 kept now that b passes
 
 
-def test_calibration_counts_cosine_kept_passages_as_kept_and_ranks_by_the_model():
-    """With filter.cosine_keep, a passage of high cosine scores +inf (kept at every threshold); the AUC reported
-    is the model's own ranking, which orders the prompt."""
-    inf = float("inf")
-    a = ScoredQuestion({}, [inf, 0.1], [True, False], model_scores=[0.05, 0.1])  # gold kept by cosine alone
-    b = ScoredQuestion({}, [0.8, inf], [True, False], model_scores=[0.8, 0.02])  # other passage kept by cosine
+def test_calibration_keeps_by_cosine_only_the_questions_the_model_keeps_nothing_of():
+    """With filter.cosine_keep, a question none of whose passages the model keeps keeps those cosine rescues
+    (``rescued``); a question the model keeps something of keeps only that. At .5: a's gold (.05) is rescued, a's
+    other (.1, not rescued) dropped; b keeps its gold (.8) and drops its other (.02) although cosine would rescue
+    it. At .9 b keeps nothing of its own either, so its rescued other passage is kept and its gold is not."""
+    a = ScoredQuestion({}, [0.05, 0.1], [True, False], rescued=[True, False])
+    b = ScoredQuestion({}, [0.8, 0.02], [True, False], rescued=[False, True])
     cal = Calibration("cross_encoder", 0.5, 0.95, [a, b], cosine_keep=0.56)
-    assert cal.row(0.5) == {"threshold": 0.5, "gold_kept": 1.0, "nongold_dropped": 0.5, "false_abstention": 0.0}
+    assert cal.row(0.5) == {"threshold": 0.5, "gold_kept": 1.0, "nongold_dropped": 1.0, "false_abstention": 0.0}
+    assert cal.row(0.9) == {"threshold": 0.9, "gold_kept": 0.5, "nongold_dropped": 0.5, "false_abstention": 0.0}
     # pairs (gold, other): (.05, .1) lost, (.05, .02) won, (.8, .1) won, (.8, .02) won
     assert cal.summary()["auc"] == pytest.approx(0.75) and cal.summary()["cosine_keep"] == 0.56
-    assert [r["threshold"] for r in cal.table()] == [0.5, 0.8]  # no +inf row
+    # the highest gold score keeping every gold passage: .8 (a rescued, b's own); .05 keeps them too, lower
+    assert cal.threshold_for(1.0) == 0.8 and cal.threshold_for(0.5) == 0.8
 
 
 def test_calibration_counts_passages_under_the_cosine_floor_as_dropped():
@@ -237,11 +240,13 @@ def test_calibration_counts_passages_under_the_cosine_floor_as_dropped():
     assert cal.row(0.5) == {"threshold": 0.5, "gold_kept": 0.5, "nongold_dropped": 1.0, "false_abstention": 0.5}
     # pairs (gold, other): (.9, .1) won, (.9, .8) won, (.3, .1) won, (.3, .8) lost
     assert cal.summary()["auc"] == pytest.approx(0.75) and cal.summary()["cosine_floor"] == 0.33
-    assert [r["threshold"] for r in cal.table()] == [0.5]  # every keep share down to .7 needs b's gold: -inf, no row
+    assert cal.threshold_for(0.5) == 0.9 and cal.threshold_for(0.95) == 0.1  # b's gold is never kept: the lowest score
+    assert [r["threshold"] for r in cal.table()] == [0.1, 0.5]  # shares 1.0-.7 all need the lowest score; .5 is the chosen one
 
 
-def test_score_questions_scores_under_the_floor_minus_inf_and_over_keep_plus_inf():
-    """A candidate's score becomes -inf under cosine_floor, +inf at or over cosine_keep, else the model's."""
+def test_score_questions_scores_under_the_floor_minus_inf_and_marks_what_keep_rescues():
+    """A candidate's score becomes -inf under cosine_floor, else stays the model's; one at or over cosine_keep is
+    rescued - kept when the model keeps none of the question's (at .55 it keeps .6; at .65 none, so .5's is)."""
     from app.evaluation.calibration import score_questions
 
     class Fixed:
@@ -257,8 +262,9 @@ def test_score_questions_scores_under_the_floor_minus_inf_and_over_keep_plus_inf
 
     out = score_questions(Fixed([0.7, 0.6, 0.5]), Retriever(), [{"question": "q"}], 3, labelled=False,
                           cosine=Fixed([0.2, 0.4, 0.6]), cosine_keep=0.56, cosine_floor=0.3)
-    assert out[0].scores == [float("-inf"), 0.6, float("inf")] and out[0].model_scores == [0.7, 0.6, 0.5]
-    assert out[0].best_cosine == 0.6
+    assert out[0].scores == [float("-inf"), 0.6, 0.5] and out[0].model_scores == [0.7, 0.6, 0.5]
+    assert out[0].rescued == [False, False, True] and out[0].best_cosine == 0.6
+    assert out[0].kept(0.55, None) == [False, True, False] and out[0].kept(0.65, None) == [False, False, True]
 
 
 def test_rates_and_auc_exact():
@@ -504,8 +510,8 @@ def test_cosine_keep_keeps_a_document_kind_the_trained_model_does_not_know(prebu
 
 def test_cosine_floor_drops_what_the_trained_model_keeps_off_the_questions_topic(prebuilt_indexes, tmp_path):
     """The medical pack's relevance model (filter/) at a threshold low enough to keep every candidate of a question
-    about the starter hypertension protocol; filter.cosine_floor then drops those whose cosine is under it, and
-    only those, and the filter report says the floor."""
+    about the starter hypertension protocol (the pack's own floor and keep set aside); filter.cosine_floor then
+    drops those whose cosine is under it, and only those, and the filter report says the floor."""
     import shutil
 
     from app.assistant import Assistant, AskOptions
@@ -514,7 +520,7 @@ def test_cosine_floor_drops_what_the_trained_model_keeps_off_the_questions_topic
     shutil.copytree(prebuilt_indexes / "medical", tmp_path / "medical")
     pack = load_pack("medical", tmp_path / "medical")
     cfg = pack.config.filter
-    cfg.kind, cfg.threshold = "cross_encoder", 0.0
+    cfg.kind, cfg.threshold, cfg.cosine_floor, cfg.cosine_keep = "cross_encoder", 0.0, None, None
     assistant = Assistant(pack).load(generator=False)
     q = "What blood pressure range defines stage 1 hypertension in the Riverbend protocol?"
     found = assistant.retrieve(q, AskOptions())

@@ -2,8 +2,8 @@
 
 :func:`calibrate` runs a pack's own retrieval over dev questions, labels each candidate gold or not with
 :func:`app.evaluation.questions.holds_evidence` (the rule ``slmrag eval`` uses), scores the candidates
-with the filter and picks the threshold with :func:`choose_threshold`: the highest one that still keeps
-``keep`` (95 %) of the gold passages. :func:`rates` and :func:`auc` describe how well a filter separates
+with the filter and picks the threshold (:meth:`Calibration.threshold_for`): the highest one at which an ask
+still keeps ``keep`` (95 %) of the gold passages (:func:`choose_threshold` for plain scores). :func:`rates` and :func:`auc` describe how well a filter separates
 gold from the rest. ``slmrag filter calibrate`` stores the result with :mod:`app.pack_edit`.
 
 With a *gate* (``filter.gate``), a question keeps nothing unless one of its candidates reaches the gate in
@@ -93,8 +93,9 @@ class ScoredQuestion:
     gold: list[bool]
     best_cosine: float | None = None  # the gate's score: the best cosine among the candidates
     on_topic: bool = True  # the pack's topic gate admits the question (True when the pack has none)
-    model_scores: list[float] | None = None  # the filter's own scores when ``scores`` count cosine_keep / cosine_floor
+    model_scores: list[float] | None = None  # the filter's own scores when ``scores`` count cosine_floor (-inf)
     covered: bool = False  # a candidate holds the question's words at the pack's filter.gate_coverage: passes the gate
+    rescued: list[bool] | None = None  # cosine reaches filter.cosine_keep: kept when the filter keeps none
 
     @property
     def max_score(self) -> float:
@@ -104,8 +105,18 @@ class ScoredQuestion:
         return self.on_topic and (gate is None or self.covered
                                   or (self.best_cosine is not None and self.best_cosine >= gate))
 
+    def kept(self, threshold: float, gate: float | None) -> list[bool]:
+        """Which candidates an ask keeps at ``threshold``: none when a gate turns the question away; else those
+        scoring at least it - or, when none does, those cosine_keep keeps (``rescued``)."""
+        if not self.passes(gate):
+            return [False] * len(self.scores)
+        flags = [s >= threshold for s in self.scores]
+        if self.rescued is not None and not any(flags):
+            flags = list(self.rescued)
+        return flags
+
     def abstains(self, threshold: float, gate: float | None) -> bool:
-        return not self.passes(gate) or self.max_score < threshold
+        return not any(self.kept(threshold, gate))
 
 
 @dataclass
@@ -117,7 +128,7 @@ class Calibration:
     out_of_pack: list[ScoredQuestion] = field(default_factory=list)
     gate: float | None = None
     topic_threshold: float | None = None  # the pack's topic gate, counted in every rate; None: it has none
-    cosine_keep: float | None = None  # passages of at least this cosine count as kept (scored +inf)
+    cosine_keep: float | None = None  # a question whose filter keeps nothing keeps its passages of this cosine
     cosine_floor: float | None = None  # passages under this cosine count as dropped (scored -inf)
 
     @property
@@ -128,13 +139,14 @@ class Calibration:
     def other_scores(self) -> list[float]:
         return [s for q in self.questions for s, g in zip(q.scores, q.gold) if not g]
 
-    def _gated(self, gold: bool) -> list[float]:
-        """Scores of gold (or non-gold) passages, a gated question's counting as -inf (never kept)."""
-        return [s if q.passes(self.gate) else float("-inf")
-                for q in self.questions for s, g in zip(q.scores, q.gold) if g == gold]
+    def _kept(self, t: float, gold: bool) -> list[bool]:
+        """Whether each gold (or non-gold) passage is kept at ``t``, as an ask keeps it (:meth:`ScoredQuestion.kept`)."""
+        return [k for q in self.questions for k, g in zip(q.kept(t, self.gate), q.gold) if g == gold]
 
     def row(self, t: float) -> dict:
-        kept, dropped = rates(self._gated(True), self._gated(False), t)
+        gold, other = self._kept(t, True), self._kept(t, False)
+        kept = float(np.mean(gold)) if gold else float("nan")
+        dropped = 1.0 - float(np.mean(other)) if other else float("nan")
         answerable = [q for q in self.questions if any(q.gold)]
         row = {"threshold": t, "gold_kept": kept, "nongold_dropped": dropped,
                "false_abstention": float(np.mean([q.abstains(t, self.gate) for q in answerable]))
@@ -143,17 +155,29 @@ class Calibration:
             row["oop_abstention"] = float(np.mean([q.abstains(t, self.gate) for q in self.out_of_pack]))
         return row
 
+    def threshold_for(self, keep: float) -> float:
+        """The highest threshold at which an ask keeps ``keep`` of all gold passages (gated questions', those
+        under the cosine floor and those cosine_keep rescues counted as an ask would see them). Any threshold
+        between two gold scores keeps the same gold, so it is a gold score itself; with no filter score that
+        reaches ``keep`` (the gate or floor lose too much gold), the lowest score keeps all that can be kept."""
+        finite = [s for q in self.questions for s in q.scores if math.isfinite(s)]
+        if not finite:
+            raise SlmragError("No candidate of any calibration question has a filter score to choose a threshold "
+                              "from (all under the cosine floor?); lower --cosine-floor or check the questions.")
+        candidates = sorted({s for s in self.gold_scores if math.isfinite(s)}, reverse=True)
+        for t in candidates:
+            if self.row(t)["gold_kept"] >= keep - 1e-12:
+                return t
+        return min(finite)
+
     def table(self) -> list[dict]:
-        g = sorted(self.gold_scores)
         ts = {self.threshold}
         for keep in (1.0, 0.99, 0.975, 0.95, 0.9, 0.8, 0.7):
-            ts.add(choose_threshold(g, keep=keep))
-        # +inf is a passage cosine_keep keeps, -inf one under cosine_floor: no threshold of the filter's own
-        return [self.row(t) for t in sorted(ts) if math.isfinite(t)]
+            ts.add(self.threshold_for(keep))
+        return [self.row(t) for t in sorted(ts)]
 
     def ranking_auc(self) -> float:
-        """AUC of the filter's own scores (the order kept passages reach the prompt in), cosine_keep and
-        cosine_floor aside."""
+        """AUC of the filter's own scores (the order kept passages reach the prompt in), cosine_floor aside."""
         own = [(q.model_scores or q.scores, q.gold) for q in self.questions]
         return auc([s for ss, gg in own for s, g in zip(ss, gg) if g], [s for ss, gg in own for s, g in zip(ss, gg) if not g])
 
@@ -177,8 +201,8 @@ def score_questions(filt, retriever, questions: Iterable[dict], k: int, *, label
     unlabelled ones (out-of-pack) across the whole index. With a ``cosine`` filter, each question's best
     cosine (the gate's score) is recorded too; with ``topic`` (question -> admitted?), the topic gate's verdict.
     With ``cosine_keep`` (and ``cosine``), a candidate whose cosine reaches it scores +inf: an ask keeps it
-    whatever the filter says (``filter.cosine_keep``), so every threshold and rate counts it as kept; with
-    ``cosine_floor``, one under it scores -inf (``filter.cosine_floor``: never kept, unless cosine_keep). With
+    when the filter keeps no candidate of the question (``filter.cosine_keep``; ``ScoredQuestion.rescued``); with
+    ``cosine_floor``, one under it scores -inf (``filter.cosine_floor``: never kept by the filter). With
     ``gate_coverage``, a question one of whose candidates holds that share of its words (the scope the answer
     step reads, ``opening_words`` of its document included; its words weighed by ``rarity`` when the pack
     weighs them so) passes any gate, as in an ask."""
@@ -189,15 +213,15 @@ def score_questions(filt, retriever, questions: Iterable[dict], k: int, *, label
         gold = [labelled and holds_evidence(p, q) for p in passages]
         cosines = cosine.score(q["question"], passages) if cosine is not None and passages else None
         best = max(cosines) if cosines is not None else None
-        own = None
-        if cosines is not None and (cosine_keep is not None or cosine_floor is not None):
-            keep_at = math.inf if cosine_keep is None else cosine_keep
-            floor = -math.inf if cosine_floor is None else cosine_floor
-            own, scores = scores, [math.inf if c >= keep_at else -math.inf if c < floor else s
-                                   for s, c in zip(scores, cosines)]
+        own = rescued = None
+        if cosines is not None and cosine_floor is not None:
+            own, scores = scores, [-math.inf if c < cosine_floor else s for s, c in zip(scores, cosines)]
+        if cosines is not None and cosine_keep is not None:
+            rescued = [c >= cosine_keep for c in cosines]
         covered = gate_coverage is not None and best_coverage(q["question"], passages, opening_words,
                                                               rarity) >= gate_coverage
-        out.append(ScoredQuestion(q, scores, gold, best, topic(q["question"]) if topic else True, own, covered))
+        out.append(ScoredQuestion(q, scores, gold, best, topic(q["question"]) if topic else True, own, covered,
+                                  rescued))
         if progress:
             progress()
     return out
@@ -210,7 +234,8 @@ def calibrate(assistant, questions: Sequence[dict], *, kind: str | None = None, 
     """Score the pack's retrieval candidates for dev questions and choose the filter threshold; with
     ``gate_max_false``, first the gate (at most that share of answerable questions gated), then the
     threshold that keeps ``keep`` of all gold passages given the gate; with ``cosine_keep``, the threshold
-    given that passages of at least that cosine are kept anyway (``filter.cosine_keep``); with ``cosine_floor``,
+    given that a question whose filter keeps nothing keeps its passages of at least that cosine
+    (``filter.cosine_keep``); with ``cosine_floor``,
     given that passages under that cosine are dropped anyway (``filter.cosine_floor``)."""
     pack = assistant.pack
     kind = kind or pack.config.filter.kind
@@ -242,16 +267,11 @@ def calibrate(assistant, questions: Sequence[dict], *, kind: str | None = None, 
     gate = None
     if gate_max_false is not None:
         gate = choose_gate([q.best_cosine for q in scored if any(q.gold)], max_false=gate_max_false)
-    gold = [s for q in scored if q.passes(gate) for s, g in zip(q.scores, q.gold) if g]
-    n_gold = sum(sum(q.gold) for q in scored)
-    # Gold passages lost to the gate count against ``keep``: ask the rest for the share still missing.
-    threshold = choose_threshold(gold, keep=min(1.0, keep * n_gold / max(len(gold), 1)))
-    if threshold == math.inf:
-        # Cosine alone keeps enough gold: the trained model's threshold is its highest finite score's.
-        threshold = max((s for q in scored for s in q.scores if math.isfinite(s)), default=1.0)
-    elif threshold == -math.inf:
-        # The cosine floor alone drops more gold than ``keep`` allows: keep every passage above it.
-        threshold = min((s for q in scored for s in q.scores if math.isfinite(s)), default=0.0)
+    if not any(any(q.gold) for q in scored):
+        raise SlmragError("No gold passage was retrieved for any calibration question, so no threshold can be "
+                          "chosen; check that the questions' 'doc' files are in the pack's index.")
+    # Gold passages lost to the gate (or the floor) count against ``keep``, as an ask would lose them.
+    threshold = Calibration(kind, math.nan, keep, scored, gate=gate, cosine_keep=cosine_keep).threshold_for(keep)
     oop = score_questions(filt, assistant.retriever, out_of_pack, k, labelled=False, cosine=cosine, topic=topic,
                           cosine_keep=cosine_keep, cosine_floor=cosine_floor, progress=progress,
                           **passing) if out_of_pack else []
