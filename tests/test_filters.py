@@ -240,6 +240,8 @@ def test_calibration_counts_passages_under_the_cosine_floor_as_dropped():
     assert cal.row(0.5) == {"threshold": 0.5, "gold_kept": 0.5, "nongold_dropped": 1.0, "false_abstention": 0.5}
     # pairs (gold, other): (.9, .1) won, (.9, .8) won, (.3, .1) won, (.3, .8) lost
     assert cal.summary()["auc"] == pytest.approx(0.75) and cal.summary()["cosine_floor"] == 0.33
+    # as the filter ranks them: (.9, .1) and (.9, -inf) won, (-inf, .1) lost, (-inf, -inf) a tie (half)
+    assert cal.summary()["filter_auc"] == pytest.approx(2.5 / 4)
     assert cal.threshold_for(0.5) == 0.9 and cal.threshold_for(0.95) == 0.1  # b's gold is never kept: the lowest score
     assert [r["threshold"] for r in cal.table()] == [0.1, 0.5]  # shares 1.0-.7 all need the lowest score; .5 is the chosen one
 

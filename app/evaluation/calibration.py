@@ -189,7 +189,10 @@ class Calibration:
                 "questions": len(self.questions),
                 "answerable": sum(1 for q in self.questions if any(q.gold)),
                 "gold_passages": len(self.gold_scores), "nongold_passages": len(self.other_scores),
-                "auc": self.ranking_auc(), **self.row(self.threshold)}
+                "auc": self.ranking_auc(),
+                # the filter's ranking with the floor in it: a passage under it is last (dropped), whatever the model says
+                **({"filter_auc": auc(self.gold_scores, self.other_scores)} if self.cosine_floor is not None else {}),
+                **self.row(self.threshold)}
 
 
 def score_questions(filt, retriever, questions: Iterable[dict], k: int, *, labelled: bool = True,
