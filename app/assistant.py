@@ -55,7 +55,7 @@ class FilterChoice:
     gate: float | None = None  # question-level cosine floor (FilterSettings.gate); None: no gate
     gate_coverage: float | None = None  # question coverage that passes the gate too (FilterSettings.gate_coverage)
     topic: float | None = None  # the topic gate's threshold (FilterSettings.topic_threshold); None: no topic gate
-    cosine_keep: float | None = None  # cosine that keeps a passage when a trained filter keeps none (FilterSettings)
+    cosine_keep: float | None = None  # cosine that keeps a passage whatever a trained filter says (FilterSettings)
     cosine_floor: float | None = None  # cosine under which a trained filter keeps no passage (FilterSettings)
 
     def to_json(self) -> dict:
@@ -295,13 +295,11 @@ class Assistant:
             p.kept = choice.kind == "none" or s >= choice.threshold
             if p.kept and choice.cosine_floor is not None and topical[i] < choice.cosine_floor:
                 p.kept = False  # the trained model's pick, but off the question's topic by its embedding
-        if choice.cosine_keep is not None and not any(p.kept for p in passages):
-            # The trained model keeps nothing: it may not know this kind of document (a clinical note, for a model
-            # trained on abstracts); the passages whose embedding says they are on the question are kept.
-            for p, c in zip(passages, topical):
-                if c >= choice.cosine_keep:
-                    p.kept = True
-                    p.extra["kept_by"] = "cosine"
+            if not p.kept and choice.cosine_keep is not None and topical[i] >= choice.cosine_keep:
+                # The trained model may not know this kind of document (a protocol, a clinical note, for a model
+                # trained on abstracts); its embedding says it is on the question.
+                p.kept = True
+                p.extra["kept_by"] = "cosine"
         gate_score = coverage_score = None
         if choice.gate is not None and passages:
             gate_score = round(float(max(topical)), 4)

@@ -291,12 +291,11 @@ class FilterSettings(_Strict):
         None,
         ge=-1.0,
         le=1.0,
-        description="For a trained filter (kind 'cross_encoder' or 'slm_judge'): when the trained model keeps no "
-        "passage of a question, the passages whose cosine similarity reaches this are kept, so documents of a kind "
-        "the model was not trained on (a discharge summary, for a model trained on research abstracts, which it "
-        "scores near 0) are still judged by their embedding. Only then: kept beside the model's own choices, they "
-        "would undo its filtering (half of the medical dev candidates are that close). Set by `slmrag filter "
-        "calibrate --cosine-keep`, which then chooses the threshold given it; unset: the trained model alone decides.",
+        description="For a trained filter (kind 'cross_encoder' or 'slm_judge'): a passage whose cosine similarity "
+        "reaches this is kept whatever the trained model scores it, so documents of a kind the model was not "
+        "trained on (a discharge summary or a protocol, for a model trained on research abstracts) are still "
+        "judged by their embedding. Set by `slmrag filter calibrate --cosine-keep`, which then chooses the "
+        "threshold given it; unset: the trained model alone decides.",
     )
     cosine_floor: float | None = Field(
         None,

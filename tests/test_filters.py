@@ -213,20 +213,19 @@ def test_calibration_lets_a_covered_question_past_the_gate():
     assert row["nongold_dropped"] == 0.5  # a's 0.1 dropped; b's 0.7 kept now that b passes
 
 
-def test_calibration_keeps_by_cosine_only_the_questions_the_model_keeps_nothing_of():
-    """With filter.cosine_keep, a question none of whose passages the model keeps keeps those cosine rescues
-    (``rescued``); a question the model keeps something of keeps only that. At .5: a's gold (.05) is rescued, a's
-    other (.1, not rescued) dropped; b keeps its gold (.8) and drops its other (.02) although cosine would rescue
-    it. At .9 b keeps nothing of its own either, so its rescued other passage is kept and its gold is not."""
-    a = ScoredQuestion({}, [0.05, 0.1], [True, False], rescued=[True, False])
-    b = ScoredQuestion({}, [0.8, 0.02], [True, False], rescued=[False, True])
+def test_calibration_counts_cosine_kept_passages_as_kept_and_ranks_by_the_model():
+    """With filter.cosine_keep, a passage cosine rescues (``rescued``) is kept at every threshold; the AUC
+    reported is the model's own ranking, which orders the prompt, and filter_auc ranks the rescued first."""
+    a = ScoredQuestion({}, [0.05, 0.1], [True, False], rescued=[True, False])  # gold kept by cosine alone
+    b = ScoredQuestion({}, [0.8, 0.02], [True, False], rescued=[False, True])  # other passage kept by cosine
     cal = Calibration("cross_encoder", 0.5, 0.95, [a, b], cosine_keep=0.56)
-    assert cal.row(0.5) == {"threshold": 0.5, "gold_kept": 1.0, "nongold_dropped": 1.0, "false_abstention": 0.0}
-    assert cal.row(0.9) == {"threshold": 0.9, "gold_kept": 0.5, "nongold_dropped": 0.5, "false_abstention": 0.0}
+    assert cal.row(0.5) == {"threshold": 0.5, "gold_kept": 1.0, "nongold_dropped": 0.5, "false_abstention": 0.0}
     # pairs (gold, other): (.05, .1) lost, (.05, .02) won, (.8, .1) won, (.8, .02) won
     assert cal.summary()["auc"] == pytest.approx(0.75) and cal.summary()["cosine_keep"] == 0.56
-    # the highest gold score keeping every gold passage: .8 (a rescued, b's own); .05 keeps them too, lower
-    assert cal.threshold_for(1.0) == 0.8 and cal.threshold_for(0.5) == 0.8
+    # as the filter ranks (rescued +inf): (inf, .1) won, (inf, inf) tie, (.8, .1) won, (.8, inf) lost
+    assert cal.summary()["filter_auc"] == pytest.approx(2.5 / 4)
+    # the highest gold score keeping every gold passage: .8 (a's gold rescued at any threshold)
+    assert cal.threshold_for(1.0) == 0.8 and [r["threshold"] for r in cal.table()] == [0.5, 0.8]
 
 
 def test_calibration_counts_passages_under_the_cosine_floor_as_dropped():
@@ -246,9 +245,9 @@ def test_calibration_counts_passages_under_the_cosine_floor_as_dropped():
     assert [r["threshold"] for r in cal.table()] == [0.1, 0.5]  # shares 1.0-.7 all need the lowest score; .5 is the chosen one
 
 
-def test_score_questions_scores_under_the_floor_minus_inf_and_marks_what_keep_rescues():
+def test_score_questions_scores_under_the_floor_minus_inf_and_marks_what_keep_keeps():
     """A candidate's score becomes -inf under cosine_floor, else stays the model's; one at or over cosine_keep is
-    rescued - kept when the model keeps none of the question's (at .55 it keeps .6; at .65 none, so .5's is)."""
+    rescued - kept at any threshold (.5's, beside .6's at .55)."""
     from app.evaluation.calibration import score_questions
 
     class Fixed:
@@ -266,7 +265,7 @@ def test_score_questions_scores_under_the_floor_minus_inf_and_marks_what_keep_re
                           cosine=Fixed([0.2, 0.4, 0.6]), cosine_keep=0.56, cosine_floor=0.3)
     assert out[0].scores == [float("-inf"), 0.6, 0.5] and out[0].model_scores == [0.7, 0.6, 0.5]
     assert out[0].rescued == [False, False, True] and out[0].best_cosine == 0.6
-    assert out[0].kept(0.55, None) == [False, True, False] and out[0].kept(0.65, None) == [False, False, True]
+    assert out[0].kept(0.55, None) == [False, True, True] and out[0].kept(0.65, None) == [False, False, True]
 
 
 def test_rates_and_auc_exact():

@@ -95,7 +95,7 @@ class ScoredQuestion:
     on_topic: bool = True  # the pack's topic gate admits the question (True when the pack has none)
     model_scores: list[float] | None = None  # the filter's own scores when ``scores`` count cosine_floor (-inf)
     covered: bool = False  # a candidate holds the question's words at the pack's filter.gate_coverage: passes the gate
-    rescued: list[bool] | None = None  # cosine reaches filter.cosine_keep: kept when the filter keeps none
+    rescued: list[bool] | None = None  # cosine reaches filter.cosine_keep: kept whatever the filter scores
 
     @property
     def max_score(self) -> float:
@@ -107,13 +107,10 @@ class ScoredQuestion:
 
     def kept(self, threshold: float, gate: float | None) -> list[bool]:
         """Which candidates an ask keeps at ``threshold``: none when a gate turns the question away; else those
-        scoring at least it - or, when none does, those cosine_keep keeps (``rescued``)."""
+        scoring at least it and those cosine_keep keeps (``rescued``)."""
         if not self.passes(gate):
             return [False] * len(self.scores)
-        flags = [s >= threshold for s in self.scores]
-        if self.rescued is not None and not any(flags):
-            flags = list(self.rescued)
-        return flags
+        return [s >= threshold or bool(self.rescued and self.rescued[i]) for i, s in enumerate(self.scores)]
 
     def abstains(self, threshold: float, gate: float | None) -> bool:
         return not any(self.kept(threshold, gate))
@@ -128,7 +125,7 @@ class Calibration:
     out_of_pack: list[ScoredQuestion] = field(default_factory=list)
     gate: float | None = None
     topic_threshold: float | None = None  # the pack's topic gate, counted in every rate; None: it has none
-    cosine_keep: float | None = None  # a question whose filter keeps nothing keeps its passages of this cosine
+    cosine_keep: float | None = None  # passages of at least this cosine are kept whatever the filter scores
     cosine_floor: float | None = None  # passages under this cosine count as dropped (scored -inf)
 
     @property
@@ -176,6 +173,14 @@ class Calibration:
             ts.add(self.threshold_for(keep))
         return [self.row(t) for t in sorted(ts)]
 
+    def filter_auc(self) -> float:
+        """AUC of the ranking as the filter makes it: a passage cosine_keep keeps first (+inf), one under the
+        cosine floor last (-inf, already in ``scores``), the model's score between."""
+        inf = float("inf")
+        ranked = [([inf if q.rescued and q.rescued[i] else s for i, s in enumerate(q.scores)], q.gold)
+                  for q in self.questions]
+        return auc([s for ss, gg in ranked for s, g in zip(ss, gg) if g], [s for ss, gg in ranked for s, g in zip(ss, gg) if not g])
+
     def ranking_auc(self) -> float:
         """AUC of the filter's own scores (the order kept passages reach the prompt in), cosine_floor aside."""
         own = [(q.model_scores or q.scores, q.gold) for q in self.questions]
@@ -190,8 +195,7 @@ class Calibration:
                 "answerable": sum(1 for q in self.questions if any(q.gold)),
                 "gold_passages": len(self.gold_scores), "nongold_passages": len(self.other_scores),
                 "auc": self.ranking_auc(),
-                # the filter's ranking with the floor in it: a passage under it is last (dropped), whatever the model says
-                **({"filter_auc": auc(self.gold_scores, self.other_scores)} if self.cosine_floor is not None else {}),
+                **({"filter_auc": self.filter_auc()} if self.cosine_floor is not None or self.cosine_keep is not None else {}),
                 **self.row(self.threshold)}
 
 
@@ -204,7 +208,7 @@ def score_questions(filt, retriever, questions: Iterable[dict], k: int, *, label
     unlabelled ones (out-of-pack) across the whole index. With a ``cosine`` filter, each question's best
     cosine (the gate's score) is recorded too; with ``topic`` (question -> admitted?), the topic gate's verdict.
     With ``cosine_keep`` (and ``cosine``), a candidate whose cosine reaches it scores +inf: an ask keeps it
-    when the filter keeps no candidate of the question (``filter.cosine_keep``; ``ScoredQuestion.rescued``); with
+    whatever the filter scores it (``filter.cosine_keep``; ``ScoredQuestion.rescued``); with
     ``cosine_floor``, one under it scores -inf (``filter.cosine_floor``: never kept by the filter). With
     ``gate_coverage``, a question one of whose candidates holds that share of its words (the scope the answer
     step reads, ``opening_words`` of its document included; its words weighed by ``rarity`` when the pack
@@ -237,8 +241,7 @@ def calibrate(assistant, questions: Sequence[dict], *, kind: str | None = None, 
     """Score the pack's retrieval candidates for dev questions and choose the filter threshold; with
     ``gate_max_false``, first the gate (at most that share of answerable questions gated), then the
     threshold that keeps ``keep`` of all gold passages given the gate; with ``cosine_keep``, the threshold
-    given that a question whose filter keeps nothing keeps its passages of at least that cosine
-    (``filter.cosine_keep``); with ``cosine_floor``,
+    given that passages of at least that cosine are kept anyway (``filter.cosine_keep``); with ``cosine_floor``,
     given that passages under that cosine are dropped anyway (``filter.cosine_floor``)."""
     pack = assistant.pack
     kind = kind or pack.config.filter.kind
