@@ -36,10 +36,6 @@ def write_pdf(path: Path, pages: list[str]) -> Path:
 TRAINED_FOLDERS = ("adapter", "filter", "label_reader", "extract_selector", "label_selector", "topic")
 TRAINED_SETTINGS = ("adapter:", "model: filter", "label_reader:", "extract_selector:", "label_selector:", "topic_model:",
                     "topic_threshold:")
-# A pack whose filter is its trained model gets the packaged models' filter instead: cosine at medical's calibrated
-# threshold (docs/filter.md; the one it shipped until stop 35), without the gate, floor and keep fitted around the model.
-TRAINED_FILTER = ("kind: cross_encoder", "threshold:", "gate:", "cosine_floor:", "cosine_keep:", "precision:")
-COSINE_FILTER = "filter:\n  kind: cosine\n  threshold: 0.3657\n"
 
 
 def tiny_pack_dir(folder: Path, name: str, docs: dict[str, str], base: str = "medical") -> Path:
@@ -51,12 +47,8 @@ def tiny_pack_dir(folder: Path, name: str, docs: dict[str, str], base: str = "me
 
     shutil.copytree(load_pack(base).path, folder, ignore=shutil.ignore_patterns("corpus", *TRAINED_FOLDERS))
     text = (folder / "pack.yaml").read_text(encoding="utf-8").replace(f"name: {base}", f"name: {name}")
-    trained_filter = "kind: cross_encoder" in text
-    drop = TRAINED_SETTINGS + (TRAINED_FILTER if trained_filter else ())
-    text = "\n".join(l for l in text.splitlines() if not l.strip().startswith(drop)) + "\n"
-    if trained_filter:
-        text = text.replace("filter:\n", COSINE_FILTER, 1)
-    (folder / "pack.yaml").write_text(text)
+    (folder / "pack.yaml").write_text("\n".join(l for l in text.splitlines()
+                                                if not l.strip().startswith(TRAINED_SETTINGS)) + "\n")
     (folder / "corpus").mkdir()
     for doc, body in docs.items():
         (folder / "corpus" / doc).write_text(body, encoding="utf-8")
