@@ -105,7 +105,7 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
     ``retrieved``: every passage retrieval found for the question, the filter's dropped ones too; what a cited
     document is about is read from all of its (:func:`_document_scopes`)."""
     texts, namings, scopes, doc_ids = _views(prompt.context, settings)
-    doc_scopes = _document_scopes(prompt.context, retrieved, settings)
+    doc_scopes = _document_scopes(prompt.context, scopes, retrieved, settings)
     # How much of the question a passage covers, for every check below (rarity: grounding.question_words)
     cover = functools.partial(question_coverage, question, rarity=rarity if settings.grounding.question_words == "rarity" else None)
     n = len(texts)
@@ -147,7 +147,7 @@ def compose(generator, prompt, question: str, settings: AnswerSettings, *, label
         if added:
             context = list(prompt.context) + added
             texts, namings, scopes, doc_ids = _views(context, settings)
-            doc_scopes = _document_scopes(context, retrieved, settings)
+            doc_scopes = _document_scopes(context, scopes, retrieved, settings)
             named = _named(question, context, settings, documents)
     ranked = selector.rank(question, prompt.context) if shape == "extract" and selector is not None and cell is None \
         else None
@@ -289,19 +289,19 @@ def _without_verdict(question: str, passages: list, texts: list[str], namings: l
                   quote={"text": sentence, "n": n, "verbatim": True, "by_model": False, "no_verdict": True, **by})
 
 
-def _document_scopes(kept: list, retrieved: list | None, settings: AnswerSettings) -> dict[str, str]:
-    """What each kept passage's document says of the question's subject: the scopes (:func:`_views`) of all
-    the passages retrieval found of it for this question, the ones the filter dropped too (doc id -> text).
-    The filter keeps a passage for holding the answer - a study's conclusion - and may drop the aims and
-    methods that name what the study is about; whether the document is about the question is read from
-    everything retrieved of it. ``retrieved`` None: the kept passages alone."""
+def _document_scopes(kept: list, scopes: list[str], retrieved: list | None, settings: AnswerSettings) -> dict[str, str]:
+    """What each kept passage's document says of the question's subject: the scopes (:func:`_views`; the kept
+    passages' are ``scopes``) of all the passages retrieval found of it for this question, the ones the filter
+    dropped too (doc id -> text). The filter keeps a passage for holding the answer - a study's conclusion -
+    and may drop the aims and methods that name what the study is about; whether the document is about the
+    question is read from everything retrieved of it. ``retrieved`` None: the kept passages alone."""
     seen = {id(p) for p in kept}
     docs = {p.doc_id for p in kept}
-    passages = list(kept) + [p for p in (retrieved or []) if p.doc_id in docs and id(p) not in seen]
-    _, _, scopes, doc_ids = _views(passages, settings)
+    dropped = [p for p in (retrieved or []) if p.doc_id in docs and id(p) not in seen]
+    _, _, dropped_scopes, _ = _views(dropped, settings)
     out: dict[str, list[str]] = {}
-    for d, sc in zip(doc_ids, scopes):
-        out.setdefault(d, []).append(sc)
+    for p, sc in zip(list(kept) + dropped, list(scopes) + dropped_scopes):
+        out.setdefault(p.doc_id, []).append(sc)
     return {d: " ".join(parts) for d, parts in out.items()}
 
 

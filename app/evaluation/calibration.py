@@ -97,10 +97,6 @@ class ScoredQuestion:
     covered: bool = False  # a candidate holds the question's words at the pack's filter.gate_coverage: passes the gate
     rescued: list[bool] | None = None  # cosine reaches filter.cosine_keep: kept whatever the filter scores
 
-    @property
-    def max_score(self) -> float:
-        return max(self.scores) if self.scores else float("-inf")
-
     def passes(self, gate: float | None) -> bool:
         return self.on_topic and (gate is None or self.covered
                                   or (self.best_cosine is not None and self.best_cosine >= gate))
@@ -162,8 +158,8 @@ class Calibration:
             raise SlmragError("No candidate of any calibration question has a filter score to choose a threshold "
                               "from (all under the cosine floor?); lower --cosine-floor or check the questions.")
         candidates = sorted({s for s in self.gold_scores if math.isfinite(s)}, reverse=True)
-        for t in candidates:
-            if self.row(t)["gold_kept"] >= keep - 1e-12:
+        for t in candidates:  # only the gold share is needed: row() would count abstentions too, per candidate
+            if np.mean(self._kept(t, True)) >= keep - 1e-12:
                 return t
         return min(finite)
 
@@ -276,9 +272,10 @@ def calibrate(assistant, questions: Sequence[dict], *, kind: str | None = None, 
     if not any(any(q.gold) for q in scored):
         raise SlmragError("No gold passage was retrieved for any calibration question, so no threshold can be "
                           "chosen; check that the questions' 'doc' files are in the pack's index.")
-    # Gold passages lost to the gate (or the floor) count against ``keep``, as an ask would lose them.
-    threshold = Calibration(kind, math.nan, keep, scored, gate=gate, cosine_keep=cosine_keep).threshold_for(keep)
     oop = score_questions(filt, assistant.retriever, out_of_pack, k, labelled=False, cosine=cosine, topic=topic,
                           cosine_keep=cosine_keep, cosine_floor=cosine_floor, progress=progress,
                           **passing) if out_of_pack else []
-    return Calibration(kind, threshold, keep, scored, oop, gate, topic_threshold, cosine_keep, cosine_floor)
+    cal = Calibration(kind, math.nan, keep, scored, oop, gate, topic_threshold, cosine_keep, cosine_floor)
+    # Gold passages lost to the gate (or the floor) count against ``keep``, as an ask would lose them.
+    cal.threshold = cal.threshold_for(keep)
+    return cal
