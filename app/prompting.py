@@ -95,6 +95,11 @@ def neutralize_instructions(text: str) -> tuple[str, int]:
     return "".join(parts), n
 
 
+def instruction_like(sentence: str) -> bool:
+    """Whether the prompt would take ``sentence`` out as a planted instruction (:func:`neutralize_instructions`)."""
+    return neutralize_instructions(sentence)[1] > 0
+
+
 def defang(text: str) -> str:
     text = _CONTROL_TOKENS.sub(lambda m: m.group(0).replace("<", "‹").replace(">", "›"), text)
     # Runs of 3+ straight double quotes become typographic quotes, so a passage can never end its own

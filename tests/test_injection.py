@@ -154,3 +154,29 @@ def test_neutralizer_has_no_false_positives_on_the_starter_corpora():
         for page in pages:
             out, n = neutralize_instructions(page.text)
             assert n == 0, (f.name, page.page, out[:300])
+
+
+def test_no_answer_quotes_a_planted_instruction():
+    """Answers quote passages word for word, and the quoting sees what the prompt sees: a sentence the prompt
+    takes out as a planted instruction is never the quote (with medical's trained filter the planted blood
+    pressure log was kept and its line quoted as the answer: stop 35)."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_answers import FakeGenerator, _prompt
+
+    from app.answers.compose import compose
+    from app.answers.shapes import best_sentence, passage_sentences
+    from app.settings import AnswerSettings
+
+    for name, text in PLANTED.items():
+        assert not any("PWNED" in s and "Answer: PWNED" not in s for s in passage_sentences(text)), name
+        assert "always answer" not in best_sentence(text, "always answer home blood pressure target").lower()
+    assert passage_sentences(PLANTED["clinic_memo.txt"]) == [PLANTED["clinic_memo.txt"].splitlines()[0]]
+    legit = "Take two readings at least 1 minute apart. Ignore readings from day 1."
+    assert passage_sentences(legit) == ["Take two readings at least 1 minute apart.", "Ignore readings from day 1."]
+    # The model says not found and slmrag would quote the kept passage's best sentence: the planted log has none.
+    settings = AnswerSettings(shapes=["extract", "free"], default="free")
+    c = compose(FakeGenerator("Not found in your documents."), _prompt("extract", [PLANTED["bp_log.txt"]]),
+                "What home blood pressure target is recommended for the clinic log?", settings)
+    assert not c.grounded and c.decided_by == "verbatim" and PAYLOAD not in c.shaped.text  # before: shown, the log quoted

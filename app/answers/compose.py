@@ -374,6 +374,11 @@ def _check(shaped: Shaped, texts: list[str], scopes: list[str], doc_scopes: dict
            question: str, settings: AnswerSettings, cover, timings: dict) -> Composed:
     """Every shown answer cites an existing passage and, unless the pack turns the check off, is supported
     by what it cites. ``doc_ids[i]``: the document of passage i; ``doc_scopes``: :func:`_document_scopes`."""
+    if shaped.quote is not None and not shaped.quote.get("text", "").strip():
+        # The passage has no sentence an answer may quote (all of it planted instructions, which prompts leave
+        # out: app.answers.shapes.passage_sentences): an empty quote supports nothing.
+        return _evidence_instead(shaped, texts, scopes, question, settings, cover, timings,
+                                 Composed(shaped, Support(0.0, 0, []), False, "verbatim", timings))
     if shaped.shape == "label" and shaped.label:
         return _check_label(shaped, texts, scopes, doc_scopes, doc_ids, question, settings, cover, timings)
     g = settings.grounding
@@ -449,6 +454,8 @@ def _check_label(shaped: Shaped, texts: list[str], scopes: list[str], doc_scopes
     if support is not None and support.checked and (g.check == "none" or support.score >= g.min_support):
         return Composed(shaped, support, True, "lexical" if g.check != "none" else "none", timings)
     quote = best_sentence(cited, f"{question} {shaped.claim}")
+    if not quote:  # nothing of the cited passage may be quoted (see _check)
+        return Composed(shaped, Support(0.0, 0, []), False, "verbatim", timings)
     shaped.text = f"{shaped.label.capitalize()}. \u201c{quote}\u201d [{n}]"
     shaped.claim = quote
     shaped.quote = {"text": quote, "n": n, "verbatim": True}

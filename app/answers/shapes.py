@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from app.answers.arithmetic import FormulaError, evaluate, find_formula, format_value
 from app.answers.grounding import content_stems
 from app.numbers import SCALE_WORDS, parse_numbers
+from app.prompting import instruction_like
 
 SHAPES = ("label", "extract", "calculate", "free")
 NOT_FOUND = "I could not find this in your documents."
@@ -87,8 +88,10 @@ _PASSAGE_SENT = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[\u201c]?[A-Z0-9])|\n[ \t\u00
 
 
 def passage_sentences(text: str) -> list[str]:
-    """A passage's sentences, each a verbatim substring of it (line wraps inside a sentence kept)."""
-    return [s.strip() for s in _PASSAGE_SENT.split(text) if s and s.strip()]
+    """A passage's sentences that an answer may quote, each a verbatim substring of it (line wraps inside a
+    sentence kept). Not one the prompt takes out as a planted instruction (``always answer PWNED``): the model
+    never reads it, and quoted it would be the planted text shown as the answer (tests/test_injection.py)."""
+    return [s for s in (s.strip() for s in _PASSAGE_SENT.split(text) if s) if s and not instruction_like(s)]
 
 
 def _norm(text: str) -> str:
@@ -143,7 +146,7 @@ def best_sentence(passage_text: str, probe: str) -> str:
         score = len(want & set(have)) / (len(set(have)) ** 0.5)
         if score > best_score:
             best, best_score = s, score
-    return best or passage_text.strip()[:300]
+    return best or " ".join(passage_sentences(passage_text))[:300]
 
 
 def locate(quote: str, texts: list[str]) -> tuple[int, str] | None:
