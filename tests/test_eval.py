@@ -371,6 +371,9 @@ def test_eval_trained_variant_reads_the_calibration_recorded_beside_the_model(tm
     report = json.loads((out / "report.json").read_text())
     info = report["meta"]["variants"]["slmrag[trained]"]
     assert info["threshold"] == dev["threshold"] and info["gate"] == dev["gate"]
+    # the floor and keep the threshold was calibrated with (recorded by calibrate --cosine-floor/--cosine-keep)
+    assert (info["cosine_floor"], info["cosine_keep"]) == (dev.get("cosine_floor"), dev.get("cosine_keep"))
+    assert dev.get("cosine_floor") is not None
     for r in report["records"]:
         cos = [p["filter_score"] for p in r["slmrag"]["passages"]]
         model = [p["filter_score"] for p in r["slmrag[trained]"]["passages"]]

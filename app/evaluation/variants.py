@@ -117,8 +117,8 @@ def apply_variant(variant: Variant, pack, threshold_for: Callable[[object], floa
 
 
 def _trained(variant: Variant, pack) -> dict:
-    """The pack's relevance model in place of its filter, at the threshold (and cosine gate, int8 or fp32) that
-    ``slmrag filter calibrate`` recorded beside it ("dev" in its filter.json) unless one is given."""
+    """The pack's relevance model in place of its filter, at the threshold (and cosine gate, floor and keep, int8
+    or fp32) that ``slmrag filter calibrate`` recorded beside it ("dev" in its filter.json) unless one is given."""
     import json
 
     cfg = pack.config.filter
@@ -137,13 +137,19 @@ def _trained(variant: Variant, pack) -> dict:
         raise InputError(f"--variant trained: {info_file} records no calibrated threshold; run `slmrag filter "
                          f"calibrate --pack {pack.name} --kind cross_encoder --questions DEV.jsonl --write` on a copy, "
                          "or give one (--variant trained=T).")
-    gate = dev.get("gate") if variant.value is None else cfg.gate
-    cfg.kind, cfg.cosine_keep, cfg.cosine_floor = "cross_encoder", None, None
+    # The threshold was chosen given the gate, floor and keep it was calibrated with: all four come from the
+    # record, or a given threshold runs with the pack's gate alone.
+    recorded = {k: dev.get(k) for k in ("gate", "cosine_floor", "cosine_keep")} if variant.value is None else \
+        {"gate": cfg.gate, "cosine_floor": None, "cosine_keep": None}
+    number = {k: float(v) if isinstance(v, (int, float)) else None for k, v in recorded.items()}
+    cfg.kind, cfg.gate, cfg.cosine_floor, cfg.cosine_keep = ("cross_encoder", number["gate"], number["cosine_floor"],
+                                                             number["cosine_keep"])
     cfg.threshold = float(variant.value if variant.value is not None else dev["threshold"])
-    cfg.gate = float(gate) if isinstance(gate, (int, float)) else None
     if dev.get("precision") in ("fp32", "int8") and variant.value is None:
         cfg.precision = dev["precision"]
     source = "given" if variant.value is not None else f"recorded by filter calibrate in {cfg.model}/filter.json"
     return {"change": f"filter.kind cross_encoder ({cfg.model}/, {cfg.precision}), threshold {round(cfg.threshold, 4)}"
-                      + (f", cosine gate {round(cfg.gate, 4)}" if cfg.gate is not None else "") + f" ({source})",
-            "threshold": cfg.threshold, "gate": cfg.gate}
+                      + (f", cosine gate {round(cfg.gate, 4)}" if cfg.gate is not None else "")
+            + (f", cosine floor {round(cfg.cosine_floor, 4)}" if cfg.cosine_floor is not None else "")
+            + (f", cosine keep {round(cfg.cosine_keep, 4)}" if cfg.cosine_keep is not None else "") + f" ({source})",
+            "threshold": cfg.threshold, "gate": cfg.gate, "cosine_floor": cfg.cosine_floor, "cosine_keep": cfg.cosine_keep}
