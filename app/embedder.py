@@ -15,7 +15,7 @@ import numpy as np
 
 from app.env import threads
 from app.errors import require
-from app.models import resolve_model
+from app.models import MODEL_LOAD_LOCK, resolve_model
 from app.settings import EmbedderSettings
 
 
@@ -48,7 +48,8 @@ class Embedder:
     def load(self) -> "Embedder":
         if self.int8:  # ONNX Runtime for documents and questions alike; torch only for the one-time export
             return self.load_query()
-        with self._lock:
+        # MODEL_LOAD_LOCK: transformers' loading (its lazy imports too) is not thread-safe, see app.models
+        with self._lock, MODEL_LOAD_LOCK:
             if self._model is None:
                 st = require("sentence_transformers", "sentence-transformers")
                 torch = require("torch")

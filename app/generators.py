@@ -28,7 +28,7 @@ from typing import Callable, Iterator
 from app.env import cache_dir, threads
 from app.errors import ConfigError, ModelNotFound, SlmragError, require
 from app import gguf_build
-from app.models import resolve_model
+from app.models import MODEL_LOAD_LOCK, resolve_model
 from app.settings import GeneratorSettings
 
 Message = dict  # {"role": "system"|"user"|"assistant", "content": str}
@@ -294,7 +294,8 @@ class TransformersGenerator(Generator):
         return str(target), {}
 
     def load(self) -> "TransformersGenerator":
-        with self._lock:
+        # MODEL_LOAD_LOCK: transformers' loading (its lazy imports too) is not thread-safe, see app.models
+        with self._lock, MODEL_LOAD_LOCK:
             if self._model is None:
                 transformers = require("transformers")
                 torch = require("torch")

@@ -7,10 +7,19 @@ any install location; nothing is ever downloaded from a model hub at run time.
 from __future__ import annotations
 
 import os
+import threading
 from importlib import resources
 from pathlib import Path
 
 from app.errors import ModelNotFound
+
+# transformers (5.x) builds a model inside from_pretrained by patching module-level functions for the duration
+# (PreTrainedModel.tie_weights becomes a no-op, torch.nn.init's functions too: transformers/initialization.py). Two
+# loads at once in two threads - a server warming up its filter while a request loads the generator - can leave
+# one model's tied weights unloaded (SmolLM2's lm_head on the meta device: "Cannot copy out of meta tensor", seen
+# in the test suite). Every model construction in slmrag holds this lock; re-entrant, since a loader may build
+# another model inside (a pair model's base, then its adapter).
+MODEL_LOAD_LOCK = threading.RLock()
 
 # name -> (python package, path inside the package, pip package that ships it)
 PACKAGED_MODELS: dict[str, tuple[str, str, str]] = {

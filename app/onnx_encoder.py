@@ -94,10 +94,14 @@ def export(model_dir: Path, target: Path, build: Callable[[], object] | None = N
     ``build``: returns the torch encoder to export (a pair model's, its adapter merged); by default the
     model in ``model_dir``."""
     import torch
-    from transformers import AutoModel
 
-    base = (build() if build is not None else
-            AutoModel.from_pretrained(str(model_dir), local_files_only=True, attn_implementation="eager")).eval()
+    from app.models import MODEL_LOAD_LOCK
+
+    with MODEL_LOAD_LOCK:  # transformers' loading (its lazy imports too) is not thread-safe, see app.models
+        from transformers import AutoModel
+
+        base = (build() if build is not None else
+                AutoModel.from_pretrained(str(model_dir), local_files_only=True, attn_implementation="eager")).eval()
 
     class Pooled(torch.nn.Module):
         def __init__(self, model):

@@ -200,40 +200,45 @@ class PairModel:
 
     def _merged(self, attn_implementation: str | None = None):
         """MiniLM with this model's adapter merged in, in eval mode."""
-        peft = require("peft")
-        transformers = require("transformers")
+        from app.models import MODEL_LOAD_LOCK
 
         base = base_model_dir()
         kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-        model = transformers.AutoModel.from_pretrained(str(base), local_files_only=True, **kwargs)
-        try:
-            model = peft.PeftModel.from_pretrained(model, str(self.folder), is_trainable=False)
-        except Exception as exc:
-            raise self._damaged("adapter_model.safetensors", exc) from exc
-        return model.merge_and_unload().eval()
+        with MODEL_LOAD_LOCK:  # transformers' loading (its lazy imports too) is not thread-safe, see app.models
+            peft = require("peft")
+            transformers = require("transformers")
+            model = transformers.AutoModel.from_pretrained(str(base), local_files_only=True, **kwargs)
+            try:
+                model = peft.PeftModel.from_pretrained(model, str(self.folder), is_trainable=False)
+            except Exception as exc:
+                raise self._damaged("adapter_model.safetensors", exc) from exc
+            return model.merge_and_unload().eval()
 
     def _merged_for_export(self):
         # Eager attention, as the embedder's export: the traced graph then takes the padding mask as data.
         return self._merged("eager")
 
     def _load_torch(self) -> None:
-        if self._model is None:
-            torch = require("torch")
-            transformers = require("transformers")
-            from safetensors.torch import load_file
+        from app.models import MODEL_LOAD_LOCK
 
-            from app.env import threads
+        with MODEL_LOAD_LOCK:  # transformers' loading (its lazy imports too) is not thread-safe, see app.models
+            if self._model is None:
+                torch = require("torch")
+                transformers = require("transformers")
+                from safetensors.torch import load_file
 
-            torch.set_num_threads(threads())
-            self._tok = transformers.AutoTokenizer.from_pretrained(str(base_model_dir()), local_files_only=True)
-            weight, bias = self._head
-            self._torch_head = _linear({"weight": torch.from_numpy(weight), "bias": torch.from_numpy(bias)}, torch)
-            if (self.folder / SPAN_FILE).is_file():
-                try:
-                    self._span = _linear(load_file(str(self.folder / SPAN_FILE)), torch)
-                except Exception as exc:
-                    raise self._damaged(SPAN_FILE, exc) from exc
-            self._model = self._merged()
+                from app.env import threads
+
+                torch.set_num_threads(threads())
+                self._tok = transformers.AutoTokenizer.from_pretrained(str(base_model_dir()), local_files_only=True)
+                weight, bias = self._head
+                self._torch_head = _linear({"weight": torch.from_numpy(weight), "bias": torch.from_numpy(bias)}, torch)
+                if (self.folder / SPAN_FILE).is_file():
+                    try:
+                        self._span = _linear(load_file(str(self.folder / SPAN_FILE)), torch)
+                    except Exception as exc:
+                        raise self._damaged(SPAN_FILE, exc) from exc
+                self._model = self._merged()
 
     @property
     def has_span(self) -> bool:

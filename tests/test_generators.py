@@ -71,6 +71,41 @@ def test_transformers_backend_loads_gguf_and_caches_conversion(tmp_path, monkeyp
     assert where == str(converted[0]) and extra == {}
 
 
+def test_transformers_backend_loads_whole_while_another_thread_loads_a_model(tmp_path, monkeypatch):
+    """transformers builds a model by patching module-level functions for the duration of the load (tie_weights
+    among them), so a load in another thread - a server warming up its filter - could leave SmolLM2's tied
+    lm_head on the meta device ("Cannot copy out of meta tensor", seen once in the suite). Every slmrag loader
+    holds app.models.MODEL_LOAD_LOCK; here another thread loads MiniLM in a loop as they do, under the lock.
+    Without the lock in the generator's load this failed (and with the worker's lazy ``transformers`` imports
+    outside it, the worker died of an ImportError)."""
+    import threading
+
+    import transformers
+
+    from app.models import MODEL_LOAD_LOCK, packaged_path
+
+    monkeypatch.setenv("SLMRAG_CACHE_DIR", str(tmp_path))
+    done, loaded, loads = threading.Event(), threading.Event(), []
+
+    def warm_up():
+        while not done.is_set():
+            with MODEL_LOAD_LOCK:
+                transformers.AutoModel.from_pretrained(str(packaged_path("minilm")), local_files_only=True)
+            loads.append(1)
+            loaded.set()
+
+    worker = threading.Thread(target=warm_up, daemon=True)
+    worker.start()
+    try:
+        assert loaded.wait(timeout=300), "the other thread loaded no model"
+        gen = TransformersGenerator(GeneratorSettings(backend="transformers", max_tokens=8)).load()
+    finally:
+        done.set()
+        worker.join()
+    assert [k for k, p in gen.model.named_parameters() if p.device.type == "meta"] == []
+    assert "".join(gen.stream(MESSAGES)).strip()
+
+
 # The 'openai' backend is tested against a real server in tests/test_serving.py.
 
 

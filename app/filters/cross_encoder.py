@@ -77,17 +77,20 @@ class CrossEncoderFilter:
         return cls(model_dir).load()
 
     def load(self) -> "CrossEncoderFilter":
-        if self._model is None:
-            require("sentence_transformers", "sentence-transformers")
-            from sentence_transformers import CrossEncoder
+        from app.models import MODEL_LOAD_LOCK
 
-            from app.env import threads
+        with MODEL_LOAD_LOCK:  # transformers' loading (its lazy imports too) is not thread-safe, see app.models
+            if self._model is None:
+                require("sentence_transformers", "sentence-transformers")
+                from sentence_transformers import CrossEncoder
 
-            torch = require("torch")
-            torch.set_num_threads(threads())
-            self._model = CrossEncoder(str(self.model_dir), local_files_only=True, device="cpu",
-                                       max_length=self.max_length)
-            self._model.eval()
+                from app.env import threads
+
+                torch = require("torch")
+                torch.set_num_threads(threads())
+                self._model = CrossEncoder(str(self.model_dir), local_files_only=True, device="cpu",
+                                           max_length=self.max_length)
+                self._model.eval()
         return self
 
     def score(self, question: str, passages: Sequence[Passage], *, query_vector=None) -> list[float]:

@@ -308,7 +308,10 @@ def train_cross_encoder(snapshot, out_dir: Path | str, *, max_queries: int = 400
         raise SlmragError("No training pairs could be built from this index (are its chunks very short?).")
     base = str(base_model or packaged_path("minilm"))
     logging.getLogger("sentence_transformers").setLevel(logging.ERROR)  # "Converting ... to CrossEncoder"
-    ce = CrossEncoder(base, num_labels=1, max_length=max_length, local_files_only=True, device="cpu")
+    from app.models import MODEL_LOAD_LOCK
+
+    with MODEL_LOAD_LOCK:  # transformers' loading (its lazy imports too) is not thread-safe, see app.models
+        ce = CrossEncoder(base, num_labels=1, max_length=max_length, local_files_only=True, device="cpu")
     model = ce.transformers_model
     tok = ce.tokenizer
     encoder_layers = model.base_model.encoder.layer

@@ -67,8 +67,11 @@ def train_pair_model(pairs: Sequence[tuple[str, str]], targets: Sequence, out_di
     bound = QuestionBound(max_length)
     pairs = [(bound(q), text) for q, text in pairs]
     base = base_model_dir()
-    tok = transformers.AutoTokenizer.from_pretrained(str(base), local_files_only=True)
-    encoder = transformers.AutoModel.from_pretrained(str(base), local_files_only=True)
+    from app.models import MODEL_LOAD_LOCK
+
+    with MODEL_LOAD_LOCK:  # transformers' loading (its lazy imports too) is not thread-safe, see app.models
+        tok = transformers.AutoTokenizer.from_pretrained(str(base), local_files_only=True)
+        encoder = transformers.AutoModel.from_pretrained(str(base), local_files_only=True)
     config = peft.LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.1, target_modules=LORA_TARGETS,
                              task_type="FEATURE_EXTRACTION")
     model = peft.get_peft_model(encoder, config)
