@@ -135,6 +135,14 @@ class IndexView:
             return self._rarity
 
 
+def _filter_rank(p) -> tuple:
+    """The order kept passages reach the prompt in, best first: those cosine keeps (``filter.cosine_keep``: the
+    question's closest by embedding, not scored by the model) by their cosine, then the rest by the filter's score."""
+    if p.extra.get("kept_by") == "cosine":
+        return (0, -p.extra["cosine"])
+    return (1, -(p.filter_score or 0))
+
+
 class Assistant:
     def __init__(self, pack: Pack, queue: AnswerQueue | None = None):
         """``queue``: where answers wait for the generator; by default one of the pack's
@@ -285,21 +293,7 @@ class Assistant:
         passages = view.retriever.search(question, options.k, doc=options.doc, query_vector=qvec)
         timings["retrieve_s"] = round(time.perf_counter() - t, 4)
         t = time.perf_counter()
-        scores = view.relevance_filter(choice.kind, self).score(question, passages, query_vector=qvec) if passages else []
-        topical = None  # the candidates' cosine, for the gate, cosine_keep and cosine_floor
-        if (choice.gate is not None or choice.cosine_keep is not None or choice.cosine_floor is not None) and passages:
-            topical = scores if choice.kind == "cosine" else view.relevance_filter("cosine", self).score(
-                question, passages, query_vector=qvec)
-        for i, (p, s) in enumerate(zip(passages, scores)):
-            p.filter_score = s
-            p.kept = choice.kind == "none" or s >= choice.threshold
-            if p.kept and choice.cosine_floor is not None and topical[i] < choice.cosine_floor:
-                p.kept = False  # the trained model's pick, but off the question's topic by its embedding
-            if not p.kept and choice.cosine_keep is not None and topical[i] >= choice.cosine_keep:
-                # The trained model may not know this kind of document (a protocol, a clinical note, for a model
-                # trained on abstracts); its embedding says it is on the question.
-                p.kept = True
-                p.extra["kept_by"] = "cosine"
+        topical = self.judge(question, passages, choice, qvec, view)
         gate_score = coverage_score = None
         if choice.gate is not None and passages:
             gate_score = round(float(max(topical)), 4)
@@ -317,12 +311,50 @@ class Assistant:
             for p in passages:
                 p.kept = False
         elif choice.min_keep and passages:
-            for p in sorted(passages, key=lambda p: -(p.filter_score or 0))[: choice.min_keep]:
+            for p in sorted(passages, key=_filter_rank)[: choice.min_keep]:
                 p.kept = True
         timings["filter_s"] = round(time.perf_counter() - t, 4)
-        kept = sorted((p for p in passages if p.kept), key=lambda p: -(p.filter_score or 0))
+        kept = sorted((p for p in passages if p.kept), key=_filter_rank)
         found.kept = self.prompts.budget(kept)
         return found
+
+    def judge(self, question: str, passages: list[Passage], choice: FilterChoice, qvec=None,
+              view: IndexView | None = None) -> list[float] | None:
+        """Stage 2's per-passage part: each candidate's filter score and whether it is kept (``filter_score``,
+        ``kept``, in place); returns the candidates' cosine when the gate, keep or floor needs it (else None).
+        The question-level gates come after it in :meth:`retrieve`; ``bench/filter_cost.py`` times this."""
+        view = view or self.view
+        topical = None  # the candidates' cosine, for the gate, cosine_keep and cosine_floor
+        if (choice.gate is not None or choice.cosine_keep is not None or choice.cosine_floor is not None) and passages:
+            topical = view.relevance_filter("cosine", self).score(question, passages, query_vector=qvec)
+        # A trained model behind cosine_keep / cosine_floor scores only the candidates cosine leaves undecided:
+        # one at or over the keep is kept and one under the floor dropped whatever the model says, so scoring
+        # them would only cost time (medical dev, top 10: about half of the candidates are undecided).
+        decided = [None] * len(passages)  # per candidate: True kept by cosine, False dropped by it, None: the filter's
+        if topical is not None and choice.kind not in ("none", "cosine"):
+            for i, c in enumerate(topical):
+                if choice.cosine_keep is not None and c >= choice.cosine_keep:
+                    decided[i] = True
+                elif choice.cosine_floor is not None and c < choice.cosine_floor:
+                    decided[i] = False
+        undecided = [p for p, d in zip(passages, decided) if d is None]
+        if choice.kind == "cosine" and topical is not None:
+            scores = iter(topical)
+        else:
+            scores = iter(view.relevance_filter(choice.kind, self).score(question, undecided, query_vector=qvec)
+                          if undecided else [])
+        for i, (p, d) in enumerate(zip(passages, decided)):
+            if d is None:
+                p.filter_score = next(scores)
+                p.kept = choice.kind == "none" or p.filter_score >= choice.threshold
+                continue
+            # Not scored by the model (filter_score None); its cosine says why it was kept or dropped.
+            p.kept, p.extra["cosine"] = d, round(float(topical[i]), 4)
+            # kept_by cosine: the trained model may not know this kind of document (a protocol, a clinical note,
+            # for a model trained on abstracts); its embedding says it is on the question. dropped_by cosine:
+            # off the question's topic by its embedding, whatever the model would say.
+            p.extra["kept_by" if d else "dropped_by"] = "cosine"
+        return topical
 
     def word_rarity(self, view: IndexView | None = None) -> WordRarity | None:
         """The index's word rarity (``view``'s, default the current) when the pack weighs the question's words

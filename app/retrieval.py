@@ -44,8 +44,9 @@ class Passage:
         return {"rank": self.rank, "source": self.source, "name": self.name, "page": self.page,
                 "score": round(float(self.score), 5),
                 "filter_score": None if self.filter_score is None else round(float(self.filter_score), 5),
-                "kept": self.kept, "heading": self.heading, "text": self.text} | (
-                    {"kept_by": self.extra["kept_by"]} if "kept_by" in self.extra else {})
+                "kept": self.kept, "heading": self.heading, "text": self.text} | {
+                    # decided by its cosine, not scored by the trained filter (filter.cosine_keep / cosine_floor)
+                    k: self.extra[k] for k in ("kept_by", "dropped_by", "cosine") if k in self.extra}
 
 
 def question_years(question: str) -> set[int]:

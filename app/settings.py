@@ -294,7 +294,8 @@ class FilterSettings(_Strict):
         description="For a trained filter (kind 'cross_encoder' or 'slm_judge'): a passage whose cosine similarity "
         "reaches this is kept whatever the trained model scores it, so documents of a kind the model was not "
         "trained on (a discharge summary or a protocol, for a model trained on research abstracts) are still "
-        "judged by their embedding. Set by `slmrag filter calibrate --cosine-keep`, which then chooses the "
+        "judged by their embedding; the model does not score such a passage (it is kept first in the prompt, "
+        "by its cosine). Set by `slmrag filter calibrate --cosine-keep`, which then chooses the "
         "threshold given it; unset: the trained model alone decides.",
     )
     cosine_floor: float | None = Field(
@@ -304,7 +305,8 @@ class FilterSettings(_Strict):
         description="For a trained filter (kind 'cross_encoder' or 'slm_judge'): a passage whose cosine similarity "
         "is under this is dropped whatever the trained model scores it. The model was trained to tell the "
         "passage that answers from others on the question's topic, and scores another study's confident "
-        "conclusion high for a question it does not address; the embedding says it is off the topic. Set by `slmrag filter calibrate --cosine-floor`, "
+        "conclusion high for a question it does not address; the embedding says it is off the topic. The model "
+        "does not score such a passage. Set by `slmrag filter calibrate --cosine-floor`, "
         "which then chooses the threshold given it; unset: the trained model alone decides.",
     )
     topic_model: str | None = Field(

@@ -374,8 +374,16 @@ def test_eval_trained_variant_reads_the_calibration_recorded_beside_the_model(tm
     # the floor and keep the threshold was calibrated with (recorded by calibrate --cosine-floor/--cosine-keep)
     assert (info["cosine_floor"], info["cosine_keep"]) == (dev.get("cosine_floor"), dev.get("cosine_keep"))
     assert dev.get("cosine_floor") is not None
+    decided = 0
     for r in report["records"]:
         cos = [p["filter_score"] for p in r["slmrag"]["passages"]]
         model = [p["filter_score"] for p in r["slmrag[trained]"]["passages"]]
         assert [p["name"] for p in r["slmrag"]["passages"]] == [p["name"] for p in r["slmrag[trained]"]["passages"]]
-        assert all(0.0 <= s <= 1.0 for s in model) and model != cos, r["id"]
+        assert all(0.0 <= s <= 1.0 for s in model if s is not None) and model != cos, r["id"]
+        decided += sum(s is None for s in model)
+        # a passage the floor or keep decides is not scored by the model, and says so
+        for p in r["slmrag[trained]"]["passages"]:
+            if p["filter_score"] is None:
+                assert p["kept"] == (p["cosine"] >= dev["cosine_keep"]) and (p.get("kept_by") or p.get("dropped_by")) == "cosine"
+                assert p["cosine"] >= dev["cosine_keep"] or p["cosine"] < dev["cosine_floor"]
+    assert decided, "no passage was decided by the floor or keep: the check above saw nothing"

@@ -502,7 +502,10 @@ def test_cosine_keep_keeps_a_document_kind_the_trained_model_does_not_know(prebu
     q = "When and with whom is the patient's follow-up appointment after discharge?"
     found = assistant.retrieve(q, AskOptions())
     by_cosine = [p for p in found.passages if p.extra.get("kept_by") == "cosine"]
-    assert by_cosine and all(p.kept and p.filter_score < cfg.threshold for p in by_cosine)
+    # kept on its cosine, so the model did not score it (it scores such passages .01-.03: stop 29)
+    assert by_cosine and all(p.kept and p.filter_score is None and p.extra["cosine"] >= 0.56 for p in by_cosine)
+    assert all(p.filter_score is not None for p in found.passages if p.extra.get("cosine") is None)
+    assert [p.name for p in found.kept][: len(by_cosine)] == [p.name for p in sorted(by_cosine, key=lambda p: -p.extra["cosine"])]
     assert by_cosine[0].name.startswith("discharge_summary") and "follow-up" in by_cosine[0].text.lower()
     assert by_cosine[0].to_json()["kept_by"] == "cosine" and found.filter.to_json()["cosine_keep"] == 0.56
     cfg.cosine_keep = None
@@ -531,6 +534,9 @@ def test_cosine_floor_drops_what_the_trained_model_keeps_off_the_questions_topic
     cfg.cosine_floor = floor
     found = assistant.retrieve(q, AskOptions())
     assert [p.kept for p in found.passages] == [c >= floor for c in cosines]
+    # under the floor: dropped on its cosine, not scored by the model
+    assert [p.filter_score is None for p in found.passages] == [c < floor for c in cosines]
+    assert all(p.to_json()["dropped_by"] == "cosine" for p in found.passages if not p.kept)
     assert any(p.kept for p in found.passages) and not all(p.kept for p in found.passages)
     assert found.filter.to_json()["cosine_floor"] == floor
 
