@@ -48,6 +48,8 @@ def passage_record(p, n: int | None = None) -> dict:
         "score": None if p.score is None else round(float(p.score), 5),
         "filter_score": None if p.filter_score is None else round(float(p.filter_score), 5),
         "kept": bool(p.kept),
+        # a trained filter's cosine_keep / cosine_floor decided it, unscored by the model
+        **{k: p.extra[k] for k in ("kept_by", "dropped_by", "cosine") if k in p.extra},
     }
     if n is not None:
         rec["n"] = n
@@ -190,6 +192,16 @@ def excerpt(text: str, limit: int = 320) -> str:
         return text
     cut = text[:limit].rsplit(" ", 1)[0]
     return cut + " …"
+
+
+def filter_score_text(rec: dict) -> str:
+    """A passage's score in the noise-filter table: the filter's, or the cosine that decided it for a trained
+    filter (``filter.cosine_keep`` / ``cosine_floor``: the model did not score it)."""
+    if rec.get("filter_score") is not None:
+        return f"{rec['filter_score']:.3f}"
+    if rec.get("cosine") is not None:
+        return f"cosine {rec['cosine']:.3f}, {'kept' if rec.get('kept_by') else 'dropped'} on it"
+    return "–"
 
 
 def passage_status(rec: dict) -> str:

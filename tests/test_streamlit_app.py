@@ -126,6 +126,14 @@ def test_answer_record_and_export():
     assert rec["citations"][0]["start"] == 20 and rec["citations"][0]["name"] == "b.md"
     assert [ui.passage_status(p) for p in rec["passages"]] == ["used", "used", "dropped"]
     assert rec["filter"] == {"kind": "cosine", "threshold": 0.2, "min_keep": 0}
+    assert [ui.filter_score_text(p) for p in rec["passages"]] == ["0.600", "0.600", "0.050"]
+    # a trained filter's cosine_keep / cosine_floor decided these: the model did not score them
+    p1.filter_score, p1.extra = None, {"kept_by": "cosine", "cosine": 0.61}
+    p3.filter_score, p3.extra = None, {"dropped_by": "cosine", "cosine": 0.2}
+    rec = ui.answer_record(ans)
+    assert [ui.filter_score_text(p) for p in rec["passages"]] == ["cosine 0.610, kept on it", "0.600",
+                                                                  "cosine 0.200, dropped on it"]
+    p1.filter_score, p1.extra, p3.filter_score, p3.extra = 0.6, {}, 0.05, {}
 
     from app.answer import cite_dict
 

@@ -194,7 +194,7 @@ def render_filter(ans: dict) -> None:
         for p in passages:
             status = ui.passage_status(p)
             cls = {"used": "slm-used", "dropped": "slm-dropped"}.get(status, "slm-kept")
-            fs = "–" if p.get("filter_score") is None else f"{p['filter_score']:.3f}"
+            fs = ui.filter_score_text(p)
             rows.append(
                 f"<tr><td>{p.get('rank', '')}</td><td><b>{html.escape(ui.source_label(p))}</b><br>"
                 f"<span class='slm-small'>{html.escape(ui.excerpt(p.get('text', ''), 160))}</span></td>"
@@ -204,7 +204,8 @@ def render_filter(ans: dict) -> None:
             "<table class='slm-filter'><tr><th>#</th><th>Passage</th><th>Retrieval</th><th>Filter score</th>"
             "<th>Result</th></tr>" + "".join(rows) + "</table>", unsafe_allow_html=True)
         st.caption("Retrieval: fused BM25 + dense rank score. Passages scoring below the threshold are dropped "
-                   "before the model sees them; kept passages beyond the context budget are not used.")
+                   "before the model sees them; kept passages beyond the context budget are not used. A trained "
+                   "filter leaves a passage whose cosine is sure either way to that cosine.")
 
 
 ABSTAIN_REASONS = {
