@@ -169,6 +169,11 @@ class Assistant:
         if generator:
             self.generator.load()
             _ = self.label_reader, self.sentence_selector, self.label_selector  # when the pack has them: a cold start is not an answer's latency
+            f = self.pack.config.filter
+            if f.kind == "cross_encoder" and f.model:
+                # The pack's relevance model too (an int8 one is exported to ONNX once, ~12 s): at load, not
+                # in a question, and not while other threads answer with torch models.
+                self.relevance_filter().load()
         return self
 
     def refresh(self) -> bool:

@@ -93,8 +93,6 @@ def export(model_dir: Path, target: Path, build: Callable[[], object] | None = N
     """Export the encoder with mean pooling and normalisation inside the graph (needs torch, once).
     ``build``: returns the torch encoder to export (a pair model's, its adapter merged); by default the
     model in ``model_dir``."""
-    import torch
-
     from app.models import MODEL_LOAD_LOCK
 
     with MODEL_LOAD_LOCK:  # transformers' loading (its lazy imports too) is not thread-safe, see app.models
@@ -102,6 +100,13 @@ def export(model_dir: Path, target: Path, build: Callable[[], object] | None = N
 
         base = (build() if build is not None else
                 AutoModel.from_pretrained(str(model_dir), local_files_only=True, attn_implementation="eager")).eval()
+        _export_graph(base, target)
+
+
+def _export_graph(base, target: Path) -> None:
+    """``base`` (a torch encoder) with mean pooling and normalisation, traced into ONNX at ``target``; the
+    caller holds MODEL_LOAD_LOCK (the exporter's state is process-global)."""
+    import torch
 
     class Pooled(torch.nn.Module):
         def __init__(self, model):
@@ -175,12 +180,17 @@ class OnnxEncoder:
         from tokenizers import Tokenizer
 
         if path is None:
+            from app.models import MODEL_LOAD_LOCK
+
             path = onnx_path(self.model_dir, self.int8, self.adapter)
             fp32 = onnx_path(self.model_dir, adapter=self.adapter)
-            if not path.is_file() and not fp32.is_file():
-                export(self.model_dir, fp32, self.build)
-            if not path.is_file():
-                quantize(fp32, path)
+            # One export at a time, and the check with it: torch's ONNX exporter is process-global ("GLOBALS.
+            # in_onnx_export must be False" when two threads export), and two threads would write one file.
+            with MODEL_LOAD_LOCK:
+                if not path.is_file() and not fp32.is_file():
+                    export(self.model_dir, fp32, self.build)
+                if not path.is_file():
+                    quantize(fp32, path)
         # int8 (documents): one single-threaded session per core, each embedding its share of a batch, rather
         # than one session whose threads meet at every operator. Measured on 10 filings (2,419 pages, 10,652
         # chunks) with the int8 pack, 2 cores: ingest 92.6 s against 103.5 / 99.1 s (/work/evals/s24/lanes.sh).

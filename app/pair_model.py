@@ -189,11 +189,14 @@ class PairModel:
             except Exception as exc:
                 raise self._damaged(HEAD_FILE, exc) from exc
         if self.precision == "int8":
-            if self._onnx is None:
-                from app.onnx_encoder import OnnxEncoder
+            from app.models import MODEL_LOAD_LOCK
 
-                self._onnx = OnnxEncoder(base_model_dir(), self.max_length, int8=True, pairs=True,
-                                         adapter=self.folder, build=self._merged_for_export).load()
+            with MODEL_LOAD_LOCK:  # two threads' first questions: one export, one set of sessions
+                if self._onnx is None:
+                    from app.onnx_encoder import OnnxEncoder
+
+                    self._onnx = OnnxEncoder(base_model_dir(), self.max_length, int8=True, pairs=True,
+                                             adapter=self.folder, build=self._merged_for_export).load()
         else:
             self._load_torch()
         return self

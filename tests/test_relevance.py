@@ -172,6 +172,37 @@ def test_int8_reads_pairs_as_fp32_does_and_loads_without_torch_once_cached(train
     assert abs(float(score) - int8.score_texts(ROWS[0]["question"], [texts[0]])[0]) < 1e-5 and torch_loaded == "False"
 
 
+def test_two_threads_first_int8_questions_export_once(tmp_path, monkeypatch):
+    """Two threads' first questions to int8 relevance models (an Assistant's per-index filters; the UI's
+    sessions) with nothing cached: torch's ONNX exporter is process-global, and two exports at once failed
+    ("GLOBALS.in_onnx_export must be False", the suite's concurrency test with medical's int8 filter). The
+    export and the cache check hold app.models.MODEL_LOAD_LOCK: one exports, the other reads its file."""
+    import threading
+
+    from app.filters.cross_encoder import RelevanceModel
+    from conftest import REPO
+
+    monkeypatch.setenv("SLMRAG_CACHE_DIR", str(tmp_path / "cache"))
+    models = [RelevanceModel.from_folder(REPO / "domains" / "medical" / "filter", precision="int8") for _ in range(2)]
+    scores, errors = {}, []
+    start = threading.Barrier(2)
+
+    def ask(i: int) -> None:
+        try:
+            start.wait(timeout=60)
+            scores[i] = models[i].score_texts("Does aspirin prevent stroke?", ["Aspirin lowered stroke risk."])
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert errors == [] and scores[0] == scores[1], (errors, scores)
+    assert len(list((tmp_path / "cache" / "onnx").glob("*/model-int8.onnx"))) == 1
+
+
 def test_an_int8_graph_is_cached_per_adapter(tmp_path, monkeypatch):
     """The ONNX cache is keyed by the adapter's files too: another (or retrained) adapter is exported afresh."""
     from app.onnx_encoder import onnx_path
