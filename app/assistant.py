@@ -112,6 +112,8 @@ class IndexView:
         self._lock = threading.Lock()
 
     def relevance_filter(self, kind: str, assistant: "Assistant"):
+        if kind == "cross_encoder" and assistant.pack.config.filter.model:
+            return assistant.relevance_model  # the pack's own model reads no index: one for every view
         with self._lock:
             if kind not in self._filters:
                 cfg = assistant.pack.config.filter
@@ -169,11 +171,10 @@ class Assistant:
         if generator:
             self.generator.load()
             _ = self.label_reader, self.sentence_selector, self.label_selector  # when the pack has them: a cold start is not an answer's latency
-            f = self.pack.config.filter
-            if f.kind == "cross_encoder" and f.model:
+            if self.pack.config.filter.kind == "cross_encoder":
                 # The pack's relevance model too (an int8 one is exported to ONNX once, ~12 s): at load, not
                 # in a question, and not while other threads answer with torch models.
-                self.relevance_filter().load()
+                _ = self.relevance_model
         return self
 
     def refresh(self) -> bool:
@@ -225,6 +226,16 @@ class Assistant:
                             topic=None if ungated or not cfg.topic_model else cfg.topic_threshold,
                             cosine_keep=None if kind in ("none", "cosine") else cfg.cosine_keep,
                             cosine_floor=None if kind in ("none", "cosine") else cfg.cosine_floor)
+
+    @property
+    def relevance_model(self):
+        """The pack's own relevance model (``filter.model``), loaded once and shared by every index view: it
+        does not depend on the index, so an ingest does not make the next question load it again; None when the
+        pack has none."""
+        cfg = self.pack.config.filter
+        return self._pack_model("filter.model", cfg.model,
+                                lambda path: make_filter("cross_encoder", embedder=self.embedder, model_dir=path,
+                                                         precision=cfg.precision))
 
     @property
     def topic_gate(self):

@@ -44,9 +44,12 @@ class Passage:
         return {"rank": self.rank, "source": self.source, "name": self.name, "page": self.page,
                 "score": round(float(self.score), 5),
                 "filter_score": None if self.filter_score is None else round(float(self.filter_score), 5),
-                "kept": self.kept, "heading": self.heading, "text": self.text} | {
-                    # decided by its cosine, not scored by the trained filter (filter.cosine_keep / cosine_floor)
-                    k: self.extra[k] for k in ("kept_by", "dropped_by", "cosine") if k in self.extra}
+                "kept": self.kept, "heading": self.heading, "text": self.text} | self.cosine_decision()
+
+    def cosine_decision(self) -> dict:
+        """How cosine decided this passage for a trained filter (``filter.cosine_keep`` / ``cosine_floor``:
+        ``kept_by`` or ``dropped_by`` "cosine", and the ``cosine``), which then did not score it; {} otherwise."""
+        return {k: self.extra[k] for k in ("kept_by", "dropped_by", "cosine") if k in self.extra}
 
 
 def question_years(question: str) -> set[int]:

@@ -48,8 +48,7 @@ def passage_record(p, n: int | None = None) -> dict:
         "score": None if p.score is None else round(float(p.score), 5),
         "filter_score": None if p.filter_score is None else round(float(p.filter_score), 5),
         "kept": bool(p.kept),
-        # a trained filter's cosine_keep / cosine_floor decided it, unscored by the model
-        **{k: p.extra[k] for k in ("kept_by", "dropped_by", "cosine") if k in p.extra},
+        **p.cosine_decision(),
     }
     if n is not None:
         rec["n"] = n

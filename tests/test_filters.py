@@ -512,6 +512,26 @@ def test_cosine_keep_keeps_a_document_kind_the_trained_model_does_not_know(prebu
     assert not any(p.kept for p in assistant.retrieve(q, AskOptions()).passages)
 
 
+def test_the_packs_relevance_model_is_loaded_once_for_every_index_view(prebuilt_indexes, tmp_path):
+    """The pack's own relevance model (filter.model) reads no index: a new index generation (a view) uses the
+    same loaded model, so an ingest does not make the next question load it again; cosine, which reads the
+    snapshot's vectors, is built per view."""
+    import shutil
+
+    from app.assistant import Assistant, IndexView
+    from app.packs import load_pack
+
+    shutil.copytree(prebuilt_indexes / "medical", tmp_path / "medical")
+    pack = load_pack("medical", tmp_path / "medical")
+    assert pack.config.filter.model
+    assistant = Assistant(pack).load(generator=False)
+    first = assistant.view
+    model = first.relevance_filter("cross_encoder", assistant)
+    later = IndexView(first.snapshot, first.retriever)  # as refresh() builds one after an ingest
+    assert later.relevance_filter("cross_encoder", assistant) is model is assistant.relevance_model
+    assert later.relevance_filter("cosine", assistant) is not first.relevance_filter("cosine", assistant)
+
+
 def test_cosine_floor_drops_what_the_trained_model_keeps_off_the_questions_topic(prebuilt_indexes, tmp_path):
     """The medical pack's relevance model (filter/) at a threshold low enough to keep every candidate of a question
     about the starter hypertension protocol (the pack's own floor and keep set aside); filter.cosine_floor then

@@ -148,8 +148,8 @@ def _trained(variant: Variant, pack) -> dict:
     if dev.get("precision") in ("fp32", "int8") and variant.value is None:
         cfg.precision = dev["precision"]
     source = "given" if variant.value is not None else f"recorded by filter calibrate in {cfg.model}/filter.json"
+    cosine = "".join(f", cosine {name} {round(v, 4)}" for name, v in
+                     (("gate", cfg.gate), ("floor", cfg.cosine_floor), ("keep", cfg.cosine_keep)) if v is not None)
     return {"change": f"filter.kind cross_encoder ({cfg.model}/, {cfg.precision}), threshold {round(cfg.threshold, 4)}"
-                      + (f", cosine gate {round(cfg.gate, 4)}" if cfg.gate is not None else "")
-            + (f", cosine floor {round(cfg.cosine_floor, 4)}" if cfg.cosine_floor is not None else "")
-            + (f", cosine keep {round(cfg.cosine_keep, 4)}" if cfg.cosine_keep is not None else "") + f" ({source})",
+                      f"{cosine} ({source})",
             "threshold": cfg.threshold, "gate": cfg.gate, "cosine_floor": cfg.cosine_floor, "cosine_keep": cfg.cosine_keep}
