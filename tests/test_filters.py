@@ -637,3 +637,27 @@ def test_calibrate_kind_none_chooses_only_the_gate(fixture_pack):
     assert cal.gate == min(q.best_cosine for q in cal.questions)
     row = cal.row(cal.threshold)
     assert row["gold_kept"] == 1.0 and row["nongold_dropped"] == 0.0 and row["false_abstention"] == 0.0
+
+
+def test_calibrate_reads_out_of_pack_questions_that_carry_only_a_question(fixture_pack, tmp_path):
+    """`filter calibrate --out-of-pack FILE`: another domain's questions have no answer, evidence or document here,
+    so a line needs only its "question" (it asked for all five fields and refused such a file); the abstention on
+    them is reported."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from app.cli import app
+
+    qs = tmp_path / "dev.jsonl"
+    qs.write_text(json.dumps({"id": "s", "question": "How soon should antibiotics be started in septic shock?",
+                              "answer": "one hour", "doc": "sepsis.txt",
+                              "evidence": "Broad-spectrum intravenous antibiotics should be started within one hour"}) + "\n")
+    oop = tmp_path / "oop.jsonl"
+    oop.write_text(json.dumps({"question": "Which planet has the tallest volcano in the solar system?"}) + "\n")
+    result = CliRunner().invoke(app, ["filter", "calibrate", "--pack", "medical", "--index-dir", str(fixture_pack.index_dir),
+                                      "--questions", str(qs), "--out-of-pack", str(oop), "--kind", "cosine", "--k", "3",
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout[result.stdout.index("{"):])
+    assert report["answerable"] == 1 and "oop_abstention" in report

@@ -115,7 +115,7 @@ def register(app, packs_app, filter_app) -> None:
         try:
             p = writable_pack(_pack(pack))
             assistant, rows, digest = training_assistant(p, train, index_dir, not as_json)
-            oop = [q for f in out_of_pack for q in load_questions(f)]
+            oop = [q for f in out_of_pack for q in load_questions(f, labelled=False)]
             progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                 TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                                 console=err, disable=not _progress_enabled(err, as_json), transient=False)
@@ -188,7 +188,7 @@ def register(app, packs_app, filter_app) -> None:
             if write:
                 writable_pack(p)
             qs = load_questions(questions, limit)
-            oop = load_questions(out_of_pack, limit) if out_of_pack else []
+            oop = load_questions(out_of_pack, limit, labelled=False) if out_of_pack else []  # a question each is all it needs
             if corpus is not None:
                 from app.commands.common import IngestProgress as RichProgress
                 from ingest.ingestor import Ingestor
