@@ -57,6 +57,7 @@ class FilterChoice:
     topic: float | None = None  # the topic gate's threshold (FilterSettings.topic_threshold); None: no topic gate
     cosine_keep: float | None = None  # cosine that keeps a passage whatever a trained filter says (FilterSettings)
     cosine_floor: float | None = None  # cosine under which a trained filter keeps no passage (FilterSettings)
+    order: str = "filter"  # the order kept passages reach the prompt in (FilterSettings.order)
 
     def to_json(self) -> dict:
         out = {"kind": self.kind, "threshold": self.threshold, "min_keep": self.min_keep, "gate": self.gate}
@@ -64,7 +65,8 @@ class FilterChoice:
             out["gate_coverage"] = self.gate_coverage
         return out | ({"topic_threshold": self.topic} if self.topic is not None else {}) | (
             {"cosine_keep": self.cosine_keep} if self.cosine_keep is not None else {}) | (
-            {"cosine_floor": self.cosine_floor} if self.cosine_floor is not None else {})
+            {"cosine_floor": self.cosine_floor} if self.cosine_floor is not None else {}) | (
+            {"order": self.order} if self.order != "filter" else {})
 
 
 @dataclass
@@ -138,11 +140,22 @@ class IndexView:
 
 
 def _filter_rank(p) -> tuple:
-    """The order kept passages reach the prompt in, best first: those cosine keeps (``filter.cosine_keep``: the
-    question's closest by embedding, not scored by the model) by their cosine, then the rest by the filter's score."""
+    """The order kept passages reach the prompt in with ``filter.order: filter``, best first: those cosine keeps
+    (``filter.cosine_keep``: the question's closest by embedding, not scored by the model) by their cosine, then
+    the rest by the filter's score."""
     if p.extra.get("kept_by") == "cosine":
         return (0, -p.extra["cosine"])
     return (1, -(p.filter_score or 0))
+
+
+def _best_first(passages: list[Passage], order: str, candidates: list[Passage], cosines) -> list[Passage]:
+    """``passages`` (some of ``candidates``) in the order they reach the prompt: by the filter's ranking
+    (:func:`_filter_rank`), or with ``filter.order: cosine`` by each candidate's cosine (``cosines``, aligned with
+    ``candidates``), whichever filter chose them; sorting is stable, so ties keep retrieval's order."""
+    if order == "cosine" and cosines is not None:
+        cosine = {id(p): float(c) for p, c in zip(candidates, cosines)}
+        return sorted(passages, key=lambda p: -cosine[id(p)])
+    return sorted(passages, key=_filter_rank)
 
 
 class Assistant:
@@ -225,7 +238,9 @@ class Assistant:
                             gate_coverage=None if ungated else cfg.gate_coverage,
                             topic=None if ungated or not cfg.topic_model else cfg.topic_threshold,
                             cosine_keep=None if kind in ("none", "cosine") else cfg.cosine_keep,
-                            cosine_floor=None if kind in ("none", "cosine") else cfg.cosine_floor)
+                            cosine_floor=None if kind in ("none", "cosine") else cfg.cosine_floor,
+                            # with kind none every passage stays in retrieval's order; cosine's own order is cosine
+                            order="filter" if kind in ("none", "cosine") else cfg.order)
 
     @property
     def relevance_model(self):
@@ -327,21 +342,22 @@ class Assistant:
             for p in passages:
                 p.kept = False
         elif choice.min_keep and passages:
-            for p in sorted(passages, key=_filter_rank)[: choice.min_keep]:
+            for p in _best_first(passages, choice.order, passages, topical)[: choice.min_keep]:
                 p.kept = True
         timings["filter_s"] = round(time.perf_counter() - t, 4)
-        kept = sorted((p for p in passages if p.kept), key=_filter_rank)
+        kept = _best_first([p for p in passages if p.kept], choice.order, passages, topical)
         found.kept = self.prompts.budget(kept)
         return found
 
     def judge(self, question: str, passages: list[Passage], choice: FilterChoice, qvec=None,
               view: IndexView | None = None) -> list[float] | None:
         """Stage 2's per-passage part: each candidate's filter score and whether it is kept (``filter_score``,
-        ``kept``, in place); returns the candidates' cosine when the gate, keep or floor needs it (else None).
+        ``kept``, in place); returns the candidates' cosine when the gate, keep, floor or order needs it (else None).
         The question-level gates come after it in :meth:`retrieve`; ``bench/filter_cost.py`` times this."""
         view = view or self.view
-        topical = None  # the candidates' cosine, for the gate, cosine_keep and cosine_floor
-        if (choice.gate is not None or choice.cosine_keep is not None or choice.cosine_floor is not None) and passages:
+        topical = None  # the candidates' cosine, for the gate, cosine_keep, cosine_floor and order: cosine
+        if (choice.gate is not None or choice.cosine_keep is not None or choice.cosine_floor is not None
+                or choice.order == "cosine") and passages:
             topical = view.relevance_filter("cosine", self).score(question, passages, query_vector=qvec)
         # A trained model behind cosine_keep / cosine_floor scores only the candidates cosine leaves undecided:
         # one at or over the keep is kept and one under the floor dropped whatever the model says, so scoring

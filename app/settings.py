@@ -309,6 +309,14 @@ class FilterSettings(_Strict):
         "does not score such a passage. Set by `slmrag filter calibrate --cosine-floor`, "
         "which then chooses the threshold given it; unset: the trained model alone decides.",
     )
+    order: Literal["filter", "cosine"] = Field(
+        "filter",
+        description="The order the kept passages reach the prompt in, best first: 'filter' by the filter's own "
+        "score (those cosine_keep keeps first, by their cosine); 'cosine' by their cosine similarity to the "
+        "question, whichever filter chose them, so a trained filter decides what is kept and not where it stands. "
+        "The generator reads the first passages most: finance's answers are better in cosine's order than in its "
+        "relevance model's or retrieval's (docs/filter.md). Kinds 'cosine' and 'none' keep their own order.",
+    )
     topic_model: str | None = Field(
         None,
         description="The pack-relative folder of a topic gate (`slmrag filter topic`): a classifier of the question's "

@@ -561,6 +561,38 @@ def test_cosine_floor_drops_what_the_trained_model_keeps_off_the_questions_topic
     assert found.filter.to_json()["cosine_floor"] == floor
 
 
+def test_filter_order_cosine_puts_a_trained_filters_kept_passages_in_cosine_order(prebuilt_indexes, tmp_path):
+    """filter.order: the medical relevance model (its floor and keep set aside) at a threshold that keeps every
+    candidate of a question on the starter hypertension protocol: with order 'filter' they reach the prompt by the
+    model's score, with 'cosine' by their cosine - the same passages, the model still scoring each - and the
+    filter report names the order; the cosine kind ignores it (its own order is cosine)."""
+    import shutil
+
+    from app.assistant import Assistant, AskOptions
+    from app.packs import load_pack
+
+    shutil.copytree(prebuilt_indexes / "medical", tmp_path / "medical")
+    pack = load_pack("medical", tmp_path / "medical")
+    cfg = pack.config.filter
+    cfg.kind, cfg.threshold, cfg.cosine_floor, cfg.cosine_keep, cfg.order = "cross_encoder", 0.0, None, None, "filter"
+    assistant = Assistant(pack).load(generator=False)
+    q = "What blood pressure range defines stage 1 hypertension in the Riverbend protocol?"
+    by_model = assistant.retrieve(q, AskOptions(k=8))
+    cosine = dict(zip((p.vid for p in by_model.passages),
+                      assistant.relevance_filter("cosine").score(q, by_model.passages)))
+    assert [p.filter_score for p in by_model.kept] == sorted((p.filter_score for p in by_model.kept), reverse=True)
+    cfg.order = "cosine"
+    by_cosine = assistant.retrieve(q, AskOptions(k=8))
+    assert [cosine[p.vid] for p in by_cosine.kept] == sorted((cosine[p.vid] for p in by_cosine.kept), reverse=True)
+    # the same passages kept (the prompt's token budget then takes the first that fit, so its share may differ)
+    assert [p.kept for p in by_cosine.passages] == [p.kept for p in by_model.passages]
+    assert [p.vid for p in by_cosine.kept] != [p.vid for p in by_model.kept]  # the two rankings differ here
+    assert all(p.filter_score is not None and not p.cosine_decision() for p in by_cosine.passages)
+    assert by_cosine.filter.to_json()["order"] == "cosine" and "order" not in by_model.filter.to_json()
+    cfg.kind, cfg.threshold = "cosine", 0.0
+    assert "order" not in assistant.retrieve(q, AskOptions(k=8)).filter.to_json()
+
+
 def test_kind_none_with_a_gate_keeps_every_passage_of_a_question_that_passes_it(fixture_pack):
     """filter.kind none + filter.gate: no passage is dropped for its own score (retrieval's order stands), but a
     question none of whose candidates reaches the gate keeps nothing; an ask with --filter none skips the gate."""
