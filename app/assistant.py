@@ -232,15 +232,17 @@ class Assistant:
         # none may still gate questions (keep every passage of a question that belongs here, none of one that
         # does not).
         ungated = options.filter == "none"
+        # cosine_keep, cosine_floor and order back a trained filter with cosine: kind none keeps every passage in
+        # retrieval's order, and cosine is its own floor, keep and order
+        trained = kind not in ("none", "cosine")
         return FilterChoice(kind=kind,
                             threshold=cfg.threshold if options.threshold is None else float(options.threshold),
                             min_keep=cfg.min_keep, gate=None if ungated else cfg.gate,
                             gate_coverage=None if ungated else cfg.gate_coverage,
                             topic=None if ungated or not cfg.topic_model else cfg.topic_threshold,
-                            cosine_keep=None if kind in ("none", "cosine") else cfg.cosine_keep,
-                            cosine_floor=None if kind in ("none", "cosine") else cfg.cosine_floor,
-                            # with kind none every passage stays in retrieval's order; cosine's own order is cosine
-                            order="filter" if kind in ("none", "cosine") else cfg.order)
+                            cosine_keep=cfg.cosine_keep if trained else None,
+                            cosine_floor=cfg.cosine_floor if trained else None,
+                            order=cfg.order if trained else "filter")
 
     @property
     def relevance_model(self):
