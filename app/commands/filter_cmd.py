@@ -40,7 +40,8 @@ def register(app, packs_app, filter_app) -> None:
                                              "questions.jsonl and corpus/): trains the pack's shipped relevance "
                                              "model instead of the label-free one."),
         out_of_pack: list[Path] = typer.Option([], "--out-of-pack", help="With --train: question files of other "
-                                               "domains (JSON lines), used as negatives. Repeatable."),
+                                               "domains (JSON lines; only each line's 'question' is read), used as "
+                                               "negatives. Repeatable."),
         max_rows: Optional[int] = typer.Option(None, "--max-rows", min=1, help="With --train: use at most this many rows."),
         as_json: bool = JsonOpt,
     ) -> None:
@@ -157,7 +158,8 @@ def register(app, packs_app, filter_app) -> None:
         k: Optional[int] = typer.Option(None, "--k", min=1, max=50, help="Candidates per question (default: the pack's retrieval.k)."),
         keep: float = typer.Option(0.95, "--keep", min=0.5, max=1.0, help="Share of gold passages the threshold must keep."),
         out_of_pack: Optional[Path] = typer.Option(None, "--out-of-pack", help="Questions this pack cannot answer "
-                                                   "(e.g. another domain's); reports how often they abstain."),
+                                                   "(e.g. another domain's; JSON lines, only each line's 'question' is "
+                                                   "read); reports how often they abstain."),
         limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use only the first N questions of each file."),
         gate: Optional[float] = typer.Option(None, "--gate", min=0.0, max=0.5, help="Also choose filter.gate, the "
                                              "question-level cosine floor, so that at most this share of answerable "
@@ -188,7 +190,7 @@ def register(app, packs_app, filter_app) -> None:
             if write:
                 writable_pack(p)
             qs = load_questions(questions, limit)
-            oop = load_questions(out_of_pack, limit, labelled=False) if out_of_pack else []  # a question each is all it needs
+            oop = load_questions(out_of_pack, limit, labelled=False) if out_of_pack else []
             if corpus is not None:
                 from app.commands.common import IngestProgress as RichProgress
                 from ingest.ingestor import Ingestor
