@@ -72,12 +72,16 @@ def period_years(line: str) -> list[str]:
     return _YEAR.findall(line)
 
 
-def plain_tables(text: str) -> list[tuple[dict[int, str], list[list[str]]]]:
-    """(column -> year, rows) for each plain-text table in ``text`` whose header of periods is in it: a row is
-    ``[label, figure, ...]`` with as many figures as the header has years (column 1 is the first year)."""
-    out: list[tuple[dict[int, str], list[list[str]]]] = []
+def plain_tables(text: str) -> list[tuple[dict[int, str], list[list[str]], list[str]]]:
+    """(column -> year, rows, sections) for each plain-text table in ``text`` whose header of periods is in it:
+    a row is ``[label, figure, ...]`` with as many figures as the header has years (column 1 is the first
+    year); ``sections[i]`` is the line without figures that heads row ``i`` ("Earnings per share" over
+    "Basic" and "Diluted", "" before any), which tells apart rows whose own labels are the same."""
+    out: list[tuple[dict[int, str], list[list[str]], list[str]]] = []
     years: list[str] = []
     rows: list[list[str]] = []
+    sections: list[str] = []
+    section = ""
     header_open = False  # still reading the header's lines (a date per line, "Year Ended" then the years)
     for line in text.splitlines():
         s = line.strip()
@@ -86,8 +90,8 @@ def plain_tables(text: str) -> list[tuple[dict[int, str], list[list[str]]]]:
         if is_period_line(s):
             if rows or not header_open:
                 if rows:
-                    out.append(({i + 1: y for i, y in enumerate(years)}, rows))
-                years, rows = [], []
+                    out.append(({i + 1: y for i, y in enumerate(years)}, rows, sections))
+                years, rows, sections, section = [], [], [], ""
             years.extend(period_years(s))
             header_open = True
             continue
@@ -97,6 +101,9 @@ def plain_tables(text: str) -> list[tuple[dict[int, str], list[list[str]]]]:
             label, figures = f"{label} {figures[0]}", figures[1:]  # a footnote marker: "Total debt (1) 10 20"
         if years and label and len(figures) == len(years):
             rows.append([label, *figures])
+            sections.append(section)
+        elif years and label and not figures:
+            section = label
     if years and rows:
-        out.append(({i + 1: y for i, y in enumerate(years)}, rows))
+        out.append(({i + 1: y for i, y in enumerate(years)}, rows, sections))
     return out

@@ -115,14 +115,15 @@ SEGMENTS = """| | 2019 | 2018 |
 
 
 def test_plain_text_statements_are_read_as_tables_of_years():
-    (cols, rows), = plain_tables(STATEMENT)
+    (cols, rows, sections), = plain_tables(STATEMENT)
     assert cols == {1: "2021", 2: "2020"}
     assert rows[0] == ["Cash and cash equivalents", "11,258", "12,277"]  # currency signs are not cells
     assert ["Total liabilities (1)", "41,190", "—"] in rows  # a dash is an empty cell, kept in its column
+    assert sections == ["ASSETS"] * 4 + ["LIABILITIES"] * 2  # the lines without figures that head the rows
     # one line of periods holding both years, and a new header of periods starting the next table
     two = "Year Ended June 30, 2016 2015\nRevenue 85,320 93,580\nAs of December 31, 2017 2016\nAssets 10 20\n"
-    assert plain_tables(two) == [({1: "2016", 2: "2015"}, [["Revenue", "85,320", "93,580"]]),
-                                 ({1: "2017", 2: "2016"}, [["Assets", "10", "20"]])]
+    assert plain_tables(two) == [({1: "2016", 2: "2015"}, [["Revenue", "85,320", "93,580"]], [""]),
+                                 ({1: "2017", 2: "2016"}, [["Assets", "10", "20"]], [""])]
 
 
 @pytest.mark.parametrize("question, row, year, cell", [
@@ -150,6 +151,30 @@ def test_a_line_item_in_one_year_is_the_cell_under_it(question, row, year, cell)
 ])
 def test_no_single_cell_no_answer(question):
     assert table_value(question, [STATEMENT, SEGMENTS]) is None
+
+
+# One statement cut into two chunks, as ingest cuts it, each with the header of years: both hold a row labelled
+# "Diluted", one under "Earnings per share", one under "Weighted-average shares outstanding".
+EPS_CHUNK = ("(in thousands of USD, except per-share amounts)\n 2023 2022\nNet income 72,300 63,350\n"
+             "Earnings per share\nBasic 2.52 2.18\nDiluted 2.50 2.16\n")
+SHARES_CHUNK = ("(in thousands of USD, except per-share amounts)\n 2023 2022\n"
+                "Weighted-average shares outstanding (in thousands)\nBasic 28,650 29,050\nDiluted 28,900 29,300\n")
+EPS_MARKDOWN = ("| | 2023 | 2022 |\n| --- | --- | --- |\n| Weighted-average shares outstanding | | |\n"
+                "| Diluted | 28,900 | 29,300 |\n| Earnings per share | | |\n| Diluted | 2.50 | 2.16 |\n")
+
+
+@pytest.mark.parametrize("passages", [[SHARES_CHUNK, EPS_CHUNK], [EPS_CHUNK, SHARES_CHUNK], [EPS_MARKDOWN]])
+def test_rows_of_the_same_label_are_told_apart_by_the_section_the_question_names(passages):
+    """Before sections were read, the better-ranked chunk's "Diluted" won: the share count, 28,900, answered a
+    question about earnings per share (the finance starter pack's own example)."""
+    eps = next(n for n, p in enumerate(passages, start=1) if "2.50" in p)
+    shares = next(n for n, p in enumerate(passages, start=1) if "28,900" in p)
+    q = "What was Acme's diluted earnings per share for 2023?"
+    assert table_value(q, passages) == TableCell(eps, "Diluted", "2023", "2.50")
+    q = "How many diluted shares were outstanding in 2023?"
+    assert table_value(q, passages) == TableCell(shares, "Diluted", "2023", "28,900")
+    q = "What was the change in diluted earnings per share between 2022 and 2023?"
+    assert table_calculation(q, passages).formula == "2.50 - 2.16"
 
 
 def test_a_year_in_two_columns_is_not_one_cell():

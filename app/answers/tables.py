@@ -94,16 +94,19 @@ def _number(cell: str) -> str | None:
     return f"(-{m.group(1)})" if negative else m.group(1)
 
 
-def _tables(text: str) -> list[tuple[dict[int, str], list[list[str]]]]:
-    """(column -> year, rows) for each table in ``text`` with a header of years: the Markdown tables ingest
-    writes, then the plain-text ones a PDF's statements become (:func:`app.table_text.plain_tables`)."""
+def _tables(text: str) -> list[tuple[dict[int, str], list[list[str]], list[str]]]:
+    """(column -> year, rows, each row's section) for each table in ``text`` with a header of years: the
+    Markdown tables ingest writes, then the plain-text ones a PDF's statements become
+    (:func:`app.table_text.plain_tables`, which says what a section is)."""
     return _markdown_tables(text) + plain_tables(text)
 
 
-def _markdown_tables(text: str) -> list[tuple[dict[int, str], list[list[str]]]]:
+def _markdown_tables(text: str) -> list[tuple[dict[int, str], list[list[str]], list[str]]]:
     out = []
     years: dict[int, str] = {}
     rows: list[list[str]] = []
+    sections: list[str] = []
+    section = ""
     for line in text.splitlines() + [""]:
         if line.strip().startswith("|"):
             cells = _cells(line)
@@ -112,12 +115,15 @@ def _markdown_tables(text: str) -> list[tuple[dict[int, str], list[list[str]]]]:
                 years = found  # the header of years (the latest one before the data rows)
             elif set(cells) <= {"", "---"} or all(set(c) <= set("-: ") for c in cells):
                 continue
+            elif years and cells[0] and not any(cells[1:]):
+                section = cells[0]  # "| Earnings per share | | |": it heads the rows below, it holds no figure
             elif years:
                 rows.append(cells)
+                sections.append(section)
         else:
             if years and rows:
-                out.append((years, rows))
-            years, rows = {}, []
+                out.append((years, rows, sections))
+            years, rows, sections, section = {}, [], [], ""
     return out
 
 
@@ -191,32 +197,44 @@ def _named_by(label: str, readings: list[tuple[set[str], set[str]]]) -> tuple[fl
                 for i, (want, needed) in enumerate(readings) if needed <= have), default=(0.0, 0.0, False, 0))
 
 
-Tables = list[tuple[int, dict[int, str], list[list[str]]]]  # (passage, column -> year, rows) per table
+def _section_said(section: str, readings: list[tuple[set[str], set[str]]]) -> tuple[int, float]:
+    """How many of a row's section's content words the question says under its best reading, and what share of
+    them: of two rows both labelled "Diluted", "diluted earnings per share" names the one under "Earnings per
+    share" (two words) over the one under "Weighted-average shares outstanding" (one), and "diluted shares
+    outstanding" the other way round. (0, 0.0) for a row under no section."""
+    have = set(content_stems(section))
+    return max(((len(have & want), len(have & want) / len(have)) for want, _ in readings),
+               default=(0, 0.0)) if have else (0, 0.0)
+
+
+# (passage, column -> year, rows, each row's section) per table
+Tables = list[tuple[int, dict[int, str], list[list[str]], list[str]]]
 
 
 def _all_tables(passages: list[str]) -> Tables:
     """Every table of ``passages`` with the (1-based) passage it is in, in passage order."""
-    return [(n, cols, rows) for n, text in enumerate(passages, start=1) for cols, rows in _tables(text)]
+    return [(n, *table) for n, text in enumerate(passages, start=1) for table in _tables(text)]
 
 
 def _best_row(tables: Tables, readings: list[tuple[set[str], set[str]]], years: list[str], min_label_cover: float,
               *, skip_generic: bool = False) -> tuple[int, list[str], list[str]] | None:
     """(passage, row, figures) of the row ``readings`` name most fully (:func:`_named_by`, at least
-    ``min_label_cover`` of its label) with a figure under each of ``years``; ties go to the row met first (the
-    better passage, then the earlier table and row). ``skip_generic``: never a row labelled only "Total" or "Net"."""
+    ``min_label_cover`` of its label) with a figure under each of ``years``; ties go to the row whose section the
+    question names more fully (:func:`_section_said`), then to the row met first (the better passage, then the
+    earlier table and row). ``skip_generic``: never a row labelled only "Total" or "Net"."""
     best = None
-    for n, cols, rows in tables:
+    for n, cols, rows, sections in tables:
         by_year = {y: i for i, y in cols.items()}
         if not all(y in by_year for y in years):
             continue
-        for row in rows:
+        for row, section in zip(rows, sections):
             label = row[0] if row else ""
             if skip_generic and set(content_stems(label)) <= _GENERIC:
                 continue
             cover, whole, own, common = _named_by(label, readings)
             if common == 0 or cover < min_label_cover or (values := _figures(row, by_year, years)) is None:
                 continue
-            key = (cover, whole, own, common)
+            key = (cover, whole, own, common, _section_said(section, readings))
             if best is None or key > best[0]:
                 best = (key, n, row, values)
     return best[1:] if best else None
@@ -257,7 +275,7 @@ def _ratio_row(names: Sequence[str], tables: Tables, years: list[str],
     figures). The fullest match wins, then the better-ranked passage, then the earlier row."""
     readings = [(set(content_stems(name)),) * 2 for name in names]  # the name is both what is said and needed
     best: tuple[float, float, int, int, tuple[int, str, list[str]]] | None = None
-    for n, cols, rows in tables:
+    for n, cols, rows, _ in tables:
         by_year = {y: i for i, y in cols.items()}
         if not all(y in by_year for y in years):
             continue
@@ -494,7 +512,8 @@ def table_value(question: str, passages: list[str], min_label_cover: float = 0.6
     ``passages``, or None. Only for questions of no arithmetic form (those are :func:`table_calculation`'s)
     that name exactly one year and a row label: at least ``min_label_cover`` of the label's content words are
     the question's (as :func:`table_calculation` reads rows, ``row_names`` included). Ties go to the row the
-    question names most fully, then to the better-ranked passage."""
+    question names most fully, then to the row whose section it names more fully (:func:`_section_said`), then
+    to the better-ranked passage."""
     if _operation(question) is not None or _NOT_A_FIGURE.search(question) or _DEFINES.search(question):
         return None
     years = sorted(set(_YEAR.findall(question)))
@@ -503,14 +522,14 @@ def table_value(question: str, passages: list[str], min_label_cover: float = 0.6
     year = years[0]
     readings = asked_words(question, row_names)
     asked = _marks(question)
-    best: tuple[float, float, bool, int, int, TableCell] | None = None
+    best: tuple[float, float, bool, int, tuple[int, float], int, TableCell] | None = None
     for n, text in enumerate(passages, start=1):
-        for cols, rows in _tables(text):
+        for cols, rows, sections in _tables(text):
             at = [i for i, y in cols.items() if y == year]
             if len(at) != 1:
                 continue  # no column for the year, or several (values in two currencies): not one cell
             col = at[0]
-            for row in rows:
+            for row, section in zip(rows, sections):
                 if set(content_stems(row[0] if row else "")) <= _GENERIC:
                     continue  # "Total" names no line item of its own: in the wrong table it is the wrong figure
                 cover, whole, own, common = _named_by(row[0], readings)
@@ -518,12 +537,12 @@ def table_value(question: str, passages: list[str], min_label_cover: float = 0.6
                     continue
                 if not _marks(row[0]) <= asked:
                     continue  # "Customer A" is not the row for a question about Customer B
-                key = (cover, whole, own, common, -n)
-                if best is None or key > best[:5]:
+                key = (cover, whole, own, common, _section_said(section, readings), -n)
+                if best is None or key > best[:6]:
                     best = (*key, TableCell(n, row[0].strip(), year, row[col].strip()))
     # The row the question names decides; an empty cell there ("-") is no answer, not a reason to read the
     # next-best row.
-    return best[5] if best and _number(best[5].cell) is not None else None
+    return best[6] if best and _number(best[6].cell) is not None else None
 
 
 def _formula(op: str, years: list[str], values: list[str]) -> str:
