@@ -122,7 +122,7 @@ class IndexView:
                 self._filters[kind] = make_filter(kind, embedder=assistant.embedder, snapshot=self.snapshot,
                                                   generator=assistant.generator, index_dir=assistant.pack.index_dir,
                                                   model_dir=assistant.pack.path / cfg.model if cfg.model else None,
-                                                  precision=cfg.precision)
+                                                  precision=cfg.precision, read_tokens=cfg.read_tokens)
             return self._filters[kind]
 
     def word_rarity(self) -> WordRarity:
@@ -252,7 +252,7 @@ class Assistant:
         cfg = self.pack.config.filter
         return self._pack_model("filter.model", cfg.model,
                                 lambda path: make_filter("cross_encoder", embedder=self.embedder, model_dir=path,
-                                                         precision=cfg.precision))
+                                                         precision=cfg.precision, read_tokens=cfg.read_tokens))
 
     @property
     def topic_gate(self):

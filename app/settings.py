@@ -264,6 +264,17 @@ class FilterSettings(_Strict):
         "that): about twice as fast on CPUs with AVX512-VNNI, scores within a few hundredths of fp32. Calibrate the "
         "threshold with the precision the pack ships.",
     )
+    # Finance's relevance model, bench/filter_cost.py on its first 60 dev questions (10 candidates, int8, 2 AMX
+    # cores): 188 ms p50 reading 256 tokens, 145 ms reading 192, at dev AUC .846 and .847 (docs/filter.md).
+    read_tokens: int = Field(
+        256,  # app.pair_model.READ_LENGTH: what `slmrag filter train` reads
+        ge=32,
+        le=512,
+        description="Tokens of each (question, passage) pair the trained relevance model reads (filter.kind "
+        "cross_encoder); the rest of a longer passage is not read. Its cost grows with them. Default: the length "
+        "`slmrag filter train` reads; fewer is faster and may rank worse - measure with `slmrag filter calibrate` "
+        "and bench/filter_cost.py, and calibrate the threshold at the length the pack ships.",
+    )
     threshold: float = Field(
         0.2, description="Passages scoring below this are dropped; set by `slmrag filter calibrate`."
     )

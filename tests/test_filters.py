@@ -693,3 +693,26 @@ def test_calibrate_reads_out_of_pack_questions_that_carry_only_a_question(fixtur
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout[result.stdout.index("{"):])
     assert report["answerable"] == 1 and "oop_abstention" in report
+
+
+def test_filter_read_tokens_is_how_much_of_each_pair_the_relevance_model_reads(tmp_path):
+    """filter.read_tokens: the pack's relevance model reads that many tokens of each (question, passage) pair.
+    Two passages that differ only after their first 24 words score the same when it reads 32 tokens and
+    differently at the default (256), where it reads them whole."""
+    from app.assistant import Assistant
+    from app.packs import load_pack
+    from app.pair_model import READ_LENGTH
+    from app.settings import FilterSettings
+
+    assert FilterSettings().read_tokens == READ_LENGTH  # the default is the length the model was trained to read
+    q = "Which drug is first-line treatment for stage 1 hypertension?"
+    opening = "This clinic handbook covers intake, scheduling and referral procedures for adult outpatients. " * 2
+    texts = [opening + "Thiazide diuretics are first-line drugs for stage 1 hypertension.",
+             opening + "Parking permits are renewed at the front desk every January."]
+    scores = {}
+    for read in (32, READ_LENGTH):
+        pack = load_pack("medical", tmp_path / "medical")
+        pack.config.filter.read_tokens = read
+        scores[read] = Assistant(pack).relevance_model.score_texts(q, texts)
+    assert scores[32][0] == pytest.approx(scores[32][1], abs=1e-6)
+    assert scores[READ_LENGTH][0] > scores[READ_LENGTH][1] + 0.05, scores

@@ -222,7 +222,8 @@ def register(app, packs_app, filter_app) -> None:
 
                     figures = {key: value for key, value in cal.summary().items() if key != "kind"}
                     record_dev_figures(info, figures | {"questions_file": str(questions), "k": k or p.config.retrieval.k,
-                                                        "precision": p.config.filter.precision}, invoked_command())
+                                                        "precision": p.config.filter.precision,
+                                                        "read_tokens": p.config.filter.read_tokens}, invoked_command())
         except SlmragError as exc:
             _fail(exc)
         summary = cal.summary()

@@ -52,13 +52,14 @@ def _cosine(*, embedder, snapshot=None, **_):
     return CosineFilter(embedder, snapshot)
 
 
-def _cross_encoder(*, index_dir=None, model_dir=None, precision="fp32", **_):
+def _cross_encoder(*, index_dir=None, model_dir=None, precision="fp32", read_tokens=None, **_):
     from app.filters.cross_encoder import CrossEncoderFilter, RelevanceModel
+    from app.pair_model import READ_LENGTH
 
     # A model the pack ships (filter.model, trained on labelled rows) wins over one trained on the index.
     if model_dir:
-        return RelevanceModel.from_folder(model_dir, precision=precision)
-    return CrossEncoderFilter.from_index_dir(index_dir)
+        return RelevanceModel.from_folder(model_dir, precision=precision, max_length=read_tokens or READ_LENGTH)
+    return CrossEncoderFilter.from_index_dir(index_dir, max_length=read_tokens or READ_LENGTH)
 
 
 def _slm_judge(*, generator=None, **_):
@@ -84,9 +85,9 @@ def register_filter(name: str, factory: FilterFactory) -> FilterFactory:
 
 
 def make_filter(kind: str, *, embedder: Embedder, snapshot=None, generator=None, index_dir: Path | None = None,
-                model_dir: Path | None = None, precision: str = "fp32"):
+                model_dir: Path | None = None, precision: str = "fp32", read_tokens: int | None = None):
     factory = FILTERS.get(kind)
     if factory is None:
         raise SlmragError(f"Unknown filter '{kind}'. Known: {', '.join(FILTERS)}.")
     return factory(embedder=embedder, snapshot=snapshot, generator=generator, index_dir=index_dir,
-                   model_dir=model_dir, precision=precision)
+                   model_dir=model_dir, precision=precision, read_tokens=read_tokens)

@@ -55,14 +55,15 @@ def sigmoid(x) -> np.ndarray:
 class CrossEncoderFilter:
     """A sentence-transformers CrossEncoder trained for this pack; scores are sigmoid(logit) in [0, 1]."""
 
-    def __init__(self, model_dir: Path | str, *, batch_size: int = 16, max_length: int = 256):
+    def __init__(self, model_dir: Path | str, *, batch_size: int = 16, max_length: int = READ_LENGTH):
         self.model_dir = Path(model_dir)
         self.batch_size = batch_size
         self.max_length = max_length
         self._model = None
 
     @classmethod
-    def from_index_dir(cls, index_dir: Path | str | None, pack_name: str | None = None) -> "CrossEncoderFilter":
+    def from_index_dir(cls, index_dir: Path | str | None, pack_name: str | None = None,
+                       max_length: int = READ_LENGTH) -> "CrossEncoderFilter":
         if index_dir is None:
             raise SlmragError("The 'cross_encoder' filter needs the pack's index folder to find its trained model.")
         model_dir = cross_encoder_dir(index_dir)
@@ -74,7 +75,7 @@ class CrossEncoderFilter:
                 + ("" if pack_name else " (add --index-dir if the index is not the default one)")
                 + "; or set filter.kind to 'cosine' in pack.yaml."
             )
-        return cls(model_dir).load()
+        return cls(model_dir, max_length=max_length).load()
 
     def load(self) -> "CrossEncoderFilter":
         from app.models import MODEL_LOAD_LOCK
@@ -121,12 +122,13 @@ class RelevanceModel:
         self._pair = PairModel(folder, batch_size=batch_size, max_length=max_length, precision=precision)
 
     @classmethod
-    def from_folder(cls, folder: Path | str, precision: str = "fp32") -> "RelevanceModel":
-        """``precision``: 'fp32' (torch) or 'int8' (ONNX Runtime), see :class:`app.pair_model.PairModel`."""
+    def from_folder(cls, folder: Path | str, precision: str = "fp32", max_length: int = READ_LENGTH) -> "RelevanceModel":
+        """``precision``: 'fp32' (torch) or 'int8' (ONNX Runtime), see :class:`app.pair_model.PairModel`;
+        ``max_length``: the tokens of a pair it reads (``filter.read_tokens``)."""
         from app.pair_model import check_folder
 
         return cls(check_folder(folder, "filter.model", "slmrag filter train --pack NAME --train DIR; or remove "
-                                "filter.model from pack.yaml."), precision=precision)
+                                "filter.model from pack.yaml."), precision=precision, max_length=max_length)
 
     def load(self) -> "RelevanceModel":
         self._pair.load()
