@@ -148,8 +148,9 @@ def check_note(rec: dict) -> str:
         return "Quoted word for word from the cited passage."
     lookup = details.get("lookup")
     if lookup and rec.get("decided_by") == "lexical":
-        return (f"Read off the table in [{lookup['n']}] by slmrag, not generated: the row \u201c{lookup['row']}\u201d, "
-                f"the column for {lookup['year']}. Check the row and the column in the source.")
+        under = f" under \u201c{lookup['section']}\u201d" if lookup.get("section") else ""
+        return (f"Read off the table in [{lookup['n']}] by slmrag, not generated: the row \u201c{lookup['row']}\u201d"
+                f"{under}, the column for {lookup['year']}. Check the row and the column in the source.")
     if rec.get("decided_by") == "lexical":
         return f"Checked against the cited passages{score}."
     return ""

@@ -177,6 +177,22 @@ def test_rows_of_the_same_label_are_told_apart_by_the_section_the_question_names
     assert table_calculation(q, passages).formula == "2.50 - 2.16"
 
 
+def test_a_row_is_named_with_its_section_when_the_section_says_more():
+    from app.answers.shapes import value_from_table
+
+    cell = table_value("How many diluted shares were outstanding in 2023?", [SHARES_CHUNK])
+    assert cell.section == "Weighted-average shares outstanding (in thousands)"
+    assert value_from_table(cell, [SHARES_CHUNK], "").text == (
+        "28,900 (in thousands) \u2014 Weighted-average shares outstanding (in thousands): Diluted, 2023 [1]")
+    from app.ui_support import check_note
+    lookup = value_from_table(cell, [SHARES_CHUNK], "").to_json()["lookup"]
+    assert lookup["section"] == cell.section and check_note({"decided_by": "lexical", "details": {"lookup": lookup}}) \
+        .startswith("Read off the table in [1] by slmrag, not generated: the row \u201cDiluted\u201d under "
+                    "\u201cWeighted-average shares outstanding (in thousands)\u201d, the column for 2023.")
+    assert TableCell(1, "Total assets", "2021", "1", "ASSETS").label == "Total assets"  # the section adds nothing
+    assert TableCell(1, "Net income", "2021", "1").label == "Net income"  # no section
+
+
 def test_a_year_in_two_columns_is_not_one_cell():
     two_currencies = "| | 2019 | 2019 |\n| --- | --- | --- |\n| Carrying value | 79,647.3 | 24.3 |\n"
     assert table_value("What was the carrying value in 2019?", [two_currencies]) is None
@@ -188,7 +204,8 @@ def test_a_cell_is_shown_with_its_tables_unit_except_a_per_share_figure():
     statement = ("(in thousands of USD, except per-share amounts)\nYear Ended December 31, 2023 2022\n"
                  "Net income 72,300 63,350\nEarnings per share\nDiluted 2.50 2.16\n")
     q = "What was diluted earnings per share in 2023?"
-    assert value_from_table(table_value(q, [statement]), [statement], q).text == "2.50 \u2014 Diluted, 2023 [1]"
+    assert value_from_table(table_value(q, [statement]), [statement], q).text == (
+        "2.50 \u2014 Earnings per share: Diluted, 2023 [1]")  # the row under its section: diluted what
     q = "What was net income in 2023, in USD millions?"
     assert value_from_table(table_value(q, [statement]), [statement], q).text == (
         "72,300 (in thousands) = 72.30 million \u2014 Net income, 2023 [1]")

@@ -337,9 +337,10 @@ def value_from_table(cell, passages: list[str], question: str) -> Shaped:
     if unit and asked and asked != unit and len(numbers) == 1:
         restated = numbers[0] * SCALE_WORDS[unit[:-1]] / SCALE_WORDS[asked[:-1]]  # "thousands" -> "thousand"
         shown += f" = {format_value(restated)} {asked[:-1]}"  # "millions" -> "5,466.31 million"
-    return Shaped("extract", f"{shown} \u2014 {cell.row}, {cell.year} [{cell.n}]", [cell.n],
+    return Shaped("extract", f"{shown} \u2014 {cell.label}, {cell.year} [{cell.n}]", [cell.n],
                   claim=f"{cell.cell} {cell.row}",
-                  lookup={"n": cell.n, "row": cell.row, "year": cell.year, "cell": cell.cell, "unit": unit})
+                  lookup={"n": cell.n, "row": cell.row, "year": cell.year, "cell": cell.cell, "unit": unit}
+                  | ({"section": cell.section} if cell.section else {}))
 
 
 def _calculated(calc, cited: list[int], passages: list[str], question: str, extra: dict) -> Shaped:

@@ -24,7 +24,7 @@ names, a missing cell - it returns None and the model's own answer stands.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 from app.answers.arithmetic import FormulaError, evaluate
@@ -483,6 +483,15 @@ class TableCell:
     row: str  # the row's label
     year: str
     cell: str  # the figure as the table writes it
+    section: str = field(default="", compare=False)  # the line heading the row in its table, if any
+
+    @property
+    def label(self) -> str:
+        """The row as an answer names it: with its section when that says more than the row ("Earnings per
+        share: Diluted" - "Diluted" alone does not say diluted what), else the row's own label."""
+        if self.section and not set(content_stems(self.section)) <= set(content_stems(self.row)):
+            return f"{self.section}: {self.row}"
+        return self.row
 
 
 # Questions that ask which item, why, or whether - not for a line item's figure - even when they name a year
@@ -539,7 +548,7 @@ def table_value(question: str, passages: list[str], min_label_cover: float = 0.6
                     continue  # "Customer A" is not the row for a question about Customer B
                 key = (cover, whole, own, common, _section_said(section, readings), -n)
                 if best is None or key > best[:6]:
-                    best = (*key, TableCell(n, row[0].strip(), year, row[col].strip()))
+                    best = (*key, TableCell(n, row[0].strip(), year, row[col].strip(), section.strip()))
     # The row the question names decides; an empty cell there ("-") is no answer, not a reason to read the
     # next-best row.
     return best[6] if best and _number(best[6].cell) is not None else None
