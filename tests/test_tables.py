@@ -191,6 +191,7 @@ def test_a_row_is_named_with_its_section_when_the_section_says_more():
                     "\u201cWeighted-average shares outstanding (in thousands)\u201d, the column for 2023.")
     assert TableCell(1, "Total assets", "2021", "1", "ASSETS").label == "Total assets"  # the section adds nothing
     assert TableCell(1, "Net income", "2021", "1").label == "Net income"  # no section
+    assert TableCell(1, "AMER", "2018", "1", "Total assets:").label == "Total assets: AMER"  # one colon
 
 
 def test_a_year_in_two_columns_is_not_one_cell():

@@ -490,7 +490,7 @@ class TableCell:
         """The row as an answer names it: with its section when that says more than the row ("Earnings per
         share: Diluted" - "Diluted" alone does not say diluted what), else the row's own label."""
         if self.section and not set(content_stems(self.section)) <= set(content_stems(self.row)):
-            return f"{self.section}: {self.row}"
+            return f"{self.section.rstrip(': ')}: {self.row}"  # "Total assets:" heads its rows with a colon
         return self.row
 
 
