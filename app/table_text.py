@@ -72,6 +72,13 @@ def period_years(line: str) -> list[str]:
     return _YEAR.findall(line)
 
 
+def heads_rows(label: str) -> bool:
+    """Whether a table's line without figures, ``label``, is a section heading the rows below it ("Earnings per
+    share", "Current assets:"), not a note on units wholly in parentheses ("(In millions)")."""
+    s = label.strip()
+    return sum(c.isalpha() for c in s) >= 2 and not (s.startswith("(") and s.endswith(")"))
+
+
 def plain_tables(text: str) -> list[tuple[dict[int, str], list[list[str]], list[str]]]:
     """(column -> year, rows, sections) for each plain-text table in ``text`` whose header of periods is in it:
     a row is ``[label, figure, ...]`` with as many figures as the header has years (column 1 is the first
@@ -102,7 +109,7 @@ def plain_tables(text: str) -> list[tuple[dict[int, str], list[list[str]], list[
         if years and label and len(figures) == len(years):
             rows.append([label, *figures])
             sections.append(section)
-        elif years and label and not figures:
+        elif years and not figures and heads_rows(label):
             section = label
     if years and rows:
         out.append(({i + 1: y for i, y in enumerate(years)}, rows, sections))

@@ -120,6 +120,8 @@ def test_plain_text_statements_are_read_as_tables_of_years():
     assert rows[0] == ["Cash and cash equivalents", "11,258", "12,277"]  # currency signs are not cells
     assert ["Total liabilities (1)", "41,190", "—"] in rows  # a dash is an empty cell, kept in its column
     assert sections == ["ASSETS"] * 4 + ["LIABILITIES"] * 2  # the lines without figures that head the rows
+    (_, _, sections), = plain_tables("Year Ended June 30, 2016 2015\n(In millions)\nRevenue 85,320 93,580\n")
+    assert sections == [""]  # a note on units is no section
     # one line of periods holding both years, and a new header of periods starting the next table
     two = "Year Ended June 30, 2016 2015\nRevenue 85,320 93,580\nAs of December 31, 2017 2016\nAssets 10 20\n"
     assert plain_tables(two) == [({1: "2016", 2: "2015"}, [["Revenue", "85,320", "93,580"]], [""]),

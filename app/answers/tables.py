@@ -30,7 +30,7 @@ from typing import Mapping, Sequence
 from app.answers.arithmetic import FormulaError, evaluate
 from app.answers.grounding import content_stems
 from app.answers.shapes import table_unit
-from app.table_text import plain_tables
+from app.table_text import heads_rows, plain_tables
 
 # A year the question names, also inside "FY2019" ("FY19" is not read: two digits are too often not a year).
 _YEAR = re.compile(r"(?<!\d)(19[5-9]\d|20\d\d)(?!\d)")
@@ -115,8 +115,9 @@ def _markdown_tables(text: str) -> list[tuple[dict[int, str], list[list[str]], l
                 years = found  # the header of years (the latest one before the data rows)
             elif set(cells) <= {"", "---"} or all(set(c) <= set("-: ") for c in cells):
                 continue
-            elif years and cells[0] and not any(cells[1:]):
-                section = cells[0]  # "| Earnings per share | | |": it heads the rows below, it holds no figure
+            elif years and not any(cells[1:]):
+                if heads_rows(cells[0]):
+                    section = cells[0]  # "| Earnings per share | | |": it heads the rows below, it holds no figure
             elif years:
                 rows.append(cells)
                 sections.append(section)
