@@ -194,6 +194,9 @@ def test_a_row_is_named_with_its_section_when_the_section_says_more():
     assert TableCell(1, "Total assets", "2021", "1", "ASSETS").label == "Total assets"  # the section adds nothing
     assert TableCell(1, "Net income", "2021", "1").label == "Net income"  # no section
     assert TableCell(1, "AMER", "2018", "1", "Total assets:").label == "Total assets: AMER"  # one colon
+    prose = "We have also experienced fluctuations in our net income as a result of gains"
+    assert TableCell(1, "Net income", "2021", "1", prose).label == "Net income"  # a stray line of prose
+    assert TableCell(1, "Net income", "2021", "1", "Net Sales of $3.2 Billion").label == "Net income"  # figures
 
 
 def test_a_year_in_two_columns_is_not_one_cell():

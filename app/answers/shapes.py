@@ -340,7 +340,7 @@ def value_from_table(cell, passages: list[str], question: str) -> Shaped:
     return Shaped("extract", f"{shown} \u2014 {cell.label}, {cell.year} [{cell.n}]", [cell.n],
                   claim=f"{cell.cell} {cell.row}",
                   lookup={"n": cell.n, "row": cell.row, "year": cell.year, "cell": cell.cell, "unit": unit}
-                  | ({"section": cell.section} if cell.section else {}))
+                  | ({"section": cell.section} if cell.label != cell.row else {}))  # the section the answer names
 
 
 def _calculated(calc, cited: list[int], passages: list[str], question: str, extra: dict) -> Shaped:

@@ -489,8 +489,11 @@ class TableCell:
     @property
     def label(self) -> str:
         """The row as an answer names it: with its section when that says more than the row ("Earnings per
-        share: Diluted" - "Diluted" alone does not say diluted what), else the row's own label."""
-        if self.section and not set(content_stems(self.section)) <= set(content_stems(self.row)):
+        share: Diluted" - "Diluted" alone does not say diluted what), else the row's own label. Not a section of
+        more than 8 words or with a digit: in PDF text that is mostly a stray line of prose or of another table
+        (finance dev chunks: 30 of ~420 sections), and its figures would read as the answer's."""
+        if (self.section and len(self.section.split()) <= 8 and not any(ch.isdigit() for ch in self.section)
+                and not set(content_stems(self.section)) <= set(content_stems(self.row))):
             return f"{self.section.rstrip(': ')}: {self.row}"  # "Total assets:" heads its rows with a colon
         return self.row
 
