@@ -26,7 +26,7 @@ from app.answers.grounding import WordRarity, best_coverage
 from app.answers.shapes import route
 from app.embedder import Embedder
 from app.errors import IndexDamaged
-from app.filters import make_filter
+from app.filters import make_filter, relative_to_best
 from app.filters.cross_encoder import doc_label
 from app.generators import make_generator
 from app.packs import Pack
@@ -58,6 +58,7 @@ class FilterChoice:
     cosine_keep: float | None = None  # cosine that keeps a passage whatever a trained filter says (FilterSettings)
     cosine_floor: float | None = None  # cosine under which a trained filter keeps no passage (FilterSettings)
     order: str = "filter"  # the order kept passages reach the prompt in (FilterSettings.order)
+    relative_to_best: float = 0.0  # share of the question's best log-odds taken out of each score (FilterSettings)
 
     def to_json(self) -> dict:
         out = {"kind": self.kind, "threshold": self.threshold, "min_keep": self.min_keep, "gate": self.gate}
@@ -66,7 +67,8 @@ class FilterChoice:
         return out | ({"topic_threshold": self.topic} if self.topic is not None else {}) | (
             {"cosine_keep": self.cosine_keep} if self.cosine_keep is not None else {}) | (
             {"cosine_floor": self.cosine_floor} if self.cosine_floor is not None else {}) | (
-            {"order": self.order} if self.order != "filter" else {})
+            {"order": self.order} if self.order != "filter" else {}) | (
+            {"relative_to_best": self.relative_to_best} if self.relative_to_best else {})
 
 
 @dataclass
@@ -242,7 +244,8 @@ class Assistant:
                             topic=None if ungated or not cfg.topic_model else cfg.topic_threshold,
                             cosine_keep=cfg.cosine_keep if trained else None,
                             cosine_floor=cfg.cosine_floor if trained else None,
-                            order=cfg.order if trained else "filter")
+                            order=cfg.order if trained else "filter",
+                            relative_to_best=cfg.relative_to_best if trained else 0.0)
 
     @property
     def relevance_model(self):
@@ -375,8 +378,13 @@ class Assistant:
         if choice.kind == "cosine" and topical is not None:
             scores = iter(topical)
         else:
-            scores = iter(view.relevance_filter(choice.kind, self).score(question, undecided, query_vector=qvec)
-                          if undecided else [])
+            own = view.relevance_filter(choice.kind, self).score(question, undecided, query_vector=qvec) \
+                if undecided else []
+            if choice.relative_to_best:  # the threshold reads each score against the question's best
+                for p, o in zip(undecided, own):
+                    p.extra["model_score"] = round(float(o), 6)
+                own = relative_to_best(own, choice.relative_to_best)
+            scores = iter(own)
         for i, (p, d) in enumerate(zip(passages, decided)):
             if d is None:
                 p.filter_score = next(scores)

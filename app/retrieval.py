@@ -44,12 +44,15 @@ class Passage:
         return {"rank": self.rank, "source": self.source, "name": self.name, "page": self.page,
                 "score": round(float(self.score), 5),
                 "filter_score": None if self.filter_score is None else round(float(self.filter_score), 5),
-                "kept": self.kept, "heading": self.heading, "text": self.text} | self.cosine_decision()
+                "kept": self.kept, "heading": self.heading, "text": self.text} | self.filter_details()
 
-    def cosine_decision(self) -> dict:
-        """How cosine decided this passage for a trained filter (``filter.cosine_keep`` / ``cosine_floor``:
-        ``kept_by`` or ``dropped_by`` "cosine", and the ``cosine``), which then did not score it; {} otherwise."""
-        return {k: self.extra[k] for k in ("kept_by", "dropped_by", "cosine") if k in self.extra}
+    def filter_details(self) -> dict:
+        """What a trained filter's score does not say by itself: how cosine decided this passage
+        (``filter.cosine_keep`` / ``cosine_floor``: ``kept_by`` or ``dropped_by`` "cosine", and the ``cosine``;
+        the model then did not score it), and the model's own score when ``filter.relative_to_best`` read it
+        against the question's best (``model_score``; ``filter_score`` is then the one the threshold reads); {}
+        otherwise."""
+        return {k: self.extra[k] for k in ("kept_by", "dropped_by", "cosine", "model_score") if k in self.extra}
 
 
 def question_years(question: str) -> set[int]:

@@ -48,7 +48,7 @@ def passage_record(p, n: int | None = None) -> dict:
         "score": None if p.score is None else round(float(p.score), 5),
         "filter_score": None if p.filter_score is None else round(float(p.filter_score), 5),
         "kept": bool(p.kept),
-        **p.cosine_decision(),
+        **p.filter_details(),
     }
     if n is not None:
         rec["n"] = n
@@ -195,9 +195,12 @@ def excerpt(text: str, limit: int = 320) -> str:
 
 
 def filter_score_text(rec: dict) -> str:
-    """A passage's score in the noise-filter table: the filter's, or the cosine that decided it for a trained
+    """A passage's score in the noise-filter table: the filter's (with the model's own when
+    ``filter.relative_to_best`` read it against the question's best), or the cosine that decided it for a trained
     filter (``filter.cosine_keep`` / ``cosine_floor``: the model did not score it)."""
     if rec.get("filter_score") is not None:
+        if rec.get("model_score") is not None:
+            return f"{rec['filter_score']:.3f} (model {rec['model_score']:.3f}, read against the best)"
         return f"{rec['filter_score']:.3f}"
     if rec.get("cosine") is not None:
         return f"cosine {rec['cosine']:.3f}, {'kept' if rec.get('kept_by') else 'dropped'} on it"

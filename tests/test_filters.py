@@ -268,6 +268,45 @@ def test_score_questions_scores_under_the_floor_minus_inf_and_marks_what_keep_ke
     assert out[0].kept(0.55, None) == [False, True, True] and out[0].kept(0.65, None) == [False, False, True]
 
 
+def test_relative_to_best_takes_a_share_of_the_best_log_odds_out_of_every_score():
+    """filter.relative_to_best, by hand: the log-odds of .8 is ln 4, of .5 is 0, of .2 is -ln 4. Taking half of
+    the best's (ln 2) out of each: sigmoid(ln 2) = 2/3, sigmoid(-ln 2) = 1/3, sigmoid(-ln 8) = 1/9; all of it:
+    1/2, sigmoid(-ln 4) = 1/5, sigmoid(-2 ln 4) = 1/17. The order stays; 0 changes nothing."""
+    from app.filters import relative_to_best
+
+    assert relative_to_best([0.5, 0.8, 0.2], 0.5) == pytest.approx([1 / 3, 2 / 3, 1 / 9])
+    assert relative_to_best([0.5, 0.8, 0.2], 1.0) == pytest.approx([1 / 5, 1 / 2, 1 / 17])
+    assert relative_to_best([0.5, 0.8, 0.2], 0.0) == [0.5, 0.8, 0.2]
+    assert relative_to_best([0.3], 1.0) == pytest.approx([0.5]) and relative_to_best([], 0.5) == []
+    ends = relative_to_best([1.0, 0.0], 1.0)  # probabilities of exactly 1 and 0: finite log-odds, no overflow
+    assert ends[0] == pytest.approx(0.5) and 0 <= ends[1] < 1e-9
+
+
+def test_score_questions_reads_only_the_scores_an_ask_lets_the_model_decide_against_the_best():
+    """With relative, calibration reads the scores against the question's best as an ask does: the best among
+    the candidates cosine leaves to the model (not under the floor, not over the keep) - .9's rescued candidate
+    is not the best they are read against. All of .8's log-odds out: .8 -> 1/2, .5 -> 1/5."""
+    from app.evaluation.calibration import score_questions
+
+    class Fixed:
+        def __init__(self, scores):
+            self.scores = scores
+
+        def score(self, question, passages, **_):
+            return list(self.scores)
+
+    class Retriever:
+        def search(self, question, k, doc=None):
+            return ["p1", "p2", "p3", "p4"]
+
+    out = score_questions(Fixed([0.8, 0.5, 0.2, 0.9]), Retriever(), [{"question": "q"}], 4, labelled=False,
+                          cosine=Fixed([0.4, 0.4, 0.2, 0.6]), cosine_keep=0.56, cosine_floor=0.3, relative=1.0)
+    assert out[0].scores[:2] == pytest.approx([0.5, 0.2]) and out[0].scores[2] == float("-inf")
+    assert out[0].rescued == [False, False, False, True]
+    plain = score_questions(Fixed([0.8, 0.5]), Retriever(), [{"question": "q"}], 2, labelled=False)
+    assert plain[0].scores == [0.8, 0.5]  # weight 0 (the default): the model's own scores
+
+
 def test_rates_and_auc_exact():
     kept, dropped = rates([0.8, 0.6, 0.4], [0.1, 0.5, 0.7, 0.2], 0.5)
     assert kept == pytest.approx(2 / 3)
@@ -587,7 +626,7 @@ def test_filter_order_cosine_puts_a_trained_filters_kept_passages_in_cosine_orde
     # the same passages kept (the prompt's token budget then takes the first that fit, so its share may differ)
     assert [p.kept for p in by_cosine.passages] == [p.kept for p in by_model.passages]
     assert [p.vid for p in by_cosine.kept] != [p.vid for p in by_model.kept]  # the two rankings differ here
-    assert all(p.filter_score is not None and not p.cosine_decision() for p in by_cosine.passages)
+    assert all(p.filter_score is not None and not p.filter_details() for p in by_cosine.passages)
     assert by_cosine.filter.to_json()["order"] == "cosine" and "order" not in by_model.filter.to_json()
     cfg.kind, cfg.threshold = "cosine", 0.0
     assert "order" not in assistant.retrieve(q, AskOptions(k=8)).filter.to_json()
@@ -716,3 +755,41 @@ def test_filter_read_tokens_is_how_much_of_each_pair_the_relevance_model_reads(t
         scores[read] = Assistant(pack).relevance_model.score_texts(q, texts)
     assert scores[32][0] == pytest.approx(scores[32][1], abs=1e-6)
     assert scores[READ_LENGTH][0] > scores[READ_LENGTH][1] + 0.05, scores
+
+
+def test_filter_relative_to_best_reads_each_passage_against_the_questions_best(prebuilt_indexes, tmp_path):
+    """filter.relative_to_best with the medical relevance model (its floor and keep set aside) on the starter
+    protocol: each candidate's filter score is relative_to_best of the model's own scores (reported as
+    model_score), the best stays the best, the threshold reads the new scores, and the filter report names the
+    share; a cosine filter with a share is refused with what to do."""
+    import shutil
+
+    from pydantic import ValidationError
+
+    from app.assistant import Assistant, AskOptions
+    from app.filters import relative_to_best
+    from app.packs import load_pack
+    from app.settings import FilterSettings
+
+    shutil.copytree(prebuilt_indexes / "medical", tmp_path / "medical")
+    pack = load_pack("medical", tmp_path / "medical")
+    cfg = pack.config.filter
+    cfg.kind, cfg.cosine_floor, cfg.cosine_keep, cfg.order = "cross_encoder", None, None, "filter"
+    cfg.relative_to_best, cfg.threshold = 0.0, 0.0
+    assistant = Assistant(pack).load(generator=False)
+    q = "What blood pressure range defines stage 1 hypertension in the Riverbend protocol?"
+    own = assistant.retrieve(q, AskOptions(k=8))
+    model = [p.filter_score for p in own.passages]
+    assert "relative_to_best" not in own.filter.to_json() and not any(p.filter_details() for p in own.passages)
+    cfg.relative_to_best = 0.75
+    relative = assistant.retrieve(q, AskOptions(k=8))
+    scores = [p.filter_score for p in relative.passages]
+    assert scores == pytest.approx(relative_to_best(model, 0.75), abs=1e-6) and scores != pytest.approx(model)
+    assert [p.filter_details()["model_score"] for p in relative.passages] == pytest.approx(model, abs=1e-5)
+    assert scores.index(max(scores)) == model.index(max(model))
+    assert relative.filter.to_json()["relative_to_best"] == 0.75
+    cfg.threshold = sorted(scores)[len(scores) // 2]  # the median new score: the upper half is kept
+    kept = assistant.retrieve(q, AskOptions(k=8))
+    assert [p.kept for p in kept.passages] == [s >= cfg.threshold for s in scores]
+    with pytest.raises(ValidationError, match="relative_to_best"):
+        FilterSettings(kind="cosine", relative_to_best=0.5)

@@ -24,6 +24,7 @@ import numpy as np
 from app.answers.grounding import best_coverage
 from app.errors import SlmragError
 from app.evaluation.questions import holds_evidence, scope
+from app.filters import relative_to_best
 
 
 def choose_threshold(gold_scores: Sequence[float], *, keep: float = 0.95) -> float:
@@ -123,6 +124,7 @@ class Calibration:
     topic_threshold: float | None = None  # the pack's topic gate, counted in every rate; None: it has none
     cosine_keep: float | None = None  # passages of at least this cosine are kept whatever the filter scores
     cosine_floor: float | None = None  # passages under this cosine count as dropped (scored -inf)
+    relative: float = 0.0  # share of the question's best log-odds taken out of each score (filter.relative_to_best)
 
     @property
     def gold_scores(self) -> list[float]:
@@ -187,6 +189,7 @@ class Calibration:
                 **({"topic_threshold": self.topic_threshold} if self.topic_threshold is not None else {}),
                 **({"cosine_keep": self.cosine_keep} if self.cosine_keep is not None else {}),
                 **({"cosine_floor": self.cosine_floor} if self.cosine_floor is not None else {}),
+                **({"relative_to_best": self.relative} if self.relative else {}),
                 "questions": len(self.questions),
                 "answerable": sum(1 for q in self.questions if any(q.gold)),
                 "gold_passages": len(self.gold_scores), "nongold_passages": len(self.other_scores),
@@ -198,7 +201,7 @@ class Calibration:
 def score_questions(filt, retriever, questions: Iterable[dict], k: int, *, labelled: bool = True,
                     cosine=None, topic: Callable[[str], bool] | None = None, cosine_keep: float | None = None,
                     cosine_floor: float | None = None, progress: Callable[[], None] | None = None, gate_coverage: float | None = None,
-                    opening_words: int = 0, rarity=None) -> list[ScoredQuestion]:
+                    opening_words: int = 0, rarity=None, relative: float = 0.0) -> list[ScoredQuestion]:
     """Retrieve ``k`` candidates per question, score them with ``filt`` and, when ``labelled``, mark the gold
     ones; labelled questions are searched as ``slmrag eval`` does (within their document when doc-scoped),
     unlabelled ones (out-of-pack) across the whole index. With a ``cosine`` filter, each question's best
@@ -208,7 +211,9 @@ def score_questions(filt, retriever, questions: Iterable[dict], k: int, *, label
     ``cosine_floor``, one under it scores -inf (``filter.cosine_floor``: never kept by the filter). With
     ``gate_coverage``, a question one of whose candidates holds that share of its words (the scope the answer
     step reads, ``opening_words`` of its document included; its words weighed by ``rarity`` when the pack
-    weighs them so) passes any gate, as in an ask."""
+    weighs them so) passes any gate, as in an ask. With ``relative`` (``filter.relative_to_best``), the scores of
+    the candidates the model scores in an ask (those cosine_keep / cosine_floor leave undecided) are read against
+    the best of them (:func:`app.filters.relative_to_best`), as in an ask."""
     out = []
     for q in questions:
         passages = retriever.search(q["question"], k, doc=scope(q) if labelled else None)
@@ -216,6 +221,12 @@ def score_questions(filt, retriever, questions: Iterable[dict], k: int, *, label
         gold = [labelled and holds_evidence(p, q) for p in passages]
         cosines = cosine.score(q["question"], passages) if cosine is not None and passages else None
         best = max(cosines) if cosines is not None else None
+        if relative and scores:
+            undecided = [i for i in range(len(scores)) if cosines is None or not (
+                (cosine_keep is not None and cosines[i] >= cosine_keep)
+                or (cosine_floor is not None and cosines[i] < cosine_floor))]
+            for i, v in zip(undecided, relative_to_best([scores[i] for i in undecided], relative)):
+                scores[i] = v
         own = rescued = None
         if cosines is not None and cosine_floor is not None:
             own, scores = scores, [-math.inf if c < cosine_floor else s for s, c in zip(scores, cosines)]
@@ -264,8 +275,12 @@ def calibrate(assistant, questions: Sequence[dict], *, kind: str | None = None, 
     passing = {"gate_coverage": pack.config.filter.gate_coverage,
                "opening_words": pack.config.answers.grounding.opening_words,
                "rarity": assistant.word_rarity()} if gate_max_false is not None else {}
+    # The pack's relative_to_best reads a trained filter's scores against the best as an ask does; the threshold
+    # is chosen on those.
+    relative = pack.config.filter.relative_to_best if kind not in ("cosine", "none") else 0.0
     scored = score_questions(filt, assistant.retriever, questions, k, cosine=cosine, topic=topic,
-                             cosine_keep=cosine_keep, cosine_floor=cosine_floor, progress=progress, **passing)
+                             cosine_keep=cosine_keep, cosine_floor=cosine_floor, progress=progress,
+                             relative=relative, **passing)
     gate = None
     if gate_max_false is not None:
         gate = choose_gate([q.best_cosine for q in scored if any(q.gold)], max_false=gate_max_false)
@@ -274,8 +289,8 @@ def calibrate(assistant, questions: Sequence[dict], *, kind: str | None = None, 
                           "chosen; check that the questions' 'doc' files are in the pack's index.")
     oop = score_questions(filt, assistant.retriever, out_of_pack, k, labelled=False, cosine=cosine, topic=topic,
                           cosine_keep=cosine_keep, cosine_floor=cosine_floor, progress=progress,
-                          **passing) if out_of_pack else []
-    cal = Calibration(kind, math.nan, keep, scored, oop, gate, topic_threshold, cosine_keep, cosine_floor)
+                          relative=relative, **passing) if out_of_pack else []
+    cal = Calibration(kind, math.nan, keep, scored, oop, gate, topic_threshold, cosine_keep, cosine_floor, relative)
     # Gold passages lost to the gate (or the floor) count against ``keep``, as an ask would lose them.
     cal.threshold = cal.threshold_for(keep)
     return cal

@@ -162,7 +162,7 @@ def slmrag_record(assistant, q: dict, opts: EvalOptions, max_tokens: int) -> dic
     rec: dict[str, Any] = {
         "passages": [{"rank": p.rank, "name": p.name, "page": p.page, "score": round(float(p.score), 5),
                       "filter_score": None if p.filter_score is None else round(float(p.filter_score), 5),
-                      "kept": bool(p.kept), "hit": h, "text": p.text[:PREVIEW_CHARS], **p.cosine_decision()}
+                      "kept": bool(p.kept), "hit": h, "text": p.text[:PREVIEW_CHARS], **p.filter_details()}
                      for p, h in zip(passages, hits)],
         "hits": hits,
         "kept_hits": kept_hits,

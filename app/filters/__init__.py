@@ -23,6 +23,7 @@ that kind is used. A third-party filter needs this one registration, run before 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -82,6 +83,29 @@ def register_filter(name: str, factory: FilterFactory) -> FilterFactory:
         raise SlmragError(f"A filter named '{name}' is already registered; register yours under another name.")
     FILTERS[name] = factory
     return factory
+
+
+def relative_to_best(scores: Sequence[float], share: float) -> list[float]:
+    """``filter.relative_to_best``: take ``share`` of the question's best log-odds out of every candidate's,
+    sigmoid(l - share * l_best). 0 leaves each passage's own score; 1 scores each by its distance to the best
+    alone (the best then scores .5); between, a passage must score well on its own *and* near the question's best.
+    A relevance model's scale drifts from question to question (one filing's passages all score high, another's
+    all low), and the passage that answers is the question's best far more often than it clears one fixed line
+    (finance, docs/filter.md). The map is increasing within a question (its order stands) and the best's new
+    score depends on its own alone, so whether a question keeps anything still turns on its best passage."""
+    if not share or not scores:
+        return [float(s) for s in scores]
+
+    def logit(p: float) -> float:
+        p = min(max(float(p), 1e-9), 1.0 - 1e-9)  # a probability of exactly 0 or 1 has no finite log-odds
+        return math.log(p / (1.0 - p))
+
+    def sigmoid(z: float) -> float:
+        return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
+
+    logits = [logit(s) for s in scores]
+    best = max(logits)
+    return [sigmoid(x - share * best) for x in logits]
 
 
 def make_filter(kind: str, *, embedder: Embedder, snapshot=None, generator=None, index_dir: Path | None = None,
