@@ -43,7 +43,8 @@ TRAINED_SETTINGS = ("adapter:", "model: filter", "label_reader:", "extract_selec
 # instead: cosine at medical's calibrated threshold (docs/filter.md; shipped until stop 36), without the gate, floor
 # and keep fitted around the model. The model was trained on abstracts and judges a test's one-line documents as
 # it likes; such a test checks its own feature, not what the model makes of them.
-TRAINED_FILTER = ("kind: cross_encoder", "threshold:", "gate:", "cosine_floor:", "cosine_keep:", "precision:", "order:", "read_tokens:")
+TRAINED_FILTER = ("kind: cross_encoder", "threshold:", "gate:", "cosine_floor:", "cosine_keep:", "precision:", "order:", "read_tokens:",
+                  "relative_to_best:")
 COSINE_FILTER = "filter:\n  kind: cosine\n  threshold: 0.3657\n"
 
 
