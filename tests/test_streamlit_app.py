@@ -133,7 +133,11 @@ def test_answer_record_and_export():
     rec = ui.answer_record(ans)
     assert [ui.filter_score_text(p) for p in rec["passages"]] == ["cosine 0.610, kept on it", "0.600",
                                                                   "cosine 0.200, dropped on it"]
-    p1.filter_score, p1.extra, p3.filter_score, p3.extra = 0.6, {}, 0.05, {}
+    # filter.relative_to_best read p3's score against the question's best: the model's own is shown beside it
+    p1.filter_score, p1.extra, p3.filter_score, p3.extra = 0.6, {}, 0.05, {"model_score": 0.3}
+    rec = ui.answer_record(ans)
+    assert ui.filter_score_text(rec["passages"][2]) == "0.050 (model 0.300, read against the best)"
+    p3.extra = {}
 
     from app.answer import cite_dict
 
