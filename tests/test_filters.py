@@ -346,6 +346,10 @@ def test_write_filter_settings_keeps_comments_and_other_settings(tmp_path):
     # kind none behind a gate (filter calibrate --kind none --gate): the gate and kind are written, no threshold
     write_filter_settings(bare, threshold=None, kind="none", gate=0.567891)
     assert yaml.safe_load(bare.read_text())["filter"] == {"threshold": 0.25, "kind": "none", "gate": 0.5678}
+    # a trained filter calibrated with --relative-to-best: the share is written beside the threshold it was chosen with
+    write_filter_settings(bare, threshold=0.00661, kind="cross_encoder", relative_to_best=0.75)
+    assert yaml.safe_load(bare.read_text())["filter"] == {"threshold": 0.0066, "kind": "cross_encoder", "gate": 0.5678,
+                                                          "relative_to_best": 0.75}
 
 
 # ------------------------------------------------------------------------------------- pairs
@@ -793,3 +797,41 @@ def test_filter_relative_to_best_reads_each_passage_against_the_questions_best(p
     assert [p.kept for p in kept.passages] == [s >= cfg.threshold for s in scores]
     with pytest.raises(ValidationError, match="relative_to_best"):
         FilterSettings(kind="cosine", relative_to_best=0.5)
+
+
+def test_calibrate_relative_to_best_chooses_the_threshold_given_the_share_and_writes_both(prebuilt_indexes, tmp_path):
+    """`filter calibrate --relative-to-best S --write` on a copy of the medical pack (its relevance model, the
+    starter protocol): the threshold is chosen on the scores read against each question's best, and both are
+    stored; switching the pack to cosine then writes the share back to 0 (a cosine filter reads none), and the
+    pack still loads."""
+    import json
+    import shutil
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from app.cli import app
+    from app.packs import load_pack
+
+    shutil.copytree(load_pack("medical").path, tmp_path / "pack", ignore=shutil.ignore_patterns("corpus"))
+    shutil.copytree(prebuilt_indexes / "medical", tmp_path / "index")
+    qs = tmp_path / "dev.jsonl"
+    qs.write_text(json.dumps({"id": "h", "question": "When should medication be started for stage 1 hypertension?",
+                              "answer": "10-year cardiovascular risk is 10% or higher",
+                              "evidence": "start medication if the 10-year cardiovascular risk is 10% or higher",
+                              "doc": "hypertension_guideline.md"}) + "\n")
+    args = ["filter", "calibrate", "--pack", str(tmp_path / "pack"), "--index-dir", str(tmp_path / "index"),
+            "--questions", str(qs), "--k", "5", "--write", "--json"]
+    result = CliRunner().invoke(app, args + ["--kind", "cross_encoder", "--relative-to-best", "0.5"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout[result.stdout.index("{"):])
+    written = yaml.safe_load((tmp_path / "pack" / "pack.yaml").read_text())["filter"]
+    assert report["relative_to_best"] == 0.5 and written["relative_to_best"] == 0.5
+    assert report["gold_kept"] == 1.0 and written["threshold"] == report["threshold"]
+    result = CliRunner().invoke(app, args + ["--kind", "cosine"])
+    assert result.exit_code == 0, result.output
+    written = yaml.safe_load((tmp_path / "pack" / "pack.yaml").read_text())["filter"]
+    assert written["kind"] == "cosine" and written["relative_to_best"] == 0.0
+    assert load_pack(tmp_path / "pack").config.filter.relative_to_best == 0.0
+    result = CliRunner().invoke(app, args + ["--kind", "cosine", "--relative-to-best", "0.5"])
+    assert result.exit_code != 0 and "--relative-to-best" in result.output

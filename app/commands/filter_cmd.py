@@ -172,8 +172,12 @@ def register(app, packs_app, filter_app) -> None:
                                                      "trained filter: passages whose cosine is under this are dropped "
                                                      "anyway (filter.cosine_floor: off the question's topic); the "
                                                      "threshold is chosen given it."),
+        relative_to_best: Optional[float] = typer.Option(None, "--relative-to-best", min=0.0, max=1.0, help="With a "
+                                                         "trained filter: the share of each question's best log-odds "
+                                                         "taken out of every score (filter.relative_to_best; default: "
+                                                         "the pack's); the threshold is chosen given it."),
         write: bool = typer.Option(False, "--write", help="Store the threshold (and --kind, --gate, --cosine-keep, "
-                                   "--cosine-floor) in the pack's pack.yaml."),
+                                   "--cosine-floor, --relative-to-best) in the pack's pack.yaml."),
         as_json: bool = JsonOpt,
     ) -> None:
         """Choose the filter threshold that keeps >= 95% of gold passages and drops the most others."""
@@ -208,13 +212,16 @@ def register(app, packs_app, filter_app) -> None:
             with progress:
                 task = progress.add_task("scoring", total=len(qs) + len(oop))
                 cal = calibrate(assistant, qs, kind=kind, k=k, keep=keep, out_of_pack=oop, gate_max_false=gate,
-                                cosine_keep=cosine_keep, cosine_floor=cosine_floor,
+                                cosine_keep=cosine_keep, cosine_floor=cosine_floor, relative=relative_to_best,
                                 progress=lambda: progress.advance(task))
             written = None
             if write:
                 write_filter_settings(p.path / "pack.yaml", threshold=None if cal.kind == "none" else cal.threshold,
                                       kind=kind if kind and kind != p.config.filter.kind else None, gate=cal.gate,
-                                      cosine_keep=cosine_keep, cosine_floor=cosine_floor)
+                                      cosine_keep=cosine_keep, cosine_floor=cosine_floor,
+                                      relative_to_best=relative_to_best if cal.kind not in ("cosine", "none")
+                                      # a pack switched to a filter that scores no probabilities reads none
+                                      else (0.0 if p.config.filter.relative_to_best else None))
                 written = str(p.path / "pack.yaml")
                 info = p.path / (p.config.filter.model or "-") / "filter.json"
                 if cal.kind == "cross_encoder" and p.config.filter.model and info.is_file():
@@ -265,6 +272,9 @@ def register(app, packs_app, filter_app) -> None:
         if cosine_floor is not None:
             out.print(f"cosine floor {cosine_floor:.4f}: a passage whose cosine is under it is dropped whatever the "
                       "trained model scores it; rates above include it", highlight=False)
+        if cal.relative:
+            out.print(f"relative to best {cal.relative:g}: scores read against each question's best-scored candidate "
+                      "(filter.relative_to_best); the threshold and AUC above are on those", highlight=False)
         if cal.topic_threshold is not None:
             out.print(f"topic gate {cal.topic_threshold:.4f} ({p.config.filter.topic_model}/): a question it turns away keeps "
                       "nothing; rates above include it", highlight=False)

@@ -244,12 +244,13 @@ def score_questions(filt, retriever, questions: Iterable[dict], k: int, *, label
 def calibrate(assistant, questions: Sequence[dict], *, kind: str | None = None, k: int | None = None,
               keep: float = 0.95, out_of_pack: Sequence[dict] = (), gate_max_false: float | None = None,
               cosine_keep: float | None = None, cosine_floor: float | None = None,
-              progress: Callable[[], None] | None = None) -> Calibration:
+              relative: float | None = None, progress: Callable[[], None] | None = None) -> Calibration:
     """Score the pack's retrieval candidates for dev questions and choose the filter threshold; with
     ``gate_max_false``, first the gate (at most that share of answerable questions gated), then the
     threshold that keeps ``keep`` of all gold passages given the gate; with ``cosine_keep``, the threshold
     given that passages of at least that cosine are kept anyway (``filter.cosine_keep``); with ``cosine_floor``,
-    given that passages under that cosine are dropped anyway (``filter.cosine_floor``)."""
+    given that passages under that cosine are dropped anyway (``filter.cosine_floor``); with ``relative``, given that
+    each score is read against the question's best (``filter.relative_to_best``; None: the pack's)."""
     pack = assistant.pack
     kind = kind or pack.config.filter.kind
     if kind == "none" and gate_max_false is None:
@@ -262,6 +263,9 @@ def calibrate(assistant, questions: Sequence[dict], *, kind: str | None = None, 
     if (cosine_keep is not None or cosine_floor is not None) and kind in ("cosine", "none"):
         raise SlmragError("--cosine-keep and --cosine-floor back a trained filter with cosine; with --kind "
                           f"{kind} they change nothing. Pass --kind cross_encoder (or slm_judge).")
+    if relative and kind in ("cosine", "none"):
+        raise SlmragError(f"--relative-to-best reads a trained filter's probabilities against the question's best; "
+                          f"--kind {kind} scores none. Pass --kind cross_encoder (or slm_judge), or leave it out.")
     cosine = assistant.relevance_filter("cosine") if gate_max_false is not None or cosine_keep is not None \
         or cosine_floor is not None else None
     # The pack's topic gate stands in front of every filter kind, as in an ask: its verdicts count too.
@@ -275,9 +279,10 @@ def calibrate(assistant, questions: Sequence[dict], *, kind: str | None = None, 
     passing = {"gate_coverage": pack.config.filter.gate_coverage,
                "opening_words": pack.config.answers.grounding.opening_words,
                "rarity": assistant.word_rarity()} if gate_max_false is not None else {}
-    # The pack's relative_to_best reads a trained filter's scores against the best as an ask does; the threshold
+    # Scores read against the question's best as an ask reads them (the pack's share unless given); the threshold
     # is chosen on those.
-    relative = pack.config.filter.relative_to_best if kind not in ("cosine", "none") else 0.0
+    if relative is None:
+        relative = pack.config.filter.relative_to_best if kind not in ("cosine", "none") else 0.0
     scored = score_questions(filt, assistant.retriever, questions, k, cosine=cosine, topic=topic,
                              cosine_keep=cosine_keep, cosine_floor=cosine_floor, progress=progress,
                              relative=relative, **passing)
