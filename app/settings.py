@@ -287,7 +287,8 @@ class FilterSettings(_Strict):
         "question's best alone; between, a passage is kept when it scores well and near the best. A model's scores "
         "drift from question to question, and the passage that answers is the question's best more often than it "
         "clears one fixed line. The order within a question does not change, and whether a question keeps anything "
-        "still turns on its best passage. Calibrate the threshold with the share the pack ships.",
+        "still turns on its best passage. Kinds 'cosine' and 'none' ignore it. Calibrate the threshold with the share "
+        "the pack ships.",
     )
     threshold: float = Field(
         0.2, description="Passages scoring below this are dropped; set by `slmrag filter calibrate`."
@@ -366,14 +367,6 @@ class FilterSettings(_Strict):
     max_context_tokens: int = Field(
         900, ge=64, le=100000, description="Token budget for the passages placed in the prompt."
     )
-
-    @model_validator(mode="after")
-    def _relative_needs_probabilities(self) -> "FilterSettings":
-        if self.relative_to_best and self.kind in ("cosine", "none"):
-            raise ValueError(f"relative_to_best reads a trained filter's probabilities against the question's best; "
-                             f"kind '{self.kind}' scores no probabilities. Set relative_to_best to 0 or use kind "
-                             "cross_encoder (or slm_judge)")
-        return self
 
     @model_validator(mode="after")
     def _int8_needs_a_model(self) -> "FilterSettings":

@@ -353,6 +353,35 @@ def test_eval_refuses_a_variant_that_cannot_apply_before_any_work(tmp_path, monk
     assert not (out / "report.json").exists() and not (tmp_path / "indexes").exists()
 
 
+def test_trained_variant_reads_the_model_as_its_threshold_was_calibrated(tmp_path):
+    """--variant trained sets, beside the recorded threshold, how the model read its pairs (read_tokens) and how
+    its scores were read (relative_to_best) when `filter calibrate` chose it; a record from before either was
+    kept leaves the tokens and reads each score on its own; a given threshold (trained=T) keeps the pack's."""
+    from app.evaluation.variants import Variant, apply_variant
+    from app.packs import load_pack
+
+    pack_dir = _pack_copy(tmp_path, {"kind": "cosine", "threshold": 0.2, "model": "filter"})
+    info = pack_dir / "filter" / "filter.json"
+    meta = json.loads(info.read_text())
+    meta["dev"] = {"threshold": 0.0066, "gate": None, "read_tokens": 192, "relative_to_best": 0.75}
+    info.write_text(json.dumps(meta))
+    pack = load_pack(pack_dir)
+    change = apply_variant(Variant("trained"), pack, None)
+    cfg = pack.config.filter
+    assert (cfg.kind, cfg.threshold, cfg.read_tokens, cfg.relative_to_best) == ("cross_encoder", 0.0066, 192, 0.75)
+    assert "relative to best 0.75" in change["change"]
+    meta["dev"] = {"threshold": 0.05, "gate": None}
+    info.write_text(json.dumps(meta))
+    pack = load_pack(pack_dir)
+    pack.config.filter.relative_to_best = 0.5
+    apply_variant(Variant("trained"), pack, None)
+    assert (pack.config.filter.read_tokens, pack.config.filter.relative_to_best) == (256, 0.0)
+    pack = load_pack(pack_dir)
+    pack.config.filter.relative_to_best = 0.5
+    apply_variant(Variant("trained", 0.1), pack, None)
+    assert (pack.config.filter.threshold, pack.config.filter.relative_to_best) == (0.1, 0.5)
+
+
 def test_eval_trained_variant_reads_the_calibration_recorded_beside_the_model(tmp_path, monkeypatch):
     """The medical pack ships cosine with its relevance model in filter/ and the threshold and gate `filter
     calibrate` chose for it in filter/filter.json: --variant trained measures that model beside cosine."""

@@ -765,15 +765,12 @@ def test_filter_relative_to_best_reads_each_passage_against_the_questions_best(p
     """filter.relative_to_best with the medical relevance model (its floor and keep set aside) on the starter
     protocol: each candidate's filter score is relative_to_best of the model's own scores (reported as
     model_score), the best stays the best, the threshold reads the new scores, and the filter report names the
-    share; a cosine filter with a share is refused with what to do."""
+    share; a cosine filter ignores it."""
     import shutil
-
-    from pydantic import ValidationError
 
     from app.assistant import Assistant, AskOptions
     from app.filters import relative_to_best
     from app.packs import load_pack
-    from app.settings import FilterSettings
 
     shutil.copytree(prebuilt_indexes / "medical", tmp_path / "medical")
     pack = load_pack("medical", tmp_path / "medical")
@@ -795,15 +792,15 @@ def test_filter_relative_to_best_reads_each_passage_against_the_questions_best(p
     cfg.threshold = sorted(scores)[len(scores) // 2]  # the median new score: the upper half is kept
     kept = assistant.retrieve(q, AskOptions(k=8))
     assert [p.kept for p in kept.passages] == [s >= cfg.threshold for s in scores]
-    with pytest.raises(ValidationError, match="relative_to_best"):
-        FilterSettings(kind="cosine", relative_to_best=0.5)
+    cfg.kind = "cosine"  # a kind without probabilities ignores the share (eval's cosine variant switches so)
+    assert "relative_to_best" not in assistant.filter_choice().to_json()
 
 
 def test_calibrate_relative_to_best_chooses_the_threshold_given_the_share_and_writes_both(prebuilt_indexes, tmp_path):
     """`filter calibrate --relative-to-best S --write` on a copy of the medical pack (its relevance model, the
     starter protocol): the threshold is chosen on the scores read against each question's best, and both are
-    stored; switching the pack to cosine then writes the share back to 0 (a cosine filter reads none), and the
-    pack still loads."""
+    stored; the pack then switched to cosine keeps the share, which cosine ignores (eval's cosine and no-filter
+    variants switch a pack so); asking cosine for a share is refused."""
     import json
     import shutil
 
@@ -830,8 +827,11 @@ def test_calibrate_relative_to_best_chooses_the_threshold_given_the_share_and_wr
     assert report["gold_kept"] == 1.0 and written["threshold"] == report["threshold"]
     result = CliRunner().invoke(app, args + ["--kind", "cosine"])
     assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout[result.stdout.index("{"):])
     written = yaml.safe_load((tmp_path / "pack" / "pack.yaml").read_text())["filter"]
-    assert written["kind"] == "cosine" and written["relative_to_best"] == 0.0
-    assert load_pack(tmp_path / "pack").config.filter.relative_to_best == 0.0
+    assert written["kind"] == "cosine" and written["relative_to_best"] == 0.5 and "relative_to_best" not in report
+    from app.assistant import Assistant
+
+    assert "relative_to_best" not in Assistant(load_pack(tmp_path / "pack")).filter_choice().to_json()
     result = CliRunner().invoke(app, args + ["--kind", "cosine", "--relative-to-best", "0.5"])
     assert result.exit_code != 0 and "--relative-to-best" in result.output

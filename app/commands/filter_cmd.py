@@ -219,9 +219,7 @@ def register(app, packs_app, filter_app) -> None:
                 write_filter_settings(p.path / "pack.yaml", threshold=None if cal.kind == "none" else cal.threshold,
                                       kind=kind if kind and kind != p.config.filter.kind else None, gate=cal.gate,
                                       cosine_keep=cosine_keep, cosine_floor=cosine_floor,
-                                      relative_to_best=relative_to_best if cal.kind not in ("cosine", "none")
-                                      # a pack switched to a filter that scores no probabilities reads none
-                                      else (0.0 if p.config.filter.relative_to_best else None))
+                                      relative_to_best=relative_to_best)
                 written = str(p.path / "pack.yaml")
                 info = p.path / (p.config.filter.model or "-") / "filter.json"
                 if cal.kind == "cross_encoder" and p.config.filter.model and info.is_file():

@@ -147,9 +147,15 @@ def _trained(variant: Variant, pack) -> dict:
     cfg.threshold = float(variant.value if variant.value is not None else dev["threshold"])
     if dev.get("precision") in ("fp32", "int8") and variant.value is None:
         cfg.precision = dev["precision"]
+    if variant.value is None:  # how the model read and how its scores were read when the threshold was chosen
+        if isinstance(dev.get("read_tokens"), int):
+            cfg.read_tokens = dev["read_tokens"]
+        relative = dev.get("relative_to_best")
+        cfg.relative_to_best = float(relative) if isinstance(relative, (int, float)) else 0.0
     source = "given" if variant.value is not None else f"recorded by filter calibrate in {cfg.model}/filter.json"
     cosine = "".join(f", cosine {name} {round(v, 4)}" for name, v in
                      (("gate", cfg.gate), ("floor", cfg.cosine_floor), ("keep", cfg.cosine_keep)) if v is not None)
+    relative = f", relative to best {cfg.relative_to_best:g}" if cfg.relative_to_best else ""
     return {"change": f"filter.kind cross_encoder ({cfg.model}/, {cfg.precision}), threshold {round(cfg.threshold, 4)}"
-                      f"{cosine} ({source})",
+                      f"{cosine}{relative} ({source})",
             "threshold": cfg.threshold, "gate": cfg.gate, "cosine_floor": cfg.cosine_floor, "cosine_keep": cfg.cosine_keep}
