@@ -380,6 +380,10 @@ def test_trained_variant_reads_the_model_as_its_threshold_was_calibrated(tmp_pat
     pack.config.filter.relative_to_best = 0.5
     apply_variant(Variant("trained", 0.1), pack, None)
     assert (pack.config.filter.threshold, pack.config.filter.relative_to_best) == (0.1, 0.5)
+    # a pack that reads its model relative to the best still switches to cosine or to no filter (they ignore it)
+    for other in (Variant("cosine", 0.3), Variant("no-filter")):
+        apply_variant(other, pack, None)
+        assert pack.config.filter.kind in ("cosine", "none") and pack.config.filter.relative_to_best == 0.5
 
 
 def test_eval_trained_variant_reads_the_calibration_recorded_beside_the_model(tmp_path, monkeypatch):
