@@ -207,6 +207,18 @@ def filter_score_text(rec: dict) -> str:
     return "–"
 
 
+def threshold_step(threshold: float) -> float:
+    """The filter-threshold slider's step: 0.01, or 0.0001 for a pack whose calibrated threshold is under 0.05 (a
+    trained model whose scores are small probabilities - finance's 0.0066 - would have only 0 and 0.01 to choose
+    from around it)."""
+    return 0.0001 if abs(float(threshold)) < 0.05 else 0.01
+
+
+def threshold_text(threshold: float) -> str:
+    """A threshold as the UI prints it: the digits its slider step can set (0.37, 0.0066)."""
+    return f"{float(threshold):.4f}" if threshold_step(threshold) < 0.01 else f"{float(threshold):.2f}"
+
+
 def passage_status(rec: dict) -> str:
     if rec.get("used"):
         return "used"

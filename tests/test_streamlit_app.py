@@ -112,6 +112,14 @@ def _passage(n, name="warfarin.txt", page=None, text="Target INR 2.0 to 3.0.", k
                    start=10 * n, end=10 * n + len(text), score=0.03, rank=n, filter_score=fs, kept=kept)
 
 
+def test_threshold_slider_steps_to_the_digits_of_the_packs_threshold():
+    """A threshold under 0.05 (finance's trained model: 0.0066) gets a 0.0001 step and four decimals, so the
+    slider can set values around it and the caption does not print 0.01; cosine's 0.3657 keeps 0.01 and two."""
+    assert ui.threshold_step(0.0066) == 0.0001 and ui.threshold_text(0.0066) == "0.0066"
+    assert ui.threshold_step(0.3657) == 0.01 and ui.threshold_text(0.3657) == "0.37"
+    assert ui.threshold_step(0.05) == 0.01 and ui.threshold_text(0.2) == "0.20"
+
+
 def test_answer_record_and_export():
     from app.answer import Answer
 

@@ -187,7 +187,7 @@ def render_filter(ans: dict) -> None:
     f = ans.get("filter") or {}
     rule = ""
     if f.get("kind") and f["kind"] != "none" and f.get("threshold") is not None:
-        rule = f" · {f['kind']} filter, threshold {f['threshold']:.2f}"
+        rule = f" · {f['kind']} filter, threshold {ui.threshold_text(f['threshold'])}"
     label = f"Noise filter: {len(passages)} retrieved · {used} used · {dropped} dropped{rule}"
     with st.expander(label, icon=":material/filter_alt:"):
         rows = []
@@ -429,7 +429,9 @@ def sidebar_settings(assistant: Assistant) -> AskOptions:
     with st.expander("Settings", icon=":material/tune:"):
         k = st.slider("Passages retrieved (k)", 1, 20, min(20, cfg.retrieval.k), key=f"k::{pack.name}",
                       persist_state="session", help="How many passages are retrieved before the noise filter.")
-        threshold = st.slider("Filter threshold", lo, hi, float(cfg.filter.threshold), step=0.01,
+        step = ui.threshold_step(cfg.filter.threshold)
+        threshold = st.slider("Filter threshold", lo, hi, float(cfg.filter.threshold), step=step,
+                              format="%.4f" if step < 0.01 else "%.2f",
                               key=f"threshold::{pack.name}", persist_state="session",
                               help=threshold_help,
                               disabled=cfg.filter.kind == "none")
