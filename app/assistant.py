@@ -26,7 +26,7 @@ from app.answers.grounding import WordRarity, best_coverage
 from app.answers.shapes import route
 from app.embedder import Embedder
 from app.errors import IndexDamaged
-from app.filters import make_filter, relative_to_best
+from app.filters import cosine_decides, make_filter, relative_to_best
 from app.filters.cross_encoder import doc_label
 from app.generators import make_generator
 from app.packs import Pack
@@ -369,11 +369,7 @@ class Assistant:
         # them would only cost time (medical dev, top 10: about half of the candidates are undecided).
         decided = [None] * len(passages)  # per candidate: True kept by cosine, False dropped by it, None: the filter's
         if topical is not None and choice.kind not in ("none", "cosine"):
-            for i, c in enumerate(topical):
-                if choice.cosine_keep is not None and c >= choice.cosine_keep:
-                    decided[i] = True
-                elif choice.cosine_floor is not None and c < choice.cosine_floor:
-                    decided[i] = False
+            decided = cosine_decides(topical, choice.cosine_keep, choice.cosine_floor)
         undecided = [p for p, d in zip(passages, decided) if d is None]
         if choice.kind == "cosine" and topical is not None:
             scores = iter(topical)

@@ -214,9 +214,15 @@ def threshold_step(threshold: float) -> float:
     return 0.0001 if abs(float(threshold)) < 0.05 else 0.01
 
 
+def threshold_format(threshold: float) -> str:
+    """The printf format of a threshold in the UI (its slider and the answer's caption): the digits its slider
+    step can set."""
+    return "%.4f" if threshold_step(threshold) < 0.01 else "%.2f"
+
+
 def threshold_text(threshold: float) -> str:
-    """A threshold as the UI prints it: the digits its slider step can set (0.37, 0.0066)."""
-    return f"{float(threshold):.4f}" if threshold_step(threshold) < 0.01 else f"{float(threshold):.2f}"
+    """A threshold as the UI prints it (0.37, 0.0066)."""
+    return threshold_format(threshold) % float(threshold)
 
 
 def passage_status(rec: dict) -> str:

@@ -282,6 +282,14 @@ def test_relative_to_best_takes_a_share_of_the_best_log_odds_out_of_every_score(
     assert ends[0] == pytest.approx(0.5) and 0 <= ends[1] < 1e-9
 
 
+def test_cosine_decides_keeps_at_the_keep_drops_under_the_floor_and_leaves_the_rest_to_the_model():
+    from app.filters import cosine_decides
+
+    assert cosine_decides([0.6, 0.56, 0.4, 0.33, 0.2], 0.56, 0.33) == [True, True, None, None, False]
+    assert cosine_decides([0.6, 0.2], None, None) == [None, None]
+    assert cosine_decides([0.6, 0.2], None, 0.33) == [None, False]
+
+
 def test_score_questions_reads_only_the_scores_an_ask_lets_the_model_decide_against_the_best():
     """With relative, calibration reads the scores against the question's best as an ask does: the best among
     the candidates cosine leaves to the model (not under the floor, not over the keep) - .9's rescued candidate

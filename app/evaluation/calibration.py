@@ -24,7 +24,7 @@ import numpy as np
 from app.answers.grounding import best_coverage
 from app.errors import SlmragError
 from app.evaluation.questions import holds_evidence, scope
-from app.filters import relative_to_best
+from app.filters import cosine_decides, relative_to_best
 
 
 def choose_threshold(gold_scores: Sequence[float], *, keep: float = 0.95) -> float:
@@ -222,9 +222,9 @@ def score_questions(filt, retriever, questions: Iterable[dict], k: int, *, label
         cosines = cosine.score(q["question"], passages) if cosine is not None and passages else None
         best = max(cosines) if cosines is not None else None
         if relative and scores:
-            undecided = [i for i in range(len(scores)) if cosines is None or not (
-                (cosine_keep is not None and cosines[i] >= cosine_keep)
-                or (cosine_floor is not None and cosines[i] < cosine_floor))]
+            decided = (cosine_decides(cosines, cosine_keep, cosine_floor) if cosines is not None
+                       else [None] * len(scores))
+            undecided = [i for i, d in enumerate(decided) if d is None]
             for i, v in zip(undecided, relative_to_best([scores[i] for i in undecided], relative)):
                 scores[i] = v
         own = rescued = None

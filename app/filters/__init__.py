@@ -85,6 +85,14 @@ def register_filter(name: str, factory: FilterFactory) -> FilterFactory:
     return factory
 
 
+def cosine_decides(cosines: Sequence[float], keep: float | None, floor: float | None) -> list[bool | None]:
+    """How ``filter.cosine_keep`` / ``cosine_floor`` decide each candidate for a trained filter, from its cosine:
+    True kept (it reaches the keep), False dropped (under the floor), None left to the model. An ask scores only
+    the None ones (``Assistant.judge``), and calibration reads those alike (``score_questions``)."""
+    return [True if keep is not None and c >= keep else False if floor is not None and c < floor else None
+            for c in cosines]
+
+
 def relative_to_best(scores: Sequence[float], share: float) -> list[float]:
     """``filter.relative_to_best``: take ``share`` of the question's best log-odds out of every candidate's,
     sigmoid(l - share * l_best). 0 leaves each passage's own score; 1 scores each by its distance to the best

@@ -431,7 +431,7 @@ def sidebar_settings(assistant: Assistant) -> AskOptions:
                       persist_state="session", help="How many passages are retrieved before the noise filter.")
         step = ui.threshold_step(cfg.filter.threshold)
         threshold = st.slider("Filter threshold", lo, hi, float(cfg.filter.threshold), step=step,
-                              format="%.4f" if step < 0.01 else "%.2f",
+                              format=ui.threshold_format(cfg.filter.threshold),
                               key=f"threshold::{pack.name}", persist_state="session",
                               help=threshold_help,
                               disabled=cfg.filter.kind == "none")
