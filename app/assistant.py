@@ -26,7 +26,7 @@ from app.answers.grounding import WordRarity, best_coverage
 from app.answers.shapes import route
 from app.embedder import Embedder
 from app.errors import IndexDamaged
-from app.filters import cosine_decides, make_filter, relative_to_best
+from app.filters import cosine_decides, make_filter, read_scores
 from app.filters.cross_encoder import doc_label
 from app.generators import make_generator
 from app.packs import Pack
@@ -59,6 +59,7 @@ class FilterChoice:
     cosine_floor: float | None = None  # cosine under which a trained filter keeps no passage (FilterSettings)
     order: str = "filter"  # the order kept passages reach the prompt in (FilterSettings.order)
     relative_to_best: float = 0.0  # share of the question's best log-odds taken out of each score (FilterSettings)
+    rank_prior: float = 0.0  # log-odds taken off each score per place down retrieval's list (FilterSettings)
 
     def to_json(self) -> dict:
         out = {"kind": self.kind, "threshold": self.threshold, "min_keep": self.min_keep, "gate": self.gate}
@@ -68,7 +69,8 @@ class FilterChoice:
             {"cosine_keep": self.cosine_keep} if self.cosine_keep is not None else {}) | (
             {"cosine_floor": self.cosine_floor} if self.cosine_floor is not None else {}) | (
             {"order": self.order} if self.order != "filter" else {}) | (
-            {"relative_to_best": self.relative_to_best} if self.relative_to_best else {})
+            {"relative_to_best": self.relative_to_best} if self.relative_to_best else {}) | (
+            {"rank_prior": self.rank_prior} if self.rank_prior else {})
 
 
 @dataclass
@@ -245,7 +247,8 @@ class Assistant:
                             cosine_keep=cfg.cosine_keep if trained else None,
                             cosine_floor=cfg.cosine_floor if trained else None,
                             order=cfg.order if trained else "filter",
-                            relative_to_best=cfg.relative_to_best if trained else 0.0)
+                            relative_to_best=cfg.relative_to_best if trained else 0.0,
+                            rank_prior=cfg.rank_prior if trained else 0.0)
 
     @property
     def relevance_model(self):
@@ -376,10 +379,11 @@ class Assistant:
         else:
             own = view.relevance_filter(choice.kind, self).score(question, undecided, query_vector=qvec) \
                 if undecided else []
-            if choice.relative_to_best:  # the threshold reads each score against the question's best
+            if choice.relative_to_best or choice.rank_prior:  # the threshold reads each score in its question
                 for p, o in zip(undecided, own):
                     p.extra["model_score"] = round(float(o), 6)
-                own = relative_to_best(own, choice.relative_to_best)
+                places = [i for i, d in enumerate(decided) if d is None]  # each one's place in retrieval's list
+                own = read_scores(own, places, relative_to_best=choice.relative_to_best, rank_prior=choice.rank_prior)
             scores = iter(own)
         for i, (p, d) in enumerate(zip(passages, decided)):
             if d is None:

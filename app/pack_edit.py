@@ -70,24 +70,28 @@ def set_block_values(pack_yaml: Path | str, block: str, values: dict[str, str], 
 
 def write_filter_settings(pack_yaml: Path | str, *, threshold: float | None, kind: str | None = None,
                           gate: float | None = None, cosine_keep: float | None = None,
-                          cosine_floor: float | None = None, relative_to_best: float | None = None) -> str:
+                          cosine_floor: float | None = None, relative_to_best: float | None = None,
+                          rank_prior: float | None = None) -> str:
     """Set ``filter.threshold`` (rounded down to 4 decimals; None leaves it, for kind 'none' behind a gate),
-    and ``filter.kind``, ``filter.gate``, ``filter.cosine_keep``, ``filter.cosine_floor`` and
-    ``filter.relative_to_best`` when given."""
+    and ``filter.kind``, ``filter.gate``, ``filter.cosine_keep``, ``filter.cosine_floor``,
+    ``filter.relative_to_best`` and ``filter.rank_prior`` when given."""
     value = None if threshold is None else f"{round_down(threshold):.4f}"
     gate_value = None if gate is None else f"{round_down(gate):.4f}"
     keep_value = None if cosine_keep is None else f"{cosine_keep:.4f}"
     floor_value = None if cosine_floor is None else f"{cosine_floor:.4f}"
     relative_value = None if relative_to_best is None else f"{relative_to_best:.4f}"
+    prior_value = None if rank_prior is None else f"{rank_prior:.4f}"
     values = ({"threshold": value} if value else {}) | ({"kind": kind} if kind else {}) | ({"gate": gate_value} if gate_value else {}) | (
         {"cosine_keep": keep_value} if keep_value else {}) | ({"cosine_floor": floor_value} if floor_value else {}) | (
-        {"relative_to_best": relative_value} if relative_value else {})
+        {"relative_to_best": relative_value} if relative_value else {}) | (
+        {"rank_prior": prior_value} if prior_value else {})
     return set_block_values(pack_yaml, "filter", values,
                             lambda cfg: (value is None or abs(cfg.filter.threshold - float(value)) <= 1e-9) and (not kind or cfg.filter.kind == kind)
                             and (gate_value is None or abs((cfg.filter.gate or 0) - float(gate_value)) <= 1e-9)
                             and (keep_value is None or abs((cfg.filter.cosine_keep or 0) - float(keep_value)) <= 1e-9)
                             and (floor_value is None or abs((cfg.filter.cosine_floor or 0) - float(floor_value)) <= 1e-9)
-                            and (relative_value is None or abs(cfg.filter.relative_to_best - float(relative_value)) <= 1e-9))
+                            and (relative_value is None or abs(cfg.filter.relative_to_best - float(relative_value)) <= 1e-9)
+                            and (prior_value is None or abs(cfg.filter.rank_prior - float(prior_value)) <= 1e-9))
 
 
 def set_generator_adapter(pack_yaml: Path | str, folder: str) -> str:

@@ -49,9 +49,9 @@ class Passage:
     def filter_details(self) -> dict:
         """What a trained filter's score does not say by itself: how cosine decided this passage
         (``filter.cosine_keep`` / ``cosine_floor``: ``kept_by`` or ``dropped_by`` "cosine", and the ``cosine``;
-        the model then did not score it), and the model's own score when ``filter.relative_to_best`` read it
-        against the question's best (``model_score``; ``filter_score`` is then the one the threshold reads); {}
-        otherwise."""
+        the model then did not score it), and the model's own score when ``filter.relative_to_best`` or
+        ``filter.rank_prior`` read it in its question (``model_score``; ``filter_score`` is then the one the
+        threshold reads); {} otherwise."""
         return {k: self.extra[k] for k in ("kept_by", "dropped_by", "cosine", "model_score") if k in self.extra}
 
 

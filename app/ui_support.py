@@ -196,11 +196,11 @@ def excerpt(text: str, limit: int = 320) -> str:
 
 def filter_score_text(rec: dict) -> str:
     """A passage's score in the noise-filter table: the filter's (with the model's own when
-    ``filter.relative_to_best`` read it against the question's best), or the cosine that decided it for a trained
-    filter (``filter.cosine_keep`` / ``cosine_floor``: the model did not score it)."""
+    ``filter.relative_to_best`` or ``filter.rank_prior`` read it in its question), or the cosine that decided it for
+    a trained filter (``filter.cosine_keep`` / ``cosine_floor``: the model did not score it)."""
     if rec.get("filter_score") is not None:
         if rec.get("model_score") is not None:
-            return f"{rec['filter_score']:.3f} (model {rec['model_score']:.3f}, read against the best)"
+            return f"{rec['filter_score']:.3f} (model {rec['model_score']:.3f}, read in its question)"
         return f"{rec['filter_score']:.3f}"
     if rec.get("cosine") is not None:
         return f"cosine {rec['cosine']:.3f}, {'kept' if rec.get('kept_by') else 'dropped'} on it"

@@ -44,7 +44,7 @@ TRAINED_SETTINGS = ("adapter:", "model: filter", "label_reader:", "extract_selec
 # and keep fitted around the model. The model was trained on abstracts and judges a test's one-line documents as
 # it likes; such a test checks its own feature, not what the model makes of them.
 TRAINED_FILTER = ("kind: cross_encoder", "threshold:", "gate:", "cosine_floor:", "cosine_keep:", "precision:", "order:", "read_tokens:",
-                  "relative_to_best:")
+                  "relative_to_best:", "rank_prior:")
 COSINE_FILTER = "filter:\n  kind: cosine\n  threshold: 0.3657\n"
 
 

@@ -355,7 +355,7 @@ def test_eval_refuses_a_variant_that_cannot_apply_before_any_work(tmp_path, monk
 
 def test_trained_variant_reads_the_model_as_its_threshold_was_calibrated(tmp_path):
     """--variant trained sets, beside the recorded threshold, how the model read its pairs (read_tokens) and how
-    its scores were read (relative_to_best) when `filter calibrate` chose it; a record from before either was
+    its scores were read (relative_to_best, rank_prior) when `filter calibrate` chose it; a record from before them was
     kept leaves the tokens and reads each score on its own; a given threshold (trained=T) keeps the pack's."""
     from app.evaluation.variants import Variant, apply_variant
     from app.packs import load_pack
@@ -363,19 +363,21 @@ def test_trained_variant_reads_the_model_as_its_threshold_was_calibrated(tmp_pat
     pack_dir = _pack_copy(tmp_path, {"kind": "cosine", "threshold": 0.2, "model": "filter"})
     info = pack_dir / "filter" / "filter.json"
     meta = json.loads(info.read_text())
-    meta["dev"] = {"threshold": 0.0066, "gate": None, "read_tokens": 192, "relative_to_best": 0.75}
+    meta["dev"] = {"threshold": 0.0066, "gate": None, "read_tokens": 192, "relative_to_best": 0.75, "rank_prior": 0.8}
     info.write_text(json.dumps(meta))
     pack = load_pack(pack_dir)
     change = apply_variant(Variant("trained"), pack, None)
     cfg = pack.config.filter
-    assert (cfg.kind, cfg.threshold, cfg.read_tokens, cfg.relative_to_best) == ("cross_encoder", 0.0066, 192, 0.75)
-    assert "relative to best 0.75" in change["change"]
+    assert (cfg.kind, cfg.threshold, cfg.read_tokens, cfg.relative_to_best, cfg.rank_prior) == (
+        "cross_encoder", 0.0066, 192, 0.75, 0.8)
+    assert "relative to best 0.75, rank prior 0.8" in change["change"]
     meta["dev"] = {"threshold": 0.05, "gate": None}
     info.write_text(json.dumps(meta))
     pack = load_pack(pack_dir)
-    pack.config.filter.relative_to_best = 0.5
+    pack.config.filter.relative_to_best = pack.config.filter.rank_prior = 0.5
     apply_variant(Variant("trained"), pack, None)
-    assert (pack.config.filter.read_tokens, pack.config.filter.relative_to_best) == (256, 0.0)
+    assert (pack.config.filter.read_tokens, pack.config.filter.relative_to_best, pack.config.filter.rank_prior) == (
+        256, 0.0, 0.0)
     pack = load_pack(pack_dir)
     pack.config.filter.relative_to_best = 0.5
     apply_variant(Variant("trained", 0.1), pack, None)

@@ -8,6 +8,7 @@ a six-document fixture index.
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -268,18 +269,35 @@ def test_score_questions_scores_under_the_floor_minus_inf_and_marks_what_keep_ke
     assert out[0].kept(0.55, None) == [False, True, True] and out[0].kept(0.65, None) == [False, False, True]
 
 
-def test_relative_to_best_takes_a_share_of_the_best_log_odds_out_of_every_score():
+def test_read_scores_takes_a_share_of_the_best_log_odds_out_of_every_score():
     """filter.relative_to_best, by hand: the log-odds of .8 is ln 4, of .5 is 0, of .2 is -ln 4. Taking half of
     the best's (ln 2) out of each: sigmoid(ln 2) = 2/3, sigmoid(-ln 2) = 1/3, sigmoid(-ln 8) = 1/9; all of it:
     1/2, sigmoid(-ln 4) = 1/5, sigmoid(-2 ln 4) = 1/17. The order stays; 0 changes nothing."""
-    from app.filters import relative_to_best
+    from app.filters import read_scores
 
-    assert relative_to_best([0.5, 0.8, 0.2], 0.5) == pytest.approx([1 / 3, 2 / 3, 1 / 9])
-    assert relative_to_best([0.5, 0.8, 0.2], 1.0) == pytest.approx([1 / 5, 1 / 2, 1 / 17])
-    assert relative_to_best([0.5, 0.8, 0.2], 0.0) == [0.5, 0.8, 0.2]
-    assert relative_to_best([0.3], 1.0) == pytest.approx([0.5]) and relative_to_best([], 0.5) == []
-    ends = relative_to_best([1.0, 0.0], 1.0)  # probabilities of exactly 1 and 0: finite log-odds, no overflow
+    assert read_scores([0.5, 0.8, 0.2], relative_to_best=0.5) == pytest.approx([1 / 3, 2 / 3, 1 / 9])
+    assert read_scores([0.5, 0.8, 0.2], relative_to_best=1.0) == pytest.approx([1 / 5, 1 / 2, 1 / 17])
+    assert read_scores([0.5, 0.8, 0.2]) == [0.5, 0.8, 0.2]
+    assert read_scores([0.3], relative_to_best=1.0) == pytest.approx([0.5])
+    assert read_scores([], relative_to_best=0.5) == []
+    ends = read_scores([1.0, 0.0], relative_to_best=1.0)  # probabilities of exactly 1 and 0: finite log-odds
     assert ends[0] == pytest.approx(0.5) and 0 <= ends[1] < 1e-9
+
+
+def test_read_scores_takes_the_rank_prior_off_per_place_down_retrievals_list():
+    """filter.rank_prior ln 4, by hand: three candidates at .5 (log-odds 0) in places 0, 1, 2 read 1/2,
+    sigmoid(-ln 4) = 1/5, sigmoid(-2 ln 4) = 1/17; given places (a candidate cosine decided sits between) count
+    from retrieval's list, not from the scored ones. With relative_to_best 1 too, .8 first and .5 second read 1/2 and
+    sigmoid(-ln 4 - ln 4) = 1/17; a later candidate can fall under an earlier one it outscored."""
+    from app.filters import read_scores
+
+    prior = math.log(4)
+    assert read_scores([0.5, 0.5, 0.5], rank_prior=prior) == pytest.approx([1 / 2, 1 / 5, 1 / 17])
+    assert read_scores([0.5, 0.5], [0, 2], rank_prior=prior) == pytest.approx([1 / 2, 1 / 17])
+    assert read_scores([0.8, 0.5], relative_to_best=1.0, rank_prior=prior) == pytest.approx([1 / 2, 1 / 17])
+    assert read_scores([0.5, 0.8], rank_prior=2 * prior) == pytest.approx([1 / 2, 1 / 5])  # .8 in place 1: 4/16
+    with pytest.raises(ValueError):
+        read_scores([0.5, 0.5], [0], rank_prior=prior)
 
 
 def test_cosine_decides_keeps_at_the_keep_drops_under_the_floor_and_leaves_the_rest_to_the_model():
@@ -313,6 +331,12 @@ def test_score_questions_reads_only_the_scores_an_ask_lets_the_model_decide_agai
     assert out[0].rescued == [False, False, False, True]
     plain = score_questions(Fixed([0.8, 0.5]), Retriever(), [{"question": "q"}], 2, labelled=False)
     assert plain[0].scores == [0.8, 0.5]  # weight 0 (the default): the model's own scores
+    # rank_prior ln 4: each candidate's place in retrieval's list, the floored one (place 2) counted: the second .5
+    # (place 1) reads 1/5, the fourth (place 3) sigmoid(-3 ln 4) = 1/65
+    ranked = score_questions(Fixed([0.5, 0.5, 0.2, 0.5]), Retriever(), [{"question": "q"}], 4, labelled=False,
+                             cosine=Fixed([0.4, 0.4, 0.2, 0.4]), cosine_floor=0.3, rank_prior=math.log(4))
+    assert ranked[0].scores[:2] == pytest.approx([1 / 2, 1 / 5]) and ranked[0].scores[2] == float("-inf")
+    assert ranked[0].scores[3] == pytest.approx(1 / 65)
 
 
 def test_rates_and_auc_exact():
@@ -777,14 +801,14 @@ def test_filter_relative_to_best_reads_each_passage_against_the_questions_best(p
     import shutil
 
     from app.assistant import Assistant, AskOptions
-    from app.filters import relative_to_best
+    from app.filters import read_scores
     from app.packs import load_pack
 
     shutil.copytree(prebuilt_indexes / "medical", tmp_path / "medical")
     pack = load_pack("medical", tmp_path / "medical")
     cfg = pack.config.filter
     cfg.kind, cfg.cosine_floor, cfg.cosine_keep, cfg.order = "cross_encoder", None, None, "filter"
-    cfg.relative_to_best, cfg.threshold = 0.0, 0.0
+    cfg.relative_to_best, cfg.rank_prior, cfg.threshold = 0.0, 0.0, 0.0
     assistant = Assistant(pack).load(generator=False)
     q = "What blood pressure range defines stage 1 hypertension in the Riverbend protocol?"
     own = assistant.retrieve(q, AskOptions(k=8))
@@ -793,15 +817,23 @@ def test_filter_relative_to_best_reads_each_passage_against_the_questions_best(p
     cfg.relative_to_best = 0.75
     relative = assistant.retrieve(q, AskOptions(k=8))
     scores = [p.filter_score for p in relative.passages]
-    assert scores == pytest.approx(relative_to_best(model, 0.75), abs=1e-6) and scores != pytest.approx(model)
+    assert scores == pytest.approx(read_scores(model, relative_to_best=0.75), abs=1e-6)
+    assert scores != pytest.approx(model)
     assert [p.filter_details()["model_score"] for p in relative.passages] == pytest.approx(model, abs=1e-5)
     assert scores.index(max(scores)) == model.index(max(model))
     assert relative.filter.to_json()["relative_to_best"] == 0.75
     cfg.threshold = sorted(scores)[len(scores) // 2]  # the median new score: the upper half is kept
     kept = assistant.retrieve(q, AskOptions(k=8))
     assert [p.kept for p in kept.passages] == [s >= cfg.threshold for s in scores]
+    # filter.rank_prior too: each candidate's place in retrieval's list takes its share off
+    cfg.rank_prior, cfg.threshold = 0.8, 0.0
+    ranked = assistant.retrieve(q, AskOptions(k=8))
+    assert [p.filter_score for p in ranked.passages] == pytest.approx(
+        read_scores(model, relative_to_best=0.75, rank_prior=0.8), abs=1e-6)
+    assert [p.filter_details()["model_score"] for p in ranked.passages] == pytest.approx(model, abs=1e-5)
+    assert ranked.filter.to_json()["rank_prior"] == 0.8
     cfg.kind = "cosine"  # a kind without probabilities ignores the share (eval's cosine variant switches so)
-    assert "relative_to_best" not in assistant.filter_choice().to_json()
+    assert not {"relative_to_best", "rank_prior"} & set(assistant.filter_choice().to_json())
 
 
 def test_calibrate_relative_to_best_chooses_the_threshold_given_the_share_and_writes_both(prebuilt_indexes, tmp_path):

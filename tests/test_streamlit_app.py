@@ -144,7 +144,7 @@ def test_answer_record_and_export():
     # filter.relative_to_best read p3's score against the question's best: the model's own is shown beside it
     p1.filter_score, p1.extra, p3.filter_score, p3.extra = 0.6, {}, 0.05, {"model_score": 0.3}
     rec = ui.answer_record(ans)
-    assert ui.filter_score_text(rec["passages"][2]) == "0.050 (model 0.300, read against the best)"
+    assert ui.filter_score_text(rec["passages"][2]) == "0.050 (model 0.300, read in its question)"
     p3.extra = {}
 
     from app.answer import cite_dict

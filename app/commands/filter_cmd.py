@@ -176,8 +176,12 @@ def register(app, packs_app, filter_app) -> None:
                                                          "trained filter: the share of each question's best log-odds "
                                                          "taken out of every score (filter.relative_to_best; default: "
                                                          "the pack's); the threshold is chosen given it."),
+        rank_prior: Optional[float] = typer.Option(None, "--rank-prior", min=0.0, max=5.0, help="With a trained "
+                                                   "filter: log-odds taken off each score per place down retrieval's "
+                                                   "list (filter.rank_prior; default: the pack's); the threshold is "
+                                                   "chosen given it."),
         write: bool = typer.Option(False, "--write", help="Store the threshold (and --kind, --gate, --cosine-keep, "
-                                   "--cosine-floor, --relative-to-best) in the pack's pack.yaml."),
+                                   "--cosine-floor, --relative-to-best, --rank-prior) in the pack's pack.yaml."),
         as_json: bool = JsonOpt,
     ) -> None:
         """Choose the filter threshold that keeps >= 95% of gold passages and drops the most others."""
@@ -213,13 +217,13 @@ def register(app, packs_app, filter_app) -> None:
                 task = progress.add_task("scoring", total=len(qs) + len(oop))
                 cal = calibrate(assistant, qs, kind=kind, k=k, keep=keep, out_of_pack=oop, gate_max_false=gate,
                                 cosine_keep=cosine_keep, cosine_floor=cosine_floor, relative=relative_to_best,
-                                progress=lambda: progress.advance(task))
+                                rank_prior=rank_prior, progress=lambda: progress.advance(task))
             written = None
             if write:
                 write_filter_settings(p.path / "pack.yaml", threshold=None if cal.kind == "none" else cal.threshold,
                                       kind=kind if kind and kind != p.config.filter.kind else None, gate=cal.gate,
                                       cosine_keep=cosine_keep, cosine_floor=cosine_floor,
-                                      relative_to_best=relative_to_best)
+                                      relative_to_best=relative_to_best, rank_prior=rank_prior)
                 written = str(p.path / "pack.yaml")
                 info = p.path / (p.config.filter.model or "-") / "filter.json"
                 if cal.kind == "cross_encoder" and p.config.filter.model and info.is_file():
@@ -273,6 +277,9 @@ def register(app, packs_app, filter_app) -> None:
         if cal.relative:
             out.print(f"relative to best {cal.relative:g}: scores read against each question's best-scored candidate "
                       "(filter.relative_to_best); the threshold and AUC above are on those", highlight=False)
+        if cal.rank_prior:
+            out.print(f"rank prior {cal.rank_prior:g}: {cal.rank_prior:g} log-odds taken off each score per place down "
+                      "retrieval's list (filter.rank_prior); the threshold and AUC above are on those", highlight=False)
         if cal.topic_threshold is not None:
             out.print(f"topic gate {cal.topic_threshold:.4f} ({p.config.filter.topic_model}/): a question it turns away keeps "
                       "nothing; rates above include it", highlight=False)

@@ -24,7 +24,7 @@ import numpy as np
 from app.answers.grounding import best_coverage
 from app.errors import SlmragError
 from app.evaluation.questions import holds_evidence, scope
-from app.filters import cosine_decides, relative_to_best
+from app.filters import cosine_decides, read_scores
 
 
 def choose_threshold(gold_scores: Sequence[float], *, keep: float = 0.95) -> float:
@@ -125,6 +125,7 @@ class Calibration:
     cosine_keep: float | None = None  # passages of at least this cosine are kept whatever the filter scores
     cosine_floor: float | None = None  # passages under this cosine count as dropped (scored -inf)
     relative: float = 0.0  # share of the question's best log-odds taken out of each score (filter.relative_to_best)
+    rank_prior: float = 0.0  # log-odds taken off each score per place down retrieval's list (filter.rank_prior)
 
     @property
     def gold_scores(self) -> list[float]:
@@ -190,6 +191,7 @@ class Calibration:
                 **({"cosine_keep": self.cosine_keep} if self.cosine_keep is not None else {}),
                 **({"cosine_floor": self.cosine_floor} if self.cosine_floor is not None else {}),
                 **({"relative_to_best": self.relative} if self.relative else {}),
+                **({"rank_prior": self.rank_prior} if self.rank_prior else {}),
                 "questions": len(self.questions),
                 "answerable": sum(1 for q in self.questions if any(q.gold)),
                 "gold_passages": len(self.gold_scores), "nongold_passages": len(self.other_scores),
@@ -201,7 +203,8 @@ class Calibration:
 def score_questions(filt, retriever, questions: Iterable[dict], k: int, *, labelled: bool = True,
                     cosine=None, topic: Callable[[str], bool] | None = None, cosine_keep: float | None = None,
                     cosine_floor: float | None = None, progress: Callable[[], None] | None = None, gate_coverage: float | None = None,
-                    opening_words: int = 0, rarity=None, relative: float = 0.0) -> list[ScoredQuestion]:
+                    opening_words: int = 0, rarity=None, relative: float = 0.0,
+                    rank_prior: float = 0.0) -> list[ScoredQuestion]:
     """Retrieve ``k`` candidates per question, score them with ``filt`` and, when ``labelled``, mark the gold
     ones; labelled questions are searched as ``slmrag eval`` does (within their document when doc-scoped),
     unlabelled ones (out-of-pack) across the whole index. With a ``cosine`` filter, each question's best
@@ -211,9 +214,10 @@ def score_questions(filt, retriever, questions: Iterable[dict], k: int, *, label
     ``cosine_floor``, one under it scores -inf (``filter.cosine_floor``: never kept by the filter). With
     ``gate_coverage``, a question one of whose candidates holds that share of its words (the scope the answer
     step reads, ``opening_words`` of its document included; its words weighed by ``rarity`` when the pack
-    weighs them so) passes any gate, as in an ask. With ``relative`` (``filter.relative_to_best``), the scores of
-    the candidates the model scores in an ask (those cosine_keep / cosine_floor leave undecided) are read against
-    the best of them (:func:`app.filters.relative_to_best`), as in an ask."""
+    weighs them so) passes any gate, as in an ask. With ``relative`` (``filter.relative_to_best``) or
+    ``rank_prior`` (``filter.rank_prior``), the scores of the candidates the model scores in an ask (those
+    cosine_keep / cosine_floor leave undecided) are read in their question (:func:`app.filters.read_scores`: against
+    the best of them, and by their place in retrieval's list), as in an ask."""
     out = []
     for q in questions:
         passages = retriever.search(q["question"], k, doc=scope(q) if labelled else None)
@@ -221,11 +225,13 @@ def score_questions(filt, retriever, questions: Iterable[dict], k: int, *, label
         gold = [labelled and holds_evidence(p, q) for p in passages]
         cosines = cosine.score(q["question"], passages) if cosine is not None and passages else None
         best = max(cosines) if cosines is not None else None
-        if relative and scores:
+        if (relative or rank_prior) and scores:
             decided = (cosine_decides(cosines, cosine_keep, cosine_floor) if cosines is not None
                        else [None] * len(scores))
             undecided = [i for i, d in enumerate(decided) if d is None]
-            for i, v in zip(undecided, relative_to_best([scores[i] for i in undecided], relative)):
+            read = read_scores([scores[i] for i in undecided], undecided, relative_to_best=relative,
+                               rank_prior=rank_prior)
+            for i, v in zip(undecided, read):
                 scores[i] = v
         own = rescued = None
         if cosines is not None and cosine_floor is not None:
@@ -244,13 +250,15 @@ def score_questions(filt, retriever, questions: Iterable[dict], k: int, *, label
 def calibrate(assistant, questions: Sequence[dict], *, kind: str | None = None, k: int | None = None,
               keep: float = 0.95, out_of_pack: Sequence[dict] = (), gate_max_false: float | None = None,
               cosine_keep: float | None = None, cosine_floor: float | None = None,
-              relative: float | None = None, progress: Callable[[], None] | None = None) -> Calibration:
+              relative: float | None = None, rank_prior: float | None = None,
+              progress: Callable[[], None] | None = None) -> Calibration:
     """Score the pack's retrieval candidates for dev questions and choose the filter threshold; with
     ``gate_max_false``, first the gate (at most that share of answerable questions gated), then the
     threshold that keeps ``keep`` of all gold passages given the gate; with ``cosine_keep``, the threshold
     given that passages of at least that cosine are kept anyway (``filter.cosine_keep``); with ``cosine_floor``,
     given that passages under that cosine are dropped anyway (``filter.cosine_floor``); with ``relative``, given that
-    each score is read against the question's best (``filter.relative_to_best``; None: the pack's)."""
+    each score is read against the question's best (``filter.relative_to_best``; None: the pack's); with
+    ``rank_prior``, given each score's place in retrieval's list (``filter.rank_prior``; None: the pack's)."""
     pack = assistant.pack
     kind = kind or pack.config.filter.kind
     if kind == "none" and gate_max_false is None:
@@ -263,9 +271,10 @@ def calibrate(assistant, questions: Sequence[dict], *, kind: str | None = None, 
     if (cosine_keep is not None or cosine_floor is not None) and kind in ("cosine", "none"):
         raise SlmragError("--cosine-keep and --cosine-floor back a trained filter with cosine; with --kind "
                           f"{kind} they change nothing. Pass --kind cross_encoder (or slm_judge).")
-    if relative and kind in ("cosine", "none"):
-        raise SlmragError(f"--relative-to-best reads a trained filter's probabilities against the question's best; "
-                          f"--kind {kind} scores none. Pass --kind cross_encoder (or slm_judge), or leave it out.")
+    if (relative or rank_prior) and kind in ("cosine", "none"):
+        option = "--relative-to-best" if relative else "--rank-prior"
+        raise SlmragError(f"{option} reads a trained filter's probabilities in their question; --kind {kind} scores "
+                          "none. Pass --kind cross_encoder (or slm_judge), or leave it out.")
     cosine = assistant.relevance_filter("cosine") if gate_max_false is not None or cosine_keep is not None \
         or cosine_floor is not None else None
     # The pack's topic gate stands in front of every filter kind, as in an ask: its verdicts count too.
@@ -283,9 +292,11 @@ def calibrate(assistant, questions: Sequence[dict], *, kind: str | None = None, 
     # is chosen on those.
     if relative is None:
         relative = pack.config.filter.relative_to_best if kind not in ("cosine", "none") else 0.0
+    if rank_prior is None:
+        rank_prior = pack.config.filter.rank_prior if kind not in ("cosine", "none") else 0.0
     scored = score_questions(filt, assistant.retriever, questions, k, cosine=cosine, topic=topic,
                              cosine_keep=cosine_keep, cosine_floor=cosine_floor, progress=progress,
-                             relative=relative, **passing)
+                             relative=relative, rank_prior=rank_prior, **passing)
     gate = None
     if gate_max_false is not None:
         gate = choose_gate([q.best_cosine for q in scored if any(q.gold)], max_false=gate_max_false)
@@ -294,8 +305,9 @@ def calibrate(assistant, questions: Sequence[dict], *, kind: str | None = None, 
                           "chosen; check that the questions' 'doc' files are in the pack's index.")
     oop = score_questions(filt, assistant.retriever, out_of_pack, k, labelled=False, cosine=cosine, topic=topic,
                           cosine_keep=cosine_keep, cosine_floor=cosine_floor, progress=progress,
-                          relative=relative, **passing) if out_of_pack else []
-    cal = Calibration(kind, math.nan, keep, scored, oop, gate, topic_threshold, cosine_keep, cosine_floor, relative)
+                          relative=relative, rank_prior=rank_prior, **passing) if out_of_pack else []
+    cal = Calibration(kind, math.nan, keep, scored, oop, gate, topic_threshold, cosine_keep, cosine_floor, relative,
+                      rank_prior)
     # Gold passages lost to the gate (or the floor) count against ``keep``, as an ask would lose them.
     cal.threshold = cal.threshold_for(keep)
     return cal

@@ -150,12 +150,14 @@ def _trained(variant: Variant, pack) -> dict:
     if variant.value is None:  # how the model read and how its scores were read when the threshold was chosen
         if isinstance(dev.get("read_tokens"), int):
             cfg.read_tokens = dev["read_tokens"]
-        relative = dev.get("relative_to_best")
+        relative, prior = dev.get("relative_to_best"), dev.get("rank_prior")
         cfg.relative_to_best = float(relative) if isinstance(relative, (int, float)) else 0.0
+        cfg.rank_prior = float(prior) if isinstance(prior, (int, float)) else 0.0
     source = "given" if variant.value is not None else f"recorded by filter calibrate in {cfg.model}/filter.json"
     cosine = "".join(f", cosine {name} {round(v, 4)}" for name, v in
                      (("gate", cfg.gate), ("floor", cfg.cosine_floor), ("keep", cfg.cosine_keep)) if v is not None)
-    relative = f", relative to best {cfg.relative_to_best:g}" if cfg.relative_to_best else ""
+    relative = (f", relative to best {cfg.relative_to_best:g}" if cfg.relative_to_best else "") + (
+        f", rank prior {cfg.rank_prior:g}" if cfg.rank_prior else "")
     return {"change": f"filter.kind cross_encoder ({cfg.model}/, {cfg.precision}), threshold {round(cfg.threshold, 4)}"
                       f"{cosine}{relative} ({source})",
             "threshold": cfg.threshold, "gate": cfg.gate, "cosine_floor": cfg.cosine_floor, "cosine_keep": cfg.cosine_keep}

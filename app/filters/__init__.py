@@ -93,16 +93,29 @@ def cosine_decides(cosines: Sequence[float], keep: float | None, floor: float | 
             for c in cosines]
 
 
-def relative_to_best(scores: Sequence[float], share: float) -> list[float]:
-    """``filter.relative_to_best``: take ``share`` of the question's best log-odds out of every candidate's,
-    sigmoid(l - share * l_best). 0 leaves each passage's own score; 1 scores each by its distance to the best
-    alone (the best then scores .5); between, a passage must score well on its own *and* near the question's best.
-    A relevance model's scale drifts from question to question (one filing's passages all score high, another's
-    all low), and the passage that answers is the question's best far more often than it clears one fixed line
-    (finance, docs/filter.md). The map is increasing within a question (its order stands) and the best's new
-    score depends on its own alone, so whether a question keeps anything still turns on its best passage."""
-    if not share or not scores:
+def read_scores(scores: Sequence[float], places: Sequence[int] | None = None, *, relative_to_best: float = 0.0,
+                rank_prior: float = 0.0) -> list[float]:
+    """How the threshold reads a trained filter's probabilities for one question's candidates:
+    sigmoid(l - relative_to_best * l_best - rank_prior * place), l each candidate's log-odds, l_best the best of
+    them, ``place`` its place in retrieval's list (0 first). With both 0 the scores stand as they are.
+
+    ``relative_to_best`` (``filter.relative_to_best``): 0 leaves each passage's own score; 1 scores each by its
+    distance to the best alone (the best then scores .5); between, a passage must score well on its own *and* near
+    the question's best. A relevance model's scale drifts from question to question (one filing's passages all
+    score high, another's all low), and the passage that answers is the question's best far more often than it
+    clears one fixed line (finance, docs/filter.md). The map is increasing within a question (its order stands).
+
+    ``rank_prior`` (``filter.rank_prior``): log-odds taken off per place down retrieval's list. Retrieval (BM25 and
+    dense, document first) is a second opinion the model does not see - it reads one pair at a time - and on the
+    training rows the two together rank gold passages above others better than either (docs/filter.md). The first
+    candidate loses nothing; the order within a question then leans towards retrieval's."""
+    if not scores:
+        return []
+    if not relative_to_best and not rank_prior:
         return [float(s) for s in scores]
+    places = list(range(len(scores))) if places is None else list(places)
+    if len(places) != len(scores):
+        raise ValueError(f"{len(scores)} scores but {len(places)} places")
 
     def logit(p: float) -> float:
         p = min(max(float(p), 1e-9), 1.0 - 1e-9)  # a probability of exactly 0 or 1 has no finite log-odds
@@ -113,7 +126,7 @@ def relative_to_best(scores: Sequence[float], share: float) -> list[float]:
 
     logits = [logit(s) for s in scores]
     best = max(logits)
-    return [sigmoid(x - share * best) for x in logits]
+    return [sigmoid(x - relative_to_best * best - rank_prior * place) for x, place in zip(logits, places)]
 
 
 def make_filter(kind: str, *, embedder: Embedder, snapshot=None, generator=None, index_dir: Path | None = None,
