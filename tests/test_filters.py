@@ -637,7 +637,7 @@ def test_cosine_floor_drops_what_the_trained_model_keeps_off_the_questions_topic
 
 
 def test_filter_order_cosine_puts_a_trained_filters_kept_passages_in_cosine_order(prebuilt_indexes, tmp_path):
-    """filter.order: the medical relevance model (its floor and keep set aside) at a threshold that keeps every
+    """filter.order: the medical relevance model (its floor, keep and rank prior set aside) at a threshold that keeps every
     candidate of a question on the starter hypertension protocol: with order 'filter' they reach the prompt by the
     model's score, with 'cosine' by their cosine - the same passages, the model still scoring each - and the
     filter report names the order; the cosine kind ignores it (its own order is cosine)."""
@@ -650,6 +650,7 @@ def test_filter_order_cosine_puts_a_trained_filters_kept_passages_in_cosine_orde
     pack = load_pack("medical", tmp_path / "medical")
     cfg = pack.config.filter
     cfg.kind, cfg.threshold, cfg.cosine_floor, cfg.cosine_keep, cfg.order = "cross_encoder", 0.0, None, None, "filter"
+    cfg.rank_prior = 0.0  # the model's own scores, which filter_details then need not report
     assistant = Assistant(pack).load(generator=False)
     q = "What blood pressure range defines stage 1 hypertension in the Riverbend protocol?"
     by_model = assistant.retrieve(q, AskOptions(k=8))
