@@ -329,6 +329,9 @@ def test_score_questions_reads_only_the_scores_an_ask_lets_the_model_decide_agai
                           cosine=Fixed([0.4, 0.4, 0.2, 0.6]), cosine_keep=0.56, cosine_floor=0.3, relative=1.0)
     assert out[0].scores[:2] == pytest.approx([0.5, 0.2]) and out[0].scores[2] == float("-inf")
     assert out[0].rescued == [False, False, False, True]
+    # the model's own ranking (the AUC calibrate prints) reads every candidate alike, against the best of all (.9,
+    # log-odds ln 9): .8 -> sigmoid(ln 4 - ln 9) = 4/13, .5 -> 1/10, .2 -> 1/37, .9 -> 1/2
+    assert out[0].model_scores == pytest.approx([4 / 13, 1 / 10, 1 / 37, 1 / 2])
     plain = score_questions(Fixed([0.8, 0.5]), Retriever(), [{"question": "q"}], 2, labelled=False)
     assert plain[0].scores == [0.8, 0.5]  # weight 0 (the default): the model's own scores
     # rank_prior ln 4: each candidate's place in retrieval's list, the floored one (place 2) counted: the second .5

@@ -94,7 +94,7 @@ class ScoredQuestion:
     gold: list[bool]
     best_cosine: float | None = None  # the gate's score: the best cosine among the candidates
     on_topic: bool = True  # the pack's topic gate admits the question (True when the pack has none)
-    model_scores: list[float] | None = None  # the filter's own scores when ``scores`` count cosine_floor (-inf)
+    model_scores: list[float] | None = None  # every candidate's model score when cosine decides some (floor, keep)
     covered: bool = False  # a candidate holds the question's words at the pack's filter.gate_coverage: passes the gate
     rescued: list[bool] | None = None  # cosine reaches filter.cosine_keep: kept whatever the filter scores
 
@@ -181,7 +181,8 @@ class Calibration:
         return auc([s for ss, gg in ranked for s, g in zip(ss, gg) if g], [s for ss, gg in ranked for s, g in zip(ss, gg) if not g])
 
     def ranking_auc(self) -> float:
-        """AUC of the filter's own scores (the order kept passages reach the prompt in), cosine_floor aside."""
+        """AUC of the filter's own scores, cosine_floor and cosine_keep aside: every candidate's model score, read
+        in its question as the threshold reads it (``filter.relative_to_best``, ``filter.rank_prior``)."""
         own = [(q.model_scores or q.scores, q.gold) for q in self.questions]
         return auc([s for ss, gg in own for s, g in zip(ss, gg) if g], [s for ss, gg in own for s, g in zip(ss, gg) if not g])
 
@@ -225,6 +226,9 @@ def score_questions(filt, retriever, questions: Iterable[dict], k: int, *, label
         gold = [labelled and holds_evidence(p, q) for p in passages]
         cosines = cosine.score(q["question"], passages) if cosine is not None and passages else None
         best = max(cosines) if cosines is not None else None
+        # The model's ranking of every candidate, read as the threshold reads them (the AUC of the model, as if
+        # cosine decided none); calibration scores them all, an ask only those cosine leaves undecided.
+        model = read_scores(scores, relative_to_best=relative, rank_prior=rank_prior)
         if (relative or rank_prior) and scores:
             decided = (cosine_decides(cosines, cosine_keep, cosine_floor) if cosines is not None
                        else [None] * len(scores))
@@ -234,8 +238,10 @@ def score_questions(filt, retriever, questions: Iterable[dict], k: int, *, label
             for i, v in zip(undecided, read):
                 scores[i] = v
         own = rescued = None
+        if cosines is not None and (cosine_floor is not None or cosine_keep is not None):
+            own = model
         if cosines is not None and cosine_floor is not None:
-            own, scores = scores, [-math.inf if c < cosine_floor else s for s, c in zip(scores, cosines)]
+            scores = [-math.inf if c < cosine_floor else s for s, c in zip(scores, cosines)]
         if cosines is not None and cosine_keep is not None:
             rescued = [c >= cosine_keep for c in cosines]
         covered = gate_coverage is not None and best_coverage(q["question"], passages, opening_words,
