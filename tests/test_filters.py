@@ -841,7 +841,7 @@ def test_filter_relative_to_best_reads_each_passage_against_the_questions_best(p
 
 
 def test_calibrate_relative_to_best_chooses_the_threshold_given_the_share_and_writes_both(prebuilt_indexes, tmp_path):
-    """`filter calibrate --relative-to-best S --write` on a copy of the medical pack (its relevance model, the
+    """`filter calibrate --relative-to-best S --rank-prior P --write` on a copy of the medical pack (its relevance model, the
     starter protocol): the threshold is chosen on the scores read against each question's best, and both are
     stored; the pack then switched to cosine keeps the share, which cosine ignores (eval's cosine and no-filter
     variants switch a pack so); asking cosine for a share is refused."""
@@ -863,11 +863,12 @@ def test_calibrate_relative_to_best_chooses_the_threshold_given_the_share_and_wr
                               "doc": "hypertension_guideline.md"}) + "\n")
     args = ["filter", "calibrate", "--pack", str(tmp_path / "pack"), "--index-dir", str(tmp_path / "index"),
             "--questions", str(qs), "--k", "5", "--write", "--json"]
-    result = CliRunner().invoke(app, args + ["--kind", "cross_encoder", "--relative-to-best", "0.5"])
+    result = CliRunner().invoke(app, args + ["--kind", "cross_encoder", "--relative-to-best", "0.5", "--rank-prior", "0.8"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout[result.stdout.index("{"):])
     written = yaml.safe_load((tmp_path / "pack" / "pack.yaml").read_text())["filter"]
     assert report["relative_to_best"] == 0.5 and written["relative_to_best"] == 0.5
+    assert report["rank_prior"] == 0.8 and written["rank_prior"] == 0.8
     assert report["gold_kept"] == 1.0 and written["threshold"] == report["threshold"]
     result = CliRunner().invoke(app, args + ["--kind", "cosine"])
     assert result.exit_code == 0, result.output
@@ -879,3 +880,5 @@ def test_calibrate_relative_to_best_chooses_the_threshold_given_the_share_and_wr
     assert "relative_to_best" not in Assistant(load_pack(tmp_path / "pack")).filter_choice().to_json()
     result = CliRunner().invoke(app, args + ["--kind", "cosine", "--relative-to-best", "0.5"])
     assert result.exit_code != 0 and "--relative-to-best" in result.output
+    result = CliRunner().invoke(app, args + ["--kind", "cosine", "--rank-prior", "0.8"])
+    assert result.exit_code != 0 and "--rank-prior" in result.output
