@@ -290,7 +290,7 @@ class FilterSettings(_Strict):
         "still turns on its best passage. Kinds 'cosine' and 'none' ignore it. Calibrate the threshold with the share "
         "the pack ships.",
     )
-    # Finance and medical, stop 40: chosen on training rows (finance 400, medical 832; 0.8 best at k = 5 and 10 in
+    # Finance and medical, stop 40: chosen on training rows (400 of each; 0.8 best at k = 5 and 10 in
     # both); dev AUC at k = 10 finance .832 -> .853, medical's model .844 -> .943 (docs/filter.md).
     rank_prior: float = Field(
         0.0,
