@@ -286,8 +286,8 @@ class FilterSettings(_Strict):
         "sigmoid(l - relative_to_best * l_best). 0: each passage on its own score; 1: each by its distance to the "
         "question's best alone; between, a passage is kept when it scores well and near the best. A model's scores "
         "drift from question to question, and the passage that answers is the question's best more often than it "
-        "clears one fixed line. The order within a question does not change, and whether a question keeps anything "
-        "still turns on its best passage. Kinds 'cosine' and 'none' ignore it. Calibrate the threshold with the share "
+        "clears one fixed line. By itself (rank_prior 0) it leaves the order within a question as it was, and whether a "
+        "question keeps anything still turns on its best passage. Kinds 'cosine' and 'none' ignore it. Calibrate the threshold with the share "
         "the pack ships.",
     )
     # Finance and medical, stop 40: chosen on training rows (400 of each; 0.8 best at k = 5 and 10 in

@@ -295,7 +295,7 @@ def test_read_scores_takes_the_rank_prior_off_per_place_down_retrievals_list():
     assert read_scores([0.5, 0.5, 0.5], rank_prior=prior) == pytest.approx([1 / 2, 1 / 5, 1 / 17])
     assert read_scores([0.5, 0.5], [0, 2], rank_prior=prior) == pytest.approx([1 / 2, 1 / 17])
     assert read_scores([0.8, 0.5], relative_to_best=1.0, rank_prior=prior) == pytest.approx([1 / 2, 1 / 17])
-    assert read_scores([0.5, 0.8], rank_prior=2 * prior) == pytest.approx([1 / 2, 1 / 5])  # .8 in place 1: 4/16
+    assert read_scores([0.5, 0.8], rank_prior=2 * prior) == pytest.approx([1 / 2, 1 / 5])  # .8 (odds 4) in place 1: odds 4/16
     with pytest.raises(ValueError):
         read_scores([0.5, 0.5], [0], rank_prior=prior)
 
