@@ -75,23 +75,18 @@ def write_filter_settings(pack_yaml: Path | str, *, threshold: float | None, kin
     """Set ``filter.threshold`` (rounded down to 4 decimals; None leaves it, for kind 'none' behind a gate),
     and ``filter.kind``, ``filter.gate``, ``filter.cosine_keep``, ``filter.cosine_floor``,
     ``filter.relative_to_best`` and ``filter.rank_prior`` when given."""
-    value = None if threshold is None else f"{round_down(threshold):.4f}"
-    gate_value = None if gate is None else f"{round_down(gate):.4f}"
-    keep_value = None if cosine_keep is None else f"{cosine_keep:.4f}"
-    floor_value = None if cosine_floor is None else f"{cosine_floor:.4f}"
-    relative_value = None if relative_to_best is None else f"{relative_to_best:.4f}"
-    prior_value = None if rank_prior is None else f"{rank_prior:.4f}"
-    values = ({"threshold": value} if value else {}) | ({"kind": kind} if kind else {}) | ({"gate": gate_value} if gate_value else {}) | (
-        {"cosine_keep": keep_value} if keep_value else {}) | ({"cosine_floor": floor_value} if floor_value else {}) | (
-        {"relative_to_best": relative_value} if relative_value else {}) | (
-        {"rank_prior": prior_value} if prior_value else {})
-    return set_block_values(pack_yaml, "filter", values,
-                            lambda cfg: (value is None or abs(cfg.filter.threshold - float(value)) <= 1e-9) and (not kind or cfg.filter.kind == kind)
-                            and (gate_value is None or abs((cfg.filter.gate or 0) - float(gate_value)) <= 1e-9)
-                            and (keep_value is None or abs((cfg.filter.cosine_keep or 0) - float(keep_value)) <= 1e-9)
-                            and (floor_value is None or abs((cfg.filter.cosine_floor or 0) - float(floor_value)) <= 1e-9)
-                            and (relative_value is None or abs(cfg.filter.relative_to_best - float(relative_value)) <= 1e-9)
-                            and (prior_value is None or abs(cfg.filter.rank_prior - float(prior_value)) <= 1e-9))
+    # In the order they are written (a key the block lacks goes to its top); None: left as it is. Numbers are
+    # written with 4 decimals, the threshold and gate rounded down.
+    fields = {"threshold": None if threshold is None else round_down(threshold), "kind": kind or None,
+              "gate": None if gate is None else round_down(gate), "cosine_keep": cosine_keep,
+              "cosine_floor": cosine_floor, "relative_to_best": relative_to_best, "rank_prior": rank_prior}
+    values = {key: v if key == "kind" else f"{v:.4f}" for key, v in fields.items() if v is not None}
+
+    def written(cfg) -> bool:
+        return all(cfg.filter.kind == v if key == "kind" else abs((getattr(cfg.filter, key) or 0) - float(v)) <= 1e-9
+                   for key, v in values.items())
+
+    return set_block_values(pack_yaml, "filter", values, written)
 
 
 def set_generator_adapter(pack_yaml: Path | str, folder: str) -> str:
