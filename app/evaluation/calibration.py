@@ -226,9 +226,11 @@ def score_questions(filt, retriever, questions: Iterable[dict], k: int, *, label
         gold = [labelled and holds_evidence(p, q) for p in passages]
         cosines = cosine.score(q["question"], passages) if cosine is not None and passages else None
         best = max(cosines) if cosines is not None else None
-        # The model's ranking of every candidate, read as the threshold reads them (the AUC of the model, as if
-        # cosine decided none); calibration scores them all, an ask only those cosine leaves undecided.
-        model = read_scores(scores, relative_to_best=relative, rank_prior=rank_prior)
+        own = rescued = None
+        if cosines is not None and (cosine_floor is not None or cosine_keep is not None):
+            # The model's ranking of every candidate, read as the threshold reads them (the AUC of the model, as if
+            # cosine decided none); calibration scores them all, an ask only those cosine leaves undecided.
+            own = read_scores(scores, relative_to_best=relative, rank_prior=rank_prior)
         if (relative or rank_prior) and scores:
             decided = (cosine_decides(cosines, cosine_keep, cosine_floor) if cosines is not None
                        else [None] * len(scores))
@@ -237,9 +239,6 @@ def score_questions(filt, retriever, questions: Iterable[dict], k: int, *, label
                                rank_prior=rank_prior)
             for i, v in zip(undecided, read):
                 scores[i] = v
-        own = rescued = None
-        if cosines is not None and (cosine_floor is not None or cosine_keep is not None):
-            own = model
         if cosines is not None and cosine_floor is not None:
             scores = [-math.inf if c < cosine_floor else s for s, c in zip(scores, cosines)]
         if cosines is not None and cosine_keep is not None:
