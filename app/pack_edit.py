@@ -49,7 +49,10 @@ def set_block_values(pack_yaml: Path | str, block: str, values: dict[str, str], 
             for j in range(start + 1, end):
                 m = pat.match(lines[j])
                 if m:
-                    lines[j] = f"{indent}{key}: {val}{m.group(1) or ''}"
+                    # A value already equal to the new one stays as the user wrote it ("0.8" is not rewritten
+                    # "0.8000" when calibrate --write passes every setting it used).
+                    if not _same_value(lines[j], indent, key, val):
+                        lines[j] = f"{indent}{key}: {val}{m.group(1) or ''}"
                     break
             else:
                 lines.insert(start + 1, f"{indent}{key}: {val}")
@@ -66,6 +69,15 @@ def set_block_values(pack_yaml: Path | str, block: str, values: dict[str, str], 
     tmp.write_text(new_text, encoding="utf-8")
     os.replace(tmp, path)
     return new_text
+
+
+def _same_value(line: str, indent: str, key: str, val: str) -> bool:
+    """Whether ``line`` (``indent key: value  # comment``) already holds ``val``, as YAML reads both."""
+    old = line[len(indent) + len(key):].split(":", 1)[1].split(" #", 1)[0].strip()
+    try:
+        return yaml.safe_load(old) == yaml.safe_load(val)
+    except yaml.YAMLError:
+        return False
 
 
 def write_filter_settings(pack_yaml: Path | str, *, threshold: float | None, kind: str | None = None,

@@ -385,6 +385,11 @@ def test_write_filter_settings_keeps_comments_and_other_settings(tmp_path):
     write_filter_settings(bare, threshold=0.00661, kind="cross_encoder", relative_to_best=0.75)
     assert yaml.safe_load(bare.read_text())["filter"] == {"threshold": 0.0066, "kind": "cross_encoder", "gate": 0.5678,
                                                           "relative_to_best": 0.75}
+    # a value already there as written is left as the user wrote it; a changed one is rewritten, its comment kept
+    bare.write_text("name: bare\ntitle: Bare\nfilter:\n  rank_prior: 0.8  # why\n  threshold: 0.5  # chosen\n",
+                    encoding="utf-8")
+    write_filter_settings(bare, threshold=0.25, rank_prior=0.8)
+    assert bare.read_text() == "name: bare\ntitle: Bare\nfilter:\n  rank_prior: 0.8  # why\n  threshold: 0.2500  # chosen\n"
 
 
 # ------------------------------------------------------------------------------------- pairs
