@@ -45,14 +45,14 @@ def set_block_values(pack_yaml: Path | str, block: str, values: dict[str, str], 
             end += 1
         indent = next((m.group(1) for b in lines[start + 1:end] if (m := re.match(r"^(\s+)\w", b))), "  ")
         for key, val in values.items():
-            pat = re.compile(rf"^{re.escape(indent)}{key}\s*:[^#]*?(\s+#.*)?$")
+            pat = re.compile(rf"^{re.escape(indent)}{key}\s*:(?P<value>[^#]*?)(?P<comment>\s+#.*)?$")
             for j in range(start + 1, end):
                 m = pat.match(lines[j])
                 if m:
                     # A value already equal to the new one stays as the user wrote it ("0.8" is not rewritten
                     # "0.8000" when calibrate --write passes every setting it used).
-                    if not _same_value(lines[j], indent, key, val):
-                        lines[j] = f"{indent}{key}: {val}{m.group(1) or ''}"
+                    if not _same_value(m.group("value"), val):
+                        lines[j] = f"{indent}{key}: {val}{m.group('comment') or ''}"
                     break
             else:
                 lines.insert(start + 1, f"{indent}{key}: {val}")
@@ -71,9 +71,8 @@ def set_block_values(pack_yaml: Path | str, block: str, values: dict[str, str], 
     return new_text
 
 
-def _same_value(line: str, indent: str, key: str, val: str) -> bool:
-    """Whether ``line`` (``indent key: value  # comment``) already holds ``val``, as YAML reads both."""
-    old = line[len(indent) + len(key):].split(":", 1)[1].split(" #", 1)[0].strip()
+def _same_value(old: str, val: str) -> bool:
+    """Whether the value text a line holds and ``val`` are the same value, as YAML reads both."""
     try:
         return yaml.safe_load(old) == yaml.safe_load(val)
     except yaml.YAMLError:
